@@ -1,6 +1,16 @@
 //! `skiff`: the client of skiffd.
+//!
+//! Exit status: 0 on success, 1 when the server answered with an error,
+//! 2 for usage errors and when no usable answer came (connection refused
+//! or lost, timeout, a reply that breaks the protocol).
 
+mod cmd;
+mod shell;
 mod swarm;
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use clap::{Parser, Subcommand};
 
@@ -9,7 +19,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "skiff", version, about)]
 struct Cli {
     /// Server address: HOST:PORT or unix:PATH
-    #[arg(long, global = true, default_value = "127.0.0.1:9999", env = "SKIFF_ADDR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:9999",
+        env = "SKIFF_ADDR"
+    )]
     addr: String,
     #[command(subcommand)]
     command: Command,
@@ -17,13 +32,87 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the server's name, version, protocol and ops
+    Hello,
+    /// Have the server echo TEXT back (words are joined by spaces)
+    Echo {
+        /// The text to send (use -- before text that starts with -)
+        #[arg(required = true)]
+        text: Vec<OsString>,
+        /// Ask the server to upper-case a-z
+        #[arg(long, short)]
+        upper: bool,
+    },
+    /// Ask the UDP time service for the server's local time
+    Time {
+        /// strftime format; the server's default is %Y-%m-%d %H:%M:%S
+        #[arg(allow_hyphen_values = true)]
+        format: Option<String>,
+        /// Address of the UDP time service
+        #[arg(long, value_name = "ADDR", default_value = cmd::DEFAULT_UDP_TIME)]
+        udp: String,
+    },
+    /// Send TEXT to the UDP echo service and print what comes back
+    UdpEcho {
+        /// The text to send (words are joined by spaces)
+        #[arg(required = true)]
+        text: Vec<OsString>,
+        /// Address of the UDP echo service
+        #[arg(long, value_name = "ADDR", default_value = cmd::DEFAULT_UDP_ECHO)]
+        udp: String,
+    },
+    /// Show the server's counters
+    Stats {
+        /// Print the reply's fields as one line of JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Interactive prompt (reads plain lines when stdin is not a terminal)
+    Shell(shell::ShellArgs),
     /// Drive the server with many connections and report what it takes
     Swarm(swarm::SwarmArgs),
+}
+
+/// Joins arguments with spaces as raw bytes, so non-UTF-8 text goes out unchanged.
+fn join_bytes(words: &[OsString]) -> Vec<u8> {
+    words
+        .iter()
+        .map(|w| w.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b' ')
+}
+
+/// Connects to `addr` and runs `f` on the connection, printing to stdout.
+fn with_client(
+    addr: &str,
+    f: impl FnOnce(&mut skiff::client::Client, &mut dyn Write) -> Result<(), cmd::CmdError>,
+) -> i32 {
+    let mut out = io::stdout().lock();
+    let result = cmd::connect(addr)
+        .and_then(|mut c| f(&mut c, &mut out))
+        .and_then(|()| out.flush().map_err(cmd::output_error));
+    cmd::report(result)
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Hello => with_client(&cli.addr, cmd::hello),
+        Command::Echo { text, upper } => {
+            let text = join_bytes(&text);
+            with_client(&cli.addr, |c, out| cmd::echo(c, &text, upper, out))
+        }
+        Command::Stats { json } => with_client(&cli.addr, |c, out| cmd::stats(c, json, out)),
+        Command::Time { format, udp } => {
+            let format = format.unwrap_or_default();
+            cmd::report(cmd::time(&udp, &format, &mut io::stdout().lock()))
+        }
+        Command::UdpEcho { text, udp } => cmd::report(cmd::udp_echo(
+            &udp,
+            &join_bytes(&text),
+            &mut io::stdout().lock(),
+        )),
+        Command::Shell(args) => shell::run(&cli.addr, args),
         Command::Swarm(args) => swarm::run(&cli.addr, args),
     };
     std::process::exit(code);

@@ -1,0 +1,500 @@
+//! `skiff shell`: an interactive prompt over one framed connection.
+//!
+//! ```text
+//!   line ──▶ parse_line ──▶ (name, words, rest) ──▶ COMMANDS[name].run
+//!                                                       │
+//!               error: CODE: MESSAGE on stderr ◀── Err ─┤
+//!               connection dropped, redialled  ◀── broken connection
+//! ```
+//!
+//! Commands live in one table, [`COMMANDS`]: adding one (login, ls, cd,
+//! get, put, `!cmd`) is one entry and one function. A line starting with
+//! `!` is dispatched to the entry named `"!"` with the rest of the line
+//! untouched, so a future exec command gets the command text verbatim.
+//!
+//! On a terminal the prompt has line editing and history (rustyline);
+//! otherwise lines are read plainly from stdin with no prompt, so the
+//! shell can be driven by a pipe or a script. The exit status is that of
+//! the last command run, as with `sh`.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+use skiff::client::Client;
+
+use crate::cmd::{self, CmdError};
+
+/// Options of `skiff shell`.
+#[derive(clap::Args)]
+pub struct ShellArgs {
+    /// Address of the UDP time service used by `time`
+    #[arg(long = "udp", value_name = "ADDR", default_value = cmd::DEFAULT_UDP_TIME)]
+    pub udp_time: String,
+}
+
+/// What the loop does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next line.
+    Continue,
+    /// Leave the shell.
+    Quit,
+}
+
+/// One parsed input line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The command word (`"!"` for a `!cmd` line).
+    pub name: String,
+    /// The arguments after the command word, with quotes and escapes
+    /// resolved.
+    pub args: Vec<String>,
+    /// The raw text after the command word, leading blanks removed: for
+    /// commands that take free text and must see it unchanged.
+    pub rest: String,
+}
+
+/// One entry of the command table.
+pub struct Entry {
+    /// The word that runs it.
+    pub name: &'static str,
+    /// Other words that run it.
+    pub aliases: &'static [&'static str],
+    /// The argument synopsis shown by `help`.
+    pub usage: &'static str,
+    /// One line for `help`.
+    pub about: &'static str,
+    /// Runs the command.
+    pub run: fn(&mut Shell, &Line) -> Result<Flow, CmdError>,
+}
+
+/// Every shell command, in the order `help` lists them.
+pub const COMMANDS: &[Entry] = &[
+    Entry {
+        name: "hello",
+        aliases: &[],
+        usage: "",
+        about: "show the server's name, version and ops",
+        run: run_hello,
+    },
+    Entry {
+        name: "echo",
+        aliases: &[],
+        usage: "[--upper] TEXT...",
+        about: "have the server echo TEXT (upper-cased with --upper)",
+        run: run_echo,
+    },
+    Entry {
+        name: "stats",
+        aliases: &[],
+        usage: "[--json]",
+        about: "show the server's counters",
+        run: run_stats,
+    },
+    Entry {
+        name: "time",
+        aliases: &[],
+        usage: "[FORMAT]",
+        about: "ask the UDP time service (strftime FORMAT)",
+        run: run_time,
+    },
+    Entry {
+        name: "help",
+        aliases: &["?"],
+        usage: "",
+        about: "list the commands",
+        run: run_help,
+    },
+    Entry {
+        name: "quit",
+        aliases: &["exit"],
+        usage: "",
+        about: "leave the shell; so does Ctrl-D",
+        run: run_quit,
+    },
+];
+
+/// The shell's state between commands.
+pub struct Shell {
+    /// Where the framed server is.
+    addr: String,
+    /// Where the UDP time service is.
+    udp_time: String,
+    /// The framed connection; `None` after it broke, until the next
+    /// command that needs it redials.
+    client: Option<Client>,
+    /// Exit status of the last command, returned when the shell ends.
+    status: i32,
+}
+
+impl Shell {
+    /// The connection, redialled if the last one broke. A redial starts a
+    /// fresh session: commands that build on session state (a login, a
+    /// cwd) must restore it here when they arrive.
+    fn client(&mut self) -> Result<&mut Client, CmdError> {
+        if self.client.is_none() {
+            self.client = Some(cmd::connect(&self.addr)?);
+        }
+        // Just ensured above; the Option only exists to model "broken".
+        self.client
+            .as_mut()
+            .ok_or_else(|| CmdError::Connection("not connected".into()))
+    }
+
+    /// The prompt; later it will show the user and cwd.
+    fn prompt(&self) -> String {
+        "skiff> ".to_string()
+    }
+
+    /// Runs one input line and records its status.
+    fn execute(&mut self, input: &str) -> Flow {
+        let line = match parse_line(input) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Flow::Continue,
+            Err(e) => {
+                self.status = cmd::report(Err(e));
+                return Flow::Continue;
+            }
+        };
+        let Some(entry) = find(&line.name) else {
+            self.status = cmd::report(Err(CmdError::Usage(format!(
+                "unknown command {:?}; type help for the list",
+                line.name
+            ))));
+            return Flow::Continue;
+        };
+        match (entry.run)(self, &line) {
+            Ok(flow) => {
+                // `quit` keeps the status of the command before it, as `exit` does in sh.
+                if flow == Flow::Continue {
+                    self.status = 0;
+                }
+                flow
+            }
+            Err(e) => {
+                if e.breaks_connection() {
+                    self.client = None;
+                }
+                self.status = cmd::report(Err(e));
+                Flow::Continue
+            }
+        }
+    }
+}
+
+/// Looks a command word up in [`COMMANDS`].
+fn find(name: &str) -> Option<&'static Entry> {
+    COMMANDS
+        .iter()
+        .find(|e| e.name == name || e.aliases.contains(&name))
+}
+
+/// Splits a line into command word, arguments and raw rest. `Ok(None)`
+/// for a blank line or a `#` comment.
+pub fn parse_line(input: &str) -> Result<Option<Line>, CmdError> {
+    let input = input.trim();
+    if input.is_empty() || input.starts_with('#') {
+        return Ok(None);
+    }
+    let (name, rest) = match input.strip_prefix('!') {
+        Some(rest) => ("!".to_string(), rest.trim_start()),
+        None => {
+            let end = input.find(char::is_whitespace).unwrap_or(input.len());
+            (input[..end].to_string(), input[end..].trim_start())
+        }
+    };
+    Ok(Some(Line {
+        name,
+        args: split_words(rest)?,
+        rest: rest.to_string(),
+    }))
+}
+
+/// Splits text into words as a POSIX shell would for plain words: blanks
+/// separate, `'...'` is literal, `"..."` allows `\"` and `\\`, and a
+/// backslash outside quotes takes the next character literally.
+pub fn split_words(text: &str) -> Result<Vec<String>, CmdError> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(CmdError::Usage("unterminated ' quote".into())),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err(CmdError::Usage("unterminated \" quote".into())),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(CmdError::Usage("unterminated \" quote".into())),
+                    }
+                }
+            }
+            '\\' => {
+                let w = word.get_or_insert_with(String::new);
+                w.push(chars.next().unwrap_or('\\'));
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+/// Rejects arguments for commands that take none.
+fn no_args(line: &Line) -> Result<(), CmdError> {
+    match line.args.first() {
+        None => Ok(()),
+        Some(a) => Err(CmdError::Usage(format!(
+            "{} takes no arguments (got {a:?})",
+            line.name
+        ))),
+    }
+}
+
+fn run_hello(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    no_args(line)?;
+    cmd::hello(shell.client()?, &mut io::stdout().lock())?;
+    Ok(Flow::Continue)
+}
+
+fn run_echo(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let mut args = line.args.as_slice();
+    let mut upper = false;
+    // Only leading options count, and `--` ends them, so any text can be echoed.
+    while let Some(first) = args.first() {
+        match first.as_str() {
+            "--upper" | "-u" => upper = true,
+            "--" => {
+                args = &args[1..];
+                break;
+            }
+            _ => break,
+        }
+        args = &args[1..];
+    }
+    if args.is_empty() {
+        return Err(CmdError::Usage("echo [--upper] TEXT...".into()));
+    }
+    let text = args.join(" ");
+    cmd::echo(
+        shell.client()?,
+        text.as_bytes(),
+        upper,
+        &mut io::stdout().lock(),
+    )?;
+    Ok(Flow::Continue)
+}
+
+fn run_stats(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let as_json = match line.args.as_slice() {
+        [] => false,
+        [flag] if flag == "--json" => true,
+        _ => return Err(CmdError::Usage("stats [--json]".into())),
+    };
+    cmd::stats(shell.client()?, as_json, &mut io::stdout().lock())?;
+    Ok(Flow::Continue)
+}
+
+fn run_time(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    // Words are rejoined so `time %H:%M %Z` needs no quotes.
+    let format = line.args.join(" ");
+    cmd::time(&shell.udp_time, &format, &mut io::stdout().lock())?;
+    Ok(Flow::Continue)
+}
+
+fn run_help(_shell: &mut Shell, _line: &Line) -> Result<Flow, CmdError> {
+    let mut out = io::stdout().lock();
+    let synopsis = |e: &Entry| {
+        let mut s = e.name.to_string();
+        if !e.usage.is_empty() {
+            s = format!("{s} {}", e.usage);
+        }
+        s
+    };
+    let width = COMMANDS
+        .iter()
+        .map(|e| synopsis(e).len())
+        .max()
+        .unwrap_or(0);
+    for e in COMMANDS {
+        let mut about = e.about.to_string();
+        if !e.aliases.is_empty() {
+            about = format!("{about} (also: {})", e.aliases.join(", "));
+        }
+        writeln!(out, "  {:width$}  {about}", synopsis(e)).map_err(cmd::output_error)?;
+    }
+    Ok(Flow::Continue)
+}
+
+fn run_quit(_shell: &mut Shell, _line: &Line) -> Result<Flow, CmdError> {
+    Ok(Flow::Quit)
+}
+
+/// Where history is kept: `$HOME/.skiff_history`, or nowhere without HOME.
+fn history_path() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".skiff_history"))
+}
+
+/// Runs the shell against `addr`; returns the process exit status.
+pub fn run(addr: &str, args: ShellArgs) -> i32 {
+    let client = match cmd::connect(addr) {
+        Ok(c) => c,
+        Err(e) => return cmd::report(Err(e)),
+    };
+    let mut shell = Shell {
+        addr: addr.to_string(),
+        udp_time: args.udp_time,
+        client: Some(client),
+        status: 0,
+    };
+    if io::stdin().is_terminal() {
+        interactive(&mut shell);
+    } else {
+        scripted(&mut shell);
+    }
+    shell.status
+}
+
+/// Terminal input: line editing and history. Falls back to plain reading
+/// if the terminal cannot be driven.
+fn interactive(shell: &mut Shell) {
+    let mut editor = match DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("skiff: no line editing ({e}); reading plain lines");
+            return scripted(shell);
+        }
+    };
+    let history = history_path();
+    if let Some(path) = &history {
+        // A missing or unreadable history file is normal on first use.
+        let _ = editor.load_history(path);
+    }
+    println!(
+        "connected to {}; type help for commands, quit or Ctrl-D to leave",
+        shell.addr
+    );
+    loop {
+        match editor.readline(&shell.prompt()) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if shell.execute(&line) == Flow::Quit {
+                    break;
+                }
+            }
+            // Ctrl-C abandons the line being typed, as in sh.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("error: input: {e}");
+                shell.status = 2;
+                break;
+            }
+        }
+    }
+    if let Some(path) = &history {
+        // History is a convenience; failing to save it must not fail the shell.
+        let _ = editor.save_history(path);
+    }
+}
+
+/// Non-terminal input: one command per line, no prompt, until EOF or quit.
+fn scripted(shell: &mut Shell) {
+    let mut stdin = io::stdin().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match stdin.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if shell.execute(&line) == Flow::Quit {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("error: input: {e}");
+                shell.status = 2;
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        split_words(s).unwrap()
+    }
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(words("  a  b "), ["a", "b"]);
+        assert_eq!(
+            words(r#"'a  b' "c \"d\"" e\ f"#),
+            ["a  b", r#"c "d""#, "e f"]
+        );
+        assert_eq!(words(r#"x''y "" """#), ["xy", "", ""]);
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+    }
+
+    #[test]
+    fn parses_lines() {
+        assert_eq!(parse_line("   ").unwrap(), None);
+        assert_eq!(parse_line("# note").unwrap(), None);
+        let l = parse_line("echo --upper  hi  there").unwrap().unwrap();
+        assert_eq!(l.name, "echo");
+        assert_eq!(l.args, ["--upper", "hi", "there"]);
+        assert_eq!(l.rest, "--upper  hi  there");
+        let l = parse_line("!ls -l 'a b'").unwrap().unwrap();
+        assert_eq!(l.name, "!");
+        assert_eq!(l.rest, "ls -l 'a b'");
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        for (i, e) in COMMANDS.iter().enumerate() {
+            for name in std::iter::once(&e.name).chain(e.aliases) {
+                let first = COMMANDS
+                    .iter()
+                    .position(|o| o.name == *name || o.aliases.contains(name));
+                assert_eq!(first, Some(i), "{name} is claimed twice");
+            }
+        }
+        assert!(find("exit").is_some());
+        assert!(find("nope").is_none());
+    }
+}
