@@ -26,10 +26,12 @@ struct Cli {
         env = "SKIFF_ADDR"
     )]
     addr: String,
+    /// What to do.
     #[command(subcommand)]
     command: Command,
 }
 
+/// The subcommands; each doc line is its `--help` summary.
 #[derive(Subcommand)]
 enum Command {
     /// Show the server's name, version, protocol and ops
