@@ -1,1 +1,171 @@
-fn main() {}
+//! `skiffd`: one thread, one poll loop, every client.
+//!
+//! Run with no arguments to serve on loopback defaults; `RUST_LOG=debug`
+//! narrates the loop.
+
+mod buffer;
+mod conn;
+mod handlers;
+mod listen;
+mod reactor;
+mod stats;
+mod sys;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::{info, warn};
+
+use skiff::proto::{parse_duration, parse_size};
+
+use crate::conn::Limits;
+use crate::reactor::{Config, Reactor};
+
+/// skiffd: a small, fast, single-threaded server.
+#[derive(Parser)]
+#[command(name = "skiffd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+/// Listener options are repeatable. Give none to get the loopback defaults
+/// (framed 127.0.0.1:9999, udp-time :9998, udp-echo :9997, raw-echo :9996);
+/// give any, and exactly those are served.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Directory for users, homes and uploads.
+    #[arg(long, default_value = "./skiff-data")]
+    data_dir: PathBuf,
+    /// Framed protocol over TCP, HOST:PORT (port 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Vec<String>,
+    /// Framed protocol over a Unix socket.
+    #[arg(long, value_name = "PATH")]
+    unix: Vec<PathBuf>,
+    /// UDP time service: a datagram holding a strftime format gets the time.
+    #[arg(long, value_name = "HOST:PORT")]
+    udp_time: Vec<String>,
+    /// UDP echo service.
+    #[arg(long, value_name = "HOST:PORT")]
+    udp_echo: Vec<String>,
+    /// Raw TCP upper-casing echo (no frames; try it with nc).
+    #[arg(long, value_name = "HOST:PORT")]
+    raw_echo: Vec<String>,
+    /// Largest request body (bodies are streamed, so this can be large).
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    max_body: u64,
+    /// Close connections idle this long (e.g. 300, 5m, 30s).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Most connections at once; more get `too_busy`.
+    #[arg(long, default_value_t = 65536)]
+    max_conns: usize,
+    /// Most connections from one IP address; more get `too_busy`.
+    #[arg(long, default_value_t = 16384)]
+    max_conns_per_ip: usize,
+    /// Queued output per connection above which its input is paused.
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    out_high_water: u64,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    backlog: i32,
+    /// How long SIGINT/SIGTERM may take to flush clients before exiting.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config, String> {
+        let resolve = |list: &[String]| -> Result<Vec<SocketAddr>, String> {
+            let mut out = Vec::new();
+            for a in list {
+                out.extend(listen::resolve(a).map_err(|e| format!("{a}: {e}"))?);
+            }
+            Ok(out)
+        };
+        let defaults = self.listen.is_empty()
+            && self.unix.is_empty()
+            && self.udp_time.is_empty()
+            && self.udp_echo.is_empty()
+            && self.raw_echo.is_empty();
+        let pick = |list: &[String], default: &str| {
+            if defaults { resolve(&[default.to_string()]) } else { resolve(list) }
+        };
+        let out_high = usize::try_from(self.out_high_water).map_err(|_| "--out-high-water is too large")?;
+        if out_high < 1024 {
+            return Err("--out-high-water must be at least 1K".into());
+        }
+        Ok(Config {
+            framed: pick(&self.listen, "127.0.0.1:9999")?,
+            unix: self.unix.clone(),
+            udp_time: pick(&self.udp_time, "127.0.0.1:9998")?,
+            udp_echo: pick(&self.udp_echo, "127.0.0.1:9997")?,
+            raw_echo: pick(&self.raw_echo, "127.0.0.1:9996")?,
+            limits: Limits {
+                max_body: self.max_body,
+                out_high,
+                out_low: out_high / 4,
+                idle_timeout: self.idle_timeout,
+                close_grace: Duration::from_secs(10),
+            },
+            max_conns: self.max_conns,
+            max_conns_per_ip: self.max_conns_per_ip,
+            backlog: self.backlog,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = args.config()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+    match sys::raise_nofile_limit() {
+        Ok(limit) => {
+            // Keep a few descriptors for listeners, files and pipes.
+            let fit = (limit as usize).saturating_sub(64);
+            if config.max_conns > fit {
+                warn!("open-file limit is {limit}: serving at most {fit} connections, not {}", config.max_conns);
+                config.max_conns = fit;
+            }
+        }
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
+    }
+    let mut reactor = Reactor::bind(config).map_err(|e| e.to_string())?;
+    for (name, addr) in reactor.local_addrs() {
+        println!("listening {name} {addr}");
+    }
+    info!("data dir {}", args.data_dir.display());
+    reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| {
+        let Cli { command } = Cli::parse_from(["skiffd", "serve"]);
+        command.expect("serve parses without arguments")
+    });
+    let result = match command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiffd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! One framed connection as a sans-I/O state machine.
+//!
+//! A [`Conn`] never sees a socket. The reactor hands it bytes that arrived
+//! ([`Conn::handle_input`]), tells it how many of its output bytes the
+//! socket took ([`Conn::handle_written`]), that the peer finished sending
+//! ([`Conn::handle_eof`]) or that its deadline passed
+//! ([`Conn::handle_timeout`]); and asks it what to write
+//! ([`Conn::output`]), whether to read ([`Conn::wants_read`]), when to wake
+//! it ([`Conn::deadline`]) and whether it is finished ([`Conn::is_done`]).
+//! Time comes in as `now` inside [`Ctx`], so tests run on virtual time.
+//!
+//! ```text
+//!               header of a request without body
+//!            ┌───────────────────────────────────┐
+//!            ▼                                   │
+//!   ──▶   Idle ──── header with body ────▶  Body(sink) ── end of body ──┐
+//!            ▲                                                          │
+//!            └──────────────────────────────────────────────────────────┘
+//!   any state ── bye, bad frame, peer gone, idle timeout ──▶ Closing ──▶ done
+//!                                              (output flushed first)
+//! ```
+//!
+//! Orthogonal to the state is backpressure: once queued output passes the
+//! high-water mark the connection stops consuming input (and so the
+//! reactor stops reading its socket) until the peer has read it down to
+//! the low-water mark. Input is therefore bounded by one frame head plus
+//! one read, output by the high-water mark plus one body chunk.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use serde_json::Number;
+
+use skiff::frame::{Decoded, Decoder, Header, MAX_HEAD};
+use skiff::proto::Code;
+
+use crate::buffer::OutBuf;
+use crate::handlers::{self, Next, Session, Sink};
+use crate::stats::Stats;
+
+/// Per-connection limits, fixed at startup.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted (a larger `size` is a bad frame).
+    pub max_body: u64,
+    /// Queued output above which input is no longer consumed.
+    pub out_high: usize,
+    /// Queued output below which input is consumed again.
+    pub out_low: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long a closing connection may take to read its last bytes.
+    pub close_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 64 << 30,
+            out_high: 256 << 10,
+            out_low: 64 << 10,
+            idle_timeout: Duration::from_secs(300),
+            close_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a connection may read and change beyond itself.
+pub struct Ctx<'a> {
+    /// The loop's idea of the current time.
+    pub now: Instant,
+    /// Limits for every connection.
+    pub limits: &'a Limits,
+    /// Server-wide counters (read by `stats`).
+    pub stats: &'a mut Stats,
+}
+
+/// Where in the conversation a connection is.
+#[derive(Debug)]
+enum State {
+    /// Between requests: the next bytes start a frame.
+    Idle,
+    /// Passing the current request's body to a sink.
+    Body {
+        /// The request id, for the reply sent when the body ends.
+        id: Option<Number>,
+        /// Where the body goes.
+        sink: Sink,
+    },
+    /// Flushing output, then closing; the reason is for the log.
+    Closing(&'static str),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Body { sink, .. } => sink.name(),
+            State::Closing(_) => "closing",
+        }
+    }
+}
+
+/// A framed connection's protocol state.
+pub struct Conn {
+    /// Slab key of this connection, for the log.
+    key: usize,
+    /// Splits the input into headers and body pieces.
+    decoder: Decoder,
+    /// Input not consumed yet: a partial frame head, or everything that
+    /// arrived while output was above the high-water mark. Empty (and
+    /// unallocated) most of the time.
+    input: Vec<u8>,
+    /// Output waiting for the socket.
+    out: OutBuf,
+    /// The current step of the conversation.
+    state: State,
+    /// Input is held back because output is above the high-water mark.
+    paused: bool,
+    /// The peer has finished sending.
+    eof: bool,
+    /// Who is logged in on this connection, and where they are.
+    session: Session,
+    /// Last time bytes moved in either direction.
+    last_active: Instant,
+}
+
+impl Conn {
+    /// A fresh connection with slab key `key`.
+    pub fn new(key: usize, now: Instant, limits: &Limits) -> Conn {
+        Conn {
+            key,
+            decoder: Decoder::new(limits.max_body),
+            input: Vec::new(),
+            out: OutBuf::default(),
+            state: State::Idle,
+            paused: false,
+            eof: false,
+            session: Session::default(),
+            last_active: now,
+        }
+    }
+
+    /// Takes bytes read from the socket.
+    pub fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        self.last_active = ctx.now;
+        if matches!(self.state, State::Closing(_)) {
+            return;
+        }
+        if self.input.is_empty() {
+            // The common case: consume straight from the reactor's read
+            // buffer and keep only a partial frame head, if any.
+            let used = self.consume(bytes, ctx);
+            if !matches!(self.state, State::Closing(_)) {
+                self.input.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            self.input.extend_from_slice(bytes);
+            self.consume_buffered(ctx);
+        }
+        self.settle_eof();
+    }
+
+    /// The peer shut down its sending side.
+    pub fn handle_eof(&mut self) {
+        self.eof = true;
+        self.settle_eof();
+    }
+
+    /// The socket took `n` bytes of [`Conn::output`].
+    pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
+        self.out.consume(n);
+        self.last_active = ctx.now;
+        if self.paused && self.out.len() <= ctx.limits.out_low {
+            self.paused = false;
+            debug!("conn {}: backpressure off ({} bytes queued)", self.key, self.out.len());
+            self.consume_buffered(ctx);
+            self.settle_eof();
+        }
+    }
+
+    /// The deadline from [`Conn::deadline`] has passed.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
+        if ctx.now < self.deadline(ctx.limits) {
+            return;
+        }
+        match self.state {
+            State::Closing(_) => {
+                // The peer would not read its last bytes: give up on them.
+                debug!("conn {}: dropping {} unread bytes", self.key, self.out.len());
+                self.out = OutBuf::default();
+            }
+            _ => {
+                let secs = ctx.limits.idle_timeout.as_secs();
+                handlers::error(self.out.writer(), None, Code::Timeout, &format!("idle for {secs} s"));
+                self.close("idle timeout");
+            }
+        }
+    }
+
+    /// Bytes to write to the socket now.
+    pub fn output(&self) -> &[u8] {
+        self.out.pending()
+    }
+
+    /// Whether the reactor should read more from the socket.
+    pub fn wants_read(&self) -> bool {
+        !self.paused && !self.eof && self.input.len() < MAX_HEAD && !self.is_closing()
+    }
+
+    /// When [`Conn::handle_timeout`] should next be called.
+    pub fn deadline(&self, limits: &Limits) -> Instant {
+        match self.state {
+            State::Closing(_) => self.last_active + limits.close_grace,
+            _ => self.last_active + limits.idle_timeout,
+        }
+    }
+
+    /// Closing was decided (output may still be flushing).
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing(_))
+    }
+
+    /// Closing and nothing left to write: the reactor may drop it.
+    pub fn is_done(&self) -> bool {
+        self.is_closing() && self.out.is_empty()
+    }
+
+    /// Asks the connection to finish (server shutdown): no more requests
+    /// are read; queued output is still flushed.
+    pub fn shut_down(&mut self) {
+        if !self.is_closing() {
+            self.close("server shutting down");
+        }
+    }
+
+    /// Memory held by buffers, in bytes (for tests and accounting).
+    #[cfg(test)]
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.capacity() + self.out.capacity()
+    }
+
+    fn consume_buffered(&mut self, ctx: &mut Ctx) {
+        if self.input.is_empty() {
+            return;
+        }
+        let input = std::mem::take(&mut self.input);
+        let used = self.consume(&input, ctx);
+        if !self.is_closing() && used < input.len() {
+            self.input = input;
+            self.input.drain(..used);
+        }
+    }
+
+    /// Decodes and handles as much of `input` as it may; returns how many
+    /// bytes it used.
+    fn consume(&mut self, input: &[u8], ctx: &mut Ctx) -> usize {
+        let mut used = 0;
+        while !self.is_closing() {
+            if self.out.len() >= ctx.limits.out_high {
+                if !self.paused {
+                    self.paused = true;
+                    debug!("conn {}: backpressure on ({} bytes queued)", self.key, self.out.len());
+                }
+                break;
+            }
+            match self.decoder.decode(&input[used..]) {
+                Ok(None) => break,
+                Ok(Some((n, decoded))) => {
+                    used += n;
+                    match decoded {
+                        Decoded::Header(header) => self.on_header(header, ctx),
+                        Decoded::Body(chunk) => self.on_body(chunk, ctx),
+                        Decoded::End => self.on_end(ctx),
+                    }
+                }
+                Err(e) => {
+                    info!("conn {}: bad frame: {e}", self.key);
+                    handlers::error(self.out.writer(), None, Code::BadFrame, &e.to_string());
+                    self.close("bad frame");
+                }
+            }
+        }
+        used
+    }
+
+    /// At end of input with no whole frame left to act on, close.
+    fn settle_eof(&mut self) {
+        if self.eof && !self.paused && !self.is_closing() {
+            let why = if self.decoder.at_boundary() && self.input.is_empty() {
+                "peer closed"
+            } else {
+                "peer closed mid-frame"
+            };
+            self.close(why);
+        }
+    }
+
+    fn on_header(&mut self, header: Header, ctx: &mut Ctx) {
+        debug!(
+            "conn {}: frame op={} id={} size={}",
+            self.key,
+            header.op,
+            header.id.as_ref().map_or("-".to_string(), Number::to_string),
+            header.size
+        );
+        ctx.stats.requests += 1;
+        let id = header.id.clone();
+        let size = header.size;
+        let next = handlers::request(header, &mut self.session, self.out.writer(), ctx);
+        match next {
+            Next::Body(sink) => self.set_state(State::Body { id, sink }),
+            // A body nobody wants is still read, so framing stays in sync.
+            Next::Done if size > 0 => self.set_state(State::Body {
+                id,
+                sink: Sink::Discard,
+            }),
+            Next::Done => {}
+            Next::Close(why) => {
+                // `bye` carries no body worth reading.
+                self.close(why);
+            }
+        }
+    }
+
+    fn on_body(&mut self, chunk: &[u8], ctx: &mut Ctx) {
+        if let State::Body { sink, .. } = &mut self.state {
+            handlers::body(sink, chunk, self.out.writer(), ctx);
+        }
+    }
+
+    fn on_end(&mut self, ctx: &mut Ctx) {
+        if let State::Body { .. } = self.state {
+            let State::Body { id, sink } = std::mem::replace(&mut self.state, State::Idle) else {
+                unreachable!()
+            };
+            debug!("conn {}: state {} -> idle", self.key, sink.name());
+            handlers::end(sink, id.as_ref(), &mut self.session, self.out.writer(), ctx);
+        }
+    }
+
+    fn close(&mut self, why: &'static str) {
+        self.set_state(State::Closing(why));
+        self.input = Vec::new();
+        self.paused = false;
+    }
+
+    /// The one place the state changes, so the log tells the story.
+    fn set_state(&mut self, to: State) {
+        match &to {
+            State::Closing(why) => debug!("conn {}: state {} -> closing ({why})", self.key, self.state.name()),
+            _ => debug!("conn {}: state {} -> {}", self.key, self.state.name(), to.name()),
+        }
+        self.state = to;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngExt;
+    use serde_json::{Value, json};
+    use skiff::frame::encode_header;
+
+    fn frame(mut header: Value, body: &[u8]) -> Vec<u8> {
+        header["size"] = body.len().into();
+        let mut out = Vec::new();
+        encode_header(&mut out, &header).unwrap();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A connection with virtual time and a peer that reads everything.
+    struct Harness {
+        conn: Conn,
+        limits: Limits,
+        stats: Stats,
+        now: Instant,
+        received: Vec<u8>,
+    }
+
+    impl Harness {
+        fn new(limits: Limits) -> Harness {
+            let now = Instant::now();
+            Harness {
+                conn: Conn::new(1, now, &limits),
+                stats: Stats::new(now),
+                limits,
+                now,
+                received: Vec::new(),
+            }
+        }
+
+        fn tick(&mut self) {
+            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            conn.handle_timeout(&mut ctx);
+        }
+
+        fn feed(&mut self, bytes: &[u8]) {
+            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            conn.handle_input(bytes, &mut ctx);
+        }
+
+        /// The peer reads up to `max` bytes.
+        fn drain(&mut self, max: usize) -> usize {
+            let n = self.conn.output().len().min(max);
+            self.received.extend_from_slice(&self.conn.output()[..n]);
+            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            conn.handle_written(n, &mut ctx);
+            n
+        }
+
+        fn drain_all(&mut self) {
+            while self.drain(usize::MAX) > 0 {}
+        }
+
+        /// Decodes every whole frame received so far.
+        fn frames(&self) -> Vec<(Header, Vec<u8>)> {
+            let mut d = Decoder::new(u64::MAX);
+            let mut out: Vec<(Header, Vec<u8>)> = Vec::new();
+            let mut pos = 0;
+            while let Some((n, what)) = d.decode(&self.received[pos..]).unwrap() {
+                pos += n;
+                match what {
+                    Decoded::Header(h) => out.push((h, Vec::new())),
+                    Decoded::Body(b) => out.last_mut().unwrap().1.extend_from_slice(b),
+                    Decoded::End => {}
+                }
+            }
+            out
+        }
+    }
+
+    fn script() -> Vec<u8> {
+        let mut input = Vec::new();
+        input.extend(frame(json!({"op":"hello","id":1}), b""));
+        input.extend(frame(json!({"op":"echo","id":2}), b"sticky"));
+        input.extend(frame(json!({"op":"echo","id":3,"upper":true}), b"packets \xff!"));
+        input.extend(frame(json!({"op":"nope","id":4}), b"ignored body"));
+        input.extend(frame(json!({"op":"echo","id":5}), b""));
+        input
+    }
+
+    fn check_script_replies(frames: &[(Header, Vec<u8>)]) {
+        let ids: Vec<_> = frames.iter().map(|(h, _)| h.id.clone().unwrap().as_u64().unwrap()).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(frames[0].0.op, "ok");
+        assert_eq!(frames[0].0.u64("proto"), Some(1));
+        assert_eq!(frames[1].1, b"sticky");
+        assert_eq!(frames[2].1, b"PACKETS \xff!");
+        assert_eq!(frames[3].0.str("code"), Some("unknown_op"));
+        assert_eq!((frames[4].0.op.as_str(), frames[4].1.len()), ("ok", 0));
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let mut h = Harness::new(Limits::default());
+        for b in script() {
+            h.feed(&[b]);
+            h.drain(1);
+        }
+        h.drain_all();
+        check_script_replies(&h.frames());
+        assert!(!h.conn.is_closing());
+    }
+
+    #[test]
+    fn random_splits_and_short_writes() {
+        let mut rng = rand::rng();
+        let input = script();
+        for _ in 0..200 {
+            let mut h = Harness::new(Limits::default());
+            let mut pos = 0;
+            while pos < input.len() {
+                let n = rng.random_range(1..=input.len() - pos);
+                h.feed(&input[pos..pos + n]);
+                pos += n;
+                h.drain(rng.random_range(0..64));
+            }
+            h.drain_all();
+            check_script_replies(&h.frames());
+        }
+    }
+
+    #[test]
+    fn a_thousand_pipelined_frames_in_one_read() {
+        let mut h = Harness::new(Limits::default());
+        let mut input = Vec::new();
+        for i in 0..1000u32 {
+            input.extend(frame(json!({"op":"echo","id":i}), format!("m{i}").as_bytes()));
+        }
+        h.feed(&input);
+        h.drain_all();
+        let frames = h.frames();
+        assert_eq!(frames.len(), 1000);
+        for (i, (hd, body)) in frames.iter().enumerate() {
+            assert_eq!(hd.id.as_ref().unwrap().as_u64(), Some(i as u64));
+            assert_eq!(body, format!("m{i}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn backpressure_bounds_memory_for_a_peer_that_never_reads() {
+        let limits = Limits { out_high: 64 << 10, out_low: 16 << 10, ..Limits::default() };
+        let mut h = Harness::new(limits);
+        let body = vec![b'a'; 16 << 20];
+        let mut input = frame(json!({"op":"echo","id":1,"upper":true}), &body);
+        input.extend(frame(json!({"op":"echo","id":2}), b"after"));
+        // The "socket" delivers 64 KiB at a time, but only while the
+        // connection asks for more, as the reactor does.
+        let mut pos = 0;
+        while pos < input.len() && h.conn.wants_read() {
+            let n = (64 << 10).min(input.len() - pos);
+            h.feed(&input[pos..pos + n]);
+            pos += n;
+        }
+        assert!(pos < 1 << 20, "read {pos} bytes from a peer that does not read");
+        assert!(h.conn.buffered_bytes() < 512 << 10, "holds {}", h.conn.buffered_bytes());
+        // Now the peer reads; everything flows and arrives intact.
+        let mut rounds = 0;
+        while pos < input.len() || !h.conn.output().is_empty() {
+            rounds += 1;
+            assert!(rounds < 100_000);
+            if h.conn.wants_read() && pos < input.len() {
+                let n = (64 << 10).min(input.len() - pos);
+                h.feed(&input[pos..pos + n]);
+                pos += n;
+            }
+            h.drain(32 << 10);
+            assert!(h.conn.buffered_bytes() < 512 << 10);
+        }
+        let frames = h.frames();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].1.len(), 16 << 20);
+        assert!(frames[0].1.iter().all(|&b| b == b'A'));
+        assert_eq!(frames[1].1, b"after");
+    }
+
+    #[test]
+    fn bad_frames_get_bad_frame_and_close() {
+        let cases: Vec<Vec<u8>> = vec![
+            vec![0, 0, 0, 0],
+            vec![0, 1, 0, 1],
+            [&[0, 0, 0, 5][..], b"{nope"].concat(),
+            [&[0, 0, 0, 2][..], b"[]"].concat(),
+            [&[0, 0, 0, 2][..], b"{}"].concat(),
+            [&[0, 0, 0, 23][..], br#"{"op":"echo","size":-1}"#].concat(),
+            frame(json!({"op":"echo","size":0}), b"").into_iter().chain(frame(json!({"op":"echo"}), &[0; 11])).collect(),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let limits = Limits { max_body: 10, ..Limits::default() };
+            let mut h = Harness::new(limits);
+            h.feed(case);
+            h.feed(&frame(json!({"op":"echo","id":9}), b"never"));
+            h.drain_all();
+            let frames = h.frames();
+            let last = frames.last().unwrap();
+            assert_eq!(last.0.str("code"), Some("bad_frame"), "case {i}");
+            assert!(!last.0.str("message").unwrap().is_empty());
+            assert!(h.conn.is_done(), "case {i}");
+            assert!(frames.iter().all(|(hd, _)| hd.id.is_none() || hd.op != "ok" || hd.id != Some(9.into())));
+        }
+    }
+
+    #[test]
+    fn unknown_op_and_bad_id_keep_the_connection() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&frame(json!({"op":"frobnicate","id":1}), b"xyz"));
+        h.feed(&frame(json!({"op":"echo","id":"one"}), b"xyz"));
+        h.feed(&frame(json!({"op":"echo","id":3}), b"ok"));
+        h.drain_all();
+        let f = h.frames();
+        assert_eq!(f[0].0.str("code"), Some("unknown_op"));
+        assert_eq!(f[1].0.str("code"), Some("bad_request"));
+        assert_eq!(f[2].1, b"ok");
+        assert!(!h.conn.is_closing());
+    }
+
+    #[test]
+    fn bye_flushes_then_closes() {
+        let mut h = Harness::new(Limits::default());
+        let mut input = frame(json!({"op":"echo","id":1}), b"a");
+        input.extend(frame(json!({"op":"bye","id":2}), b""));
+        input.extend(frame(json!({"op":"echo","id":3}), b"b"));
+        h.feed(&input);
+        assert!(h.conn.is_closing() && !h.conn.is_done());
+        h.drain_all();
+        let f = h.frames();
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[1].0.op.as_str(), f[1].0.id.clone()), ("ok", Some(2.into())));
+        assert!(h.conn.is_done());
+    }
+
+    #[test]
+    fn eof_after_pipelined_requests_answers_them_all() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&script());
+        h.conn.handle_eof();
+        assert!(h.conn.is_closing());
+        h.drain_all();
+        check_script_replies(&h.frames());
+        assert!(h.conn.is_done());
+    }
+
+    #[test]
+    fn idle_timeout_on_virtual_time() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&frame(json!({"op":"echo","id":1}), b"x")[..7]);
+        let deadline = h.conn.deadline(&h.limits);
+        assert_eq!(deadline, h.now + Duration::from_secs(300));
+        h.now += Duration::from_secs(299);
+        h.tick();
+        assert!(!h.conn.is_closing());
+        h.now += Duration::from_secs(2);
+        h.tick();
+        assert!(h.conn.is_closing());
+        h.drain_all();
+        assert_eq!(h.frames()[0].0.str("code"), Some("timeout"));
+        assert!(h.conn.is_done());
+    }
+
+    #[test]
+    fn idle_connection_holds_no_buffers() {
+        let mut h = Harness::new(Limits::default());
+        for i in 0..10 {
+            h.feed(&frame(json!({"op":"echo","id":i}), &[b'x'; 4000]));
+            h.drain_all();
+        }
+        assert_eq!(h.conn.buffered_bytes(), 0);
+    }
+}

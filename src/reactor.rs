@@ -1,0 +1,774 @@
+//! The event loop: one thread, one `mio::Poll`, every socket.
+//!
+//! This is the only module that calls `poll`, `read`, `write`, `accept`,
+//! `recv_from`, `send_to` and the registry. Protocol decisions belong to
+//! the connection state machines ([`Conn`], [`RawEcho`]); the reactor
+//! moves bytes between them and the kernel and keeps four promises:
+//!
+//! - **Drain until `WouldBlock`.** Readiness is edge-triggered: an event
+//!   comes once, and the next only after an operation would block. Each
+//!   client remembers whether it may still be readable or writable.
+//! - **Fairness.** No client gets more than [`READ_BUDGET`] bytes read or
+//!   [`WRITE_BUDGET`] written per turn, no listener more than
+//!   [`ACCEPT_BUDGET`] accepts: a source still ready after its budget goes
+//!   on the `ready` list, served before the loop sleeps again.
+//! - **Backpressure.** A client is read only while its state machine wants
+//!   input; interest is derived from that and from pending output, and
+//!   the registry is touched only when it changes.
+//! - **Close late.** Finished clients are collected during a batch and
+//!   removed after it, so a reused slab key never sees a stale event.
+//!
+//! ```text
+//!   poll(timeout = earliest deadline, or 0 if anything is still ready)
+//!     ├─ signal   → begin shutdown
+//!     ├─ listener → accept ≤ ACCEPT_BUDGET / answer datagrams
+//!     └─ client   → write first, read ≤ READ_BUDGET, feed the state machine, write
+//!   serve the ready list · fire timers · close what finished
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use skiff::proto::Code;
+
+use crate::conn::{Conn, Ctx, Limits};
+use crate::handlers::{self, raw_echo::RawEcho, udp};
+use crate::stats::Stats;
+
+/// Bytes read per `read` call (the size of the shared read buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes read from one client per turn before others are served.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// Most bytes written to one client per turn.
+pub const WRITE_BUDGET: usize = 256 * 1024;
+/// Most connections accepted from one listener per turn.
+pub const ACCEPT_BUDGET: usize = 64;
+/// Most datagrams answered from one UDP socket per turn.
+const DATAGRAM_BUDGET: usize = 64;
+
+/// Everything `skiffd serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Framed protocol over TCP.
+    pub framed: Vec<SocketAddr>,
+    /// Framed protocol over Unix sockets.
+    pub unix: Vec<PathBuf>,
+    /// UDP time service.
+    pub udp_time: Vec<SocketAddr>,
+    /// UDP echo service.
+    pub udp_echo: Vec<SocketAddr>,
+    /// Raw upper-casing TCP echo.
+    pub raw_echo: Vec<SocketAddr>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Most connections open at once.
+    pub max_conns: usize,
+    /// Most connections from one IP address.
+    pub max_conns_per_ip: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// How long a graceful shutdown may take to flush.
+    pub shutdown_grace: Duration,
+}
+
+/// What a token stands for. Tokens are typed slab keys: the low two bits
+/// say which table, the rest index it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Listener(usize),
+    Client(usize),
+}
+
+impl Source {
+    fn token(self) -> Token {
+        Token(match self {
+            Source::Signals => 0,
+            Source::Listener(i) => (i << 2) | 1,
+            Source::Client(k) => (k << 2) | 2,
+        })
+    }
+
+    fn from_token(t: Token) -> Option<Source> {
+        match t.0 & 3 {
+            0 if t.0 == 0 => Some(Source::Signals),
+            1 => Some(Source::Listener(t.0 >> 2)),
+            2 => Some(Source::Client(t.0 >> 2)),
+            _ => None,
+        }
+    }
+}
+
+/// A listening socket and the service behind it.
+enum Listener {
+    Framed(TcpListener),
+    FramedUnix(UnixListener, PathBuf),
+    RawEcho(TcpListener),
+    UdpTime(UdpSocket),
+    UdpEcho(UdpSocket),
+}
+
+impl Listener {
+    fn name(&self) -> &'static str {
+        match self {
+            Listener::Framed(_) => "framed",
+            Listener::FramedUnix(..) => "framed-unix",
+            Listener::RawEcho(_) => "raw-echo",
+            Listener::UdpTime(_) => "udp-time",
+            Listener::UdpEcho(_) => "udp-echo",
+        }
+    }
+
+    fn local_addr(&self) -> String {
+        let addr = match self {
+            Listener::Framed(l) | Listener::RawEcho(l) => l.local_addr(),
+            Listener::UdpTime(s) | Listener::UdpEcho(s) => s.local_addr(),
+            Listener::FramedUnix(_, path) => return path.display().to_string(),
+        };
+        addr.map_or_else(|e| format!("? ({e})"), |a| a.to_string())
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Listener::Framed(l) | Listener::RawEcho(l) => l,
+            Listener::FramedUnix(l, _) => l,
+            Listener::UdpTime(s) | Listener::UdpEcho(s) => s,
+        }
+    }
+}
+
+/// A connected stream socket.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+}
+
+/// The protocol engine behind a client socket.
+enum Engine {
+    Framed(Box<Conn>),
+    Raw(RawEcho),
+}
+
+impl Engine {
+    fn output(&self) -> &[u8] {
+        match self {
+            Engine::Framed(c) => c.output(),
+            Engine::Raw(r) => r.output(),
+        }
+    }
+}
+
+/// One client: its socket, its state machine, and what the reactor
+/// remembers about its readiness.
+struct Client {
+    /// The socket.
+    stream: Stream,
+    /// The protocol state machine.
+    engine: Engine,
+    /// Peer address, for the per-IP limit (None for Unix sockets).
+    peer_ip: Option<IpAddr>,
+    /// Interest currently registered.
+    interest: Interest,
+    /// No read has hit `WouldBlock` since the last readable event.
+    readable: bool,
+    /// No write has hit `WouldBlock` since the last writable event.
+    writable: bool,
+    /// On the ready list already.
+    queued: bool,
+    /// The deadline this client has in the timer heap.
+    timer: Option<Instant>,
+    /// Set when the socket failed: close without flushing.
+    broken: Option<String>,
+}
+
+impl Client {
+    fn wants_read(&self, limits: &Limits) -> bool {
+        self.broken.is_none()
+            && match &self.engine {
+                Engine::Framed(c) => c.wants_read(),
+                Engine::Raw(r) => r.wants_read(limits),
+            }
+    }
+
+    fn output(&self) -> &[u8] {
+        self.engine.output()
+    }
+
+    fn deadline(&self, limits: &Limits) -> Instant {
+        match &self.engine {
+            Engine::Framed(c) => c.deadline(limits),
+            Engine::Raw(r) => r.deadline(limits),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.broken.is_some()
+            || match &self.engine {
+                Engine::Framed(c) => c.is_done(),
+                Engine::Raw(r) => r.is_done(),
+            }
+    }
+
+    fn desired_interest(&self, limits: &Limits) -> Interest {
+        match (self.wants_read(limits), !self.output().is_empty()) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            // Nothing to wait for but the peer hanging up.
+            _ => Interest::READABLE,
+        }
+    }
+}
+
+/// The server: its poll, its sources and its counters.
+pub struct Reactor {
+    poll: Poll,
+    /// Listening sockets; a slot is emptied at shutdown.
+    listeners: Vec<Option<Listener>>,
+    /// SIGINT/SIGTERM, delivered through a pipe registered with the poll.
+    signals: Signals,
+    /// Connected clients, keyed by slab key (= token >> 2).
+    clients: Slab<Client>,
+    /// Sources that may still be ready after using up their budget.
+    ready: VecDeque<Source>,
+    /// Listeners on the ready list already.
+    listener_queued: Vec<bool>,
+    /// Client deadlines, earliest first; stale entries are skipped.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Open connections per peer IP.
+    per_ip: HashMap<IpAddr, usize>,
+    /// Clients to remove after the current batch.
+    to_close: Vec<usize>,
+    /// The one read buffer all clients share: input is consumed from it
+    /// directly, so idle clients hold none.
+    scratch: Box<[u8]>,
+    /// Startup settings.
+    config: Config,
+    /// Counters for `stats`.
+    stats: Stats,
+    /// Set once shutdown began: the time by which we exit regardless.
+    shutdown_by: Option<Instant>,
+}
+
+impl Reactor {
+    /// Binds every listener of `config` and prepares the loop.
+    pub fn bind(config: Config) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        let with = |what: &str, addr: &dyn std::fmt::Display, e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot listen ({what}) on {addr}: {e}"))
+        };
+        for &a in &config.framed {
+            listeners.push(Listener::Framed(crate::listen::tcp(a, config.backlog).map_err(|e| with("framed", &a, e))?));
+        }
+        for p in &config.unix {
+            let l = crate::listen::unix(p, config.backlog).map_err(|e| with("framed-unix", &p.display(), e))?;
+            listeners.push(Listener::FramedUnix(l, p.clone()));
+        }
+        for &a in &config.raw_echo {
+            listeners.push(Listener::RawEcho(crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?));
+        }
+        for &a in &config.udp_time {
+            listeners.push(Listener::UdpTime(crate::listen::udp(a).map_err(|e| with("udp-time", &a, e))?));
+        }
+        for &a in &config.udp_echo {
+            listeners.push(Listener::UdpEcho(crate::listen::udp(a).map_err(|e| with("udp-echo", &a, e))?));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l.source(), Source::Listener(i).token(), Interest::READABLE)?;
+        }
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
+        let now = Instant::now();
+        Ok(Reactor {
+            poll,
+            listener_queued: vec![false; listeners.len()],
+            listeners: listeners.into_iter().map(Some).collect(),
+            signals,
+            clients: Slab::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            per_ip: HashMap::new(),
+            to_close: Vec::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            config,
+            stats: Stats::new(now),
+            shutdown_by: None,
+        })
+    }
+
+    /// `(service, address)` of every listener, for the startup lines.
+    pub fn local_addrs(&self) -> Vec<(&'static str, String)> {
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|l| (l.name(), l.local_addr()))
+            .collect()
+    }
+
+    /// Runs until a graceful shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            self.serve_ready();
+            self.fire_timers();
+            self.close_finished();
+            if let Some(by) = self.shutdown_by {
+                if self.clients.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if Instant::now() >= by {
+                    warn!("shutdown deadline passed; dropping {} connections", self.clients.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Zero while anything is still ready; else until the earliest deadline.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let next = self.timers.peek().map(|Reverse((t, _))| *t);
+        let next = match (next, self.shutdown_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match Source::from_token(event.token()) {
+            Some(Source::Signals) => self.on_signal(),
+            Some(Source::Listener(i)) => self.serve_listener(i),
+            Some(Source::Client(k)) => {
+                let Some(client) = self.clients.get_mut(k) else {
+                    return; // a stale event for a closed client
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    debug!("conn {k}: readable");
+                    client.readable = true;
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    client.writable = true;
+                }
+                self.drive(k);
+            }
+            None => {}
+        }
+    }
+
+    /// One turn for each source that used up its budget last time.
+    fn serve_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(source) = self.ready.pop_front() else { break };
+            match source {
+                Source::Listener(i) => {
+                    self.listener_queued[i] = false;
+                    self.serve_listener(i);
+                }
+                Source::Client(k) => {
+                    if let Some(c) = self.clients.get_mut(k) {
+                        c.queued = false;
+                        self.drive(k);
+                    }
+                }
+                Source::Signals => {}
+            }
+        }
+    }
+
+    fn serve_listener(&mut self, i: usize) {
+        let Some(Some(listener)) = self.listeners.get_mut(i) else {
+            return;
+        };
+        let still_ready = match listener {
+            Listener::UdpTime(_) | Listener::UdpEcho(_) => self.answer_datagrams(i),
+            _ => self.accept(i),
+        };
+        if still_ready && !self.listener_queued[i] {
+            self.listener_queued[i] = true;
+            self.ready.push_back(Source::Listener(i));
+        }
+    }
+
+    /// Accepts up to [`ACCEPT_BUDGET`] connections; true if more may wait.
+    fn accept(&mut self, i: usize) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Some(listener)) = self.listeners.get_mut(i) else {
+                return false;
+            };
+            let raw = matches!(listener, Listener::RawEcho(_));
+            let accepted = match listener {
+                Listener::Framed(l) | Listener::RawEcho(l) => l.accept().map(|(s, a)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), Some(a.ip()), a.to_string())
+                }),
+                Listener::FramedUnix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
+                Listener::UdpTime(_) | Listener::UdpEcho(_) => return false,
+            };
+            match accepted {
+                Ok((stream, ip, peer)) => self.admit(stream, ip, &peer, raw),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: the backlog keeps the peer
+                    // waiting; try again on the next turn.
+                    warn!("accept failed: {e}");
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    /// Registers a new client, or refuses it with `too_busy`.
+    fn admit(&mut self, mut stream: Stream, ip: Option<IpAddr>, peer: &str, raw: bool) {
+        self.stats.accepted += 1;
+        let over_total = self.clients.len() >= self.config.max_conns;
+        let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        let over_ip = from_ip >= self.config.max_conns_per_ip;
+        if over_total || over_ip || self.shutdown_by.is_some() {
+            self.stats.refused += 1;
+            let why = if over_total {
+                format!("server is at its limit of {} connections", self.config.max_conns)
+            } else if over_ip {
+                format!("{} connections from your address already", from_ip)
+            } else {
+                "server is shutting down".to_string()
+            };
+            info!("refused {peer}: too_busy: {why}");
+            if !raw {
+                // A fresh socket's send buffer is empty, so this small
+                // write completes or fails at once; it never blocks.
+                let mut frame = Vec::new();
+                handlers::error(&mut frame, None, Code::TooBusy, &why);
+                let _ = stream.write(&frame);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        let token = Source::Client(key).token();
+        if let Err(e) = self.poll.registry().register(stream.source(), token, Interest::READABLE) {
+            warn!("cannot register {peer}: {e}");
+            return;
+        }
+        let engine = if raw {
+            Engine::Raw(RawEcho::new(now))
+        } else {
+            Engine::Framed(Box::new(Conn::new(key, now, &self.config.limits)))
+        };
+        entry.insert(Client {
+            stream,
+            engine,
+            peer_ip: ip,
+            interest: Interest::READABLE,
+            readable: true,
+            writable: true,
+            queued: false,
+            timer: None,
+            broken: None,
+        });
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
+        self.stats.connections += 1;
+        debug!("conn {key}: accepted {peer}{}", if raw { " (raw echo)" } else { "" });
+        self.drive(key);
+    }
+
+    /// Answers up to [`DATAGRAM_BUDGET`] datagrams; true if more may wait.
+    fn answer_datagrams(&mut self, i: usize) -> bool {
+        let Some(Some(listener)) = self.listeners.get_mut(i) else {
+            return false;
+        };
+        let (socket, time) = match listener {
+            Listener::UdpTime(s) => (s, true),
+            Listener::UdpEcho(s) => (s, false),
+            _ => return false,
+        };
+        for _ in 0..DATAGRAM_BUDGET {
+            let (n, from) = match socket.recv_from(&mut self.scratch) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; they
+                    // concern one peer, not the socket.
+                    debug!("udp recv: {e}");
+                    continue;
+                }
+            };
+            self.stats.datagrams += 1;
+            let request = &self.scratch[..n];
+            let reply = if time { udp::time_reply(request) } else { request.to_vec() };
+            // UDP may drop: a full send buffer drops this reply rather
+            // than queueing it and growing memory.
+            if let Err(e) = socket.send_to(&reply, from) {
+                debug!("udp reply to {from} dropped: {e}");
+            }
+        }
+        true
+    }
+
+    /// One turn for client `k`: write, read within budget, feed the state
+    /// machine, write again; then update interest, ready list and timer.
+    fn drive(&mut self, k: usize) {
+        let Reactor {
+            clients,
+            stats,
+            config,
+            scratch,
+            ready,
+            timers,
+            to_close,
+            poll,
+            ..
+        } = self;
+        let Some(client) = clients.get_mut(k) else { return };
+        let limits = &config.limits;
+        let mut write_budget = WRITE_BUDGET;
+        flush(k, client, stats, limits, &mut write_budget);
+        let mut read_budget = READ_BUDGET;
+        while client.readable && client.wants_read(limits) && read_budget > 0 {
+            match client.stream.read(scratch) {
+                Ok(0) => {
+                    client.readable = false;
+                    debug!("conn {k}: peer finished sending");
+                    match &mut client.engine {
+                        Engine::Framed(c) => c.handle_eof(),
+                        Engine::Raw(r) => r.handle_eof(),
+                    }
+                }
+                Ok(n) => {
+                    debug!("conn {k}: read {n} bytes");
+                    read_budget = read_budget.saturating_sub(n);
+                    stats.bytes_in += n as u64;
+                    let now = Instant::now();
+                    match &mut client.engine {
+                        Engine::Framed(c) => c.handle_input(&scratch[..n], &mut Ctx { now, limits, stats }),
+                        Engine::Raw(r) => r.handle_input(&scratch[..n], now),
+                    }
+                    // Answer at once: replies leave while the request's
+                    // bytes are still hot, and a drained output keeps
+                    // backpressure from kicking in needlessly.
+                    flush(k, client, stats, limits, &mut write_budget);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => client.broken = Some(format!("read: {e}")),
+            }
+        }
+        flush(k, client, stats, limits, &mut write_budget);
+
+        if client.is_done() {
+            to_close.push(k);
+            return;
+        }
+        let more_to_read = client.readable && client.wants_read(limits);
+        let more_to_write = client.writable && !client.output().is_empty();
+        if (more_to_read || more_to_write) && !client.queued {
+            client.queued = true;
+            ready.push_back(Source::Client(k));
+        }
+        let want = client.desired_interest(limits);
+        if want != client.interest {
+            debug!("conn {k}: interest {:?} -> {:?}", client.interest, want);
+            if let Err(e) = poll.registry().reregister(client.stream.source(), Source::Client(k).token(), want) {
+                client.broken = Some(format!("reregister: {e}"));
+                to_close.push(k);
+                return;
+            }
+            client.interest = want;
+        }
+        schedule(k, client, limits, timers);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, k))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(client) = self.clients.get_mut(k) else { continue };
+            if client.timer != Some(t) {
+                continue; // superseded by an earlier deadline, or a reused key
+            }
+            client.timer = None;
+            let limits = &self.config.limits;
+            match &mut client.engine {
+                Engine::Framed(c) => c.handle_timeout(&mut Ctx {
+                    now,
+                    limits,
+                    stats: &mut self.stats,
+                }),
+                Engine::Raw(r) => {
+                    if now >= r.deadline(limits) {
+                        client.broken = Some("idle timeout".into());
+                    }
+                }
+            }
+            self.drive(k);
+        }
+    }
+
+    fn close_finished(&mut self) {
+        for k in std::mem::take(&mut self.to_close) {
+            if !self.clients.contains(k) {
+                continue; // listed twice in one batch
+            }
+            let mut client = self.clients.remove(k);
+            let _ = self.poll.registry().deregister(client.stream.source());
+            if let Some(ip) = client.peer_ip
+                && let Entry::Occupied(mut e) = self.per_ip.entry(ip)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            self.stats.connections -= 1;
+            match &client.broken {
+                Some(why) => debug!("conn {k}: closed ({why})"),
+                None => debug!("conn {k}: closed"),
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let got: Vec<i32> = self.signals.pending().collect();
+        if got.is_empty() {
+            return;
+        }
+        if self.shutdown_by.is_some() {
+            warn!("second signal: exiting now");
+            std::process::exit(0);
+        }
+        info!(
+            "signal {}: shutting down (no new connections; flushing {} clients, at most {:?})",
+            got[0],
+            self.clients.len(),
+            self.config.shutdown_grace
+        );
+        self.shutdown_by = Some(Instant::now() + self.config.shutdown_grace);
+        for slot in &mut self.listeners {
+            if let Some(mut l) = slot.take() {
+                let _ = self.poll.registry().deregister(l.source());
+                if let Listener::FramedUnix(_, path) = &l {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let client = &mut self.clients[k];
+            match &mut client.engine {
+                Engine::Framed(c) => c.shut_down(),
+                Engine::Raw(r) => r.handle_eof(),
+            }
+            self.drive(k);
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        for l in self.listeners.iter().flatten() {
+            if let Listener::FramedUnix(_, path) = l {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Writes queued output until it is gone, the socket would block, or the
+/// turn's budget is spent.
+fn flush(k: usize, client: &mut Client, stats: &mut Stats, limits: &Limits, budget: &mut usize) {
+    while client.writable && *budget > 0 && client.broken.is_none() {
+        let out = client.engine.output();
+        if out.is_empty() {
+            return;
+        }
+        let n = out.len().min(*budget);
+        match client.stream.write(&out[..n]) {
+            Ok(0) => client.broken = Some("write returned 0".into()),
+            Ok(n) => {
+                *budget -= n;
+                stats.bytes_out += n as u64;
+                let now = Instant::now();
+                match &mut client.engine {
+                    Engine::Framed(c) => c.handle_written(n, &mut Ctx { now, limits, stats }),
+                    Engine::Raw(r) => r.handle_written(n, now),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                debug!("conn {k}: socket full, {} bytes wait", client.output().len());
+                client.writable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => client.broken = Some(format!("write: {e}")),
+        }
+    }
+}
+
+/// Puts the client's deadline in the heap unless an earlier one is there.
+fn schedule(k: usize, client: &mut Client, limits: &Limits, timers: &mut BinaryHeap<Reverse<(Instant, usize)>>) {
+    let deadline = client.deadline(limits);
+    if client.timer.is_none_or(|t| deadline < t) {
+        client.timer = Some(deadline);
+        timers.push(Reverse((deadline, k)));
+    }
+}

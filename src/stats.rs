@@ -1,0 +1,43 @@
+//! Server-wide counters, reported by the `stats` op.
+
+use std::time::Instant;
+
+/// What the server has done since it started.
+#[derive(Debug)]
+pub struct Stats {
+    /// When the server started.
+    pub started: Instant,
+    /// Connections open now (framed and raw echo).
+    pub connections: usize,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections refused with `too_busy`.
+    pub refused: u64,
+    /// Frames received since start.
+    pub requests: u64,
+    /// Bytes read from all connections.
+    pub bytes_in: u64,
+    /// Bytes written to all connections.
+    pub bytes_out: u64,
+    /// Child processes running now.
+    pub children: usize,
+    /// Datagrams answered by the UDP services.
+    pub datagrams: u64,
+}
+
+impl Stats {
+    /// Zeroed counters, starting now.
+    pub fn new(now: Instant) -> Stats {
+        Stats {
+            started: now,
+            connections: 0,
+            accepted: 0,
+            refused: 0,
+            requests: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            children: 0,
+            datagrams: 0,
+        }
+    }
+}

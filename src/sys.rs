@@ -1,0 +1,137 @@
+//! The one module that talks to libc directly. Each `unsafe` block says
+//! why it is sound; everything outside gets a safe function.
+
+use std::io;
+use std::time::Duration;
+
+/// CPU time this process has used so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// Time spent in our own code.
+    pub user: Duration,
+    /// Time spent in the kernel on our behalf (most of a network server's).
+    pub system: Duration,
+    /// Peak resident set size, in bytes.
+    pub max_rss: u64,
+}
+
+/// Reads `getrusage(RUSAGE_SELF)`.
+pub fn cpu_time() -> CpuTime {
+    // SAFETY: rusage is plain old data, so all-zero is a valid value, and
+    // getrusage only writes into the struct we pass it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF is always valid and `ru` is a live, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return CpuTime::default();
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    CpuTime {
+        user: tv(ru.ru_utime),
+        system: tv(ru.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss: ru.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// Current resident set size in bytes, from `/proc/self/statm` (0 if unknown).
+pub fn rss_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Raises the soft limit on open files to the hard limit, so `--max-conns`
+/// can be reached without the user running `ulimit -n`. Returns the limit
+/// now in force.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; raising soft up to hard needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
+/// Formats the current local time with C's `strftime`.
+///
+/// `format` must already have been checked by the caller (no NUL); the
+/// result must fit in `max` bytes, or this returns `None`.
+pub fn strftime_local(format: &str, max: usize) -> Option<String> {
+    // A trailing space tells "empty result" apart from "did not fit": both
+    // make strftime return 0, but with the space a real result is never empty.
+    let mut fmt = Vec::with_capacity(format.len() + 2);
+    fmt.extend_from_slice(format.as_bytes());
+    fmt.extend_from_slice(b" \0");
+    // SAFETY: time(NULL) has no preconditions.
+    let t = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: tm is plain old data; all-zero is a valid value to overwrite.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid; localtime_r is the thread-safe form
+    // and writes only into `tm`. It returns NULL only for absurd times.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    let mut buf = vec![0u8; max + 1];
+    // SAFETY: `buf` has `buf.len()` writable bytes, `fmt` is NUL-terminated
+    // with no interior NUL (checked by the caller), and `tm` was filled above.
+    let n = unsafe {
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            fmt.as_ptr().cast(),
+            &tm,
+        )
+    };
+    if n == 0 {
+        return None;
+    }
+    buf.truncate(n - 1); // drop our trailing space
+    String::from_utf8(buf).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_rss_are_read() {
+        let t = cpu_time();
+        assert!(t.max_rss > 0);
+        assert!(rss_bytes() > 0);
+    }
+
+    #[test]
+    fn strftime_formats_and_bounds() {
+        let year = strftime_local("%Y", 64).unwrap();
+        assert_eq!(year.len(), 4);
+        assert!(year.starts_with('2'));
+        assert_eq!(strftime_local("", 64).as_deref(), Some(""));
+        assert_eq!(strftime_local("%Y", 3), None);
+    }
+}
