@@ -173,7 +173,11 @@ impl Conn {
         self.last_active = ctx.now;
         if self.paused && self.out.len() <= ctx.limits.out_low {
             self.paused = false;
-            debug!("conn {}: backpressure off ({} bytes queued)", self.key, self.out.len());
+            debug!(
+                "conn {}: backpressure off ({} bytes queued)",
+                self.key,
+                self.out.len()
+            );
             self.consume_buffered(ctx);
             self.settle_eof();
         }
@@ -187,12 +191,21 @@ impl Conn {
         match self.state {
             State::Closing(_) => {
                 // The peer would not read its last bytes: give up on them.
-                debug!("conn {}: dropping {} unread bytes", self.key, self.out.len());
+                debug!(
+                    "conn {}: dropping {} unread bytes",
+                    self.key,
+                    self.out.len()
+                );
                 self.out = OutBuf::default();
             }
             _ => {
                 let secs = ctx.limits.idle_timeout.as_secs();
-                handlers::error(self.out.writer(), None, Code::Timeout, &format!("idle for {secs} s"));
+                handlers::error(
+                    self.out.writer(),
+                    None,
+                    Code::Timeout,
+                    &format!("idle for {secs} s"),
+                );
                 self.close("idle timeout");
             }
         }
@@ -260,7 +273,11 @@ impl Conn {
             if self.out.len() >= ctx.limits.out_high {
                 if !self.paused {
                     self.paused = true;
-                    debug!("conn {}: backpressure on ({} bytes queued)", self.key, self.out.len());
+                    debug!(
+                        "conn {}: backpressure on ({} bytes queued)",
+                        self.key,
+                        self.out.len()
+                    );
                 }
                 break;
             }
@@ -301,7 +318,10 @@ impl Conn {
             "conn {}: frame op={} id={} size={}",
             self.key,
             header.op,
-            header.id.as_ref().map_or("-".to_string(), Number::to_string),
+            header
+                .id
+                .as_ref()
+                .map_or("-".to_string(), Number::to_string),
             header.size
         );
         ctx.stats.requests += 1;
@@ -348,8 +368,17 @@ impl Conn {
     /// The one place the state changes, so the log tells the story.
     fn set_state(&mut self, to: State) {
         match &to {
-            State::Closing(why) => debug!("conn {}: state {} -> closing ({why})", self.key, self.state.name()),
-            _ => debug!("conn {}: state {} -> {}", self.key, self.state.name(), to.name()),
+            State::Closing(why) => debug!(
+                "conn {}: state {} -> closing ({why})",
+                self.key,
+                self.state.name()
+            ),
+            _ => debug!(
+                "conn {}: state {} -> {}",
+                self.key,
+                self.state.name(),
+                to.name()
+            ),
         }
         self.state = to;
     }
@@ -392,12 +421,26 @@ mod tests {
         }
 
         fn tick(&mut self) {
-            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            let (conn, mut ctx) = (
+                &mut self.conn,
+                Ctx {
+                    now: self.now,
+                    limits: &self.limits,
+                    stats: &mut self.stats,
+                },
+            );
             conn.handle_timeout(&mut ctx);
         }
 
         fn feed(&mut self, bytes: &[u8]) {
-            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            let (conn, mut ctx) = (
+                &mut self.conn,
+                Ctx {
+                    now: self.now,
+                    limits: &self.limits,
+                    stats: &mut self.stats,
+                },
+            );
             conn.handle_input(bytes, &mut ctx);
         }
 
@@ -405,7 +448,14 @@ mod tests {
         fn drain(&mut self, max: usize) -> usize {
             let n = self.conn.output().len().min(max);
             self.received.extend_from_slice(&self.conn.output()[..n]);
-            let (conn, mut ctx) = (&mut self.conn, Ctx { now: self.now, limits: &self.limits, stats: &mut self.stats });
+            let (conn, mut ctx) = (
+                &mut self.conn,
+                Ctx {
+                    now: self.now,
+                    limits: &self.limits,
+                    stats: &mut self.stats,
+                },
+            );
             conn.handle_written(n, &mut ctx);
             n
         }
@@ -435,14 +485,20 @@ mod tests {
         let mut input = Vec::new();
         input.extend(frame(json!({"op":"hello","id":1}), b""));
         input.extend(frame(json!({"op":"echo","id":2}), b"sticky"));
-        input.extend(frame(json!({"op":"echo","id":3,"upper":true}), b"packets \xff!"));
+        input.extend(frame(
+            json!({"op":"echo","id":3,"upper":true}),
+            b"packets \xff!",
+        ));
         input.extend(frame(json!({"op":"nope","id":4}), b"ignored body"));
         input.extend(frame(json!({"op":"echo","id":5}), b""));
         input
     }
 
     fn check_script_replies(frames: &[(Header, Vec<u8>)]) {
-        let ids: Vec<_> = frames.iter().map(|(h, _)| h.id.clone().unwrap().as_u64().unwrap()).collect();
+        let ids: Vec<_> = frames
+            .iter()
+            .map(|(h, _)| h.id.clone().unwrap().as_u64().unwrap())
+            .collect();
         assert_eq!(ids, [1, 2, 3, 4, 5]);
         assert_eq!(frames[0].0.op, "ok");
         assert_eq!(frames[0].0.u64("proto"), Some(1));
@@ -487,7 +543,10 @@ mod tests {
         let mut h = Harness::new(Limits::default());
         let mut input = Vec::new();
         for i in 0..1000u32 {
-            input.extend(frame(json!({"op":"echo","id":i}), format!("m{i}").as_bytes()));
+            input.extend(frame(
+                json!({"op":"echo","id":i}),
+                format!("m{i}").as_bytes(),
+            ));
         }
         h.feed(&input);
         h.drain_all();
@@ -501,7 +560,11 @@ mod tests {
 
     #[test]
     fn backpressure_bounds_memory_for_a_peer_that_never_reads() {
-        let limits = Limits { out_high: 64 << 10, out_low: 16 << 10, ..Limits::default() };
+        let limits = Limits {
+            out_high: 64 << 10,
+            out_low: 16 << 10,
+            ..Limits::default()
+        };
         let mut h = Harness::new(limits);
         let body = vec![b'a'; 16 << 20];
         let mut input = frame(json!({"op":"echo","id":1,"upper":true}), &body);
@@ -514,8 +577,15 @@ mod tests {
             h.feed(&input[pos..pos + n]);
             pos += n;
         }
-        assert!(pos < 1 << 20, "read {pos} bytes from a peer that does not read");
-        assert!(h.conn.buffered_bytes() < 512 << 10, "holds {}", h.conn.buffered_bytes());
+        assert!(
+            pos < 1 << 20,
+            "read {pos} bytes from a peer that does not read"
+        );
+        assert!(
+            h.conn.buffered_bytes() < 512 << 10,
+            "holds {}",
+            h.conn.buffered_bytes()
+        );
         // Now the peer reads; everything flows and arrives intact.
         let mut rounds = 0;
         while pos < input.len() || !h.conn.output().is_empty() {
@@ -545,10 +615,16 @@ mod tests {
             [&[0, 0, 0, 2][..], b"[]"].concat(),
             [&[0, 0, 0, 2][..], b"{}"].concat(),
             [&[0, 0, 0, 23][..], br#"{"op":"echo","size":-1}"#].concat(),
-            frame(json!({"op":"echo","size":0}), b"").into_iter().chain(frame(json!({"op":"echo"}), &[0; 11])).collect(),
+            frame(json!({"op":"echo","size":0}), b"")
+                .into_iter()
+                .chain(frame(json!({"op":"echo"}), &[0; 11]))
+                .collect(),
         ];
         for (i, case) in cases.iter().enumerate() {
-            let limits = Limits { max_body: 10, ..Limits::default() };
+            let limits = Limits {
+                max_body: 10,
+                ..Limits::default()
+            };
             let mut h = Harness::new(limits);
             h.feed(case);
             h.feed(&frame(json!({"op":"echo","id":9}), b"never"));
@@ -558,7 +634,11 @@ mod tests {
             assert_eq!(last.0.str("code"), Some("bad_frame"), "case {i}");
             assert!(!last.0.str("message").unwrap().is_empty());
             assert!(h.conn.is_done(), "case {i}");
-            assert!(frames.iter().all(|(hd, _)| hd.id.is_none() || hd.op != "ok" || hd.id != Some(9.into())));
+            assert!(
+                frames
+                    .iter()
+                    .all(|(hd, _)| hd.id.is_none() || hd.op != "ok" || hd.id != Some(9.into()))
+            );
         }
     }
 
@@ -587,7 +667,10 @@ mod tests {
         h.drain_all();
         let f = h.frames();
         assert_eq!(f.len(), 2);
-        assert_eq!((f[1].0.op.as_str(), f[1].0.id.clone()), ("ok", Some(2.into())));
+        assert_eq!(
+            (f[1].0.op.as_str(), f[1].0.id.clone()),
+            ("ok", Some(2.into()))
+        );
         assert!(h.conn.is_done());
     }
 

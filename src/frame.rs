@@ -142,7 +142,10 @@ impl Header {
 
     /// A boolean field; absent or not a boolean reads as `false`.
     pub fn flag(&self, key: &str) -> bool {
-        self.fields.get(key).and_then(Value::as_bool).unwrap_or(false)
+        self.fields
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 }
 
@@ -345,7 +348,10 @@ mod tests {
 
     /// Feeds `input` through a decoder in the given chunk sizes (cycled),
     /// buffering partial heads as a real receiver would.
-    fn decode_in_chunks(input: &[u8], sizes: &[usize]) -> Result<Vec<(Header, Vec<u8>)>, FrameError> {
+    fn decode_in_chunks(
+        input: &[u8],
+        sizes: &[usize],
+    ) -> Result<Vec<(Header, Vec<u8>)>, FrameError> {
         let mut d = Decoder::new(1 << 30);
         let mut pending: Vec<u8> = Vec::new();
         let mut frames: Vec<(Header, Vec<u8>)> = Vec::new();
@@ -407,8 +413,13 @@ mod tests {
         let mut rng = rand::rng();
         let mut input = Vec::new();
         for i in 0..200u32 {
-            let body: Vec<u8> = (0..rng.random_range(0..3000)).map(|_| rng.random()).collect();
-            input.extend(frame(json!({"op":"echo","id":i,"pad":"x".repeat(i as usize)}), &body));
+            let body: Vec<u8> = (0..rng.random_range(0..3000))
+                .map(|_| rng.random())
+                .collect();
+            input.extend(frame(
+                json!({"op":"echo","id":i,"pad":"x".repeat(i as usize)}),
+                &body,
+            ));
         }
         let whole = decode_in_chunks(&input, &[input.len()]).unwrap();
         for _ in 0..20 {
@@ -463,8 +474,14 @@ mod tests {
         assert_eq!(raw(b"{}"), Err(FrameError::MissingOp));
         assert_eq!(raw(b"{\"op\":5}"), Err(FrameError::MissingOp));
         assert_eq!(raw(b"{\"op\":\"x\",\"size\":-1}"), Err(FrameError::BadSize));
-        assert_eq!(raw(b"{\"op\":\"x\",\"size\":1.5}"), Err(FrameError::BadSize));
-        assert_eq!(raw(b"{\"op\":\"x\",\"size\":\"3\"}"), Err(FrameError::BadSize));
+        assert_eq!(
+            raw(b"{\"op\":\"x\",\"size\":1.5}"),
+            Err(FrameError::BadSize)
+        );
+        assert_eq!(
+            raw(b"{\"op\":\"x\",\"size\":\"3\"}"),
+            Err(FrameError::BadSize)
+        );
         assert_eq!(
             raw(b"{\"op\":\"x\",\"size\":101}"),
             Err(FrameError::BodyTooLarge {

@@ -13,7 +13,10 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
     if addrs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        ));
     }
     Ok(addrs)
 }

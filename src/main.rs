@@ -99,9 +99,14 @@ impl ServeArgs {
             && self.udp_echo.is_empty()
             && self.raw_echo.is_empty();
         let pick = |list: &[String], default: &str| {
-            if defaults { resolve(&[default.to_string()]) } else { resolve(list) }
+            if defaults {
+                resolve(&[default.to_string()])
+            } else {
+                resolve(list)
+            }
         };
-        let out_high = usize::try_from(self.out_high_water).map_err(|_| "--out-high-water is too large")?;
+        let out_high =
+            usize::try_from(self.out_high_water).map_err(|_| "--out-high-water is too large")?;
         if out_high < 1024 {
             return Err("--out-high-water must be at least 1K".into());
         }
@@ -135,7 +140,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             // Keep a few descriptors for listeners, files and pipes.
             let fit = (limit as usize).saturating_sub(64);
             if config.max_conns > fit {
-                warn!("open-file limit is {limit}: serving at most {fit} connections, not {}", config.max_conns);
+                info!(
+                    "open-file limit is {limit}: serving at most {fit} connections, not {}",
+                    config.max_conns
+                );
                 config.max_conns = fit;
             }
         }

@@ -294,24 +294,36 @@ impl Reactor {
             io::Error::new(e.kind(), format!("cannot listen ({what}) on {addr}: {e}"))
         };
         for &a in &config.framed {
-            listeners.push(Listener::Framed(crate::listen::tcp(a, config.backlog).map_err(|e| with("framed", &a, e))?));
+            listeners.push(Listener::Framed(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("framed", &a, e))?,
+            ));
         }
         for p in &config.unix {
-            let l = crate::listen::unix(p, config.backlog).map_err(|e| with("framed-unix", &p.display(), e))?;
+            let l = crate::listen::unix(p, config.backlog)
+                .map_err(|e| with("framed-unix", &p.display(), e))?;
             listeners.push(Listener::FramedUnix(l, p.clone()));
         }
         for &a in &config.raw_echo {
-            listeners.push(Listener::RawEcho(crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?));
+            listeners.push(Listener::RawEcho(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?,
+            ));
         }
         for &a in &config.udp_time {
-            listeners.push(Listener::UdpTime(crate::listen::udp(a).map_err(|e| with("udp-time", &a, e))?));
+            listeners.push(Listener::UdpTime(
+                crate::listen::udp(a).map_err(|e| with("udp-time", &a, e))?,
+            ));
         }
         for &a in &config.udp_echo {
-            listeners.push(Listener::UdpEcho(crate::listen::udp(a).map_err(|e| with("udp-echo", &a, e))?));
+            listeners.push(Listener::UdpEcho(
+                crate::listen::udp(a).map_err(|e| with("udp-echo", &a, e))?,
+            ));
         }
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(l.source(), Source::Listener(i).token(), Interest::READABLE)?;
+            poll.registry().register(
+                l.source(),
+                Source::Listener(i).token(),
+                Interest::READABLE,
+            )?;
         }
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
@@ -366,7 +378,10 @@ impl Reactor {
                     return Ok(());
                 }
                 if Instant::now() >= by {
-                    warn!("shutdown deadline passed; dropping {} connections", self.clients.len());
+                    warn!(
+                        "shutdown deadline passed; dropping {} connections",
+                        self.clients.len()
+                    );
                     return Ok(());
                 }
             }
@@ -411,7 +426,9 @@ impl Reactor {
     /// One turn for each source that used up its budget last time.
     fn serve_ready(&mut self) {
         for _ in 0..self.ready.len() {
-            let Some(source) = self.ready.pop_front() else { break };
+            let Some(source) = self.ready.pop_front() else {
+                break;
+            };
             match source {
                 Source::Listener(i) => {
                     self.listener_queued[i] = false;
@@ -454,7 +471,9 @@ impl Reactor {
                     let _ = s.set_nodelay(true);
                     (Stream::Tcp(s), Some(a.ip()), a.to_string())
                 }),
-                Listener::FramedUnix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
+                Listener::FramedUnix(l, _) => l
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
                 Listener::UdpTime(_) | Listener::UdpEcho(_) => return false,
             };
             match accepted {
@@ -481,7 +500,10 @@ impl Reactor {
         if over_total || over_ip || self.shutdown_by.is_some() {
             self.stats.refused += 1;
             let why = if over_total {
-                format!("server is at its limit of {} connections", self.config.max_conns)
+                format!(
+                    "server is at its limit of {} connections",
+                    self.config.max_conns
+                )
             } else if over_ip {
                 format!("{} connections from your address already", from_ip)
             } else {
@@ -501,7 +523,11 @@ impl Reactor {
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         let token = Source::Client(key).token();
-        if let Err(e) = self.poll.registry().register(stream.source(), token, Interest::READABLE) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(stream.source(), token, Interest::READABLE)
+        {
             warn!("cannot register {peer}: {e}");
             return;
         }
@@ -525,7 +551,10 @@ impl Reactor {
             *self.per_ip.entry(ip).or_insert(0) += 1;
         }
         self.stats.connections += 1;
-        debug!("conn {key}: accepted {peer}{}", if raw { " (raw echo)" } else { "" });
+        debug!(
+            "conn {key}: accepted {peer}{}",
+            if raw { " (raw echo)" } else { "" }
+        );
         self.drive(key);
     }
 
@@ -553,7 +582,11 @@ impl Reactor {
             };
             self.stats.datagrams += 1;
             let request = &self.scratch[..n];
-            let reply = if time { udp::time_reply(request) } else { request.to_vec() };
+            let reply = if time {
+                udp::time_reply(request)
+            } else {
+                request.to_vec()
+            };
             // UDP may drop: a full send buffer drops this reply rather
             // than queueing it and growing memory.
             if let Err(e) = socket.send_to(&reply, from) {
@@ -577,7 +610,9 @@ impl Reactor {
             poll,
             ..
         } = self;
-        let Some(client) = clients.get_mut(k) else { return };
+        let Some(client) = clients.get_mut(k) else {
+            return;
+        };
         let limits = &config.limits;
         let mut write_budget = WRITE_BUDGET;
         flush(k, client, stats, limits, &mut write_budget);
@@ -598,7 +633,9 @@ impl Reactor {
                     stats.bytes_in += n as u64;
                     let now = Instant::now();
                     match &mut client.engine {
-                        Engine::Framed(c) => c.handle_input(&scratch[..n], &mut Ctx { now, limits, stats }),
+                        Engine::Framed(c) => {
+                            c.handle_input(&scratch[..n], &mut Ctx { now, limits, stats })
+                        }
                         Engine::Raw(r) => r.handle_input(&scratch[..n], now),
                     }
                     // Answer at once: replies leave while the request's
@@ -626,7 +663,10 @@ impl Reactor {
         let want = client.desired_interest(limits);
         if want != client.interest {
             debug!("conn {k}: interest {:?} -> {:?}", client.interest, want);
-            if let Err(e) = poll.registry().reregister(client.stream.source(), Source::Client(k).token(), want) {
+            if let Err(e) =
+                poll.registry()
+                    .reregister(client.stream.source(), Source::Client(k).token(), want)
+            {
                 client.broken = Some(format!("reregister: {e}"));
                 to_close.push(k);
                 return;
@@ -643,7 +683,9 @@ impl Reactor {
                 break;
             }
             self.timers.pop();
-            let Some(client) = self.clients.get_mut(k) else { continue };
+            let Some(client) = self.clients.get_mut(k) else {
+                continue;
+            };
             if client.timer != Some(t) {
                 continue; // superseded by an earlier deadline, or a reused key
             }
@@ -755,7 +797,10 @@ fn flush(k: usize, client: &mut Client, stats: &mut Stats, limits: &Limits, budg
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                debug!("conn {k}: socket full, {} bytes wait", client.output().len());
+                debug!(
+                    "conn {k}: socket full, {} bytes wait",
+                    client.output().len()
+                );
                 client.writable = false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -765,7 +810,12 @@ fn flush(k: usize, client: &mut Client, stats: &mut Stats, limits: &Limits, budg
 }
 
 /// Puts the client's deadline in the heap unless an earlier one is there.
-fn schedule(k: usize, client: &mut Client, limits: &Limits, timers: &mut BinaryHeap<Reverse<(Instant, usize)>>) {
+fn schedule(
+    k: usize,
+    client: &mut Client,
+    limits: &Limits,
+    timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+) {
     let deadline = client.deadline(limits);
     if client.timer.is_none_or(|t| deadline < t) {
         client.timer = Some(deadline);

@@ -75,7 +75,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
             lim = raised;
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Formats the current local time with C's `strftime`.
@@ -100,14 +100,7 @@ pub fn strftime_local(format: &str, max: usize) -> Option<String> {
     let mut buf = vec![0u8; max + 1];
     // SAFETY: `buf` has `buf.len()` writable bytes, `fmt` is NUL-terminated
     // with no interior NUL (checked by the caller), and `tm` was filled above.
-    let n = unsafe {
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            fmt.as_ptr().cast(),
-            &tm,
-        )
-    };
+    let n = unsafe { libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr().cast(), &tm) };
     if n == 0 {
         return None;
     }

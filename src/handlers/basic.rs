@@ -27,7 +27,9 @@ pub fn hello(id: Option<&Number>, out: &mut Vec<u8>) -> Next {
 /// `echo`: the reply's header goes out at once, and the body follows as
 /// it arrives, so a 16 MiB echo never sits whole in memory.
 pub fn echo(header: &Header, out: &mut Vec<u8>) -> Next {
-    ok(out, header.id.as_ref()).field("size", header.size).finish();
+    ok(out, header.id.as_ref())
+        .field("size", header.size)
+        .finish();
     Next::Body(Sink::Echo {
         upper: header.flag("upper"),
     })

@@ -85,7 +85,13 @@ pub fn body(sink: &mut Sink, chunk: &[u8], out: &mut Vec<u8>, _ctx: &mut Ctx) {
 }
 
 /// The body ended: finish the request.
-pub fn end(sink: Sink, _id: Option<&Number>, _session: &mut Session, _out: &mut Vec<u8>, _ctx: &mut Ctx) {
+pub fn end(
+    sink: Sink,
+    _id: Option<&Number>,
+    _session: &mut Session,
+    _out: &mut Vec<u8>,
+    _ctx: &mut Ctx,
+) {
     match sink {
         Sink::Discard | Sink::Echo { .. } => {}
     }

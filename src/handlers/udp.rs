@@ -90,13 +90,21 @@ mod tests {
         assert_eq!(year.len(), 4, "{year}");
         let full = text(time_reply(b""));
         assert_eq!(full.len(), "2026-11-23 04:50:52".len(), "{full}");
-        assert_eq!(text(time_reply(b"day %-d, %%")).starts_with("day "), true);
+        assert!(text(time_reply(b"day %-d, %%")).starts_with("day "));
         assert!(text(time_reply(b"%Ey %Od %_5H")).len() >= 8);
     }
 
     #[test]
     fn invalid_formats_get_error_text() {
-        for bad in [&b"%Q"[..], b"abc %", b"%5", b"\xff%Y", b"%Y\0", b"%99999Y", "%\u{e9}".as_bytes()] {
+        for bad in [
+            &b"%Q"[..],
+            b"abc %",
+            b"%5",
+            b"\xff%Y",
+            b"%Y\0",
+            b"%99999Y",
+            "%\u{e9}".as_bytes(),
+        ] {
             let reply = text(time_reply(bad));
             assert!(reply.starts_with("error: "), "{bad:?} -> {reply}");
         }

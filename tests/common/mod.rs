@@ -1,0 +1,207 @@
+//! Starts a real skiffd on free ports and finds its addresses.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skiff::client::{Client, Frame};
+
+/// A skiffd child process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub framed: String,
+    pub unix: Option<String>,
+    pub udp_time: Option<String>,
+    pub udp_echo: Option<String>,
+    pub raw_echo: Option<String>,
+    pub dir: PathBuf,
+    /// Lines the server printed after startup (its log is on stderr).
+    pub stdout: mpsc::Receiver<String>,
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Starts skiffd with every service on 127.0.0.1 port 0 plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = temp_dir("srv");
+        let sock = dir.join("skiffd.sock");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--unix".into(),
+            sock.display().to_string(),
+            "--udp-time".into(),
+            "127.0.0.1:0".into(),
+            "--udp-echo".into(),
+            "127.0.0.1:0".into(),
+            "--raw-echo".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::start_with(&args, dir)
+    }
+
+    /// Starts skiffd with exactly `args`.
+    pub fn start_with(args: &[String], dir: PathBuf) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start skiffd");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            framed: String::new(),
+            unix: None,
+            udp_time: None,
+            udp_echo: None,
+            raw_echo: None,
+            dir,
+            stdout: rx,
+        };
+        let expected = args.iter().filter(|a| {
+            [
+                "--listen",
+                "--unix",
+                "--udp-time",
+                "--udp-echo",
+                "--raw-echo",
+            ]
+            .contains(&a.as_str())
+        });
+        let expected = expected.count();
+        let mut seen = 0;
+        while seen < expected {
+            let line = server
+                .stdout
+                .recv_timeout(Duration::from_secs(10))
+                .expect("skiffd did not print its listening lines within 10 s");
+            let mut words = line.split_whitespace();
+            if words.next() != Some("listening") {
+                continue;
+            }
+            let (Some(kind), Some(addr)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let addr = addr.to_string();
+            match kind {
+                "framed" => server.framed = addr,
+                "framed-unix" => server.unix = Some(format!("unix:{addr}")),
+                "udp-time" => server.udp_time = Some(addr),
+                "udp-echo" => server.udp_echo = Some(addr),
+                "raw-echo" => server.raw_echo = Some(addr),
+                _ => continue,
+            }
+            seen += 1;
+        }
+        server
+    }
+
+    /// A connected client with a 10 s read timeout, so no test hangs.
+    pub fn client(&self) -> Client {
+        connect(&self.framed)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The server's `stats` reply.
+    pub fn stats(&self) -> Value {
+        let mut c = self.client();
+        let f = c.request(json!({"op":"stats"}), b"").unwrap();
+        Value::Object(f.header.fields)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects with a 10 s read timeout.
+pub fn connect(addr: &str) -> Client {
+    let c = Client::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    c
+}
+
+/// Sends a request and returns the reply, errors included.
+pub fn roundtrip(c: &mut Client, header: Value, body: &[u8]) -> Frame {
+    let Value::Object(map) = header else { panic!() };
+    c.send(map, body).unwrap();
+    c.recv().unwrap()
+}
+
+/// Asserts the peer closed the connection (EOF, or a reset).
+pub fn assert_closed(c: &mut Client) {
+    match c.recv() {
+        Err(skiff::client::ClientError::Io(_)) => {}
+        other => panic!("expected the connection to be closed, got {other:?}"),
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
