@@ -1,0 +1,209 @@
+//! End to end: `skiff swarm` against a real `skiffd` on an ephemeral
+//! loopback port. Each run is a couple of seconds: the swarm stops itself.
+//!
+//! Run with `cargo test --workspace`, which builds `skiffd` next to
+//! `skiff`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long the server may take to say where it listens.
+const STARTUP: Duration = Duration::from_secs(10);
+/// Most stdout lines read while waiting for that.
+const STARTUP_LINES: usize = 50;
+/// How long one swarm run may take before the test fails (a 2 s run plus
+/// its bounded drain and two stats samples is far below this).
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// A running skiffd, killed by PID when the test ends however it ends.
+struct Server {
+    /// The skiffd process.
+    child: Child,
+    /// Its data directory, removed on drop.
+    dir: PathBuf,
+    /// Where its framed listener is.
+    addr: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo test --workspace`, which builds skiffd too",
+            bin.display()
+        );
+        let dir = temp_dir();
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout was piped");
+        // the guard owns the child from here, so a failed wait still kills it
+        let mut server = Server {
+            child,
+            dir,
+            addr: String::new(),
+        };
+        let (tx, rx) = mpsc::channel();
+        // The reader keeps draining stdout after the line we want, so the
+        // server never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STARTUP;
+        for _ in 0..STARTUP_LINES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("skiffd did not print `listening framed ...`"));
+            if let Some(addr) = line.strip_prefix("listening framed ") {
+                server.addr = addr.trim().to_string();
+                return server;
+            }
+        }
+        panic!("skiffd printed {STARTUP_LINES} lines without `listening framed ...`");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-swarm-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Runs `skiff --addr ADDR swarm ARGS`, bounded by [`RUN_LIMIT`].
+fn swarm(addr: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--addr", addr, "swarm"])
+        .args(args)
+        .env_remove("SKIFF_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff");
+    let deadline = Instant::now() + RUN_LIMIT;
+    while child.try_wait().expect("wait for skiff").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("skiff swarm {args:?} ran past {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect skiff output")
+}
+
+/// The `--json` report of a run, with stderr in the panic message.
+fn report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): stdout {stdout:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn closed_loop_fifty_connections_without_errors() {
+    let server = Server::start();
+    let out = swarm(
+        &server.addr,
+        &["--conns", "50", "--duration", "2s", "--json"],
+    );
+    let r = report(&out);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["conns_max_up"], 50, "{r}");
+    assert_eq!(r["connect_us"]["samples"], 50, "{r}");
+    assert!(r["latency_us"]["p99"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+}
+
+#[test]
+fn open_loop_keeps_its_rate() {
+    let server = Server::start();
+    let out = swarm(
+        &server.addr,
+        &[
+            "--conns",
+            "20",
+            "--duration",
+            "2s",
+            "--rate",
+            "500",
+            "--pipeline",
+            "2",
+            "--mix",
+            "echo:16=3,echo:4K=1",
+            "--json",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["mode"], "open", "{r}");
+    // 500/s for 2 s is 1000 requests; the schedule neither races ahead nor
+    // (on an idle loopback server) falls far behind
+    let n = r["requests"].as_u64().unwrap();
+    assert!((900..=1001).contains(&n), "{n} requests: {r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+}
+
+#[test]
+fn a_refused_connect_is_an_error_and_exit_code_1() {
+    // a port that was free a moment ago: nothing listens there now
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = swarm(
+        &format!("127.0.0.1:{port}"),
+        &["--conns", "3", "--duration", "300ms", "--json"],
+    );
+    let r = report(&out);
+    assert_eq!(r["errors_by_kind"]["connect_refused"], 3, "{r}");
+    assert_eq!(r["requests"], 0, "{r}");
+    assert_eq!(out.status.code(), Some(1), "{r}");
+}
+
+#[test]
+fn ops_that_need_a_login_are_refused_up_front() {
+    let out = swarm("127.0.0.1:1", &["--mix", "echo:64=9,get:/f=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--login"), "{err}");
+    let out = swarm("127.0.0.1:1", &["--login", "ann"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SKIFF_PASSWORD"));
+}
