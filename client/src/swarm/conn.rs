@@ -41,6 +41,8 @@ const KEEP_CAPACITY: usize = 4096;
 pub struct Stats {
     /// Requests answered correctly.
     pub ok: u64,
+    /// Requests answered at all, rightly or wrongly (server work done).
+    pub answered: u64,
     /// Latency of correct answers, in µs, from the intended send time.
     pub latency: Histogram<u64>,
     /// Connect time (socket created to connected), in µs.
@@ -62,6 +64,7 @@ impl Stats {
         let hist = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
         Stats {
             ok: 0,
+            answered: 0,
             latency: hist(),
             connect: hist(),
             errors: BTreeMap::new(),
@@ -606,6 +609,7 @@ impl Conn {
             return;
         };
         let p = self.inflight.remove(pos).expect("position is in range");
+        stats.answered += 1;
         match result {
             Ok(()) => stats.sample(p.intended, now),
             Err(kind) => stats.error(&kind),
@@ -752,6 +756,7 @@ mod tests {
         let mut stats = Stats::new();
         c.handle_input(&input, t0, &mut stats);
         assert_eq!(stats.ok, 1);
+        assert_eq!(stats.answered, 2);
         assert_eq!(stats.errors.get("bad_body"), Some(&1));
         assert_eq!(stats.latency.len(), 1);
         assert_eq!(

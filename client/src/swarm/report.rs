@@ -107,6 +107,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Correct replies.
     pub ok: u64,
+    /// Requests answered, rightly or wrongly.
+    pub answered: u64,
     /// Latency histogram (µs).
     pub latency: Histogram<u64>,
     /// Connect time histogram (µs).
@@ -162,11 +164,12 @@ impl Report {
         self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Server CPU spent over the run, and per correct reply in µs.
+    /// Server CPU spent over the run, and per answered request in µs
+    /// (an error reply costs the server work too).
     fn server_cpu(&self) -> Option<(f64, Option<f64>)> {
         let (before, after) = self.server.as_ref().ok()?;
         let cpu = after.cpu_s? - before.cpu_s?;
-        let per = (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64);
+        let per = (self.answered > 0).then(|| cpu * 1e6 / self.answered as f64);
         Some((cpu, per))
     }
 
@@ -199,6 +202,7 @@ impl Report {
             "conns_max_up": self.max_up,
             "duration_s": self.secs(),
             "requests": self.ok,
+            "answered": self.answered,
             "throughput_rps": self.ok as f64 / self.secs(),
             "errors": self.error_total(),
             "errors_by_kind": self.errors.iter().map(|(k, n)| (k.clone(), Value::from(*n))).collect::<Map<String, Value>>(),
@@ -289,6 +293,7 @@ mod tests {
             mix: "echo:64=1".into(),
             elapsed: Duration::from_secs(2),
             ok: 1000,
+            answered: 1000,
             latency,
             connect: Histogram::new(3).unwrap(),
             errors: vec![("too_busy".into(), 3)],
