@@ -417,21 +417,23 @@ impl Conn {
         while !input.is_empty() && self.phase != Phase::Closed {
             if !self.head.is_empty() {
                 // a frame head straddles reads: gather exactly its bytes
-                // (never a body) in `head`, then decode it from there
+                // (never a body) in `head`, then decode it from there; a
+                // bad length prefix fails as soon as its 4 bytes are in
                 let need = self.decoder.needed(&self.head);
                 let take = need.saturating_sub(self.head.len()).min(input.len());
                 self.head.extend_from_slice(&input[..take]);
                 input = &input[take..];
-                if self.head.len() < self.decoder.needed(&self.head) {
-                    continue;
-                }
                 let head = std::mem::take(&mut self.head);
                 match self.decoder.decode(&head) {
+                    Ok(None) => {
+                        self.head = head;
+                        continue;
+                    }
                     Ok(Some((used, Decoded::Header(h)))) => {
                         debug_assert_eq!(used, head.len());
                         self.on_header(h, stats);
                     }
-                    Ok(_) => unreachable!("a whole head decodes to a header"),
+                    Ok(Some(_)) => unreachable!("between frames the decoder yields headers"),
                     Err(_) => self.corrupt(stats),
                 }
                 if head.capacity() <= KEEP_CAPACITY {
@@ -745,6 +747,47 @@ mod tests {
     }
 
     #[test]
+    fn random_chunks_of_a_long_mixed_pipeline() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..20 {
+            let (mut c, mix, t0) = running("echo:0=1,echo:7=2,echo:3000=1,echo:9K=1", 20);
+            let mut stats = Stats::new();
+            let mut total = 0;
+            for _ in 0..5 {
+                let input = answers(&sent(&mut c));
+                let mut rest = &input[..];
+                while !rest.is_empty() {
+                    let n = (1 + rand(7000) as usize).min(rest.len());
+                    c.handle_input(&rest[..n], t0, &mut stats);
+                    rest = &rest[n..];
+                }
+                total += 20;
+                assert_eq!(stats.ok, total, "round {round}: {:?}", stats.errors);
+                c.fill(&mix, 20, t0);
+            }
+        }
+    }
+
+    #[test]
+    fn short_writes_resume_where_they_stopped() {
+        let (mut c, _, _) = running("echo:100", 3);
+        let whole = c.output().to_vec();
+        let mut written = Vec::new();
+        while !c.output().is_empty() {
+            let n = c.output().len().min(7);
+            written.extend_from_slice(&c.output()[..n]);
+            c.consumed(n);
+        }
+        assert_eq!(written, whole);
+    }
+
+    #[test]
     fn a_wrong_echo_body_is_an_error_not_a_sample() {
         let (mut c, _, t0) = running("echo:64", 2);
         let reqs = sent(&mut c);
@@ -840,6 +883,18 @@ mod tests {
         c.handle_input(&[0, 0, 0, 0, 1], t0, &mut stats);
         assert_eq!(stats.errors.get("bad_frame"), Some(&1));
         assert_eq!(c.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn an_oversized_prefix_split_across_reads_fails_without_buffering() {
+        let (mut c, _, t0) = running("echo:8", 1);
+        let mut stats = Stats::new();
+        c.handle_input(&[0, 2], t0, &mut stats);
+        assert_eq!(c.phase(), Phase::Running);
+        c.handle_input(&[0, 1, b'{'], t0, &mut stats);
+        assert_eq!(stats.errors.get("bad_frame"), Some(&1));
+        assert_eq!(c.phase(), Phase::Closed);
+        assert!(c.head.capacity() <= KEEP_CAPACITY);
     }
 
     #[test]

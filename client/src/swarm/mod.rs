@@ -42,6 +42,10 @@
 //!   slot, and its latency counts from that *intended* time, so a stalled
 //!   server cannot hide its stall by slowing the swarm down (no
 //!   coordinated omission, as in wrk2).
+//! - A connection the server closes, or whose replies break framing or
+//!   carry an unknown id, is not reopened: its requests in flight count
+//!   as errors (`closed`, `bad_frame`, `wrong_id`, `unanswered`), and the
+//!   report's `conns_max_up` shows how many were ever up together.
 //! - The run stops itself at `--duration`; requests in flight then get a
 //!   bounded drain ([`reactor::DRAIN`]) and the unanswered ones are
 //!   errors. Exit code 0 means no error of any kind.
