@@ -47,6 +47,15 @@ pub enum CmdError {
     BadReply(String),
     /// Writing our own output failed.
     Output(io::Error),
+    /// A local file could not be read or written (a transfer's source or
+    /// target).
+    Local {
+        /// What failed, with the path.
+        message: String,
+        /// The failure left a frame half sent or half read, so the
+        /// connection is out of step.
+        broken: bool,
+    },
 }
 
 impl CmdError {
@@ -59,15 +68,25 @@ impl CmdError {
             CmdError::Timeout(_) => "timeout",
             CmdError::BadReply(_) => "bad_reply",
             CmdError::Output(_) => "output",
+            CmdError::Local { .. } => "local",
         }
     }
 
-    /// The process exit status for this error: 1 when the server said no,
-    /// 2 when we never got a usable answer (usage, connection, timeout,
-    /// garbage), so scripts can tell "refused" from "unreachable".
+    /// A local file failure that leaves the connection in step.
+    pub fn local(message: String) -> CmdError {
+        CmdError::Local {
+            message,
+            broken: false,
+        }
+    }
+
+    /// The process exit status for this error: 1 when the server said no
+    /// (or a transfer's local file failed), 2 when we never got a usable
+    /// answer (usage, connection, timeout, garbage), so scripts can tell
+    /// "refused" from "unreachable".
     pub fn exit_code(&self) -> i32 {
         match self {
-            CmdError::Server { .. } => 1,
+            CmdError::Server { .. } | CmdError::Local { .. } => 1,
             _ => 2,
         }
     }
@@ -78,6 +97,7 @@ impl CmdError {
         match self {
             CmdError::Connection(_) | CmdError::Timeout(_) | CmdError::BadReply(_) => true,
             CmdError::Server { code, .. } => code == "bad_frame",
+            CmdError::Local { broken, .. } => *broken,
             CmdError::Usage(_) | CmdError::Output(_) => false,
         }
     }
@@ -90,7 +110,8 @@ impl fmt::Display for CmdError {
             CmdError::Usage(m)
             | CmdError::Connection(m)
             | CmdError::Timeout(m)
-            | CmdError::BadReply(m) => m,
+            | CmdError::BadReply(m)
+            | CmdError::Local { message: m, .. } => m,
             CmdError::Output(e) => e,
         };
         write!(f, "{}: {}", self.code(), message)
@@ -108,7 +129,7 @@ impl From<ClientError> for CmdError {
 }
 
 /// Classifies an I/O error on the framed connection.
-fn io_error(e: io::Error) -> CmdError {
+pub fn io_error(e: io::Error) -> CmdError {
     match e.kind() {
         // A read timeout shows up as either, depending on the platform.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CmdError::Timeout(format!(

@@ -1,16 +1,18 @@
 //! `skiff`: the client of skiffd.
 //!
-//! Exit status: 0 on success, 1 when the server answered with an error,
-//! 2 for usage errors and when no usable answer came (connection refused
+//! Exit status: 0 on success, 1 when the server answered with an error
+//! (or a transfer's local file failed), 2 for usage errors and when no usable answer came (connection refused
 //! or lost, timeout, a reply that breaks the protocol).
 
 mod cmd;
+mod files;
 mod shell;
 mod swarm;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,13 @@ struct Cli {
         env = "SKIFF_ADDR"
     )]
     addr: String,
+    /// Log in as this user (file commands; the shell logs in at start).
+    /// The password comes from SKIFF_PASSWORD, else a prompt without echo
+    #[arg(long, global = true, env = "SKIFF_USER")]
+    user: Option<String>,
+    /// Say more on stderr (e.g. where a transfer resumes)
+    #[arg(long, short, global = true)]
+    verbose: bool,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -69,6 +78,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Download REMOTE into LOCAL (default: its name here), resuming LOCAL.part
+    Get {
+        /// The file on the server
+        remote: String,
+        /// Where to store it (a directory keeps the remote name)
+        local: Option<PathBuf>,
+    },
+    /// Upload LOCAL to REMOTE (default: its name in the home), resuming
+    /// an interrupted upload
+    Put {
+        /// The file to send
+        local: PathBuf,
+        /// Where to store it on the server (ending in / keeps the name)
+        remote: Option<String>,
+    },
+    /// List a directory on the server (the home by default)
+    Ls {
+        /// The directory (or file) to list
+        path: Option<String>,
+    },
+    /// Create a directory on the server
+    Mkdir {
+        /// The directory to create
+        path: String,
+    },
+    /// Remove a file or an empty directory on the server
+    Rm {
+        /// What to remove
+        path: String,
+    },
+    /// Show how much of the quota is used
+    Quota,
+    /// Send TEXT to USER (or * for everyone else logged in)
+    Say {
+        /// The recipient, or * for everyone
+        to: String,
+        /// The message (words are joined by spaces)
+        #[arg(required = true)]
+        text: Vec<OsString>,
+    },
     /// Interactive prompt (reads plain lines when stdin is not a terminal)
     Shell(shell::ShellArgs),
     /// Drive the server with many connections and report what it takes
@@ -96,8 +145,33 @@ fn with_client(
     cmd::report(result)
 }
 
+/// Connects, logs in as `--user` / `SKIFF_USER` and runs `f`, printing
+/// to stdout; pushed messages go to stderr.
+fn with_login(
+    cli: &Cli,
+    f: impl FnOnce(&mut skiff::client::Client, files::Push, &mut dyn Write) -> Result<(), cmd::CmdError>,
+) -> i32 {
+    let Some(user) = cli.user.as_deref() else {
+        return cmd::report(Err(cmd::CmdError::Usage(
+            "this command needs a login: give --user NAME or set SKIFF_USER".into(),
+        )));
+    };
+    let password = match files::password_from_env_or_prompt(user) {
+        Ok(p) => p,
+        Err(e) => return cmd::report(Err(e)),
+    };
+    let mut push = files::show_push;
+    with_client(&cli.addr, |c, out| {
+        files::login(c, user, &password, &mut push)?;
+        f(c, &mut push, out)
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
+    let opts = files::Opts {
+        verbose: cli.verbose,
+    };
     let code = match cli.command {
         Command::Hello => with_client(&cli.addr, cmd::hello),
         Command::Echo { text, upper } => {
@@ -114,7 +188,36 @@ fn main() {
             &join_bytes(&text),
             &mut io::stdout().lock(),
         )),
-        Command::Shell(args) => shell::run(&cli.addr, args),
+        Command::Get {
+            ref remote,
+            ref local,
+        } => with_login(&cli, |c, push, out| {
+            files::get(c, remote, local.as_deref(), opts, push, out)
+        }),
+        Command::Put {
+            ref local,
+            ref remote,
+        } => with_login(&cli, |c, push, out| {
+            files::put(c, local, remote.as_deref(), opts, push, out)
+        }),
+        Command::Ls { ref path } => with_login(&cli, |c, push, out| {
+            files::print_ls(c, path.as_deref(), push, out)
+        }),
+        Command::Mkdir { ref path } => with_login(&cli, |c, push, _| files::mkdir(c, path, push)),
+        Command::Rm { ref path } => with_login(&cli, |c, push, _| files::rm(c, path, push)),
+        Command::Quota => with_login(&cli, |c, push, out| files::print_quota(c, push, out)),
+        Command::Say { ref to, ref text } => {
+            let text = join_bytes(text);
+            with_login(&cli, |c, push, _| files::say(c, to, &text, push))
+        }
+        Command::Shell(args) => shell::run(
+            &cli.addr,
+            args,
+            shell::Options {
+                user: cli.user.clone(),
+                opts,
+            },
+        ),
         Command::Swarm(args) => swarm::run(&cli.addr, args),
     };
     std::process::exit(code);

@@ -7,8 +7,8 @@
 //!               connection dropped, redialled  ◀── broken connection
 //! ```
 //!
-//! Commands live in one table, [`COMMANDS`]: adding one (login, ls, cd,
-//! get, put, `!cmd`) is one entry and one function. A line starting with
+//! Commands live in one table, [`COMMANDS`]: adding one is one entry and
+//! one function. A line starting with
 //! `!` is dispatched to the entry named `"!"` with the rest of the line
 //! untouched, so a future exec command gets the command text verbatim.
 //!
@@ -16,15 +16,23 @@
 //! otherwise lines are read plainly from stdin with no prompt, so the
 //! shell can be driven by a pipe or a script. The exit status is that of
 //! the last command run, as with `sh`.
+//!
+//! After `login` the prompt is `user:cwd>`, and the user and password are
+//! kept in memory for the session: when the connection breaks, the next
+//! command redials, logs in again and returns to the cwd. Messages pushed
+//! by `say` are shown on stderr as `[from] text` when they arrive with a
+//! reply, or, while the prompt waited, before the next command runs.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
-use skiff::client::Client;
+use skiff::client::{Client, Stream};
 
 use crate::cmd::{self, CmdError};
+use crate::files;
 
 /// Options of `skiff shell`.
 #[derive(clap::Args)]
@@ -32,6 +40,14 @@ pub struct ShellArgs {
     /// Address of the UDP time service used by `time`
     #[arg(long = "udp", value_name = "ADDR", default_value = cmd::DEFAULT_UDP_TIME)]
     pub udp_time: String,
+}
+
+/// Options of the shell that come from the global command line.
+pub struct Options {
+    /// Log in as this user at start.
+    pub user: Option<String>,
+    /// Transfer options.
+    pub opts: files::Opts,
 }
 
 /// What the loop does after a command.
@@ -101,6 +117,76 @@ pub const COMMANDS: &[Entry] = &[
         run: run_time,
     },
     Entry {
+        name: "login",
+        aliases: &[],
+        usage: "USER",
+        about: "log in (asks for the password)",
+        run: run_login,
+    },
+    Entry {
+        name: "pwd",
+        aliases: &[],
+        usage: "",
+        about: "show the current directory on the server",
+        run: run_pwd,
+    },
+    Entry {
+        name: "cd",
+        aliases: &[],
+        usage: "PATH",
+        about: "change the current directory on the server",
+        run: run_cd,
+    },
+    Entry {
+        name: "ls",
+        aliases: &["dir"],
+        usage: "[PATH]",
+        about: "list a directory: kind, size, date, name",
+        run: run_ls,
+    },
+    Entry {
+        name: "mkdir",
+        aliases: &[],
+        usage: "PATH",
+        about: "create a directory",
+        run: run_mkdir,
+    },
+    Entry {
+        name: "rm",
+        aliases: &[],
+        usage: "PATH",
+        about: "remove a file or an empty directory",
+        run: run_rm,
+    },
+    Entry {
+        name: "quota",
+        aliases: &[],
+        usage: "",
+        about: "show how much of the quota is used",
+        run: run_quota,
+    },
+    Entry {
+        name: "get",
+        aliases: &[],
+        usage: "REMOTE [LOCAL]",
+        about: "download a file (resumes LOCAL.part)",
+        run: run_get,
+    },
+    Entry {
+        name: "put",
+        aliases: &[],
+        usage: "LOCAL [REMOTE]",
+        about: "upload a file (resumes an interrupted upload)",
+        run: run_put,
+    },
+    Entry {
+        name: "say",
+        aliases: &[],
+        usage: "USER|* TEXT...",
+        about: "send a message to a user, or * for everyone",
+        run: run_say,
+    },
+    Entry {
         name: "help",
         aliases: &["?"],
         usage: "",
@@ -127,15 +213,47 @@ pub struct Shell {
     client: Option<Client>,
     /// Exit status of the last command, returned when the shell ends.
     status: i32,
+    /// User and password of the last successful login, to log in again
+    /// after a redial.
+    login: Option<(String, String)>,
+    /// The session's current directory, as the server last reported it.
+    cwd: String,
+    /// Transfer options.
+    opts: files::Opts,
+    /// Stdin is a terminal (passwords are prompted for without echo).
+    terminal: bool,
 }
 
 impl Shell {
     /// The connection, redialled if the last one broke. A redial starts a
-    /// fresh session: commands that build on session state (a login, a
-    /// cwd) must restore it here when they arrive.
+    /// fresh session, so the login and the cwd are restored here.
     fn client(&mut self) -> Result<&mut Client, CmdError> {
         if self.client.is_none() {
-            self.client = Some(cmd::connect(&self.addr)?);
+            let mut client = cmd::connect(&self.addr)?;
+            if let Some((user, password)) = &self.login {
+                match files::login(&mut client, user, password, &mut files::show_push) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        if e.code() == "auth_failed" {
+                            // The password changed: asking again is the user's call.
+                            self.login = None;
+                            self.cwd = "/".into();
+                        }
+                        return Err(e);
+                    }
+                }
+                eprintln!("reconnected; logged in again as {user}");
+                if self.cwd != "/" {
+                    match files::cd(&mut client, &self.cwd, &mut files::show_push) {
+                        Ok(cwd) => self.cwd = cwd,
+                        Err(e) => {
+                            eprintln!("warning: cannot return to {}: {e}", self.cwd);
+                            self.cwd = "/".into();
+                        }
+                    }
+                }
+            }
+            self.client = Some(client);
         }
         // Just ensured above; the Option only exists to model "broken".
         self.client
@@ -143,13 +261,88 @@ impl Shell {
             .ok_or_else(|| CmdError::Connection("not connected".into()))
     }
 
-    /// The prompt; later it will show the user and cwd.
+    /// `user:cwd> ` after a login, `skiff> ` before.
     fn prompt(&self) -> String {
-        "skiff> ".to_string()
+        match &self.login {
+            Some((user, _)) => format!("{user}:{}> ", self.cwd),
+            None => "skiff> ".to_string(),
+        }
+    }
+
+    /// Shows messages pushed while the prompt waited, without blocking.
+    /// A connection the server closed meanwhile (idle timeout) is dropped
+    /// quietly: the next command redials and logs in again.
+    fn drain_pushes(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let fd = match client.stream() {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        // Bounded: a flood of messages cannot keep the prompt from running.
+        for _ in 0..256 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if ready <= 0 || pfd.revents == 0 {
+                return;
+            }
+            match client.recv() {
+                Ok(f) if f.header.op == "msg" && f.header.id.is_none() => files::show_push(f),
+                Ok(f) => {
+                    eprintln!(
+                        "warning: unexpected {:?} frame from the server; reconnecting",
+                        f.header.op
+                    );
+                    self.client = None;
+                    return;
+                }
+                Err(_) => {
+                    self.client = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The password for `user`: a prompt without echo on a terminal;
+    /// otherwise SKIFF_PASSWORD, else the next input line.
+    fn read_password(&self, user: &str) -> Result<String, CmdError> {
+        if self.terminal {
+            return files::prompt_password(user);
+        }
+        if let Some(p) = std::env::var_os("SKIFF_PASSWORD") {
+            return p
+                .into_string()
+                .map_err(|_| CmdError::Usage("SKIFF_PASSWORD is not UTF-8".into()));
+        }
+        let mut line = String::new();
+        match io::stdin().lock().read_line(&mut line) {
+            Ok(0) => Err(CmdError::Usage(format!(
+                "no password for {user}: the input ended (or set SKIFF_PASSWORD)"
+            ))),
+            Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => Err(CmdError::Usage(format!("reading the password: {e}"))),
+        }
+    }
+
+    /// Logs in as `user` and remembers it for redials.
+    fn do_login(&mut self, user: &str) -> Result<files::LoginInfo, CmdError> {
+        let password = self.read_password(user)?;
+        let info = files::login(self.client()?, user, &password, &mut files::show_push)?;
+        self.login = Some((info.user.clone(), password));
+        self.cwd = info.cwd.clone();
+        Ok(info)
     }
 
     /// Runs one input line and records its status.
     fn execute(&mut self, input: &str) -> Flow {
+        self.drain_pushes();
         let line = match parse_line(input) {
             Ok(Some(line)) => line,
             Ok(None) => return Flow::Continue,
@@ -327,6 +520,119 @@ fn run_time(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     Ok(Flow::Continue)
 }
 
+/// The one argument of a command that takes exactly one.
+fn one_arg<'a>(line: &'a Line, what: &str) -> Result<&'a str, CmdError> {
+    match line.args.as_slice() {
+        [a] => Ok(a),
+        _ => Err(CmdError::Usage(format!("{} {what}", line.name))),
+    }
+}
+
+fn run_login(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let user = one_arg(line, "USER")?;
+    let info = shell.do_login(user)?;
+    println!(
+        "logged in as {}; {}",
+        info.user,
+        files::quota_line(info.quota, info.used)
+    );
+    Ok(Flow::Continue)
+}
+
+fn run_pwd(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    no_args(line)?;
+    let cwd = files::pwd(shell.client()?, &mut files::show_push)?;
+    println!("{cwd}");
+    shell.cwd = cwd;
+    Ok(Flow::Continue)
+}
+
+fn run_cd(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let path = one_arg(line, "PATH")?;
+    shell.cwd = files::cd(shell.client()?, path, &mut files::show_push)?;
+    Ok(Flow::Continue)
+}
+
+fn run_ls(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let path = match line.args.as_slice() {
+        [] => None,
+        [p] => Some(p.as_str()),
+        _ => return Err(CmdError::Usage("ls [PATH]".into())),
+    };
+    let mut out = io::stdout().lock();
+    files::print_ls(shell.client()?, path, &mut files::show_push, &mut out)?;
+    Ok(Flow::Continue)
+}
+
+fn run_mkdir(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let path = one_arg(line, "PATH")?;
+    files::mkdir(shell.client()?, path, &mut files::show_push)?;
+    Ok(Flow::Continue)
+}
+
+fn run_rm(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let path = one_arg(line, "PATH")?;
+    files::rm(shell.client()?, path, &mut files::show_push)?;
+    Ok(Flow::Continue)
+}
+
+fn run_quota(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    no_args(line)?;
+    let mut out = io::stdout().lock();
+    files::print_quota(shell.client()?, &mut files::show_push, &mut out)?;
+    Ok(Flow::Continue)
+}
+
+fn run_get(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let (remote, local) = match line.args.as_slice() {
+        [r] => (r, None),
+        [r, l] => (r, Some(Path::new(l))),
+        _ => return Err(CmdError::Usage("get REMOTE [LOCAL]".into())),
+    };
+    let opts = shell.opts;
+    let mut out = io::stdout().lock();
+    files::get(
+        shell.client()?,
+        remote,
+        local,
+        opts,
+        &mut files::show_push,
+        &mut out,
+    )?;
+    Ok(Flow::Continue)
+}
+
+fn run_put(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let (local, remote) = match line.args.as_slice() {
+        [l] => (Path::new(l), None),
+        [l, r] => (Path::new(l), Some(r.as_str())),
+        _ => return Err(CmdError::Usage("put LOCAL [REMOTE]".into())),
+    };
+    let opts = shell.opts;
+    let mut out = io::stdout().lock();
+    files::put(
+        shell.client()?,
+        local,
+        remote,
+        opts,
+        &mut files::show_push,
+        &mut out,
+    )?;
+    Ok(Flow::Continue)
+}
+
+fn run_say(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let [to, text @ ..] = line.args.as_slice() else {
+        return Err(CmdError::Usage("say USER|* TEXT...".into()));
+    };
+    if text.is_empty() {
+        return Err(CmdError::Usage("say USER|* TEXT...".into()));
+    }
+    let text = text.join(" ");
+    files::say(shell.client()?, to, text.as_bytes(), &mut files::show_push)?;
+    Ok(Flow::Continue)
+}
+
 fn run_help(_shell: &mut Shell, _line: &Line) -> Result<Flow, CmdError> {
     let mut out = io::stdout().lock();
     let synopsis = |e: &Entry| {
@@ -363,18 +669,29 @@ fn history_path() -> Option<PathBuf> {
 }
 
 /// Runs the shell against `addr`; returns the process exit status.
-pub fn run(addr: &str, args: ShellArgs) -> i32 {
+pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     let client = match cmd::connect(addr) {
         Ok(c) => c,
         Err(e) => return cmd::report(Err(e)),
     };
+    let terminal = io::stdin().is_terminal();
     let mut shell = Shell {
         addr: addr.to_string(),
         udp_time: args.udp_time,
         client: Some(client),
         status: 0,
+        login: None,
+        cwd: "/".into(),
+        opts: options.opts,
+        terminal,
     };
-    if io::stdin().is_terminal() {
+    if let Some(user) = &options.user {
+        // A shell that cannot log in as asked would only fail command after command.
+        if let Err(e) = shell.do_login(user) {
+            return cmd::report(Err(e));
+        }
+    }
+    if terminal {
         interactive(&mut shell);
     } else {
         scripted(&mut shell);
@@ -429,11 +746,12 @@ fn interactive(shell: &mut Shell) {
 
 /// Non-terminal input: one command per line, no prompt, until EOF or quit.
 fn scripted(shell: &mut Shell) {
-    let mut stdin = io::stdin().lock();
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match stdin.read_until(b'\n', &mut buf) {
+        // Locked per line: `login` reads its password line from the same stdin.
+        let read = io::stdin().lock().read_until(b'\n', &mut buf);
+        match read {
             Ok(0) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);

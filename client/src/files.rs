@@ -1,0 +1,822 @@
+//! The file service as the client sees it: `login`, `pwd`, `cd`, `ls`,
+//! `mkdir`, `rm`, `quota`, `say`, and the two transfers, `get` and `put`.
+//! The shell and the one-shot commands run this very code.
+//!
+//! Transfers never hold a file in memory: bodies go through the client's
+//! 64 KiB buffer straight into the file (or from it), hashed on the way.
+//!
+//! ```text
+//!   get:  [LOCAL.part exists? hash it, offset = its length]
+//!         get{path, offset} ──▶ ok{length, md5, offset, size} + body
+//!         body ──▶ append to LOCAL.part, MD5 ──▶ compare ──▶ rename to LOCAL
+//!
+//!   put:  hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
+//!         data{same id, size = length − offset} + bytes from offset
+//!         ──▶ ok{length, md5} | error checksum_mismatch
+//! ```
+//!
+//! Pushed `msg` frames (from `say`) may arrive before any reply; every
+//! function here takes a `push` callback and hands them to it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value, json};
+use skiff::client::{Client, Frame};
+use skiff::frame::Header;
+
+use crate::cmd::{self, CmdError, output_error};
+
+/// Where pushed messages go: called with each `msg` frame as it arrives.
+pub type Push<'a> = &'a mut dyn FnMut(Frame);
+
+/// Bytes read from a local file per step (hashing and uploading).
+const CHUNK: usize = 256 * 1024;
+/// Files at least this large get a progress bar while they are hashed.
+const HASH_BAR_MIN: u64 = 16 << 20;
+/// Largest pushed message body kept for display; the rest is skipped.
+const MAX_PUSH_BODY: u64 = 1 << 20;
+
+/// Options shared by the transfers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opts {
+    /// Say on stderr what happens (resume offsets).
+    pub verbose: bool,
+}
+
+/// Prints a pushed message as `[from] text` on stderr.
+pub fn show_push(frame: Frame) {
+    eprintln!(
+        "[{}] {}",
+        frame.header.str("from").unwrap_or("?"),
+        String::from_utf8_lossy(&frame.body).trim_end_matches('\n')
+    );
+}
+
+/// Sends a request with no body and returns its `ok` reply.
+fn call(client: &mut Client, header: Value, push: Push) -> Result<Frame, CmdError> {
+    let Value::Object(map) = header else {
+        unreachable!("request headers are JSON objects");
+    };
+    let reply = client.request_with(map, &[], &mut *push)?;
+    expect_ok(&reply.header)?;
+    Ok(reply)
+}
+
+/// Checks that a reply is an `ok` (errors were already turned into `Err`).
+fn expect_ok(header: &Header) -> Result<(), CmdError> {
+    if header.op == "ok" {
+        Ok(())
+    } else {
+        Err(CmdError::BadReply(format!(
+            "expected an ok or error reply, got {:?}",
+            header.op
+        )))
+    }
+}
+
+/// A field the protocol promises in a reply.
+fn need_u64(header: &Header, key: &str) -> Result<u64, CmdError> {
+    header
+        .u64(key)
+        .ok_or_else(|| CmdError::BadReply(format!("{} reply has no integer {key:?}", header.op)))
+}
+
+/// Reads frames until the reply to request `id`; pushed messages before it
+/// go to `push`. An `error` reply becomes [`CmdError::Server`]. The
+/// reply's body, if any, is left for the caller to read.
+fn reply_header(client: &mut Client, id: u64, push: Push) -> Result<Header, CmdError> {
+    loop {
+        let header = client.recv_header()?;
+        if header.op == "msg" && header.id.is_none() {
+            let keep = header.size.min(MAX_PUSH_BODY);
+            let mut body = Vec::with_capacity(keep as usize);
+            client
+                .read_body(keep, &mut body, |_| {})
+                .map_err(cmd::io_error)?;
+            client
+                .read_body(header.size - keep, &mut io::sink(), |_| {})
+                .map_err(cmd::io_error)?;
+            push(Frame { header, body });
+            continue;
+        }
+        if header.id.as_ref().and_then(|n| n.as_u64()) != Some(id) {
+            return Err(CmdError::BadReply(format!(
+                "expected the reply to request {id}, got {:?} for {:?}",
+                header.op, header.id
+            )));
+        }
+        if header.op == "error" {
+            // Error replies carry no body, but stay in step if one does.
+            client
+                .read_body(header.size, &mut io::sink(), |_| {})
+                .map_err(cmd::io_error)?;
+            return Err(CmdError::Server {
+                code: header.str("code").unwrap_or("?").to_string(),
+                message: header.str("message").unwrap_or("").to_string(),
+            });
+        }
+        expect_ok(&header)?;
+        return Ok(header);
+    }
+}
+
+/// Sends a bodiless header with a fresh id; returns the id.
+fn send_request(client: &mut Client, header: Value) -> Result<u64, CmdError> {
+    let Value::Object(mut map) = header else {
+        unreachable!("request headers are JSON objects");
+    };
+    let id = client.next_id();
+    map.insert("id".into(), id.into());
+    client.send_header(map, 0).map_err(cmd::io_error)?;
+    Ok(id)
+}
+
+/// What a successful login tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginInfo {
+    /// The user, as the server spells it.
+    pub user: String,
+    /// The session's current directory (`/` after a login).
+    pub cwd: String,
+    /// The user's quota in bytes (None: unlimited).
+    pub quota: Option<u64>,
+    /// Bytes the user stores.
+    pub used: u64,
+}
+
+/// `login`.
+pub fn login(
+    client: &mut Client,
+    user: &str,
+    password: &str,
+    push: Push,
+) -> Result<LoginInfo, CmdError> {
+    let reply = call(
+        client,
+        json!({"op": "login", "user": user, "password": password}),
+        push,
+    )?;
+    let h = &reply.header;
+    Ok(LoginInfo {
+        user: h.str("user").unwrap_or(user).to_string(),
+        cwd: h.str("cwd").unwrap_or("/").to_string(),
+        quota: h.u64("quota"),
+        used: h.u64("used").unwrap_or(0),
+    })
+}
+
+/// The password for a one-shot command: `SKIFF_PASSWORD`, else a prompt
+/// on the terminal without echo.
+pub fn password_from_env_or_prompt(user: &str) -> Result<String, CmdError> {
+    if let Some(p) = std::env::var_os("SKIFF_PASSWORD") {
+        return p
+            .into_string()
+            .map_err(|_| CmdError::Usage("SKIFF_PASSWORD is not UTF-8".into()));
+    }
+    prompt_password(user)
+}
+
+/// Asks for `user`'s password on the terminal, without echo.
+pub fn prompt_password(user: &str) -> Result<String, CmdError> {
+    rpassword::prompt_password(format!("password for {user}: ")).map_err(|e| {
+        CmdError::Usage(format!(
+            "cannot read a password from the terminal ({e}); set SKIFF_PASSWORD"
+        ))
+    })
+}
+
+/// `pwd`: returns the session's current directory.
+pub fn pwd(client: &mut Client, push: Push) -> Result<String, CmdError> {
+    let reply = call(client, json!({"op": "pwd"}), push)?;
+    cwd_of(&reply.header)
+}
+
+/// `cd`: returns the new current directory.
+pub fn cd(client: &mut Client, path: &str, push: Push) -> Result<String, CmdError> {
+    let reply = call(client, json!({"op": "cd", "path": path}), push)?;
+    cwd_of(&reply.header)
+}
+
+fn cwd_of(header: &Header) -> Result<String, CmdError> {
+    header
+        .str("cwd")
+        .map(str::to_string)
+        .ok_or_else(|| CmdError::BadReply("reply has no \"cwd\"".into()))
+}
+
+/// `mkdir`.
+pub fn mkdir(client: &mut Client, path: &str, push: Push) -> Result<(), CmdError> {
+    call(client, json!({"op": "mkdir", "path": path}), push).map(drop)
+}
+
+/// `rm`: a file or an empty directory.
+pub fn rm(client: &mut Client, path: &str, push: Push) -> Result<(), CmdError> {
+    call(client, json!({"op": "rm", "path": path}), push).map(drop)
+}
+
+/// `say`: sends `text` to `to` (a user, or `*` for everyone else).
+pub fn say(client: &mut Client, to: &str, text: &[u8], push: Push) -> Result<(), CmdError> {
+    let Value::Object(map) = json!({"op": "say", "to": to}) else {
+        unreachable!("a JSON object");
+    };
+    let reply = client.request_with(map, text, &mut *push)?;
+    expect_ok(&reply.header)
+}
+
+/// One line of an `ls` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry's name.
+    pub name: String,
+    /// `file` or `dir`.
+    pub kind: String,
+    /// Bytes.
+    pub size: u64,
+    /// Last change, Unix seconds.
+    pub mtime: i64,
+}
+
+impl Entry {
+    fn from_json(v: &Value) -> Option<Entry> {
+        Some(Entry {
+            name: v.get("name")?.as_str()?.to_string(),
+            kind: v.get("kind")?.as_str()?.to_string(),
+            size: v.get("size").and_then(Value::as_u64).unwrap_or(0),
+            mtime: v.get("mtime").and_then(Value::as_i64).unwrap_or(0),
+        })
+    }
+
+    /// As `ls -l` shows it: kind, size, local date, name.
+    pub fn line(&self) -> String {
+        let kind = match self.kind.as_str() {
+            "dir" => 'd',
+            "file" => '-',
+            _ => '?',
+        };
+        format!(
+            "{kind} {:>12} {} {}",
+            self.size,
+            local_time(self.mtime),
+            self.name
+        )
+    }
+}
+
+/// `ls`: returns the entries of `path` (the cwd when None).
+pub fn ls(client: &mut Client, path: Option<&str>, push: Push) -> Result<Vec<Entry>, CmdError> {
+    let header = match path {
+        Some(p) => json!({"op": "ls", "path": p}),
+        None => json!({"op": "ls"}),
+    };
+    let reply = call(client, header, push)?;
+    let Some(Value::Array(list)) = reply.header.fields.get("entries") else {
+        return Err(CmdError::BadReply(
+            "ls reply has no \"entries\" list".into(),
+        ));
+    };
+    list.iter()
+        .map(|v| {
+            Entry::from_json(v)
+                .ok_or_else(|| CmdError::BadReply(format!("ls entry without name or kind: {v}")))
+        })
+        .collect()
+}
+
+/// `ls` printed one entry per line.
+pub fn print_ls(
+    client: &mut Client,
+    path: Option<&str>,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    for e in ls(client, path, push)? {
+        writeln!(out, "{}", e.line()).map_err(output_error)?;
+    }
+    Ok(())
+}
+
+/// `quota`: returns (quota, used).
+pub fn quota(client: &mut Client, push: Push) -> Result<(Option<u64>, u64), CmdError> {
+    let reply = call(client, json!({"op": "quota"}), push)?;
+    Ok((reply.header.u64("quota"), need_u64(&reply.header, "used")?))
+}
+
+/// `quota` printed in human sizes.
+pub fn print_quota(client: &mut Client, push: Push, out: &mut dyn Write) -> Result<(), CmdError> {
+    let (limit, used) = quota(client, push)?;
+    writeln!(out, "{}", quota_line(limit, used)).map_err(output_error)
+}
+
+/// `used 1.5 MiB of 10.0 MiB (15%), 8.5 MiB free`, or `used 3 B (no quota)`.
+pub fn quota_line(limit: Option<u64>, used: u64) -> String {
+    match limit {
+        None => format!("used {} (no quota)", human_size(used)),
+        Some(q) => {
+            let pct = if q == 0 {
+                100
+            } else {
+                (u128::from(used) * 100 / u128::from(q)) as u64
+            };
+            format!(
+                "used {} of {} ({pct}%), {} free",
+                human_size(used),
+                human_size(q),
+                human_size(q.saturating_sub(used))
+            )
+        }
+    }
+}
+
+/// Bytes in binary units: `512 B`, `1.5 KiB`, `10.0 MiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Unix seconds as a local `YYYY-MM-DD HH:MM`.
+pub fn local_time(secs: i64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r only writes the `tm` we own; a zeroed `tm` is valid.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return "????-??-?? ??:??".into();
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min
+    )
+}
+
+/// A progress bar on stderr for `len` bytes; hidden unless stderr is a
+/// terminal, so pipes and tests stay clean.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:24!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Feeds exactly `len` bytes of `file` (from where it stands) into `md5`.
+fn hash_into(file: &mut File, len: u64, md5: &mut Md5, what: &str) -> Result<(), CmdError> {
+    let bar = if len >= HASH_BAR_MIN {
+        bar(len, &format!("hashing {what}"))
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(CmdError::local(format!(
+                    "{what}: the file shrank while it was being read"
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CmdError::local(format!("{what}: {e}"))),
+        };
+        md5.update(&buf[..n]);
+        left -= n as u64;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A writer that hashes what it passes on and remembers whether the
+/// failure was its own (the local file) rather than the network's.
+struct HashWriter<W> {
+    inner: W,
+    md5: Md5,
+    failed: bool,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.md5.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+/// The last component of a remote path (`a/b/c.txt` → `c.txt`), if it
+/// names something a local file can be called.
+fn remote_basename(remote: &str) -> Option<&str> {
+    let name = remote.rsplit('/').next()?;
+    (!name.is_empty() && name != "." && name != "..").then_some(name)
+}
+
+/// Where `get REMOTE [LOCAL]` stores the file: LOCAL, or LOCAL/NAME when
+/// LOCAL is a directory, or NAME in the current directory.
+pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, CmdError> {
+    let name = remote_basename(remote);
+    let need_name = || {
+        name.ok_or_else(|| {
+            CmdError::Usage(format!(
+                "{remote:?} does not end in a file name; say where to store it: get REMOTE LOCAL"
+            ))
+        })
+    };
+    match local {
+        None => Ok(PathBuf::from(need_name()?)),
+        Some(dir) if dir.is_dir() => Ok(dir.join(need_name()?)),
+        Some(path) => Ok(path.to_path_buf()),
+    }
+}
+
+/// `LOCAL.part`: where a download grows until it is verified.
+pub fn part_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    target.with_file_name(name)
+}
+
+/// Where `put LOCAL [REMOTE]` stores the file: REMOTE, REMOTE/NAME when
+/// REMOTE ends in `/`, or NAME in the session's cwd.
+pub fn remote_target(local: &Path, remote: Option<&str>) -> Result<String, CmdError> {
+    let name = || {
+        local.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            CmdError::Usage(format!(
+                "{} has no UTF-8 file name; say where to store it: put LOCAL REMOTE",
+                local.display()
+            ))
+        })
+    };
+    match remote {
+        None => Ok(name()?.to_string()),
+        Some(r) if r.ends_with('/') => Ok(format!("{r}{}", name()?)),
+        Some(r) => Ok(r.to_string()),
+    }
+}
+
+/// `get REMOTE [LOCAL]`: downloads into `LOCAL.part` (resuming from what
+/// it holds), verifies the MD5 of the whole file, then renames it to LOCAL.
+pub fn get(
+    client: &mut Client,
+    remote: &str,
+    local: Option<&Path>,
+    opts: Opts,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    let target = local_target(remote, local)?;
+    let part = part_path(&target);
+    let shown = target.display().to_string();
+    let mut md5 = Md5::new();
+    let offset = match fs::metadata(&part) {
+        Ok(meta) if meta.is_file() => {
+            let mut f = File::open(&part)
+                .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
+            hash_into(&mut f, meta.len(), &mut md5, &part.display().to_string())?;
+            meta.len()
+        }
+        Ok(_) => {
+            return Err(CmdError::local(format!(
+                "{} is in the way and is not a file",
+                part.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = target.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+                return Err(CmdError::local(format!(
+                    "{}: no such local directory",
+                    dir.display()
+                )));
+            }
+            0
+        }
+        Err(e) => return Err(CmdError::local(format!("{}: {e}", part.display()))),
+    };
+    if offset > 0 && opts.verbose {
+        eprintln!("resuming at {offset}");
+    }
+    let request = if offset > 0 {
+        json!({"op": "get", "path": remote, "offset": offset})
+    } else {
+        json!({"op": "get", "path": remote})
+    };
+    let id = send_request(client, request)?;
+    let reply = match reply_header(client, id, push) {
+        Err(CmdError::Server { code, message }) if offset > 0 && code == "bad_request" => {
+            return Err(CmdError::Server {
+                code,
+                message: format!(
+                    "{message} ({} holds {offset} bytes from an earlier download; remove it to start over)",
+                    part.display()
+                ),
+            });
+        }
+        other => other?,
+    };
+    let length = need_u64(&reply, "length")?;
+    let want = reply
+        .str("md5")
+        .ok_or_else(|| CmdError::BadReply("get reply has no \"md5\"".into()))?
+        .to_ascii_lowercase();
+    let got_offset = reply.u64("offset").unwrap_or(0);
+    if got_offset != offset || length < offset || reply.size != length - offset {
+        return Err(CmdError::BadReply(format!(
+            "asked for {remote} from {offset}: got offset {got_offset}, length {length}, size {}",
+            reply.size
+        )));
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&part)
+        .map_err(|e| CmdError::Local {
+            message: format!("{}: {e}", part.display()),
+            // The body is on its way and nobody reads it.
+            broken: reply.size > 0,
+        })?;
+    let mut writer = HashWriter {
+        inner: BufWriter::with_capacity(CHUNK, file),
+        md5,
+        failed: false,
+    };
+    let progress = bar(length, remote_basename(remote).unwrap_or(remote));
+    progress.set_position(offset);
+    let copied = client
+        .read_body(reply.size, &mut writer, |n| progress.inc(n as u64))
+        .and_then(|()| writer.flush());
+    progress.finish_and_clear();
+    if let Err(e) = copied {
+        return Err(if writer.failed {
+            CmdError::Local {
+                message: format!("{}: {e}", part.display()),
+                broken: true,
+            }
+        } else {
+            cmd::io_error(e)
+        });
+    }
+    let HashWriter { inner, md5, .. } = writer;
+    let file = inner
+        .into_inner()
+        .map_err(|e| CmdError::local(format!("{}: {}", part.display(), e.error())))?;
+    file.sync_all()
+        .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
+    drop(file);
+    let got = hex(&md5.finalize());
+    if got != want {
+        let hint = if offset > 0 {
+            format!(
+                "; the download resumed at {offset} bytes, so the part may be stale: remove {} to start over",
+                part.display()
+            )
+        } else {
+            format!("; kept {}", part.display())
+        };
+        return Err(CmdError::Server {
+            code: "checksum_mismatch".into(),
+            message: format!(
+                "{remote}: received bytes have MD5 {got}, the server says {want}{hint}"
+            ),
+        });
+    }
+    fs::rename(&part, &target)
+        .map_err(|e| CmdError::local(format!("rename {} to {shown}: {e}", part.display())))?;
+    writeln!(
+        out,
+        "{remote} -> {shown}: {} ({length} bytes)",
+        human_size(length)
+    )
+    .map_err(output_error)
+}
+
+/// `put LOCAL [REMOTE]`: hashes LOCAL, announces it, sends what the server
+/// does not hold yet, and checks the server's verdict.
+pub fn put(
+    client: &mut Client,
+    local: &Path,
+    remote: Option<&str>,
+    opts: Opts,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    let remote = remote_target(local, remote)?;
+    let shown = local.display().to_string();
+    let mut file = File::open(local).map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(CmdError::local(format!("{shown} is not a file")));
+    }
+    let length = meta.len();
+    let mut md5 = Md5::new();
+    hash_into(&mut file, length, &mut md5, &shown)?;
+    let digest = hex(&md5.finalize());
+
+    let id = send_request(
+        client,
+        json!({"op": "put", "path": remote, "length": length, "md5": digest}),
+    )?;
+    let reply = reply_header(client, id, &mut *push)?;
+    let offset = need_u64(&reply, "offset")?;
+    if offset > length {
+        return Err(CmdError::BadReply(format!(
+            "server holds {offset} bytes of a {length}-byte upload"
+        )));
+    }
+    if offset > 0 && opts.verbose {
+        eprintln!("resuming at {offset}");
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
+
+    let size = length - offset;
+    let mut data = Map::new();
+    data.insert("op".into(), "data".into());
+    data.insert("id".into(), id.into());
+    client.send_header(data, size).map_err(cmd::io_error)?;
+    let progress = bar(
+        length,
+        local.file_name().and_then(|n| n.to_str()).unwrap_or(&shown),
+    );
+    progress.set_position(offset);
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => {
+                progress.finish_and_clear();
+                // The frame promised bytes we no longer have.
+                return Err(CmdError::Local {
+                    message: format!("{shown} shrank while it was being sent"),
+                    broken: true,
+                });
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                progress.finish_and_clear();
+                return Err(CmdError::Local {
+                    message: format!("{shown}: {e}"),
+                    broken: true,
+                });
+            }
+        };
+        if let Err(e) = client.send_body(&buf[..n]) {
+            progress.finish_and_clear();
+            return Err(cmd::io_error(e));
+        }
+        left -= n as u64;
+        progress.inc(n as u64);
+    }
+    let flushed = client.flush();
+    progress.finish_and_clear();
+    flushed.map_err(cmd::io_error)?;
+
+    let done = reply_header(client, id, push)?;
+    let stored = need_u64(&done, "length")?;
+    let stored_md5 = done.str("md5").unwrap_or("").to_ascii_lowercase();
+    if stored != length || stored_md5 != digest {
+        return Err(CmdError::BadReply(format!(
+            "sent {length} bytes with MD5 {digest}; the server says it stored {stored} with MD5 {stored_md5:?}"
+        )));
+    }
+    writeln!(
+        out,
+        "{shown} -> {remote}: {} ({length} bytes)",
+        human_size(length)
+    )
+    .map_err(output_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(10 << 20), "10.0 MiB");
+        assert_eq!(human_size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn quota_lines() {
+        assert_eq!(quota_line(None, 3), "used 3 B (no quota)");
+        assert_eq!(
+            quota_line(Some(10 << 20), 1 << 20),
+            "used 1.0 MiB of 10.0 MiB (10%), 9.0 MiB free"
+        );
+        assert_eq!(quota_line(Some(0), 0), "used 0 B of 0 B (100%), 0 B free");
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            local_target("a/b/c.txt", None).unwrap(),
+            PathBuf::from("c.txt")
+        );
+        assert_eq!(
+            local_target("c.txt", Some(Path::new("/nonexistent/x"))).unwrap(),
+            PathBuf::from("/nonexistent/x")
+        );
+        let tmp = std::env::temp_dir();
+        assert_eq!(local_target("/d/c", Some(&tmp)).unwrap(), tmp.join("c"));
+        assert!(local_target("dir/", None).is_err());
+        assert!(local_target("..", None).is_err());
+        assert_eq!(
+            part_path(Path::new("x/y.bin")),
+            PathBuf::from("x/y.bin.part")
+        );
+        assert_eq!(
+            remote_target(Path::new("/tmp/f.txt"), None).unwrap(),
+            "f.txt"
+        );
+        assert_eq!(
+            remote_target(Path::new("/tmp/f.txt"), Some("docs/")).unwrap(),
+            "docs/f.txt"
+        );
+        assert_eq!(
+            remote_target(Path::new("f.txt"), Some("g.txt")).unwrap(),
+            "g.txt"
+        );
+    }
+
+    #[test]
+    fn ls_lines() {
+        let e = Entry::from_json(&json!({"name": "a b", "kind": "dir", "size": 4096, "mtime": 0}))
+            .unwrap();
+        let line = e.line();
+        assert!(line.starts_with("d         4096 "), "{line}");
+        assert!(line.ends_with(" a b"), "{line}");
+        assert_eq!(local_time(0).len(), 16);
+        assert!(Entry::from_json(&json!({"kind": "file"})).is_none());
+    }
+
+    #[test]
+    fn hashes_in_chunks() {
+        let path = std::env::temp_dir().join(format!("skiff-hash-test-{}", std::process::id()));
+        let data: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i * 7) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let mut md5 = Md5::new();
+        let mut f = File::open(&path).unwrap();
+        hash_into(&mut f, data.len() as u64, &mut md5, "t").unwrap();
+        assert_eq!(hex(&md5.finalize()), hex(&Md5::digest(&data)));
+        // Asking for more than is there is an error, not a short hash.
+        let mut f = File::open(&path).unwrap();
+        assert!(hash_into(&mut f, data.len() as u64 + 1, &mut Md5::new(), "t").is_err());
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn hex_is_lower_case() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(hex(&Md5::digest(b"")), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+}
