@@ -217,6 +217,7 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
         max_up: outcome.max_up,
         rate: args.rate,
         pipeline: args.pipeline,
+        unsent: outcome.unsent,
         mix: args.mix.to_string(),
         elapsed: outcome.elapsed,
         ok: stats.ok,

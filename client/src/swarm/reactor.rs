@@ -81,6 +81,9 @@ pub struct Outcome {
     pub opened: usize,
     /// Most connections up at once.
     pub max_up: usize,
+    /// Open loop: requests due before the end that never got a free slot
+    /// (a backlog: the server fell behind the rate).
+    pub unsent: Option<u64>,
 }
 
 /// A TCP or Unix stream, registered with the poll.
@@ -203,15 +206,25 @@ struct Schedule {
 }
 
 impl Schedule {
-    /// How many requests are due by `now` (those with `intended <= now`).
-    fn due(&self, now: Instant) -> u64 {
-        let t = now.saturating_duration_since(self.start).as_secs_f64();
-        let done = if t < self.ramp {
+    /// How many requests the timetable holds up to `t`, as a real number:
+    /// request `k` is due when this reaches `k`.
+    fn amount(&self, t: Instant) -> f64 {
+        let t = t.saturating_duration_since(self.start).as_secs_f64();
+        if t < self.ramp {
             self.rate * t * t / (2.0 * self.ramp)
         } else {
             self.rate * (t - self.ramp / 2.0)
-        };
-        done as u64 + 1
+        }
+    }
+
+    /// How many requests are due by `now` (those with `intended <= now`).
+    fn due(&self, now: Instant) -> u64 {
+        self.amount(now) as u64 + 1
+    }
+
+    /// How many requests are due strictly before `end`.
+    fn due_before(&self, end: Instant) -> u64 {
+        self.amount(end).ceil() as u64
     }
 
     /// When request `k` is due: the inverse of [`Schedule::due`].
@@ -513,7 +526,13 @@ pub fn run(plan: &Plan) -> io::Result<Outcome> {
             }
             r.dispatch(now);
             if let Some(s) = &r.schedule {
-                next_wake = next_wake.min(s.intended(s.next).max(now));
+                // With a backlog the next due time is already past; the
+                // wake-up then comes from a reply freeing a slot, not a
+                // zero timeout that would spin.
+                let at = s.intended(s.next);
+                if at > now {
+                    next_wake = next_wake.min(at);
+                }
             }
         }
         r.close_pending();
@@ -531,7 +550,12 @@ pub fn run(plan: &Plan) -> io::Result<Outcome> {
         r.close_pending();
     }
     progress.finish();
+    let unsent = r
+        .schedule
+        .as_ref()
+        .map(|s| s.due_before(end).saturating_sub(s.next));
     Ok(Outcome {
+        unsent,
         stats: r.stats,
         elapsed: start.elapsed(),
         opened: r.opened,
@@ -651,5 +675,7 @@ mod tests {
         };
         // half the requests of a flat start over the ramp
         assert!(s.due(start + Duration::from_secs(2)).abs_diff(1001) <= 1);
+        assert_eq!(s.due_before(start + Duration::from_secs(3)), 2000);
+        assert_eq!(s.due_before(start), 0);
     }
 }

@@ -101,6 +101,8 @@ pub struct Report {
     pub rate: Option<f64>,
     /// Requests in flight per connection, at most.
     pub pipeline: usize,
+    /// Open loop: requests due that never got a free slot.
+    pub unsent: Option<u64>,
     /// The op mix, as given back by `Mix`'s `Display`.
     pub mix: String,
     /// Wall time of the run, drain included.
@@ -195,6 +197,7 @@ impl Report {
             "addr": self.addr,
             "mode": if self.rate.is_some() { "open" } else { "closed" },
             "rate": self.rate,
+            "unsent": self.unsent,
             "pipeline": self.pipeline,
             "mix": self.mix,
             "conns": self.conns,
@@ -233,6 +236,11 @@ impl Report {
             self.error_total()
         );
         s += &format!("throughput   {:.0} req/s\n", self.ok as f64 / self.secs());
+        if let Some(n) = self.unsent.filter(|&n| n > 0) {
+            s += &format!(
+                "backlog      {n} requests due but never sent: the server fell behind the rate\n"
+            );
+        }
         s += &format!("latency µs   {}\n", percentile_line(&self.latency));
         s += &format!("connect µs   {}\n", percentile_line(&self.connect));
         if self.errors.is_empty() {
@@ -290,6 +298,7 @@ mod tests {
             max_up: 2,
             rate: None,
             pipeline: 1,
+            unsent: None,
             mix: "echo:64=1".into(),
             elapsed: Duration::from_secs(2),
             ok: 1000,
