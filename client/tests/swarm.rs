@@ -198,7 +198,7 @@ fn a_refused_connect_is_an_error_and_exit_code_1() {
 }
 
 #[test]
-fn ops_that_need_a_login_are_refused_up_front() {
+fn bad_options_are_refused_up_front() {
     let out = swarm("127.0.0.1:1", &["--mix", "echo:64=9,get:/f=1"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -206,4 +206,7 @@ fn ops_that_need_a_login_are_refused_up_front() {
     let out = swarm("127.0.0.1:1", &["--login", "ann"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SKIFF_PASSWORD"));
+    let out = swarm("127.0.0.1:1", &["--ramp", "3s", "--duration", "2s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ramp"));
 }

@@ -126,6 +126,12 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
     if args.conns == 0 || args.pipeline == 0 {
         return Err("--conns and --pipeline must be at least 1".into());
     }
+    if !args.ramp.is_zero() && args.ramp >= args.duration {
+        return Err(format!(
+            "--ramp {:?} must be shorter than --duration {:?}",
+            args.ramp, args.duration
+        ));
+    }
     if let Some(r) = args.rate {
         if !(r.is_finite() && r > 0.0) {
             return Err(format!(
