@@ -26,6 +26,8 @@
 //! the low-water mark. Input is therefore bounded by one frame head plus
 //! one read, output by the high-water mark plus one body chunk.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -35,7 +37,8 @@ use skiff::frame::{Decoded, Decoder, Header, MAX_HEAD};
 use skiff::proto::Code;
 
 use crate::buffer::OutBuf;
-use crate::handlers::{self, Next, Session, Sink};
+use crate::handlers::files::{self, Job, Step};
+use crate::handlers::{self, Action, Next, Services, Session, Sink};
 use crate::stats::Stats;
 
 /// Per-connection limits, fixed at startup.
@@ -51,6 +54,13 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a closing connection may take to read its last bytes.
     pub close_grace: Duration,
+    /// Pushed output (chat) above which the connection is cut at once.
+    pub push_hard: usize,
+    /// Pushed output above which the connection is cut if it stays there
+    /// for [`Limits::push_soft_time`].
+    pub push_soft: usize,
+    /// See [`Limits::push_soft`].
+    pub push_soft_time: Duration,
 }
 
 impl Default for Limits {
@@ -61,6 +71,9 @@ impl Default for Limits {
             out_low: 64 << 10,
             idle_timeout: Duration::from_secs(300),
             close_grace: Duration::from_secs(10),
+            push_hard: 1 << 20,
+            push_soft: 256 << 10,
+            push_soft_time: Duration::from_secs(10),
         }
     }
 }
@@ -73,6 +86,10 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Server-wide counters (read by `stats`).
     pub stats: &'a mut Stats,
+    /// Users, accounts and caches.
+    pub services: &'a mut Services,
+    /// Work for the reactor, collected during this call.
+    pub actions: &'a mut Vec<Action>,
 }
 
 /// Where in the conversation a connection is.
@@ -87,6 +104,14 @@ enum State {
         /// Where the body goes.
         sink: Sink,
     },
+    /// Working in steps on the current request (hashing, sending a
+    /// file, holding a reply back); later requests wait.
+    Busy {
+        /// The request id.
+        id: Option<Number>,
+        /// The work.
+        job: Job,
+    },
     /// Flushing output, then closing; the reason is for the log.
     Closing(&'static str),
 }
@@ -96,8 +121,23 @@ impl State {
         match self {
             State::Idle => "idle",
             State::Body { sink, .. } => sink.name(),
+            State::Busy { job, .. } => job.name(),
             State::Closing(_) => "closing",
         }
+    }
+
+    /// Output holds whole frames only: an unsolicited frame may go next.
+    fn at_frame_boundary(&self) -> bool {
+        !matches!(
+            self,
+            State::Body {
+                sink: Sink::Echo { .. },
+                ..
+            } | State::Busy {
+                job: Job::Send { .. },
+                ..
+            }
+        )
     }
 }
 
@@ -121,13 +161,19 @@ pub struct Conn {
     eof: bool,
     /// Who is logged in on this connection, and where they are.
     session: Session,
+    /// Pushed frames waiting for the output to reach a frame boundary.
+    pushed: VecDeque<Vec<u8>>,
+    /// Bytes in `pushed`.
+    pushed_bytes: usize,
+    /// Since when queued output has been over the soft push limit.
+    over_soft_since: Option<Instant>,
     /// Last time bytes moved in either direction.
     last_active: Instant,
 }
 
 impl Conn {
     /// A fresh connection with slab key `key`.
-    pub fn new(key: usize, now: Instant, limits: &Limits) -> Conn {
+    pub fn new(key: usize, peer: Option<IpAddr>, now: Instant, limits: &Limits) -> Conn {
         Conn {
             key,
             decoder: Decoder::new(limits.max_body),
@@ -136,8 +182,91 @@ impl Conn {
             state: State::Idle,
             paused: false,
             eof: false,
-            session: Session::default(),
+            session: Session::new(key, peer),
+            pushed: VecDeque::new(),
+            pushed_bytes: 0,
+            over_soft_since: None,
             last_active: now,
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.session.user.as_deref()
+    }
+
+    /// Queues an unsolicited `msg` frame. It goes out at the next frame
+    /// boundary. A peer that lets pushed output pile up past the hard
+    /// limit is cut off at once; past the soft limit, after a while.
+    pub fn push_message(&mut self, from: &str, body: &[u8], now: Instant, limits: &Limits) {
+        if self.is_closing() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(body.len() + 64);
+        skiff::frame::HeaderWriter::new(&mut frame, "msg")
+            .field("from", from)
+            .field("size", body.len())
+            .finish();
+        frame.extend_from_slice(body);
+        let queued = self.out.len() + self.pushed_bytes + frame.len();
+        if queued > limits.push_hard {
+            info!(
+                "conn {}: {queued} bytes of output pending: over the hard limit",
+                self.key
+            );
+            self.out = OutBuf::default();
+            self.pushed.clear();
+            self.pushed_bytes = 0;
+            self.close("output over the hard limit");
+            return;
+        }
+        if queued > limits.push_soft && self.over_soft_since.is_none() {
+            debug!("conn {}: output over the soft limit", self.key);
+            self.over_soft_since = Some(now);
+        }
+        self.pushed_bytes += frame.len();
+        self.pushed.push_back(frame);
+        self.emit_pushed();
+    }
+
+    /// Whether [`Conn::work`] has something to do now.
+    pub fn has_work(&self, now: Instant, limits: &Limits) -> bool {
+        match &self.state {
+            State::Busy {
+                job: Job::Hash(_), ..
+            } => true,
+            State::Busy {
+                job: Job::Send { .. },
+                ..
+            } => self.out.len() <= limits.out_low,
+            State::Busy {
+                job: Job::Delay { until, .. },
+                ..
+            } => now >= *until,
+            _ => false,
+        }
+    }
+
+    /// One bounded step of the current job; then, if it finished, the
+    /// requests that waited behind it.
+    pub fn work(&mut self, ctx: &mut Ctx) {
+        let State::Busy { id, job } = &mut self.state else {
+            return;
+        };
+        let step = files::step(job, id.as_ref(), &mut self.session, self.out.writer(), ctx);
+        match step {
+            Step::More => {}
+            Step::Then(next) => {
+                let id = id.take();
+                self.set_state(State::Busy { id, job: next });
+            }
+            Step::Done => {
+                self.set_state(State::Idle);
+                self.emit_pushed();
+                self.consume_buffered(ctx);
+                self.settle_eof();
+            }
+            Step::Close(why) => self.close(why),
         }
     }
 
@@ -171,6 +300,11 @@ impl Conn {
     pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
         self.out.consume(n);
         self.last_active = ctx.now;
+        if self.over_soft_since.is_some()
+            && self.out.len() + self.pushed_bytes <= ctx.limits.push_soft
+        {
+            self.over_soft_since = None;
+        }
         if self.paused && self.out.len() <= ctx.limits.out_low {
             self.paused = false;
             debug!(
@@ -185,7 +319,21 @@ impl Conn {
 
     /// The deadline from [`Conn::deadline`] has passed.
     pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
-        if ctx.now < self.deadline(ctx.limits) {
+        if let Some(since) = self.over_soft_since
+            && ctx.now >= since + ctx.limits.push_soft_time
+            && !self.is_closing()
+        {
+            info!(
+                "conn {}: output over the soft limit for {:?}",
+                self.key, ctx.limits.push_soft_time
+            );
+            self.out = OutBuf::default();
+            self.pushed.clear();
+            self.pushed_bytes = 0;
+            self.close("output over the soft limit too long");
+            return;
+        }
+        if ctx.now < self.idle_deadline(ctx.limits) {
             return;
         }
         match self.state {
@@ -223,10 +371,37 @@ impl Conn {
 
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn deadline(&self, limits: &Limits) -> Instant {
+        let mut at = self.idle_deadline(limits);
+        if let State::Busy {
+            job: Job::Delay { until, .. },
+            ..
+        } = &self.state
+        {
+            at = at.min(*until);
+        }
+        if let Some(since) = self.over_soft_since {
+            at = at.min(since + limits.push_soft_time);
+        }
+        at
+    }
+
+    fn idle_deadline(&self, limits: &Limits) -> Instant {
         match self.state {
             State::Closing(_) => self.last_active + limits.close_grace,
             _ => self.last_active + limits.idle_timeout,
         }
+    }
+
+    /// Moves pushed frames to the output if it is between frames.
+    fn emit_pushed(&mut self) {
+        if self.pushed.is_empty() || !self.state.at_frame_boundary() || self.is_closing() {
+            return;
+        }
+        let out = self.out.writer();
+        for frame in self.pushed.drain(..) {
+            out.extend_from_slice(&frame);
+        }
+        self.pushed_bytes = 0;
     }
 
     /// Closing was decided (output may still be flushing).
@@ -269,7 +444,7 @@ impl Conn {
     /// bytes it used.
     fn consume(&mut self, input: &[u8], ctx: &mut Ctx) -> usize {
         let mut used = 0;
-        while !self.is_closing() {
+        while !self.is_closing() && !matches!(self.state, State::Busy { .. }) {
             if self.out.len() >= ctx.limits.out_high {
                 if !self.paused {
                     self.paused = true;
@@ -287,7 +462,7 @@ impl Conn {
                     used += n;
                     match decoded {
                         Decoded::Header(header) => self.on_header(header, ctx),
-                        Decoded::Body(chunk) => self.on_body(chunk, ctx),
+                        Decoded::Body(chunk) => self.on_body(chunk),
                         Decoded::End => self.on_end(ctx),
                     }
                 }
@@ -330,6 +505,7 @@ impl Conn {
         let next = handlers::request(header, &mut self.session, self.out.writer(), ctx);
         match next {
             Next::Body(sink) => self.set_state(State::Body { id, sink }),
+            Next::Busy(job) => self.set_state(State::Busy { id, job }),
             // A body nobody wants is still read, so framing stays in sync.
             Next::Done if size > 0 => self.set_state(State::Body {
                 id,
@@ -343,9 +519,9 @@ impl Conn {
         }
     }
 
-    fn on_body(&mut self, chunk: &[u8], ctx: &mut Ctx) {
+    fn on_body(&mut self, chunk: &[u8]) {
         if let State::Body { sink, .. } = &mut self.state {
-            handlers::body(sink, chunk, self.out.writer(), ctx);
+            handlers::body(sink, chunk, self.out.writer());
         }
     }
 
@@ -356,6 +532,7 @@ impl Conn {
             };
             debug!("conn {}: state {} -> idle", self.key, sink.name());
             handlers::end(sink, id.as_ref(), &mut self.session, self.out.writer(), ctx);
+            self.emit_pushed();
         }
     }
 
@@ -404,6 +581,8 @@ mod tests {
         conn: Conn,
         limits: Limits,
         stats: Stats,
+        services: Services,
+        actions: Vec<Action>,
         now: Instant,
         received: Vec<u8>,
     }
@@ -411,52 +590,42 @@ mod tests {
     impl Harness {
         fn new(limits: Limits) -> Harness {
             let now = Instant::now();
+            let dir = std::env::temp_dir().join(format!("skiff-conn-test-{}", std::process::id()));
             Harness {
-                conn: Conn::new(1, now, &limits),
+                conn: Conn::new(1, None, now, &limits),
                 stats: Stats::new(now),
+                services: Services::new(dir.clone(), crate::users::UserDb::load(&dir).unwrap()),
+                actions: Vec::new(),
                 limits,
                 now,
                 received: Vec::new(),
             }
         }
 
+        fn with<R>(&mut self, f: impl FnOnce(&mut Conn, &mut Ctx) -> R) -> R {
+            let mut ctx = Ctx {
+                now: self.now,
+                limits: &self.limits,
+                stats: &mut self.stats,
+                services: &mut self.services,
+                actions: &mut self.actions,
+            };
+            f(&mut self.conn, &mut ctx)
+        }
+
         fn tick(&mut self) {
-            let (conn, mut ctx) = (
-                &mut self.conn,
-                Ctx {
-                    now: self.now,
-                    limits: &self.limits,
-                    stats: &mut self.stats,
-                },
-            );
-            conn.handle_timeout(&mut ctx);
+            self.with(|conn, ctx| conn.handle_timeout(ctx));
         }
 
         fn feed(&mut self, bytes: &[u8]) {
-            let (conn, mut ctx) = (
-                &mut self.conn,
-                Ctx {
-                    now: self.now,
-                    limits: &self.limits,
-                    stats: &mut self.stats,
-                },
-            );
-            conn.handle_input(bytes, &mut ctx);
+            self.with(|conn, ctx| conn.handle_input(bytes, ctx));
         }
 
         /// The peer reads up to `max` bytes.
         fn drain(&mut self, max: usize) -> usize {
             let n = self.conn.output().len().min(max);
             self.received.extend_from_slice(&self.conn.output()[..n]);
-            let (conn, mut ctx) = (
-                &mut self.conn,
-                Ctx {
-                    now: self.now,
-                    limits: &self.limits,
-                    stats: &mut self.stats,
-                },
-            );
-            conn.handle_written(n, &mut ctx);
+            self.with(|conn, ctx| conn.handle_written(n, ctx));
             n
         }
 

@@ -300,6 +300,18 @@ impl<'a> HeaderWriter<'a> {
         }
     }
 
+    /// Closes the object and patches the length prefix, or, if the header
+    /// came out above [`MAX_HEADER`], removes it and says so.
+    pub fn try_finish(self) -> Result<(), FrameError> {
+        let len = self.out.len() + 1 - self.start - PREFIX_LEN;
+        if len > MAX_HEADER {
+            self.out.truncate(self.start);
+            return Err(FrameError::HeaderTooLarge(len as u32));
+        }
+        self.finish();
+        Ok(())
+    }
+
     /// Closes the object and patches the length prefix.
     ///
     /// # Panics

@@ -6,10 +6,13 @@
 mod buffer;
 mod conn;
 mod handlers;
+mod jail;
 mod listen;
 mod reactor;
 mod stats;
 mod sys;
+mod usercli;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +39,14 @@ struct Cli {
 enum Command {
     /// Serve clients (the default when no command is given).
     Serve(ServeArgs),
+    /// Manage users: add, del, passwd, list.
+    User {
+        /// Directory for users, homes and uploads.
+        #[arg(long, default_value = "./skiff-data", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: usercli::UserCommand,
+    },
 }
 
 /// Listener options are repeatable. Give none to get the loopback defaults
@@ -122,6 +133,11 @@ impl ServeArgs {
                 out_low: out_high / 4,
                 idle_timeout: self.idle_timeout,
                 close_grace: Duration::from_secs(10),
+                // Pushed chat cannot be paused at its source: allow a few
+                // high-water marks of it, then cut the reader off.
+                push_hard: out_high * 4,
+                push_soft: out_high,
+                push_soft_time: Duration::from_secs(10),
             },
             max_conns: self.max_conns,
             max_conns_per_ip: self.max_conns_per_ip,
@@ -149,9 +165,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         Err(e) => warn!("cannot read the open-file limit: {e}"),
     }
-    let mut reactor = Reactor::bind(config).map_err(|e| e.to_string())?;
+    let mut users = users::UserDb::load(&args.data_dir)
+        .map_err(|e| format!("cannot read users from {}: {e}", args.data_dir.display()))?;
+    let demo_password = users::ensure_demo_user(&mut users, &args.data_dir)
+        .map_err(|e| format!("cannot create the demo user: {e}"))?;
+    let services = handlers::Services::new(args.data_dir.clone(), users);
+    let mut reactor = Reactor::bind(config, services).map_err(|e| e.to_string())?;
     for (name, addr) in reactor.local_addrs() {
         println!("listening {name} {addr}");
+    }
+    if let Some(password) = demo_password {
+        // Shown once: only its hash is stored.
+        println!("created user demo with password {password}");
     }
     info!("data dir {}", args.data_dir.display());
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
@@ -168,6 +193,7 @@ fn main() -> ExitCode {
     });
     let result = match command {
         Command::Serve(args) => serve(args),
+        Command::User { data_dir, command } => usercli::run(&data_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,7 @@ use slab::Slab;
 use skiff::proto::Code;
 
 use crate::conn::{Conn, Ctx, Limits};
-use crate::handlers::{self, raw_echo::RawEcho, udp};
+use crate::handlers::{self, Action, Services, raw_echo::RawEcho, udp};
 use crate::stats::Stats;
 
 /// Bytes read per `read` call (the size of the shared read buffer).
@@ -281,13 +281,17 @@ pub struct Reactor {
     config: Config,
     /// Counters for `stats`.
     stats: Stats,
+    /// Users, accounts and caches the handlers share.
+    services: Services,
+    /// Work the state machines handed out during the current turn.
+    actions: Vec<Action>,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
 }
 
 impl Reactor {
     /// Binds every listener of `config` and prepares the loop.
-    pub fn bind(config: Config) -> io::Result<Reactor> {
+    pub fn bind(config: Config, services: Services) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let with = |what: &str, addr: &dyn std::fmt::Display, e: io::Error| {
@@ -342,6 +346,8 @@ impl Reactor {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             config,
             stats: Stats::new(now),
+            services,
+            actions: Vec::new(),
             shutdown_by: None,
         })
     }
@@ -371,6 +377,7 @@ impl Reactor {
             }
             self.serve_ready();
             self.fire_timers();
+            self.run_actions();
             self.close_finished();
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
@@ -534,7 +541,7 @@ impl Reactor {
         let engine = if raw {
             Engine::Raw(RawEcho::new(now))
         } else {
-            Engine::Framed(Box::new(Conn::new(key, now, &self.config.limits)))
+            Engine::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
         };
         entry.insert(Client {
             stream,
@@ -602,6 +609,8 @@ impl Reactor {
         let Reactor {
             clients,
             stats,
+            services,
+            actions,
             config,
             scratch,
             ready,
@@ -614,8 +623,23 @@ impl Reactor {
             return;
         };
         let limits = &config.limits;
+        let mut env = Env {
+            limits,
+            stats,
+            services,
+            actions,
+        };
         let mut write_budget = WRITE_BUDGET;
-        flush(k, client, stats, limits, &mut write_budget);
+        flush(k, client, &mut env, &mut write_budget);
+        // One bounded step of server-side work (hashing, file sending),
+        // then back to the loop: a 1 GiB file never holds it for long.
+        if let Engine::Framed(c) = &mut client.engine {
+            let now = Instant::now();
+            if c.has_work(now, limits) {
+                c.work(&mut env.ctx(now));
+                flush(k, client, &mut env, &mut write_budget);
+            }
+        }
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
@@ -630,25 +654,23 @@ impl Reactor {
                 Ok(n) => {
                     debug!("conn {k}: read {n} bytes");
                     read_budget = read_budget.saturating_sub(n);
-                    stats.bytes_in += n as u64;
+                    env.stats.bytes_in += n as u64;
                     let now = Instant::now();
                     match &mut client.engine {
-                        Engine::Framed(c) => {
-                            c.handle_input(&scratch[..n], &mut Ctx { now, limits, stats })
-                        }
+                        Engine::Framed(c) => c.handle_input(&scratch[..n], &mut env.ctx(now)),
                         Engine::Raw(r) => r.handle_input(&scratch[..n], now),
                     }
                     // Answer at once: replies leave while the request's
                     // bytes are still hot, and a drained output keeps
                     // backpressure from kicking in needlessly.
-                    flush(k, client, stats, limits, &mut write_budget);
+                    flush(k, client, &mut env, &mut write_budget);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => client.broken = Some(format!("read: {e}")),
             }
         }
-        flush(k, client, stats, limits, &mut write_budget);
+        flush(k, client, &mut env, &mut write_budget);
 
         if client.is_done() {
             to_close.push(k);
@@ -656,7 +678,9 @@ impl Reactor {
         }
         let more_to_read = client.readable && client.wants_read(limits);
         let more_to_write = client.writable && !client.output().is_empty();
-        if (more_to_read || more_to_write) && !client.queued {
+        let more_work =
+            matches!(&client.engine, Engine::Framed(c) if c.has_work(Instant::now(), limits));
+        if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
         }
@@ -691,12 +715,14 @@ impl Reactor {
             }
             client.timer = None;
             let limits = &self.config.limits;
+            let mut env = Env {
+                limits,
+                stats: &mut self.stats,
+                services: &mut self.services,
+                actions: &mut self.actions,
+            };
             match &mut client.engine {
-                Engine::Framed(c) => c.handle_timeout(&mut Ctx {
-                    now,
-                    limits,
-                    stats: &mut self.stats,
-                }),
+                Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
                 Engine::Raw(r) => {
                     if now >= r.deadline(limits) {
                         client.broken = Some("idle timeout".into());
@@ -704,6 +730,41 @@ impl Reactor {
                 }
             }
             self.drive(k);
+        }
+    }
+
+    /// Carries out what the state machines asked for this turn.
+    fn run_actions(&mut self) {
+        while let Some(action) = self.actions.pop() {
+            match action {
+                Action::Say {
+                    from_key,
+                    from,
+                    to,
+                    body,
+                } => {
+                    let now = Instant::now();
+                    let limits = &self.config.limits;
+                    let mut recipients = Vec::new();
+                    for (k, client) in self.clients.iter_mut() {
+                        let Engine::Framed(c) = &mut client.engine else {
+                            continue;
+                        };
+                        let wanted = match c.user() {
+                            Some(user) => k != from_key && (to == "*" || user == to),
+                            None => false,
+                        };
+                        if wanted {
+                            c.push_message(&from, &body, now, limits);
+                            recipients.push(k);
+                        }
+                    }
+                    debug!("say from {from} to {to}: {} sessions", recipients.len());
+                    for k in recipients {
+                        self.drive(k);
+                    }
+                }
+            }
         }
     }
 
@@ -776,9 +837,30 @@ impl Drop for Reactor {
     }
 }
 
+/// What the state machines may use beyond themselves, borrowed from the
+/// reactor for one client's turn.
+struct Env<'a> {
+    limits: &'a Limits,
+    stats: &'a mut Stats,
+    services: &'a mut Services,
+    actions: &'a mut Vec<Action>,
+}
+
+impl Env<'_> {
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            limits: self.limits,
+            stats: self.stats,
+            services: self.services,
+            actions: self.actions,
+        }
+    }
+}
+
 /// Writes queued output until it is gone, the socket would block, or the
 /// turn's budget is spent.
-fn flush(k: usize, client: &mut Client, stats: &mut Stats, limits: &Limits, budget: &mut usize) {
+fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
     while client.writable && *budget > 0 && client.broken.is_none() {
         let out = client.engine.output();
         if out.is_empty() {
@@ -789,10 +871,10 @@ fn flush(k: usize, client: &mut Client, stats: &mut Stats, limits: &Limits, budg
             Ok(0) => client.broken = Some("write returned 0".into()),
             Ok(n) => {
                 *budget -= n;
-                stats.bytes_out += n as u64;
+                env.stats.bytes_out += n as u64;
                 let now = Instant::now();
                 match &mut client.engine {
-                    Engine::Framed(c) => c.handle_written(n, &mut Ctx { now, limits, stats }),
+                    Engine::Framed(c) => c.handle_written(n, &mut env.ctx(now)),
                     Engine::Raw(r) => r.handle_written(n, now),
                 }
             }

@@ -11,7 +11,10 @@ use crate::conn::Ctx;
 use crate::sys;
 
 /// Ops this server understands, as `hello` reports them.
-pub const OPS: &[&str] = &["hello", "echo", "bye", "stats"];
+pub const OPS: &[&str] = &[
+    "hello", "echo", "bye", "login", "stats", "pwd", "cd", "ls", "mkdir", "rm", "quota", "get",
+    "put", "data", "say",
+];
 
 /// `hello`: who we are and what we speak.
 pub fn hello(id: Option<&Number>, out: &mut Vec<u8>) -> Next {

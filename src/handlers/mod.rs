@@ -1,11 +1,20 @@
 //! Request handlers, one module per service. A handler gets a parsed
 //! header, the session and the output buffer; it writes its reply and says
-//! what should happen to the request's body. Handlers never touch sockets
-//! or `mio`: the connection and the reactor do that.
+//! what happens next: nothing, a body to stream somewhere, work to do in
+//! steps, or a close. Handlers never touch sockets or `mio`.
 
+pub mod auth;
 pub mod basic;
+pub mod chat;
+pub mod files;
 pub mod raw_echo;
 pub mod udp;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
 
 use serde_json::Number;
 
@@ -13,11 +22,113 @@ use skiff::frame::{Header, HeaderWriter};
 use skiff::proto::Code;
 
 use crate::conn::Ctx;
+use crate::users::UserDb;
 
-/// Who is logged in on a connection, and where they are. Empty until the
-/// file service adds logins.
-#[derive(Debug, Default)]
-pub struct Session {}
+/// State shared by every connection: users, their accounts, caches.
+pub struct Services {
+    /// Where users.json, homes and partial uploads live.
+    pub data_dir: PathBuf,
+    /// The user database (read at startup).
+    pub users: UserDb,
+    /// Accounts of users logged in at least once since startup.
+    pub accounts: HashMap<String, Rc<RefCell<files::Account>>>,
+    /// MD5 of stored files, so `get` never hashes a file twice.
+    pub md5_cache: files::Md5Cache,
+    /// Recent login failures per client address.
+    pub throttle: auth::Throttle,
+    /// Modification time of users.json when it was last read.
+    users_mtime: Option<std::time::SystemTime>,
+}
+
+impl Services {
+    /// Services over `data_dir` with the given users.
+    pub fn new(data_dir: PathBuf, users: UserDb) -> Services {
+        let users_mtime = Self::users_mtime(&data_dir);
+        Services {
+            data_dir,
+            users,
+            accounts: HashMap::new(),
+            md5_cache: files::Md5Cache::default(),
+            throttle: auth::Throttle::default(),
+            users_mtime,
+        }
+    }
+
+    fn users_mtime(data_dir: &std::path::Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(data_dir.join("users.json"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// Rereads users.json if `skiffd user ...` changed it since: one
+    /// `stat` per login, so added users can log in without a restart.
+    pub fn reload_users_if_changed(&mut self) {
+        let mtime = Self::users_mtime(&self.data_dir);
+        if mtime == self.users_mtime {
+            return;
+        }
+        match UserDb::load(&self.data_dir) {
+            Ok(users) => {
+                log::info!("users.json changed: reloaded");
+                self.users = users;
+                self.users_mtime = mtime;
+            }
+            Err(e) => {
+                log::warn!("users.json changed but cannot be read ({e}); keeping the old list")
+            }
+        }
+    }
+}
+
+/// Work a connection asks the reactor to do outside its own state.
+#[derive(Debug)]
+pub enum Action {
+    /// Deliver a chat message to `to` (a user, or `*` for everyone else).
+    Say {
+        /// Slab key of the sending connection (not a recipient of `*`).
+        from_key: usize,
+        /// Sending user.
+        from: String,
+        /// Recipient user or `*`.
+        to: String,
+        /// The message.
+        body: Vec<u8>,
+    },
+}
+
+/// Who is logged in on a connection, and where they are.
+#[derive(Debug)]
+pub struct Session {
+    /// Slab key of the connection (for the log and for `say`).
+    pub key: usize,
+    /// The peer's address, for login throttling (None on Unix sockets).
+    pub peer: Option<IpAddr>,
+    /// The logged-in user.
+    pub user: Option<String>,
+    /// The user's account (home, quota), shared by their sessions.
+    pub account: Option<Rc<RefCell<files::Account>>>,
+    /// Current directory, as the user sees it.
+    pub cwd: String,
+    /// May run commands (`exec`).
+    pub exec: bool,
+    /// An upload announced by `put`, waiting for its `data` frame.
+    pub upload: Option<files::Upload>,
+}
+
+impl Session {
+    /// A session nobody has logged in to yet.
+    pub fn new(key: usize, peer: Option<IpAddr>) -> Session {
+        Session {
+            key,
+            peer,
+            user: None,
+            account: None,
+            cwd: "/".into(),
+            exec: false,
+            upload: None,
+        }
+    }
+}
 
 /// Where a request's body goes while it streams in.
 #[derive(Debug)]
@@ -29,6 +140,15 @@ pub enum Sink {
         /// Turn `a`-`z` into `A`-`Z`.
         upper: bool,
     },
+    /// Written to a partial upload and hashed on the way.
+    Upload(Box<files::Upload>),
+    /// A chat message, collected (it is small and bounded).
+    Message {
+        /// The recipient.
+        to: String,
+        /// The message so far.
+        body: Vec<u8>,
+    },
 }
 
 impl Sink {
@@ -37,6 +157,8 @@ impl Sink {
         match self {
             Sink::Discard => "discard-body",
             Sink::Echo { .. } => "echo-body",
+            Sink::Upload(_) => "upload-body",
+            Sink::Message { .. } => "message-body",
         }
     }
 }
@@ -48,6 +170,8 @@ pub enum Next {
     Done,
     /// Stream the body into this sink.
     Body(Sink),
+    /// Do this work in steps; later requests wait their turn.
+    Busy(files::Job),
     /// Flush the reply, then close, for this reason.
     Close(&'static str),
 }
@@ -60,40 +184,72 @@ pub fn request(header: Header, session: &mut Session, out: &mut Vec<u8>, ctx: &m
         return Next::Done;
     }
     match header.op.as_str() {
-        "hello" => basic::hello(id, out),
-        "echo" => basic::echo(&header, out),
+        "hello" => return basic::hello(id, out),
+        "echo" => return basic::echo(&header, out),
         "bye" => {
             ok(out, id).finish();
-            Next::Close("bye")
+            return Next::Close("bye");
         }
+        "login" => return auth::login(&header, session, out, ctx),
+        _ => {}
+    }
+    if session.user.is_none() {
+        if is_known_op(&header.op) {
+            error(
+                out,
+                id,
+                Code::AuthRequired,
+                &format!("{} needs a login", header.op),
+            );
+        } else {
+            unknown(&header.op, id, out);
+        }
+        return Next::Done;
+    }
+    match header.op.as_str() {
         "stats" => basic::stats(id, out, ctx),
+        "pwd" | "cd" | "ls" | "mkdir" | "rm" | "quota" | "get" | "put" | "data" => {
+            files::request(&header, session, out, ctx)
+        }
+        "say" => chat::say(&header, session, out),
         op => {
-            let _ = session;
-            let op: String = op.chars().take(64).collect();
-            error(out, id, Code::UnknownOp, &format!("unknown op {op:?}"));
+            unknown(op, id, out);
             Next::Done
         }
     }
 }
 
+fn is_known_op(op: &str) -> bool {
+    basic::OPS.contains(&op)
+}
+
+fn unknown(op: &str, id: Option<&Number>, out: &mut Vec<u8>) {
+    let op: String = op.chars().take(64).collect();
+    error(out, id, Code::UnknownOp, &format!("unknown op {op:?}"));
+}
+
 /// Passes one piece of a body to its sink.
-pub fn body(sink: &mut Sink, chunk: &[u8], out: &mut Vec<u8>, _ctx: &mut Ctx) {
+pub fn body(sink: &mut Sink, chunk: &[u8], out: &mut Vec<u8>) {
     match sink {
         Sink::Discard => {}
         Sink::Echo { upper } => basic::echo_body(*upper, chunk, out),
+        Sink::Upload(upload) => upload.write(chunk),
+        Sink::Message { body, .. } => body.extend_from_slice(chunk),
     }
 }
 
 /// The body ended: finish the request.
 pub fn end(
     sink: Sink,
-    _id: Option<&Number>,
-    _session: &mut Session,
-    _out: &mut Vec<u8>,
-    _ctx: &mut Ctx,
+    id: Option<&Number>,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    ctx: &mut Ctx,
 ) {
     match sink {
         Sink::Discard | Sink::Echo { .. } => {}
+        Sink::Upload(upload) => files::finish_upload(*upload, id, out, ctx),
+        Sink::Message { to, body } => chat::deliver(to, body, id, session, out, ctx),
     }
 }
 

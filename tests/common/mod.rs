@@ -23,6 +23,8 @@ pub struct Server {
     pub dir: PathBuf,
     /// Lines the server printed after startup (its log is on stderr).
     pub stdout: mpsc::Receiver<String>,
+    /// The password of the `demo` user, if this start created it.
+    pub demo_password: Option<String>,
 }
 
 /// A fresh, empty directory for one test.
@@ -64,6 +66,7 @@ impl Server {
 
     /// Starts skiffd with exactly `args`.
     pub fn start_with(args: &[String], dir: PathBuf) -> Server {
+        let fresh = !dir.join("data").join("users.json").exists();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
             .args(args)
             .env(
@@ -93,6 +96,7 @@ impl Server {
             raw_echo: None,
             dir,
             stdout: rx,
+            demo_password: None,
         };
         let expected = args.iter().filter(|a| {
             [
@@ -129,7 +133,29 @@ impl Server {
             }
             seen += 1;
         }
+        // On a fresh data dir the next line names the demo user's password.
+        if fresh {
+            let line = server
+                .stdout
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a fresh skiffd prints the demo password");
+            server.demo_password = line
+                .strip_prefix("created user demo with password ")
+                .map(str::to_string);
+        }
         server
+    }
+
+    /// A client logged in as `demo` (servers started on a fresh data dir).
+    pub fn demo_client(&self) -> Client {
+        let mut c = self.client();
+        let password = self
+            .demo_password
+            .clone()
+            .expect("this server created no demo user");
+        c.request(json!({"op":"login","user":"demo","password":password}), b"")
+            .expect("demo login");
+        c
     }
 
     /// A connected client with a 10 s read timeout, so no test hangs.
@@ -160,7 +186,7 @@ impl Server {
 
     /// The server's `stats` reply.
     pub fn stats(&self) -> Value {
-        let mut c = self.client();
+        let mut c = self.demo_client();
         let f = c.request(json!({"op":"stats"}), b"").unwrap();
         Value::Object(f.header.fields)
     }

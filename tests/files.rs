@@ -1,0 +1,636 @@
+//! End-to-end tests of the file service: logins, the jail, quota,
+//! verified and resumable transfers, chat.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use serde_json::{Map, Value, json};
+use skiff::client::{Client, ClientError};
+
+use common::{Server, connect, temp_dir};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Adds a user to the data dir of a server not started yet.
+fn add_user(data_dir: &std::path::Path, name: &str, extra: &[&str]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["user", "add", name, "--password-stdin", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait().unwrap().success(), "user add {name} failed");
+}
+
+/// A server with users alice (10 KiB quota... set per test) and bob.
+fn server_with_users(alice_quota: &str) -> Server {
+    let dir = temp_dir("files");
+    let data = dir.join("data");
+    add_user(&data, "alice", &["--quota", alice_quota]);
+    add_user(&data, "bob", &[]);
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Server::start_with(&args, dir)
+}
+
+fn login(server: &Server, user: &str) -> Client {
+    let mut c = server.client();
+    let f = c
+        .request(json!({"op":"login","user":user,"password":PASSWORD}), b"")
+        .unwrap();
+    assert_eq!(f.header.str("user"), Some(user));
+    assert_eq!(f.header.str("cwd"), Some("/"));
+    c
+}
+
+fn code(r: Result<skiff::client::Frame, ClientError>) -> String {
+    match r {
+        Err(e) => e.code().unwrap_or("not a server error").to_string(),
+        Ok(f) => panic!("expected an error, got {:?}", f.header),
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!(),
+    }
+}
+
+/// put + data in one go; returns the final reply.
+fn put(c: &mut Client, path: &str, bytes: &[u8]) -> Result<skiff::client::Frame, ClientError> {
+    let id = c.next_id();
+    let md5 = md5_hex(bytes);
+    c.send(
+        obj(json!({"op":"put","id":id,"path":path,"length":bytes.len(),"md5":md5})),
+        b"",
+    )?;
+    let f = c.recv()?.into_result()?;
+    let offset = f.header.u64("offset").unwrap() as usize;
+    c.send(obj(json!({"op":"data","id":id})), &bytes[offset..])?;
+    c.recv()?.into_result()
+}
+
+fn get(c: &mut Client, path: &str) -> Result<(Vec<u8>, String), ClientError> {
+    let f = c.request(json!({"op":"get","path":path}), b"")?;
+    assert_eq!(f.header.u64("length"), Some(f.body.len() as u64));
+    Ok((f.body, f.header.str("md5").unwrap().to_string()))
+}
+
+#[test]
+fn login_failures_look_alike_and_ops_need_login() {
+    let server = server_with_users("1M");
+    let mut c = server.client();
+    assert_eq!(code(c.request(json!({"op":"ls"}), b"")), "auth_required");
+    assert_eq!(code(c.request(json!({"op":"stats"}), b"")), "auth_required");
+    let wrong = c
+        .request(json!({"op":"login","user":"alice","password":"nope"}), b"")
+        .unwrap_err();
+    let unknown = c
+        .request(
+            json!({"op":"login","user":"mallory","password":"nope"}),
+            b"",
+        )
+        .unwrap_err();
+    match (&wrong, &unknown) {
+        (
+            ClientError::Server {
+                code: a,
+                message: ma,
+            },
+            ClientError::Server {
+                code: b,
+                message: mb,
+            },
+        ) => {
+            assert_eq!((a.as_str(), b.as_str()), ("auth_failed", "auth_failed"));
+            assert_eq!(ma, mb, "the two failures must read the same");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        code(c.request(json!({"op":"login","user":"alice"}), b"")),
+        "bad_request"
+    );
+    let mut alice = login(&server, "alice");
+    let q = alice.request(json!({"op":"quota"}), b"").unwrap();
+    assert_eq!(q.header.u64("quota"), Some(1 << 20));
+    assert!(alice.request(json!({"op":"stats"}), b"").is_ok());
+}
+
+#[test]
+fn repeated_failures_are_held_back_without_stalling_others() {
+    let server = server_with_users("1M");
+    let mut c = server.client();
+    for _ in 0..3 {
+        assert!(
+            c.request(json!({"op":"login","user":"alice","password":"x"}), b"")
+                .is_err()
+        );
+    }
+    // The fourth failure waits; meanwhile another client is served at once.
+    let mut other = server.client();
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"login","id":id,"user":"alice","password":"x"})),
+        b"",
+    )
+    .unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        other.request(json!({"op":"echo"}), b"hi").unwrap().body,
+        b"hi"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
+    let f = c.recv().unwrap();
+    assert_eq!(f.header.str("code"), Some("auth_failed"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "no hold-back: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn navigation_and_listing() {
+    let server = server_with_users("1M");
+    let mut c = login(&server, "alice");
+    c.request(json!({"op":"mkdir","path":"docs"}), b"").unwrap();
+    assert_eq!(
+        code(c.request(json!({"op":"mkdir","path":"docs"}), b"")),
+        "exists"
+    );
+    let f = c.request(json!({"op":"cd","path":"docs"}), b"").unwrap();
+    assert_eq!(f.header.str("cwd"), Some("/docs"));
+    put(&mut c, "b.txt", b"bee").unwrap();
+    put(&mut c, "a.txt", b"ay").unwrap();
+    c.request(json!({"op":"mkdir","path":"sub"}), b"").unwrap();
+    let ls = c.request(json!({"op":"ls"}), b"").unwrap();
+    let entries = ls.header.fields["entries"].as_array().unwrap().clone();
+    let names: Vec<_> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.txt", "b.txt", "sub"]);
+    assert_eq!(entries[1]["size"], 3);
+    assert_eq!(entries[1]["kind"], "file");
+    assert_eq!(entries[2]["kind"], "dir");
+    assert!(entries[0]["mtime"].as_i64().unwrap() > 1_600_000_000);
+    assert_eq!(
+        c.request(json!({"op":"pwd"}), b"")
+            .unwrap()
+            .header
+            .str("cwd"),
+        Some("/docs")
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"cd","path":"a.txt"}), b"")),
+        "not_a_directory"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"cd","path":"nowhere"}), b"")),
+        "not_found"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"rm","path":"/docs"}), b"")),
+        "not_empty"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"get","path":"sub"}), b"")),
+        "is_a_directory"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"get","path":"missing"}), b"")),
+        "not_found"
+    );
+    c.request(json!({"op":"rm","path":"a.txt"}), b"").unwrap();
+    c.request(json!({"op":"rm","path":"sub"}), b"").unwrap();
+    assert_eq!(
+        code(c.request(json!({"op":"rm","path":"a.txt"}), b"")),
+        "not_found"
+    );
+    let f = c
+        .request(json!({"op":"cd","path":"../../.."}), b"")
+        .unwrap();
+    assert_eq!(f.header.str("cwd"), Some("/"));
+}
+
+#[test]
+fn the_jail_holds() {
+    let server = server_with_users("1M");
+    let data = server.data_dir();
+    // a secret beside the homes, and symlinks planted inside alice's home
+    std::fs::write(data.join("secret.txt"), "top secret").unwrap();
+    let home = data.join("homes").join("alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("../../secret.txt", home.join("secret-link")).unwrap();
+    std::os::unix::fs::symlink("../bob", home.join("bob-link")).unwrap();
+    let mut c = login(&server, "alice");
+    for path in [
+        "../../secret.txt",
+        "/../secret.txt",
+        "../bob",
+        "/etc/passwd",
+    ] {
+        let got = c.request(json!({"op":"get","path":path}), b"");
+        assert_eq!(code(got), "not_found", "{path}");
+    }
+    for path in ["etc-link/passwd", "secret-link", "bob-link"] {
+        let got = c.request(json!({"op":"get","path":path}), b"");
+        let code = code(got);
+        assert!(code == "forbidden" || code == "not_found", "{path}: {code}");
+    }
+    assert_eq!(
+        code(c.request(json!({"op":"cd","path":"etc-link"}), b"")),
+        "forbidden"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"ls","path":"bob-link"}), b"")),
+        "forbidden"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"get","path":"a\u{0}b"}), b"")),
+        "bad_request"
+    );
+    assert_eq!(code(put(&mut c, "etc-link/evil", b"x")), "forbidden");
+    // ".." stops at the home's root: this lands in alice's home, not beside it
+    put(&mut c, "../../escape.txt", b"x").unwrap();
+    assert!(home.join("escape.txt").exists());
+    assert!(!data.join("escape.txt").exists() && !data.join("homes").join("escape.txt").exists());
+    // and the secret was never touched
+    assert_eq!(
+        std::fs::read_to_string(data.join("secret.txt")).unwrap(),
+        "top secret"
+    );
+}
+
+#[test]
+fn round_trip_of_a_large_file_with_offset() {
+    let server = server_with_users("64M");
+    let mut c = login(&server, "alice");
+    let bytes: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let f = put(&mut c, "big.bin", &bytes).unwrap();
+    assert_eq!(f.header.u64("length"), Some(bytes.len() as u64));
+    assert_eq!(f.header.str("md5"), Some(md5_hex(&bytes).as_str()));
+    let (got, md5) = get(&mut c, "big.bin").unwrap();
+    assert!(got == bytes);
+    assert_eq!(md5, md5_hex(&bytes));
+    let f = c
+        .request(json!({"op":"get","path":"big.bin","offset":4_000_000}), b"")
+        .unwrap();
+    assert_eq!(f.header.u64("offset"), Some(4_000_000));
+    assert_eq!(f.header.u64("length"), Some(bytes.len() as u64));
+    assert!(f.body == bytes[4_000_000..]);
+    let bad = c.request(
+        json!({"op":"get","path":"big.bin","offset":6u64 << 20}),
+        b"",
+    );
+    assert_eq!(code(bad), "bad_request");
+    // a file placed by hand (no cached MD5) is hashed in steps, then served
+    let home = server.data_dir().join("homes").join("alice");
+    std::fs::write(home.join("byhand.bin"), &bytes[..3_000_000]).unwrap();
+    let (got, md5) = get(&mut c, "byhand.bin").unwrap();
+    assert_eq!(md5, md5_hex(&bytes[..3_000_000]));
+    assert!(got == bytes[..3_000_000]);
+    let empty = put(&mut c, "empty", b"").unwrap();
+    assert_eq!(empty.header.u64("length"), Some(0));
+    assert_eq!(get(&mut c, "empty").unwrap().0, b"");
+    // `used` is kept by put and rm (a file placed behind the server's back
+    // is counted from the next start, when the home is measured again)
+    let used = c
+        .request(json!({"op":"quota"}), b"")
+        .unwrap()
+        .header
+        .u64("used")
+        .unwrap();
+    assert_eq!(used, bytes.len() as u64);
+}
+
+#[test]
+fn quota_is_checked_at_put_and_reserved() {
+    let server = server_with_users("10K");
+    let mut c = login(&server, "alice");
+    put(&mut c, "a", &[1; 6000]).unwrap();
+    let id = c.next_id();
+    let too_big = c.request(
+        json!({"op":"put","id":id,"path":"b","length":5000,"md5":md5_hex(&[2; 5000])}),
+        b"",
+    );
+    assert_eq!(code(too_big), "quota_exceeded");
+    // replacing a file only needs the difference
+    put(&mut c, "a", &[3; 9000]).unwrap();
+    // two concurrent uploads may not together pass the quota
+    let mut c2 = login(&server, "alice");
+    put(&mut c, "a", &[3; 10]).unwrap();
+    let m = md5_hex(&[4; 6000]);
+    c.request(json!({"op":"put","path":"x","length":6000,"md5":m}), b"")
+        .unwrap();
+    let second = c2.request(json!({"op":"put","path":"y","length":6000,"md5":m}), b"");
+    assert_eq!(code(second), "quota_exceeded");
+    let used = c2
+        .request(json!({"op":"quota"}), b"")
+        .unwrap()
+        .header
+        .u64("used")
+        .unwrap();
+    assert_eq!(used, 10);
+    assert!(!server.data_dir().join("homes/alice/b").exists());
+}
+
+#[test]
+fn a_mismatched_upload_replaces_nothing() {
+    let server = server_with_users("1M");
+    let mut c = login(&server, "alice");
+    put(&mut c, "f.txt", b"original").unwrap();
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"put","id":id,"path":"f.txt","length":8,"md5":md5_hex(b"expected")})),
+        b"",
+    )
+    .unwrap();
+    c.recv().unwrap().into_result().unwrap();
+    c.send(obj(json!({"op":"data","id":id})), b"tampered")
+        .unwrap();
+    assert_eq!(code(c.recv().unwrap().into_result()), "checksum_mismatch");
+    assert_eq!(get(&mut c, "f.txt").unwrap().0, b"original");
+    // bad requests around put
+    assert_eq!(
+        code(c.request(json!({"op":"data"}), b"stray")),
+        "bad_request"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"put","path":"g","length":1,"md5":"zz"}), b"")),
+        "bad_request"
+    );
+    assert_eq!(
+        code(c.request(
+            json!({"op":"put","path":"/","length":1,"md5":md5_hex(b"x")}),
+            b""
+        )),
+        "is_a_directory"
+    );
+    assert_eq!(
+        code(c.request(
+            json!({"op":"put","path":"nodir/g","length":1,"md5":md5_hex(b"x")}),
+            b""
+        )),
+        "not_found"
+    );
+    assert_eq!(get(&mut c, "f.txt").unwrap().0, b"original");
+}
+
+/// Starts an upload of `bytes` to `path` and sends only `part` of them.
+fn start_upload(c: &mut Client, path: &str, bytes: &[u8], part: usize) -> u64 {
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"put","id":id,"path":path,"length":bytes.len(),"md5":md5_hex(bytes)})),
+        b"",
+    )
+    .unwrap();
+    let offset = c
+        .recv()
+        .unwrap()
+        .into_result()
+        .unwrap()
+        .header
+        .u64("offset")
+        .unwrap();
+    c.send_header(
+        obj(json!({"op":"data","id":id})),
+        bytes.len() as u64 - offset,
+    )
+    .unwrap();
+    c.send_body(&bytes[offset as usize..part]).unwrap();
+    c.flush().unwrap();
+    offset
+}
+
+/// Polls until `f` holds, at most 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn partial_len(server: &Server) -> u64 {
+    let dir = server.data_dir().join("partial").join("alice");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.metadata().map_or(0, |m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_client_killed_mid_upload_leaves_the_old_file_and_can_resume() {
+    let server = server_with_users("64M");
+    let mut c = login(&server, "alice");
+    put(&mut c, "doc", b"old version").unwrap();
+    let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut dying = login(&server, "alice");
+    assert_eq!(start_upload(&mut dying, "doc", &bytes, 1_200_000), 0);
+    eventually("the partial upload reached the server", || {
+        partial_len(&server) == 1_200_000
+    });
+    drop(dying);
+    assert_eq!(get(&mut c, "doc").unwrap().0, b"old version");
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"put","id":id,"path":"doc","length":bytes.len(),"md5":md5_hex(&bytes)})),
+        b"",
+    )
+    .unwrap();
+    let offset = c
+        .recv()
+        .unwrap()
+        .into_result()
+        .unwrap()
+        .header
+        .u64("offset")
+        .unwrap();
+    assert_eq!(offset, 1_200_000);
+    c.send(obj(json!({"op":"data","id":id})), &bytes[offset as usize..])
+        .unwrap();
+    let f = c.recv().unwrap().into_result().unwrap();
+    assert_eq!(f.header.str("md5"), Some(md5_hex(&bytes).as_str()));
+    assert!(get(&mut c, "doc").unwrap().0 == bytes);
+    assert_eq!(partial_len(&server), 0);
+}
+
+#[test]
+fn a_server_killed_mid_upload_keeps_the_old_file_and_resumes_after_restart() {
+    let mut server = server_with_users("64M");
+    let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        let mut c = login(&server, "alice");
+        put(&mut c, "doc", b"old version").unwrap();
+        start_upload(&mut c, "doc", &bytes, 700_000);
+        eventually("the partial upload reached the server", || {
+            partial_len(&server) == 700_000
+        });
+        server.child.kill().unwrap(); // SIGKILL: no chance to clean up
+        server.child.wait().unwrap();
+    }
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &server.data_dir().display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let dir = std::mem::replace(&mut server.dir, temp_dir("unused"));
+    let server = Server::start_with(&args, dir);
+    let mut c = login(&server, "alice");
+    assert_eq!(get(&mut c, "doc").unwrap().0, b"old version");
+    assert_eq!(start_upload(&mut c, "doc", &bytes, bytes.len()), 700_000);
+    let f = c.recv().unwrap().into_result().unwrap();
+    assert_eq!(f.header.u64("length"), Some(bytes.len() as u64));
+    assert!(get(&mut c, "doc").unwrap().0 == bytes);
+}
+
+#[test]
+fn say_pushes_messages_between_replies() {
+    let server = server_with_users("1M");
+    let mut alice = login(&server, "alice");
+    let mut bob = login(&server, "bob");
+    alice
+        .request(json!({"op":"say","to":"bob"}), b"hi bob")
+        .unwrap();
+    assert_eq!(
+        code(alice.request(json!({"op":"say","to":"nobody"}), b"x")),
+        "not_found"
+    );
+    assert_eq!(
+        code(alice.request(json!({"op":"say"}), b"x")),
+        "bad_request"
+    );
+    let mut pushed = Vec::new();
+    let echo = bob
+        .request_with(obj(json!({"op":"echo"})), b"mine", |m| pushed.push(m))
+        .unwrap();
+    assert_eq!(echo.body, b"mine");
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].header.str("from"), Some("alice"));
+    assert_eq!(pushed[0].body, b"hi bob");
+    // "*" reaches everyone else, not the sender
+    bob.request(json!({"op":"say","to":"*"}), b"all").unwrap();
+    let mut got = Vec::new();
+    alice
+        .request_with(obj(json!({"op":"pwd"})), b"", |m| got.push(m))
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"all");
+    let mut none = Vec::new();
+    bob.request_with(obj(json!({"op":"pwd"})), b"", |m| none.push(m))
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
+fn a_recipient_that_never_reads_is_cut_off() {
+    let server = server_with_users("1M");
+    let mut alice = login(&server, "alice");
+    let bob = login(&server, "bob"); // never reads again
+    let msg = vec![b'm'; 60_000];
+    let mut cut = false;
+    for _ in 0..200 {
+        alice.request(json!({"op":"say","to":"bob"}), &msg).unwrap();
+        let stats = alice.request(json!({"op":"stats"}), b"").unwrap();
+        if stats.header.u64("connections") == Some(1) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "bob was never disconnected");
+    drop(bob);
+    assert_eq!(
+        alice.request(json!({"op":"echo"}), b"fine").unwrap().body,
+        b"fine"
+    );
+}
+
+#[test]
+fn users_added_while_running_can_log_in() {
+    let server = server_with_users("1M");
+    add_user(&server.data_dir(), "carol", &["--quota", "1M"]);
+    let mut c = connect(&server.framed);
+    let f = c
+        .request(
+            json!({"op":"login","user":"carol","password":PASSWORD}),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(f.header.u64("quota"), Some(1 << 20));
+}
+
+#[test]
+fn first_start_creates_demo_once() {
+    let dir = temp_dir("demo");
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut server = Server::start_with(&args, dir.clone());
+    let password = server.demo_password.clone().expect("demo password printed");
+    let users = std::fs::read_to_string(server.data_dir().join("users.json")).unwrap();
+    assert!(users.contains("\"demo\""));
+    assert!(
+        !users.contains(&password),
+        "the password itself is never stored"
+    );
+    server.demo_client();
+    // a restart on the same data dir creates nothing and prints no password
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let dir = std::mem::replace(&mut server.dir, temp_dir("unused"));
+    let again = Server::start_with(&args, dir);
+    assert!(again.demo_password.is_none());
+    assert!(
+        again
+            .stdout
+            .recv_timeout(Duration::from_millis(300))
+            .is_err()
+    );
+}
