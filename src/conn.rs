@@ -347,13 +347,12 @@ impl Conn {
                 self.out = OutBuf::default();
             }
             _ => {
-                let secs = ctx.limits.idle_timeout.as_secs();
-                handlers::error(
-                    self.out.writer(),
-                    None,
-                    Code::Timeout,
-                    &format!("idle for {secs} s"),
-                );
+                // Say why, unless a reply body is half sent: a frame
+                // inside it would corrupt the stream, so then just close.
+                if self.state.at_frame_boundary() {
+                    let message = format!("idle for {:?}", ctx.limits.idle_timeout);
+                    handlers::error(self.out.writer(), None, Code::Timeout, &message);
+                }
                 self.close("idle timeout");
             }
         }
@@ -869,6 +868,22 @@ mod tests {
         h.drain_all();
         assert_eq!(h.frames()[0].0.str("code"), Some("timeout"));
         assert!(h.conn.is_done());
+    }
+
+    #[test]
+    fn idle_timeout_mid_body_closes_without_a_frame_inside_the_body() {
+        let mut h = Harness::new(Limits::default());
+        let whole = frame(json!({"op":"echo","id":1}), b"0123456789");
+        h.feed(&whole[..whole.len() - 7]); // header and 3 of 10 body bytes
+        h.now += Duration::from_secs(301);
+        h.tick();
+        assert!(h.conn.is_closing());
+        h.drain_all();
+        // exactly the reply header and the 3 echoed bytes: nothing else
+        let mut expect = Vec::new();
+        skiff::frame::HeaderWriter::new(&mut expect, "ok").field("id", 1).field("size", 10).finish();
+        expect.extend_from_slice(b"012");
+        assert_eq!(h.received, expect);
     }
 
     #[test]

@@ -285,6 +285,8 @@ pub struct Reactor {
     services: Services,
     /// Work the state machines handed out during the current turn.
     actions: Vec<Action>,
+    /// An accept failed for lack of resources; retry after a close.
+    accept_paused: bool,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
 }
@@ -348,6 +350,7 @@ impl Reactor {
             stats: Stats::new(now),
             services,
             actions: Vec::new(),
+            accept_paused: false,
             shutdown_by: None,
         })
     }
@@ -486,12 +489,19 @@ impl Reactor {
             match accepted {
                 Ok((stream, ip, peer)) => self.admit(stream, ip, &peer, raw),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Interrupted, or a peer that gave up while queued: next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) => {
-                    // EMFILE and friends: the backlog keeps the peer
-                    // waiting; try again on the next turn.
-                    warn!("accept failed: {e}");
-                    return true;
+                    // Out of descriptors (EMFILE, ENFILE) or memory: the
+                    // peer waits in the backlog. Retrying now would spin,
+                    // so accepting resumes when a client closes.
+                    warn!("accept failed: {e}; pausing accepts until a connection closes");
+                    self.accept_paused = true;
+                    return false;
                 }
             }
         }
@@ -769,6 +779,15 @@ impl Reactor {
     }
 
     fn close_finished(&mut self) {
+        if self.accept_paused && !self.to_close.is_empty() {
+            self.accept_paused = false;
+            for i in 0..self.listeners.len() {
+                if !self.listener_queued[i] {
+                    self.listener_queued[i] = true;
+                    self.ready.push_back(Source::Listener(i));
+                }
+            }
+        }
         for k in std::mem::take(&mut self.to_close) {
             if !self.clients.contains(k) {
                 continue; // listed twice in one batch
