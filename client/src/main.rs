@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = cmd::DEFAULT_UDP_ECHO)]
         udp: String,
     },
-    /// Show the server's counters
+    /// Show the server's counters (needs --user)
     Stats {
         /// Print the reply's fields as one line of JSON
         #[arg(long)]
@@ -177,6 +177,10 @@ fn main() {
         Command::Echo { text, upper } => {
             let text = join_bytes(&text);
             with_client(&cli.addr, |c, out| cmd::echo(c, &text, upper, out))
+        }
+        // `stats` needs a login since the file service landed (PROTOCOL.md 3).
+        Command::Stats { json } if cli.user.is_some() => {
+            with_login(&cli, |c, _, out| cmd::stats(c, json, out))
         }
         Command::Stats { json } => with_client(&cli.addr, |c, out| cmd::stats(c, json, out)),
         Command::Time { format, udp } => {

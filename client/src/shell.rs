@@ -687,8 +687,15 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     };
     if let Some(user) = &options.user {
         // A shell that cannot log in as asked would only fail command after command.
-        if let Err(e) = shell.do_login(user) {
-            return cmd::report(Err(e));
+        match shell.do_login(user) {
+            // A script gets only the output of its own commands.
+            Ok(info) if terminal => println!(
+                "logged in as {}; {}",
+                info.user,
+                files::quota_line(info.quota, info.used)
+            ),
+            Ok(_) => {}
+            Err(e) => return cmd::report(Err(e)),
         }
     }
     if terminal {

@@ -21,6 +21,9 @@ const STARTUP: Duration = Duration::from_secs(10);
 const STARTUP_LINES: usize = 50;
 /// How long one `skiff` run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
+/// A user every server has (`stats` needs a login), and its password.
+const USER: &str = "tester";
+const PASSWORD: &str = "tester-password";
 
 /// A running server, killed when the test ends however it ends.
 struct Server {
@@ -37,6 +40,13 @@ impl Server {
     fn start() -> Server {
         let bin = skiffd();
         let dir = temp_dir();
+        let added = run(
+            Command::new(&bin)
+                .args(["user", "add", USER, "--password-stdin", "--data-dir"])
+                .arg(&dir),
+            format!("{PASSWORD}\n").as_bytes(),
+        );
+        assert!(added.status.success(), "skiffd user add: {added:?}");
         let mut child = Command::new(&bin)
             .arg("serve")
             .arg("--data-dir")
@@ -144,17 +154,28 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-/// Runs `skiff` with `args` and `stdin`, bounded by [`RUN_LIMIT`].
+/// Runs `skiff` with `args` and `stdin`, bounded by [`RUN_LIMIT`]; the
+/// password of [`USER`] is in SKIFF_PASSWORD.
 fn skiff(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(args)
-        // A SKIFF_ADDR in the caller's environment must not leak in.
-        .env_remove("SKIFF_ADDR")
+    run(
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(args)
+            // A SKIFF_ADDR or SKIFF_USER in the caller's environment must not leak in.
+            .env_remove("SKIFF_ADDR")
+            .env_remove("SKIFF_USER")
+            .env("SKIFF_PASSWORD", PASSWORD),
+        stdin,
+    )
+}
+
+/// Runs a command with `stdin`, bounded by [`RUN_LIMIT`].
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start skiff");
+        .expect("start command");
     let mut input = child.stdin.take().expect("stdin was piped");
     let stdin = stdin.to_vec();
     // Writing and reading on other threads, so neither side's full pipe can
@@ -172,7 +193,7 @@ fn skiff(args: &[&str], stdin: &[u8]) -> Output {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("skiff {args:?} did not finish within {RUN_LIMIT:?}");
+            panic!("{cmd:?} did not finish within {RUN_LIMIT:?}");
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -284,7 +305,14 @@ fn time_and_udp_echo() {
 fn stats_pretty_and_json() {
     let server = Server::start();
     let addr = server.addr("framed");
-    let pretty = ok(&["--addr", addr, "stats"]);
+    // Without a login the server refuses, and says why.
+    let out = skiff(&["--addr", addr, "stats"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: auth_required: "),
+        "{out:?}"
+    );
+    let pretty = ok(&["--addr", addr, "--user", USER, "stats"]);
     for key in [
         "connections",
         "uptime_s",
@@ -297,7 +325,7 @@ fn stats_pretty_and_json() {
             "{key} missing: {pretty}"
         );
     }
-    let json = ok(&["--addr", addr, "stats", "--json"]);
+    let json = ok(&["--addr", addr, "--user", USER, "stats", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json).expect("stats --json is JSON");
     // This very request's connection is open while the server counts.
     let connections = value["connections"].as_u64();

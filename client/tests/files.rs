@@ -1,0 +1,640 @@
+//! End to end: the file service of a real `skiffd` (users created with
+//! `skiffd user add`), driven by the `skiff` binary as a user would run it,
+//! and by the library where a test must misbehave on purpose (an upload cut
+//! in half).
+//!
+//! Run with `cargo test --workspace`, which builds `skiffd` next to
+//! `skiff`; `SKIFFD` may name another server binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use serde_json::json;
+use skiff::client::Client;
+
+/// How long the server may take to report its listener.
+const STARTUP: Duration = Duration::from_secs(10);
+/// Most stdout lines read while waiting for it.
+const STARTUP_LINES: usize = 50;
+/// How long one `skiff` (or `skiffd user add`) run may take.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// The test users' password.
+const PASSWORD: &str = "s3cret pass";
+
+/// A running server over its own data directory; killed and removed on
+/// drop, however the test ends.
+struct Server {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Server {
+    /// Creates `alice` (10M quota, exec) and `bob` (no quota), then serves
+    /// the framed protocol on a free loopback port.
+    fn start() -> Server {
+        let dir = temp_dir("data");
+        let mut server = Server {
+            child: None,
+            dir,
+            addr: String::new(),
+        };
+        server.add_user(&["alice", "--quota", "10M", "--exec"]);
+        server.add_user(&["bob"]);
+        let bin = skiffd();
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&server.dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout was piped");
+        server.child = Some(child);
+        server.addr = read_framed_addr(stdout);
+        server
+    }
+
+    /// `skiffd user add NAME ARGS... --password-stdin --data-dir DIR`.
+    fn add_user(&self, args: &[&str]) {
+        let out = run(
+            Command::new(skiffd())
+                .args(["user", "add"])
+                .args(args)
+                .arg("--password-stdin")
+                .arg("--data-dir")
+                .arg(&self.dir),
+            format!("{PASSWORD}\n").as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "skiffd user add {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `skiff --addr ADDR --user alice ARGS`, password from the
+    /// environment.
+    fn alice(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--addr", &self.addr, "--user", "alice"];
+        all.extend_from_slice(args);
+        skiff(&all, b"", Some(PASSWORD))
+    }
+
+    /// [`Server::alice`], asserting success; returns stdout.
+    fn alice_ok(&self, args: &[&str]) -> String {
+        let out = self.alice(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// A library connection logged in as `user`.
+    fn login(&self, user: &str) -> Client {
+        let mut c = Client::connect(&self.addr).expect("connect");
+        c.stream()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.request(
+            json!({"op": "login", "user": user, "password": PASSWORD}),
+            &[],
+        )
+        .expect("login");
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads stdout on a helper thread until `listening framed ADDR`, bounded
+/// in time and lines; the thread then keeps draining the pipe.
+fn read_framed_addr(stdout: ChildStdout) -> String {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + STARTUP;
+    let mut seen = Vec::new();
+    for _ in 0..STARTUP_LINES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("skiffd did not say where it listens ({e:?}): {seen:?}"));
+        if let Some(addr) = line.strip_prefix("listening framed ") {
+            return addr.trim().to_string();
+        }
+        seen.push(line);
+    }
+    panic!("no `listening framed` line in {STARTUP_LINES} lines: {seen:?}");
+}
+
+/// The server binary: `$SKIFFD`, or `skiffd` next to `skiff`.
+fn skiffd() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SKIFFD") {
+        return bin.into();
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace`, which builds skiffd too",
+        bin.display()
+    );
+    bin
+}
+
+/// A fresh, unique directory under the system temp dir.
+fn temp_dir(what: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-files-test-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A local scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(temp_dir("local"))
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn str(&self, name: &str) -> String {
+        self.path(name)
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `len` pseudo-random bytes (xorshift; random enough to defeat any
+/// accidental pattern, and reproducible).
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs a command with `stdin`, bounded by [`RUN_LIMIT`].
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start command");
+    let mut input = child.stdin.take().expect("stdin was piped");
+    let stdin = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = drain(child.stdout.take().expect("stdout was piped"));
+    let err = drain(child.stderr.take().expect("stderr was piped"));
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Reads a pipe to its end on a thread.
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// A `skiff` command with a clean environment: no address, user or
+/// password leaks in from the caller; `password` sets SKIFF_PASSWORD.
+fn skiff_command(args: &[&str], password: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    cmd.args(args)
+        .env_remove("SKIFF_ADDR")
+        .env_remove("SKIFF_USER")
+        .env_remove("SKIFF_PASSWORD");
+    if let Some(p) = password {
+        cmd.env("SKIFF_PASSWORD", p);
+    }
+    cmd
+}
+
+/// Runs `skiff` with `args` and `stdin`.
+fn skiff(args: &[&str], stdin: &[u8], password: Option<&str>) -> Output {
+    run(&mut skiff_command(args, password), stdin)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The names `ls` printed (the last word of each line).
+fn names(ls: &str) -> Vec<&str> {
+    ls.lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect()
+}
+
+#[test]
+fn put_then_get_round_trips_three_mib() {
+    let server = Server::start();
+    let local = Scratch::new();
+    let data = random_bytes(3 << 20 | 12345, 7);
+    std::fs::write(local.path("big.bin"), &data).unwrap();
+
+    server.alice_ok(&["put", &local.str("big.bin")]);
+    let ls = server.alice_ok(&["ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.ends_with(" big.bin"))
+        .unwrap_or_else(|| panic!("big.bin not listed: {ls}"));
+    assert!(line.starts_with('-'), "{line}");
+    assert!(line.contains(&format!(" {} ", data.len())), "{line}");
+
+    server.alice_ok(&["get", "big.bin", &local.str("copy.bin")]);
+    let copy = std::fs::read(local.path("copy.bin")).unwrap();
+    assert!(copy == data, "the copy differs from the original");
+    assert!(!local.path("copy.bin.part").exists(), "the .part was left");
+
+    // A second put of the same file is a plain, complete upload.
+    let out = server.alice(&["--verbose", "put", &local.str("big.bin")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("resuming"), "{}", stderr(&out));
+}
+
+#[test]
+fn directories_ls_cd_pwd_mkdir_rm() {
+    let server = Server::start();
+    let local = Scratch::new();
+    std::fs::write(local.path("note.txt"), b"hello\n").unwrap();
+
+    server.alice_ok(&["mkdir", "docs"]);
+    server.alice_ok(&["put", &local.str("note.txt"), "docs/"]);
+    let ls = server.alice_ok(&["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("d ") && l.ends_with(" docs")),
+        "{ls}"
+    );
+    let ls = server.alice_ok(&["ls", "docs"]);
+    assert_eq!(names(&ls), ["note.txt"], "{ls}");
+    assert!(ls.contains(" 6 "), "size 6 in {ls}");
+
+    let out = server.alice(&["mkdir", "docs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: exists: "),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.alice(&["rm", "docs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not_empty"), "{}", stderr(&out));
+
+    // cd and pwd only mean something within one session: the shell.
+    let out = skiff(
+        &["--addr", &server.addr, "--user", "alice", "shell"],
+        b"pwd\ncd docs\npwd\nls\ncd ..\ncd ..\npwd\n",
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Logging in with --user prints nothing when driven by a script.
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], "/", "{stdout}");
+    assert_eq!(lines[1], "/docs", "{stdout}");
+    assert!(lines[2].ends_with(" note.txt"), "{stdout}");
+    // `..` never climbs above the home.
+    assert_eq!(lines[3], "/", "{stdout}");
+
+    server.alice_ok(&["rm", "docs/note.txt"]);
+    server.alice_ok(&["rm", "docs"]);
+    assert_eq!(server.alice_ok(&["ls"]), "");
+    let quota = server.alice_ok(&["quota"]);
+    assert!(quota.starts_with("used 0 B of 10.0 MiB"), "{quota}");
+}
+
+#[test]
+fn over_quota_is_refused_and_stores_nothing() {
+    let server = Server::start();
+    let local = Scratch::new();
+    std::fs::write(local.path("huge.bin"), random_bytes(11 << 20, 3)).unwrap();
+    let out = server.alice(&["put", &local.str("huge.bin")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: quota_exceeded: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(server.alice_ok(&["ls"]), "");
+    assert!(server.alice_ok(&["quota"]).starts_with("used 0 B"));
+}
+
+#[test]
+fn missing_file_and_bad_password() {
+    let server = Server::start();
+    let local = Scratch::new();
+    let out = server.alice(&["get", "nope.txt", &local.str("nope.txt")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: not_found: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!local.path("nope.txt").exists());
+    assert!(!local.path("nope.txt.part").exists());
+
+    let out = skiff(
+        &["--addr", &server.addr, "--user", "alice", "ls"],
+        b"",
+        Some("wrong"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: auth_failed: "),
+        "{}",
+        stderr(&out)
+    );
+
+    // No user at all is a usage error.
+    let out = skiff(&["--addr", &server.addr, "ls"], b"", Some(PASSWORD));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn get_resumes_from_a_part_file() {
+    let server = Server::start();
+    let local = Scratch::new();
+    let data = random_bytes((2 << 20) + 777, 11);
+    std::fs::write(local.path("src.bin"), &data).unwrap();
+    server.alice_ok(&["put", &local.str("src.bin"), "r.bin"]);
+
+    let prefix = (1 << 20) + 123;
+    std::fs::write(local.path("r.bin.part"), &data[..prefix]).unwrap();
+    let out = server.alice(&["--verbose", "get", "r.bin", &local.str("r.bin")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("resuming at {prefix}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::read(local.path("r.bin")).unwrap() == data);
+    assert!(!local.path("r.bin.part").exists());
+
+    // A part with the wrong bytes fails the check and is kept.
+    let mut wrong = data[..prefix].to_vec();
+    wrong[5] ^= 0xff;
+    std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
+    let out = server.alice(&["get", "r.bin", &local.str("w.bin")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: checksum_mismatch: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!local.path("w.bin").exists());
+    assert_eq!(
+        std::fs::metadata(local.path("w.bin.part")).unwrap().len(),
+        data.len() as u64
+    );
+}
+
+#[test]
+fn interrupted_put_resumes() {
+    let server = Server::start();
+    let local = Scratch::new();
+    let data = random_bytes((3 << 20) + 5, 5);
+    std::fs::write(local.path("cut.bin"), &data).unwrap();
+    let half = data.len() / 2;
+
+    // Announce the upload, send half the bytes, and vanish.
+    {
+        let mut c = server.login("alice");
+        let reply = c
+            .request(
+                json!({"op": "put", "path": "cut.bin", "length": data.len(), "md5": md5_hex(&data)}),
+                &[],
+            )
+            .expect("put");
+        let id = reply
+            .header
+            .id
+            .as_ref()
+            .and_then(|n| n.as_u64())
+            .expect("id");
+        assert_eq!(reply.header.u64("offset"), Some(0));
+        let mut head = serde_json::Map::new();
+        head.insert("op".into(), "data".into());
+        head.insert("id".into(), id.into());
+        c.send_header(head, data.len() as u64).unwrap();
+        c.send_body(&data[..half]).unwrap();
+        c.flush().unwrap();
+        // Let the server take in what was sent before the connection drops.
+        thread::sleep(Duration::from_millis(300));
+    }
+    // The cut upload is invisible.
+    assert_eq!(server.alice_ok(&["ls"]), "");
+
+    // Give the server a bounded moment to notice the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        thread::sleep(Duration::from_millis(100));
+        let out = server.alice(&["--verbose", "put", &local.str("cut.bin")]);
+        if out.status.success() || Instant::now() >= deadline {
+            break out;
+        }
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let resumed: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at "))
+        .unwrap_or_else(|| panic!("no resume reported: {err}"))
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        resumed > 0 && resumed <= half as u64,
+        "resumed at {resumed}"
+    );
+
+    server.alice_ok(&["get", "cut.bin", &local.str("back.bin")]);
+    assert!(std::fs::read(local.path("back.bin")).unwrap() == data);
+}
+
+#[test]
+fn shell_fed_by_stdin_logs_in_and_transfers() {
+    let server = Server::start();
+    let local = Scratch::new();
+    let data = random_bytes(300_000, 9);
+    std::fs::write(local.path("up.bin"), &data).unwrap();
+    // The password is the line after `login`.
+    let script = format!(
+        "login alice\n{PASSWORD}\nmkdir box\ncd box\nput {up} up.bin\nls\nget up.bin {down}\nquota\npwd\n",
+        up = local.str("up.bin"),
+        down = local.str("down.bin"),
+    );
+    let out = skiff(&["--addr", &server.addr, "shell"], script.as_bytes(), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("logged in as alice"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with('-') && l.ends_with(" up.bin") && l.contains(" 300000 ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("used 293.0 KiB of 10.0 MiB"), "{stdout}");
+    assert!(stdout.ends_with("/box\n"), "{stdout}");
+    assert!(std::fs::read(local.path("down.bin")).unwrap() == data);
+
+    // A wrong password fails the login and the commands after it.
+    let out = skiff(
+        &["--addr", &server.addr, "shell"],
+        b"login alice\nnot it\nls\n",
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error: auth_failed: "), "{err}");
+    assert!(err.contains("error: auth_required: "), "{err}");
+}
+
+#[test]
+fn messages_reach_the_shell_and_one_shot_say_sends() {
+    let server = Server::start();
+    // bob, on the library, hears a one-shot `say` from alice.
+    let mut bob = server.login("bob");
+    server.alice_ok(&["say", "bob", "hello", "bob"]);
+    let msg = bob.recv().expect("a pushed message");
+    assert_eq!(msg.header.op, "msg");
+    assert_eq!(msg.header.str("from"), Some("alice"));
+    assert_eq!(msg.body, b"hello bob");
+
+    // alice's shell shows what bob says between its commands.
+    let mut child = skiff_command(
+        &["--addr", &server.addr, "--user", "alice", "shell"],
+        Some(PASSWORD),
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start skiff shell");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let err = drain(child.stderr.take().expect("stderr"));
+    let mut guard = KillOnDrop(child);
+    let wait_line = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(_) => continue,
+                Err(e) => panic!("no {want:?} line from the shell: {e:?}"),
+            }
+        }
+    };
+    stdin.write_all(b"pwd\n").unwrap();
+    wait_line("/");
+    // alice is logged in now: bob talks to her while her shell waits.
+    bob.request(json!({"op": "say", "to": "alice"}), b"hi alice")
+        .expect("say");
+    thread::sleep(Duration::from_millis(200));
+    stdin.write_all(b"pwd\nsay * back at you\nquit\n").unwrap();
+    drop(stdin);
+    wait_line("/");
+    let msg = bob.recv().expect("alice's broadcast");
+    assert_eq!(msg.body, b"back at you");
+    let deadline = Instant::now() + RUN_LIMIT;
+    while guard.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the shell did not quit");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    assert!(err.contains("[bob] hi alice"), "{err}");
+}
+
+/// Kills a child process if a test fails while it runs.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
