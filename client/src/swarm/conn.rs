@@ -205,9 +205,64 @@ pub struct Conn {
 
 /// Body byte `pos` of the echo request `id`: distinct for neighbouring ids
 /// and cheap enough to check every byte of a 16 MiB body.
-pub fn pattern_byte(id: u64, pos: u64) -> u8 {
-    let seed = splitmix(id);
+#[cfg(test)]
+fn pattern_byte(id: u64, pos: u64) -> u8 {
+    pattern_at(splitmix(id), pos)
+}
+
+fn pattern_at(seed: u64, pos: u64) -> u8 {
     ((seed >> ((pos % 8) * 8)) as u8) ^ ((pos / 8) as u8)
+}
+
+/// The 8 pattern bytes at offsets `8 * block ..`: the same bytes
+/// [`pattern_at`] gives one by one, as one word.
+fn pattern_block(seed: u64, block: u64) -> u64 {
+    seed ^ (0x0101_0101_0101_0101 * u64::from(block as u8))
+}
+
+/// Splits a body piece at offset `start` into a head before the first
+/// 8-byte boundary, whole 8-byte blocks, and a tail.
+fn pattern_split(start: u64, len: usize) -> (usize, usize) {
+    let head = ((8 - start % 8) % 8).min(len as u64) as usize;
+    let blocks = (len - head) / 8 * 8;
+    (head, head + blocks)
+}
+
+/// Fills `out` with the pattern of `id` from body offset `start`. Word
+/// at a time: the swarm's own CPU is part of what it measures, and bodies
+/// go up to 16 MiB.
+fn pattern_fill(id: u64, start: u64, out: &mut [u8]) {
+    let seed = splitmix(id);
+    let (head, tail) = pattern_split(start, out.len());
+    for (i, b) in out[..head].iter_mut().enumerate() {
+        *b = pattern_at(seed, start + i as u64);
+    }
+    let first = (start + head as u64) / 8;
+    for (j, chunk) in out[head..tail].chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&pattern_block(seed, first + j as u64).to_le_bytes());
+    }
+    for (i, b) in out[tail..].iter_mut().enumerate() {
+        *b = pattern_at(seed, start + (tail + i) as u64);
+    }
+}
+
+/// True if `bytes` are the pattern of `id` from body offset `start`.
+fn pattern_matches(id: u64, start: u64, bytes: &[u8]) -> bool {
+    let seed = splitmix(id);
+    let (head, tail) = pattern_split(start, bytes.len());
+    let first = (start + head as u64) / 8;
+    bytes[..head]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == pattern_at(seed, start + i as u64))
+        && bytes[head..tail].chunks_exact(8).enumerate().all(|(j, c)| {
+            u64::from_le_bytes(c.try_into().expect("8 bytes"))
+                == pattern_block(seed, first + j as u64)
+        })
+        && bytes[tail..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern_at(seed, start + (tail + i) as u64))
 }
 
 fn splitmix(x: u64) -> u64 {
@@ -315,9 +370,7 @@ impl Conn {
                     .finish();
                 let start = self.out.len();
                 self.out.resize(start + *size as usize, 0);
-                for (pos, b) in self.out[start..].iter_mut().enumerate() {
-                    *b = pattern_byte(id, pos as u64);
-                }
+                pattern_fill(id, 0, &mut self.out[start..]);
                 Expect::Echo(*size)
             }
             Op::Get(path) => {
@@ -567,10 +620,7 @@ impl Conn {
             Rx::Echo { id, offset, bad } => {
                 if !*bad {
                     let (id, start) = (*id, *offset);
-                    *bad = body
-                        .iter()
-                        .enumerate()
-                        .any(|(i, &b)| b != pattern_byte(id, start + i as u64));
+                    *bad = !pattern_matches(id, start, body);
                 }
                 *offset += body.len() as u64;
             }
@@ -683,6 +733,29 @@ mod tests {
             out.extend(frame(json!({"op":"ok","id":id}), body));
         }
         out
+    }
+
+    #[test]
+    fn pattern_pieces_agree_with_the_whole() {
+        let whole: Vec<u8> = (0..4200).map(|i| pattern_byte(42, i)).collect();
+        for start in 0..20 {
+            for len in [0, 1, 7, 8, 9, 37, 4100] {
+                let mut piece = vec![0u8; len];
+                pattern_fill(42, start, &mut piece);
+                let s = start as usize;
+                assert_eq!(&piece[..], &whole[s..s + len], "{start}+{len}");
+                assert!(pattern_matches(42, start, &piece));
+                for wrong in 0..len {
+                    let mut bad = piece.clone();
+                    bad[wrong] ^= 0x80;
+                    assert!(!pattern_matches(42, start, &bad), "{start}+{len} @{wrong}");
+                }
+            }
+        }
+        let mut piece = [0u8; 37];
+        pattern_fill(42, 13, &mut piece);
+        assert!(!pattern_matches(43, 13, &piece));
+        assert!(!pattern_matches(42, 14, &piece));
     }
 
     #[test]
