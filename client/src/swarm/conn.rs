@@ -1090,6 +1090,8 @@ mod tests {
 
     #[test]
     fn idle_connections_hold_no_buffers() {
+        // 100,000 connections: about 20 MB of state besides the sockets
+        assert!(std::mem::size_of::<Conn>() <= 256);
         let (mut c, mix, t0) = running("echo:16K", 1);
         let reqs = sent(&mut c);
         assert_eq!(
