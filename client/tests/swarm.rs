@@ -34,6 +34,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts skiffd with extra `serve` arguments.
+    fn start_with(extra: &[&str]) -> Server {
         let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
         assert!(
             bin.exists(),
@@ -46,6 +51,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -177,6 +183,31 @@ fn open_loop_keeps_its_rate() {
     let n = r["requests"].as_u64().unwrap();
     assert!((900..=1001).contains(&n), "{n} requests: {r}");
     assert_eq!(out.status.code(), Some(0), "{r}");
+}
+
+#[test]
+fn unix_socket_target() {
+    let sock = temp_dir().join("skiffd.sock");
+    let sock = sock.to_str().expect("temp paths are UTF-8");
+    let server = Server::start_with(&["--unix", sock]);
+    let out = swarm(
+        &format!("unix:{sock}"),
+        &[
+            "--conns",
+            "10",
+            "--duration",
+            "1s",
+            "--pipeline",
+            "4",
+            "--json",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(Path::new(sock).parent().unwrap());
 }
 
 #[test]

@@ -226,6 +226,7 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
         unsent: outcome.unsent,
         mix: args.mix.to_string(),
         elapsed: outcome.elapsed,
+        requested: args.duration,
         ok: stats.ok,
         answered: stats.answered,
         latency: stats.latency,

@@ -107,6 +107,8 @@ pub struct Report {
     pub mix: String,
     /// Wall time of the run, drain included.
     pub elapsed: Duration,
+    /// The `--duration` asked for.
+    pub requested: Duration,
     /// Correct replies.
     pub ok: u64,
     /// Requests answered, rightly or wrongly.
@@ -204,6 +206,7 @@ impl Report {
             "conns_opened": self.opened,
             "conns_max_up": self.max_up,
             "duration_s": self.secs(),
+            "duration_requested_s": self.requested.as_secs_f64(),
             "requests": self.ok,
             "answered": self.answered,
             "throughput_rps": self.ok as f64 / self.secs(),
@@ -229,7 +232,11 @@ impl Report {
             "skiff swarm → {}: {} connections ({} up at most), {mode}, pipeline {}, mix {}\n",
             self.addr, self.conns, self.max_up, self.pipeline, self.mix
         );
-        s += &format!("duration     {:.2} s\n", self.secs());
+        s += &format!(
+            "duration     {:.2} s ({:.2} s of load, then the drain)\n",
+            self.secs(),
+            self.requested.as_secs_f64()
+        );
         s += &format!(
             "requests     {} ok, {} errors\n",
             self.ok,
@@ -301,6 +308,7 @@ mod tests {
             unsent: None,
             mix: "echo:64=1".into(),
             elapsed: Duration::from_secs(2),
+            requested: Duration::from_secs(2),
             ok: 1000,
             answered: 1000,
             latency,
