@@ -61,6 +61,10 @@ pub struct Limits {
     pub push_soft: usize,
     /// See [`Limits::push_soft`].
     pub push_soft_time: Duration,
+    /// Most commands running at once per connection.
+    pub exec_per_conn: usize,
+    /// Longest a command may run (also the cap on its `timeout`).
+    pub exec_max_time: Duration,
 }
 
 impl Default for Limits {
@@ -74,6 +78,8 @@ impl Default for Limits {
             push_hard: 1 << 20,
             push_soft: 256 << 10,
             push_soft_time: Duration::from_secs(10),
+            exec_per_conn: 8,
+            exec_max_time: Duration::from_secs(3600),
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct Conn {
     paused: bool,
     /// The peer has finished sending.
     eof: bool,
+    /// Input is held back because a command's stdin is full.
+    held: bool,
     /// Who is logged in on this connection, and where they are.
     session: Session,
     /// Pushed frames waiting for the output to reach a frame boundary.
@@ -182,6 +190,7 @@ impl Conn {
             state: State::Idle,
             paused: false,
             eof: false,
+            held: false,
             session: Session::new(key, peer),
             pushed: VecDeque::new(),
             pushed_bytes: 0,
@@ -223,6 +232,80 @@ impl Conn {
         if queued > limits.push_soft && self.over_soft_since.is_none() {
             debug!("conn {}: output over the soft limit", self.key);
             self.over_soft_since = Some(now);
+        }
+        self.pushed_bytes += frame.len();
+        self.pushed.push_back(frame);
+        self.emit_pushed();
+    }
+
+    /// Holds or releases input while a command's stdin buffer is full.
+    /// Released input is consumed on the next turn (the reactor reads
+    /// again because [`Conn::wants_read`] turns true).
+    pub fn hold_input(&mut self, held: bool) {
+        if self.held != held {
+            debug!(
+                "conn {}: input {}",
+                self.key,
+                if held {
+                    "held for a command's stdin"
+                } else {
+                    "released"
+                }
+            );
+            self.held = held;
+        }
+    }
+
+    /// Consumes input that waited while it was held back.
+    pub fn resume(&mut self, ctx: &mut Ctx) {
+        if !self.held && !self.paused && !self.input.is_empty() && !self.is_closing() {
+            self.consume_buffered(ctx);
+            self.settle_eof();
+        }
+    }
+
+    /// Whether a command's output may be read for this connection now:
+    /// its output pipes are read only while this is true, so a client
+    /// that does not read stalls the command, not the server's memory.
+    pub fn has_room(&self, limits: &Limits) -> bool {
+        !self.is_closing() && self.out.len() + self.pushed_bytes < limits.out_high
+    }
+
+    /// A piece of a command's standard output (`out`) or error (`err`).
+    pub fn exec_output(&mut self, id: &Number, stream: &str, bytes: &[u8]) {
+        let mut frame = Vec::with_capacity(bytes.len() + 48);
+        skiff::frame::HeaderWriter::new(&mut frame, stream)
+            .field("id", id)
+            .field("size", bytes.len())
+            .finish();
+        frame.extend_from_slice(bytes);
+        self.push_frame(frame);
+    }
+
+    /// A command ended: its one `exit` frame.
+    pub fn exec_exit(&mut self, id: &Number, code: Option<i32>, signal: Option<i32>) {
+        self.session.running.retain(|r| r != id);
+        let mut frame = Vec::with_capacity(64);
+        skiff::frame::HeaderWriter::new(&mut frame, "exit")
+            .field("id", id)
+            .field("code", code)
+            .field("signal", signal)
+            .finish();
+        self.push_frame(frame);
+    }
+
+    /// A command could not be started.
+    pub fn exec_failed(&mut self, id: &Number, code: Code, message: &str) {
+        self.session.running.retain(|r| r != id);
+        let mut frame = Vec::new();
+        handlers::error(&mut frame, Some(id), code, message);
+        self.push_frame(frame);
+    }
+
+    /// Queues a whole frame to go out at the next frame boundary.
+    fn push_frame(&mut self, frame: Vec<u8>) {
+        if self.is_closing() {
+            return;
         }
         self.pushed_bytes += frame.len();
         self.pushed.push_back(frame);
@@ -365,7 +448,7 @@ impl Conn {
 
     /// Whether the reactor should read more from the socket.
     pub fn wants_read(&self) -> bool {
-        !self.paused && !self.eof && self.input.len() < MAX_HEAD && !self.is_closing()
+        !self.paused && !self.held && !self.eof && self.input.len() < MAX_HEAD && !self.is_closing()
     }
 
     /// When [`Conn::handle_timeout`] should next be called.
@@ -443,7 +526,7 @@ impl Conn {
     /// bytes it used.
     fn consume(&mut self, input: &[u8], ctx: &mut Ctx) -> usize {
         let mut used = 0;
-        while !self.is_closing() && !matches!(self.state, State::Busy { .. }) {
+        while !self.is_closing() && !self.held && !matches!(self.state, State::Busy { .. }) {
             if self.out.len() >= ctx.limits.out_high {
                 if !self.paused {
                     self.paused = true;
@@ -461,7 +544,7 @@ impl Conn {
                     used += n;
                     match decoded {
                         Decoded::Header(header) => self.on_header(header, ctx),
-                        Decoded::Body(chunk) => self.on_body(chunk),
+                        Decoded::Body(chunk) => self.on_body(chunk, ctx),
                         Decoded::End => self.on_end(ctx),
                     }
                 }
@@ -518,9 +601,9 @@ impl Conn {
         }
     }
 
-    fn on_body(&mut self, chunk: &[u8]) {
+    fn on_body(&mut self, chunk: &[u8], ctx: &mut Ctx) {
         if let State::Body { sink, .. } = &mut self.state {
-            handlers::body(sink, chunk, self.out.writer());
+            handlers::body(sink, chunk, &self.session, self.out.writer(), ctx);
         }
     }
 
@@ -881,7 +964,10 @@ mod tests {
         h.drain_all();
         // exactly the reply header and the 3 echoed bytes: nothing else
         let mut expect = Vec::new();
-        skiff::frame::HeaderWriter::new(&mut expect, "ok").field("id", 1).field("size", 10).finish();
+        skiff::frame::HeaderWriter::new(&mut expect, "ok")
+            .field("id", 1)
+            .field("size", 10)
+            .finish();
         expect.extend_from_slice(b"012");
         assert_eq!(h.received, expect);
     }

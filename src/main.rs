@@ -4,6 +4,7 @@
 //! narrates the loop.
 
 mod buffer;
+mod children;
 mod conn;
 mod handlers;
 mod jail;
@@ -90,6 +91,18 @@ struct ServeArgs {
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     backlog: i32,
+    /// Most commands (exec) running at once per connection.
+    #[arg(long, default_value_t = 8)]
+    exec_per_conn: usize,
+    /// Most commands running at once in all.
+    #[arg(long, default_value_t = 64)]
+    exec_max: usize,
+    /// Longest a command may run; also caps a request's `timeout`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    exec_max_time: Duration,
+    /// Most output one command may produce before it is ended.
+    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    exec_max_output: u64,
     /// How long SIGINT/SIGTERM may take to flush clients before exiting.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -138,11 +151,15 @@ impl ServeArgs {
                 push_hard: out_high * 4,
                 push_soft: out_high,
                 push_soft_time: Duration::from_secs(10),
+                exec_per_conn: self.exec_per_conn,
+                exec_max_time: self.exec_max_time,
             },
             max_conns: self.max_conns,
             max_conns_per_ip: self.max_conns_per_ip,
             backlog: self.backlog,
             shutdown_grace: self.shutdown_grace,
+            exec_max: self.exec_max,
+            exec_max_output: self.exec_max_output,
         })
     }
 }

@@ -44,6 +44,7 @@ use slab::Slab;
 
 use skiff::proto::Code;
 
+use crate::children::{ChildProc, Fd, STDIN_BUFFER};
 use crate::conn::{Conn, Ctx, Limits};
 use crate::handlers::{self, Action, Services, raw_echo::RawEcho, udp};
 use crate::stats::Stats;
@@ -82,6 +83,10 @@ pub struct Config {
     pub backlog: i32,
     /// How long a graceful shutdown may take to flush.
     pub shutdown_grace: Duration,
+    /// Most commands running at once, server-wide.
+    pub exec_max: usize,
+    /// Most output bytes one command may produce before it is ended.
+    pub exec_max_output: u64,
 }
 
 /// What a token stands for. Tokens are typed slab keys: the low two bits
@@ -91,6 +96,7 @@ enum Source {
     Signals,
     Listener(usize),
     Client(usize),
+    Child(usize, Fd),
 }
 
 impl Source {
@@ -99,6 +105,7 @@ impl Source {
             Source::Signals => 0,
             Source::Listener(i) => (i << 2) | 1,
             Source::Client(k) => (k << 2) | 2,
+            Source::Child(k, fd) => (((k << 2) | fd as usize) << 2) | 3,
         })
     }
 
@@ -107,6 +114,7 @@ impl Source {
             0 if t.0 == 0 => Some(Source::Signals),
             1 => Some(Source::Listener(t.0 >> 2)),
             2 => Some(Source::Client(t.0 >> 2)),
+            3 => Some(Source::Child(t.0 >> 4, Fd::from_bits(t.0 >> 2))),
             _ => None,
         }
     }
@@ -287,6 +295,11 @@ pub struct Reactor {
     actions: Vec<Action>,
     /// An accept failed for lack of resources; retry after a close.
     accept_paused: bool,
+    /// Running commands, keyed by slab key (= token >> 4).
+    children: Slab<ChildProc>,
+    /// Command deadlines (timeout, kill grace, drain grace); stale
+    /// entries only cause a harmless extra look.
+    child_timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
 }
@@ -351,6 +364,8 @@ impl Reactor {
             services,
             actions: Vec::new(),
             accept_paused: false,
+            children: Slab::new(),
+            child_timers: BinaryHeap::new(),
             shutdown_by: None,
         })
     }
@@ -380,6 +395,7 @@ impl Reactor {
             }
             self.serve_ready();
             self.fire_timers();
+            self.fire_child_timers();
             self.run_actions();
             self.close_finished();
             if let Some(by) = self.shutdown_by {
@@ -404,7 +420,10 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let next = self.timers.peek().map(|Reverse((t, _))| *t);
+        let next = match (self.timers.peek(), self.child_timers.peek()) {
+            (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
+            (a, b) => a.or(b).map(|Reverse((t, _))| *t),
+        };
         let next = match (next, self.shutdown_by) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -416,6 +435,18 @@ impl Reactor {
         match Source::from_token(event.token()) {
             Some(Source::Signals) => self.on_signal(),
             Some(Source::Listener(i)) => self.serve_listener(i),
+            Some(Source::Child(ck, fd)) => {
+                let Some(child) = self.children.get_mut(ck) else {
+                    return;
+                };
+                match fd {
+                    Fd::Stdout => child.readable[0] = true,
+                    Fd::Stderr => child.readable[1] = true,
+                    Fd::Stdin => {}
+                    Fd::Exit => child.exit_ready = true,
+                }
+                self.drive_child(ck);
+            }
             Some(Source::Client(k)) => {
                 let Some(client) = self.clients.get_mut(k) else {
                     return; // a stale event for a closed client
@@ -448,6 +479,12 @@ impl Reactor {
                     if let Some(c) = self.clients.get_mut(k) {
                         c.queued = false;
                         self.drive(k);
+                    }
+                }
+                Source::Child(ck, _) => {
+                    if let Some(ch) = self.children.get_mut(ck) {
+                        ch.queued = false;
+                        self.drive_child(ck);
                     }
                 }
                 Source::Signals => {}
@@ -613,9 +650,16 @@ impl Reactor {
         true
     }
 
+    /// One turn for client `k`, then let its commands' output flow if it
+    /// has room for it again.
+    fn drive(&mut self, k: usize) {
+        self.drive_client(k);
+        self.resume_children_of(k);
+    }
+
     /// One turn for client `k`: write, read within budget, feed the state
     /// machine, write again; then update interest, ready list and timer.
-    fn drive(&mut self, k: usize) {
+    fn drive_client(&mut self, k: usize) {
         let Reactor {
             clients,
             stats,
@@ -647,8 +691,9 @@ impl Reactor {
             let now = Instant::now();
             if c.has_work(now, limits) {
                 c.work(&mut env.ctx(now));
-                flush(k, client, &mut env, &mut write_budget);
             }
+            c.resume(&mut env.ctx(now));
+            flush(k, client, &mut env, &mut write_budget);
         }
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
@@ -745,7 +790,16 @@ impl Reactor {
 
     /// Carries out what the state machines asked for this turn.
     fn run_actions(&mut self) {
-        while let Some(action) = self.actions.pop() {
+        // In order: stdin pieces must reach the child as they were sent.
+        while !self.actions.is_empty() {
+            for action in std::mem::take(&mut self.actions) {
+                self.run_action(action);
+            }
+        }
+    }
+
+    fn run_action(&mut self, action: Action) {
+        {
             match action {
                 Action::Say {
                     from_key,
@@ -774,6 +828,300 @@ impl Reactor {
                         self.drive(k);
                     }
                 }
+                Action::Spawn(req) => self.spawn(req),
+                Action::Stdin {
+                    conn,
+                    id,
+                    bytes,
+                    eof,
+                } => {
+                    let Some(ck) = self.find_child(conn, &id) else {
+                        return;
+                    };
+                    let ch = &mut self.children[ck];
+                    if ch.stdin.is_some() {
+                        ch.stdin_buf.extend_from_slice(&bytes);
+                    }
+                    ch.stdin_eof |= eof;
+                    let full = ch.stdin_buf.len() > STDIN_BUFFER;
+                    if full
+                        && let Some(Client {
+                            engine: Engine::Framed(c),
+                            ..
+                        }) = self.clients.get_mut(conn)
+                    {
+                        // The command reads slower than the client sends:
+                        // stop reading the client until it catches up.
+                        c.hold_input(true);
+                    }
+                    self.drive_child(ck);
+                }
+                Action::Cancel { conn, id } => {
+                    let Some(ck) = self.find_child(conn, &id) else {
+                        return;
+                    };
+                    let now = Instant::now();
+                    self.children[ck].terminate(now, "cancel");
+                    let at = self.children[ck].next_wakeup();
+                    self.child_timers.push(Reverse((at, ck)));
+                }
+            }
+        }
+    }
+
+    fn find_child(&self, conn: usize, id: &serde_json::Number) -> Option<usize> {
+        self.children
+            .iter()
+            .find(|(_, ch)| ch.conn == Some(conn) && &ch.id == id)
+            .map(|(ck, _)| ck)
+    }
+
+    fn spawn(&mut self, req: crate::children::Spawn) {
+        let (conn, id) = (req.conn, req.id.clone());
+        let now = Instant::now();
+        let refused = if self.children.len() >= self.config.exec_max {
+            Some((
+                Code::TooBusy,
+                format!("the server runs {} commands already", self.children.len()),
+            ))
+        } else {
+            match ChildProc::spawn(&req, now) {
+                Ok(child) => {
+                    let running = self.children.len() + 1;
+                    let entry = self.children.vacant_entry();
+                    let ck = entry.key();
+                    let child = entry.insert(child);
+                    let registry = self.poll.registry();
+                    let registered = (|| {
+                        if let Some(p) = &mut child.stdout {
+                            registry.register(
+                                p,
+                                Source::Child(ck, Fd::Stdout).token(),
+                                Interest::READABLE,
+                            )?;
+                        }
+                        if let Some(p) = &mut child.stderr {
+                            registry.register(
+                                p,
+                                Source::Child(ck, Fd::Stderr).token(),
+                                Interest::READABLE,
+                            )?;
+                        }
+                        if let Some(p) = &mut child.stdin {
+                            registry.register(
+                                p,
+                                Source::Child(ck, Fd::Stdin).token(),
+                                Interest::WRITABLE,
+                            )?;
+                        }
+                        use std::os::fd::AsRawFd;
+                        registry.register(
+                            &mut mio::unix::SourceFd(&child.pidfd.as_raw_fd()),
+                            Source::Child(ck, Fd::Exit).token(),
+                            Interest::READABLE,
+                        )
+                    })();
+                    if let Err(e) = registered {
+                        warn!("exec {id}: cannot register its pipes: {e}");
+                        child.conn = None;
+                        child.terminate(now, "registration failed");
+                    }
+                    info!(
+                        "conn {conn}: exec {id}: started pid {} ({running} running)",
+                        child.pgid
+                    );
+                    self.child_timers.push(Reverse((child.next_wakeup(), ck)));
+                    self.stats.children = self.children.len();
+                    self.drive_child(ck);
+                    None
+                }
+                Err(e) => Some((Code::Io, format!("cannot start the command: {e}"))),
+            }
+        };
+        if let Some((code, message)) = refused
+            && let Some(Client {
+                engine: Engine::Framed(c),
+                ..
+            }) = self.clients.get_mut(conn)
+        {
+            c.exec_failed(&id, code, &message);
+            self.drive(conn);
+        }
+    }
+
+    /// One turn for a command: feed its stdin, read its output while its
+    /// connection has room (backpressure reaches the child, which blocks
+    /// in its own write), reap it, and send `exit` when it is all done.
+    fn drive_child(&mut self, ck: usize) {
+        let now = Instant::now();
+        let Reactor {
+            children,
+            clients,
+            scratch,
+            poll,
+            config,
+            ready,
+            ..
+        } = self;
+        let Some(ch) = children.get_mut(ck) else {
+            return;
+        };
+        let registry = poll.registry();
+        if let Some(sender) = &mut ch.stdin {
+            let mut closed = false;
+            while !ch.stdin_buf.is_empty() {
+                match sender.write(&ch.stdin_buf) {
+                    Ok(n) => {
+                        ch.stdin_buf.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // The command closed its stdin: what is left is moot.
+                        ch.stdin_buf = Vec::new();
+                        closed = true;
+                    }
+                }
+            }
+            if closed || (ch.stdin_buf.is_empty() && ch.stdin_eof) {
+                let _ = registry.deregister(sender);
+                ch.stdin = None;
+            }
+        }
+        if ch.stdin_buf.len() <= STDIN_BUFFER / 2
+            && let Some(Client {
+                engine: Engine::Framed(c),
+                ..
+            }) = ch.conn.and_then(|k| clients.get_mut(k))
+        {
+            c.hold_input(false);
+        }
+        let mut conn = match ch.conn.and_then(|k| clients.get_mut(k)) {
+            Some(Client {
+                engine: Engine::Framed(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        };
+        let limits = &config.limits;
+        for (i, name) in [(0, "out"), (1, "err")] {
+            let mut budget = READ_BUDGET;
+            while ch.readable[i] && budget > 0 {
+                if conn.as_ref().is_some_and(|c| !c.has_room(limits)) {
+                    break; // backpressure: resumed when the client drains
+                }
+                let pipe = if i == 0 {
+                    &mut ch.stdout
+                } else {
+                    &mut ch.stderr
+                };
+                let Some(p) = pipe else {
+                    ch.readable[i] = false;
+                    break;
+                };
+                match p.read(scratch) {
+                    Ok(0) => {
+                        let _ = registry.deregister(p);
+                        *pipe = None;
+                        ch.readable[i] = false;
+                    }
+                    Ok(n) => {
+                        budget = budget.saturating_sub(n);
+                        ch.output += n as u64;
+                        if let Some(c) = conn.as_mut() {
+                            c.exec_output(&ch.id, name, &scratch[..n]);
+                        }
+                        if ch.output > config.exec_max_output {
+                            ch.terminate(now, "output limit");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => ch.readable[i] = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        let _ = registry.deregister(p);
+                        *pipe = None;
+                        ch.readable[i] = false;
+                    }
+                }
+            }
+        }
+        ch.reap(now);
+        let conn_key = ch.conn;
+        if ch.is_finished(now) {
+            let mut ch = children.remove(ck);
+            for p in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
+                info!(
+                    "exec {}: the shell exited but a descendant holds its output; closing the pipe",
+                    ch.id
+                );
+                let _ = registry.deregister(p);
+            }
+            if let Some(p) = &mut ch.stdin {
+                let _ = registry.deregister(p);
+            }
+            use std::os::fd::AsRawFd;
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&ch.pidfd.as_raw_fd()));
+            let (code, signal) = ch.exit_fields();
+            debug!(
+                "exec {}: child exited (code {code:?}, signal {signal:?}) after {} output bytes",
+                ch.id, ch.output
+            );
+            if let Some(c) = conn {
+                c.exec_exit(&ch.id, code, signal);
+            }
+            self.stats.children = self.children.len();
+        } else {
+            let room = conn.as_ref().is_none_or(|c| c.has_room(limits));
+            if room && (ch.readable[0] || ch.readable[1]) && !ch.queued {
+                ch.queued = true;
+                ready.push_back(Source::Child(ck, Fd::Stdout));
+            }
+            if ch.status.is_some() {
+                self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
+            }
+        }
+        if let Some(k) = conn_key {
+            self.drive(k);
+        }
+    }
+
+    /// Timer turn for commands: timeouts, kill escalation, drain grace.
+    fn fire_child_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, ck))) = self.child_timers.peek() {
+            if t > now {
+                break;
+            }
+            self.child_timers.pop();
+            let Some(ch) = self.children.get_mut(ck) else {
+                continue;
+            };
+            ch.tick(now);
+            let next = ch.next_wakeup();
+            if next > now {
+                self.child_timers.push(Reverse((next, ck)));
+            }
+            self.drive_child(ck);
+        }
+    }
+
+    /// After a client turn: if it has room again, its commands' output may
+    /// flow again.
+    fn resume_children_of(&mut self, k: usize) {
+        let Some(Client {
+            engine: Engine::Framed(c),
+            ..
+        }) = self.clients.get(k)
+        else {
+            return;
+        };
+        if self.children.is_empty() || !c.has_room(&self.config.limits) {
+            return;
+        }
+        for (ck, ch) in self.children.iter_mut() {
+            if ch.conn == Some(k) && (ch.readable[0] || ch.readable[1]) && !ch.queued {
+                ch.queued = true;
+                self.ready.push_back(Source::Child(ck, Fd::Stdout));
             }
         }
     }
@@ -794,6 +1142,15 @@ impl Reactor {
             }
             let mut client = self.clients.remove(k);
             let _ = self.poll.registry().deregister(client.stream.source());
+            // A client that goes takes its commands with it.
+            let now = Instant::now();
+            for (ck, ch) in self.children.iter_mut() {
+                if ch.conn == Some(k) {
+                    ch.conn = None;
+                    ch.terminate(now, "client gone");
+                    self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
+                }
+            }
             if let Some(ip) = client.peer_ip
                 && let Entry::Occupied(mut e) = self.per_ip.entry(ip)
             {
@@ -833,6 +1190,11 @@ impl Reactor {
                     let _ = std::fs::remove_file(path);
                 }
             }
+        }
+        let now = Instant::now();
+        for (ck, ch) in self.children.iter_mut() {
+            ch.terminate(now, "server shutting down");
+            self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
         }
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for k in keys {

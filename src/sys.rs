@@ -108,6 +108,38 @@ pub fn strftime_local(format: &str, max: usize) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
+/// Opens a pidfd for `pid`: a descriptor that becomes readable when the
+/// process exits, so child exits arrive through the poll like any socket
+/// (Linux 5.3+).
+pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor and nobody else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to every process in the group `pgid`.
+pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions; a negative pid
+    // names a process group. pgid 0 or 1 would mean "our group" or "all",
+    // so refuse them.
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal group 0 or 1",
+        ));
+    }
+    if unsafe { libc::kill(-(pgid as libc::pid_t), signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

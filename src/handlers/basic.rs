@@ -13,7 +13,7 @@ use crate::sys;
 /// Ops this server understands, as `hello` reports them.
 pub const OPS: &[&str] = &[
     "hello", "echo", "bye", "login", "stats", "pwd", "cd", "ls", "mkdir", "rm", "quota", "get",
-    "put", "data", "say",
+    "put", "data", "say", "exec", "stdin", "cancel",
 ];
 
 /// `hello`: who we are and what we speak.

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod basic;
 pub mod chat;
+pub mod exec;
 pub mod files;
 pub mod raw_echo;
 pub mod udp;
@@ -94,6 +95,26 @@ pub enum Action {
         /// The message.
         body: Vec<u8>,
     },
+    /// Run a command.
+    Spawn(crate::children::Spawn),
+    /// Bytes (and maybe the end) for a command's standard input.
+    Stdin {
+        /// Slab key of the connection.
+        conn: usize,
+        /// The command's request id.
+        id: Number,
+        /// Bytes to feed.
+        bytes: Vec<u8>,
+        /// Close its standard input after them.
+        eof: bool,
+    },
+    /// End a command's process group.
+    Cancel {
+        /// Slab key of the connection.
+        conn: usize,
+        /// The command's request id.
+        id: Number,
+    },
 }
 
 /// Who is logged in on a connection, and where they are.
@@ -113,6 +134,8 @@ pub struct Session {
     pub exec: bool,
     /// An upload announced by `put`, waiting for its `data` frame.
     pub upload: Option<files::Upload>,
+    /// Ids of this connection's commands still running.
+    pub running: Vec<Number>,
 }
 
 impl Session {
@@ -126,6 +149,7 @@ impl Session {
             cwd: "/".into(),
             exec: false,
             upload: None,
+            running: Vec::new(),
         }
     }
 }
@@ -142,6 +166,13 @@ pub enum Sink {
     },
     /// Written to a partial upload and hashed on the way.
     Upload(Box<files::Upload>),
+    /// Standard input for a running command.
+    Stdin {
+        /// The command's request id.
+        id: Number,
+        /// Close its standard input at the end of the body.
+        eof: bool,
+    },
     /// A chat message, collected (it is small and bounded).
     Message {
         /// The recipient.
@@ -158,6 +189,7 @@ impl Sink {
             Sink::Discard => "discard-body",
             Sink::Echo { .. } => "echo-body",
             Sink::Upload(_) => "upload-body",
+            Sink::Stdin { .. } => "stdin-body",
             Sink::Message { .. } => "message-body",
         }
     }
@@ -212,6 +244,9 @@ pub fn request(header: Header, session: &mut Session, out: &mut Vec<u8>, ctx: &m
             files::request(&header, session, out, ctx)
         }
         "say" => chat::say(&header, session, out),
+        "exec" => exec::exec(&header, session, out, ctx),
+        "stdin" => exec::stdin(&header, session, out, ctx),
+        "cancel" => exec::cancel(&header, session, out, ctx),
         op => {
             unknown(op, id, out);
             Next::Done
@@ -229,8 +264,9 @@ fn unknown(op: &str, id: Option<&Number>, out: &mut Vec<u8>) {
 }
 
 /// Passes one piece of a body to its sink.
-pub fn body(sink: &mut Sink, chunk: &[u8], out: &mut Vec<u8>) {
+pub fn body(sink: &mut Sink, chunk: &[u8], session: &Session, out: &mut Vec<u8>, ctx: &mut Ctx) {
     match sink {
+        Sink::Stdin { id, .. } => exec::stdin_body(id, chunk, session, ctx),
         Sink::Discard => {}
         Sink::Echo { upper } => basic::echo_body(*upper, chunk, out),
         Sink::Upload(upload) => upload.write(chunk),
@@ -250,6 +286,7 @@ pub fn end(
         Sink::Discard | Sink::Echo { .. } => {}
         Sink::Upload(upload) => files::finish_upload(*upload, id, out, ctx),
         Sink::Message { to, body } => chat::deliver(to, body, id, session, out, ctx),
+        Sink::Stdin { id, eof } => exec::stdin_end(id, eof, session, ctx),
     }
 }
 

@@ -1,0 +1,226 @@
+//! End-to-end tests of exec: streaming output, exit codes, stdin, cancel,
+//! timeouts, daemons, backpressure, limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use skiff::client::Client;
+
+use common::Server;
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!(),
+    }
+}
+
+/// What one command sent back.
+#[derive(Debug, Default)]
+struct Run {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    code: Option<i64>,
+    signal: Option<i64>,
+    frames: Vec<String>,
+}
+
+/// Reads frames for `id` until its exit frame.
+fn collect(c: &mut Client, id: u64) -> Run {
+    let mut run = Run::default();
+    loop {
+        let f = c.recv().expect("frame");
+        assert_eq!(
+            f.header.id.as_ref().and_then(|n| n.as_u64()),
+            Some(id),
+            "{:?}",
+            f.header
+        );
+        run.frames.push(f.header.op.clone());
+        match f.header.op.as_str() {
+            "out" => run.out.extend_from_slice(&f.body),
+            "err" => run.err.extend_from_slice(&f.body),
+            "exit" => {
+                run.code = f.header.fields.get("code").and_then(Value::as_i64);
+                run.signal = f.header.fields.get("signal").and_then(Value::as_i64);
+                return run;
+            }
+            "error" => panic!("error: {:?}", f.header),
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+fn exec(c: &mut Client, cmd: &str) -> Run {
+    let id = c.next_id();
+    c.send(obj(json!({"op":"exec","id":id,"cmd":cmd})), b"")
+        .unwrap();
+    collect(c, id)
+}
+
+fn demo(server: &Server) -> Client {
+    server.demo_client()
+}
+
+#[test]
+fn output_streams_and_exit_codes_arrive() {
+    let server = Server::start(&[]);
+    let mut c = demo(&server);
+    let r = exec(&mut c, "echo hello; echo oops >&2; exit 3");
+    assert_eq!(r.out, b"hello\n");
+    assert_eq!(r.err, b"oops\n");
+    assert_eq!(r.code, Some(3));
+    assert_eq!(r.signal, None);
+    // no output at all: just exit (the tutorials' first wall)
+    let r = exec(&mut c, "true");
+    assert_eq!(r.frames, ["exit"]);
+    assert_eq!(r.code, Some(0));
+    // large output arrives whole and in order (the third wall)
+    let r = exec(&mut c, "seq 1 200000");
+    let expected: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert!(r.out == expected.as_bytes(), "{} bytes", r.out.len());
+    // runs in the home, with a clean environment
+    let r = exec(&mut c, "pwd; echo $USER; env | wc -l");
+    let text = String::from_utf8(r.out).unwrap();
+    assert!(
+        text.contains("homes/demo\n") && text.contains("\ndemo\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stdin_is_fed_and_closed() {
+    let server = Server::start(&[]);
+    let mut c = demo(&server);
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"exec","id":id,"cmd":"tr a-z A-Z; echo done"})),
+        b"",
+    )
+    .unwrap();
+    c.send(obj(json!({"op":"stdin","id":id})), b"abc ").unwrap();
+    c.send(obj(json!({"op":"stdin","id":id,"eof":true})), b"xyz\n")
+        .unwrap();
+    let r = collect(&mut c, id);
+    assert_eq!(r.out, b"ABC XYZ\ndone\n");
+    // unknown ids
+    let f = c.request(json!({"op":"stdin","id":999}), b"x");
+    assert_eq!(f.unwrap_err().code(), Some("not_found"));
+    let f = c.request(json!({"op":"cancel","id":998}), b"");
+    assert_eq!(f.unwrap_err().code(), Some("not_found"));
+}
+
+#[test]
+fn cancel_and_timeout_end_the_group() {
+    let server = Server::start(&[]);
+    let mut c = demo(&server);
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"exec","id":id,"cmd":"sleep 30 & sleep 30; echo never"})),
+        b"",
+    )
+    .unwrap();
+    // the loop stays responsive meanwhile
+    let mut other = server.client();
+    assert_eq!(
+        other.request(json!({"op":"echo"}), b"x").unwrap().body,
+        b"x"
+    );
+    let start = Instant::now();
+    c.send(obj(json!({"op":"cancel","id":id})), b"").unwrap();
+    let r = collect(&mut c, id);
+    assert_eq!(r.signal, Some(15), "{r:?}");
+    assert!(r.out.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // a command that ignores SIGTERM gets SIGKILL after the grace
+    let id = c.next_id();
+    c.send(
+        obj(json!({"op":"exec","id":id,"cmd":"trap '' TERM; sleep 30","timeout":0.3})),
+        b"",
+    )
+    .unwrap();
+    let r = collect(&mut c, id);
+    assert_eq!(r.signal, Some(9), "{r:?}");
+}
+
+#[test]
+fn a_daemon_holding_the_pipes_does_not_hang_the_session() {
+    let server = Server::start(&[]);
+    let mut c = demo(&server);
+    let start = Instant::now();
+    let r = exec(&mut c, "sleep 20 & echo started");
+    assert_eq!(r.out, b"started\n");
+    assert_eq!(r.code, Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // a command that closes stdout and keeps running still ends normally
+    let r = exec(&mut c, "exec >&- 2>&-; sleep 0.2");
+    assert_eq!(r.code, Some(0));
+}
+
+#[test]
+fn a_client_that_does_not_read_stalls_the_command_not_the_server() {
+    let server = Server::start(&["--out-high-water", "64K"]);
+    let mut c = demo(&server);
+    let id = c.next_id();
+    c.send(obj(json!({"op":"exec","id":id,"cmd":"yes"})), b"")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = server.stats();
+    let rss = stats["rss_bytes"].as_u64().unwrap();
+    assert!(rss < 32 << 20, "server RSS {rss} while yes runs unread");
+    let mut other = server.client();
+    let t = Instant::now();
+    assert_eq!(
+        other.request(json!({"op":"echo"}), b"still").unwrap().body,
+        b"still"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // the bytes that did arrive are intact
+    let f = c.recv().unwrap();
+    assert_eq!(f.header.op, "out");
+    assert!(f.body.chunks(2).all(|p| p == b"y\n" || p == b"y"));
+    c.send(obj(json!({"op":"cancel","id":id})), b"").unwrap();
+}
+
+#[test]
+fn rights_and_limits() {
+    let server = Server::start(&["--exec-per-conn", "2"]);
+    let mut c = server.client();
+    assert_eq!(
+        c.request(json!({"op":"exec","cmd":"true"}), b"")
+            .unwrap_err()
+            .code(),
+        Some("auth_required")
+    );
+    let mut c = demo(&server);
+    for id in [101, 102] {
+        c.send(obj(json!({"op":"exec","id":id,"cmd":"sleep 5"})), b"")
+            .unwrap();
+    }
+    let f = c.request(json!({"op":"exec","cmd":"true"}), b"");
+    assert_eq!(f.unwrap_err().code(), Some("too_busy"));
+    c.send(obj(json!({"op":"exec","id":101,"cmd":"true"})), b"")
+        .unwrap();
+    assert_eq!(
+        c.recv().unwrap().header.str("code"),
+        Some("bad_request"),
+        "a running id cannot be reused"
+    );
+    let f = c.request(json!({"op":"exec"}), b"");
+    assert_eq!(f.unwrap_err().code(), Some("bad_request"));
+    drop(c); // takes its commands with it
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if server.stats()["children"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commands outlived their client");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
