@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use skiff::client::Client;
 
 /// How long the server may take to say where it listens.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -30,6 +32,8 @@ struct Server {
     dir: PathBuf,
     /// Where its framed listener is.
     addr: String,
+    /// Its stdout, line by line (a thread keeps draining the pipe).
+    lines: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -59,12 +63,13 @@ impl Server {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("stdout was piped");
         // the guard owns the child from here, so a failed wait still kills it
+        let (tx, rx) = mpsc::channel();
         let mut server = Server {
             child,
             dir,
             addr: String::new(),
+            lines: rx,
         };
-        let (tx, rx) = mpsc::channel();
         // The reader keeps draining stdout after the line we want, so the
         // server never blocks on a full pipe.
         thread::spawn(move || {
@@ -72,18 +77,25 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
+        server.addr = server.wait_line("listening framed ");
+        server
+    }
+
+    /// The rest of the first stdout line starting with `prefix`, read
+    /// within [`STARTUP`] and [`STARTUP_LINES`].
+    fn wait_line(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + STARTUP;
         for _ in 0..STARTUP_LINES {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
+            let line = self
+                .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("skiffd did not print `listening framed ...`"));
-            if let Some(addr) = line.strip_prefix("listening framed ") {
-                server.addr = addr.trim().to_string();
-                return server;
+                .unwrap_or_else(|_| panic!("skiffd did not print `{prefix}...`"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
             }
         }
-        panic!("skiffd printed {STARTUP_LINES} lines without `listening framed ...`");
+        panic!("skiffd printed {STARTUP_LINES} lines without `{prefix}...`");
     }
 }
 
@@ -108,10 +120,19 @@ fn temp_dir() -> PathBuf {
 
 /// Runs `skiff --addr ADDR swarm ARGS`, bounded by [`RUN_LIMIT`].
 fn swarm(addr: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    swarm_as(addr, args, None)
+}
+
+/// [`swarm`] with `SKIFF_PASSWORD` set to `password`.
+fn swarm_as(addr: &str, args: &[&str], password: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    match password {
+        Some(p) => cmd.env("SKIFF_PASSWORD", p),
+        None => cmd.env_remove("SKIFF_PASSWORD"),
+    };
+    let mut child = cmd
         .args(["--addr", addr, "swarm"])
         .args(args)
-        .env_remove("SKIFF_PASSWORD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -183,6 +204,80 @@ fn open_loop_keeps_its_rate() {
     let n = r["requests"].as_u64().unwrap();
     assert!((900..=1001).contains(&n), "{n} requests: {r}");
     assert_eq!(out.status.code(), Some(0), "{r}");
+}
+
+#[test]
+fn logged_in_mix_of_echo_and_get_checks_md5() {
+    let mut server = Server::start();
+    let password = server.wait_line("created user demo with password ");
+    // a file to fetch, uploaded as the protocol says: put, then data
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let md5: String = Md5::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut c = Client::connect(&server.addr).expect("connect");
+    c.request(json!({"op":"login","user":"demo","password":password}), b"")
+        .expect("login");
+    let put = json!({"op":"put","id":1,"path":"/f","length":data.len(),"md5":md5});
+    let Value::Object(put) = put else {
+        unreachable!()
+    };
+    c.send(put, b"").expect("send put");
+    let ok = c
+        .recv()
+        .expect("put reply")
+        .into_result()
+        .expect("put accepted");
+    assert_eq!(ok.header.u64("offset"), Some(0));
+    let Value::Object(frame) = json!({"op":"data","id":1}) else {
+        unreachable!()
+    };
+    c.send(frame, &data).expect("send data");
+    c.recv()
+        .expect("data reply")
+        .into_result()
+        .expect("upload stored");
+
+    let out = swarm_as(
+        &server.addr,
+        &[
+            "--conns",
+            "10",
+            "--duration",
+            "1s",
+            "--pipeline",
+            "2",
+            "--login",
+            "demo",
+            "--mix",
+            "echo:64=3,get:/f=1",
+            "--json",
+        ],
+        Some(&password),
+    );
+    let r = report(&out);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(out.status.code(), Some(0), "{r}");
+
+    // a wrong password fails every login, and says so
+    let out = swarm_as(
+        &server.addr,
+        &[
+            "--conns",
+            "3",
+            "--duration",
+            "300ms",
+            "--login",
+            "demo",
+            "--json",
+        ],
+        Some("not the password"),
+    );
+    let r = report(&out);
+    assert_eq!(r["errors_by_kind"]["login_auth_failed"], 3, "{r}");
+    assert_eq!(out.status.code(), Some(1), "{r}");
 }
 
 #[test]
