@@ -973,6 +973,14 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_connection_is_small() {
+        // Issue 5's aim is under 1 KiB of server memory per idle client;
+        // this is the state machine's share of it (the reactor adds its
+        // Client wrapper, the kernel the socket).
+        assert!(std::mem::size_of::<Conn>() <= 400, "Conn is {} bytes", std::mem::size_of::<Conn>());
+    }
+
+    #[test]
     fn idle_connection_holds_no_buffers() {
         let mut h = Harness::new(Limits::default());
         for i in 0..10 {
@@ -982,3 +990,4 @@ mod tests {
         assert_eq!(h.conn.buffered_bytes(), 0);
     }
 }
+

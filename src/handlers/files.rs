@@ -392,7 +392,7 @@ pub fn step(
                 AfterHash::Resume(upload) => {
                     // The hasher has seen exactly the kept prefix: the
                     // upload carries on from its state, one pass in all.
-                    let mut upload = *upload;
+                    let mut upload = upload;
                     upload.hasher = hasher;
                     upload.written = len;
                     reply_put(&upload, id, out);
@@ -801,7 +801,7 @@ fn put(
     session.upload = None;
     if kept == 0 {
         reply_put(&upload, header.id.as_ref(), out);
-        session.upload = Some(upload);
+        session.upload = Some(Box::new(upload));
         return Ok(Next::Done);
     }
     debug!(
@@ -836,7 +836,7 @@ fn data(header: &Header, session: &mut Session) -> Result<Next, Refusal> {
         session.upload = Some(upload);
         return Err((Code::BadRequest, message));
     }
-    Ok(Next::Body(Sink::Upload(Box::new(upload))))
+    Ok(Next::Body(Sink::Upload(upload)))
 }
 
 /// The `data` body has ended: verify, then make the file visible.

@@ -133,7 +133,7 @@ pub struct Session {
     /// May run commands (`exec`).
     pub exec: bool,
     /// An upload announced by `put`, waiting for its `data` frame.
-    pub upload: Option<files::Upload>,
+    pub upload: Option<Box<files::Upload>>,
     /// Ids of this connection's commands still running.
     pub running: Vec<Number>,
 }
