@@ -977,7 +977,11 @@ mod tests {
         // Issue 5's aim is under 1 KiB of server memory per idle client;
         // this is the state machine's share of it (the reactor adds its
         // Client wrapper, the kernel the socket).
-        assert!(std::mem::size_of::<Conn>() <= 400, "Conn is {} bytes", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 400,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
     }
 
     #[test]
@@ -990,4 +994,3 @@ mod tests {
         assert_eq!(h.conn.buffered_bytes(), 0);
     }
 }
-
