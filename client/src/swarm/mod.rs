@@ -31,17 +31,17 @@
 //!   ports (and connect() slows down long before), so against a loopback
 //!   target each socket is bound to one of 127.0.0.2, .3, ... (round
 //!   robin, a quarter of the port range each) before a non-blocking
-//!   connect. The
-//!   soft `RLIMIT_NOFILE` is raised to the hard limit; if that still cannot
-//!   hold N connections the swarm says so, runs with what fits and counts
-//!   the rest as `fd_limit` errors.
+//!   connect. The soft `RLIMIT_NOFILE` is raised to the hard limit; if
+//!   that still cannot hold N connections the swarm says so, runs with
+//!   what fits and counts the rest as `fd_limit` errors.
 //! - Closed loop (default): each connection keeps `--pipeline` requests in
 //!   flight; latency counts from the moment a request is queued.
 //!   Open loop (`--rate R`): request k is due at a fixed time (the rate
 //!   ramps up with `--ramp`), goes to the next connection with a free
 //!   slot, and its latency counts from that *intended* time, so a stalled
 //!   server cannot hide its stall by slowing the swarm down (no
-//!   coordinated omission, as in wrk2).
+//!   coordinated omission, as in wrk2). Requests that fell due but never
+//!   found a free slot before the end are reported as `unsent`.
 //! - A connection the server closes, or whose replies break framing or
 //!   carry an unknown id, is not reopened: its requests in flight count
 //!   as errors (`closed`, `bad_frame`, `wrong_id`, `unanswered`), and the
@@ -51,12 +51,17 @@
 //!   errors. Exit code 0 means no error of any kind.
 //!
 //! Is the swarm itself the bottleneck? The report gives the swarm's own
-//! CPU time (getrusage) next to the wall time. The swarm is one thread: at
-//! 90% or more of one core, the numbers measure the swarm, not the server
-//! (the report says so). Then compare with the server's CPU per request
-//! (from its `stats` op): if the server is mostly idle, the limit is the
-//! client. Run the swarm on its own core (`taskset`), or run two swarms
-//! and add up their throughput.
+//! CPU time (getrusage) next to the wall time, and µs of it per request.
+//! The swarm is one thread: at 90% or more of one core the numbers
+//! measure the swarm, not the server (the report says so). Compare with
+//! the server's CPU per request (from its `stats` op, sampled before and
+//! after): if the server is mostly idle while the swarm is busy, the
+//! limit is the client. On a loopback test both share the machine's
+//! cores: swarm CPU + server CPU close to the number of cores means the
+//! machine is the limit; both well below it with high latency means
+//! something else waits (other processes: check the load average). Give
+//! the swarm its own core (`taskset -c 1 skiff swarm ...`, server on
+//! another), or run two swarms and add up their throughput.
 
 mod conn;
 mod mix;
