@@ -272,6 +272,9 @@ impl Report {
         }
         s += "\n";
         match (&self.server, self.server_cpu()) {
+            (Err(why), _) if why.starts_with("auth_required") => {
+                s += &format!("server CPU   n/a ({why}; --login USER samples it too)\n")
+            }
             (Err(why), _) => s += &format!("server CPU   n/a ({why})\n"),
             (Ok(_), None) => s += "server CPU   n/a (stats has no cpu_user_s/cpu_sys_s)\n",
             (Ok(_), Some((c, per))) => {
