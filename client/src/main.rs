@@ -5,6 +5,7 @@
 //! or lost, timeout, a reply that breaks the protocol).
 
 mod cmd;
+mod exec;
 mod files;
 mod shell;
 mod swarm;
@@ -118,6 +119,14 @@ enum Command {
         #[arg(required = true)]
         text: Vec<OsString>,
     },
+    /// Run CMD on the server (sh -c, in the home; needs the exec right);
+    /// exits with its status, 128+N if signal N ended it. Stdin is
+    /// forwarded unless it is a terminal; Ctrl-C cancels the command
+    Exec {
+        /// The command line (words are joined by spaces, as ssh does)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<OsString>,
+    },
     /// Interactive prompt (reads plain lines when stdin is not a terminal)
     Shell(shell::ShellArgs),
     /// Drive the server with many connections and report what it takes
@@ -213,6 +222,19 @@ fn main() {
         Command::Say { ref to, ref text } => {
             let text = join_bytes(text);
             with_login(&cli, |c, push, _| files::say(c, to, &text, push))
+        }
+        Command::Exec { ref cmd } => {
+            let mut status = 0;
+            let code = match String::from_utf8(join_bytes(cmd)) {
+                Ok(cmd) => with_login(&cli, |c, push, out| {
+                    status = exec::one_shot(c, &cmd, push, out)?;
+                    Ok(())
+                }),
+                Err(_) => cmd::report(Err(cmd::CmdError::Usage(
+                    "the command must be UTF-8 text".into(),
+                ))),
+            };
+            if code != 0 { code } else { status }
         }
         Command::Shell(args) => shell::run(
             &cli.addr,

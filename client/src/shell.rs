@@ -10,7 +10,9 @@
 //! Commands live in one table, [`COMMANDS`]: adding one is one entry and
 //! one function. A line starting with
 //! `!` is dispatched to the entry named `"!"` with the rest of the line
-//! untouched, so a future exec command gets the command text verbatim.
+//! untouched: `!CMD` runs CMD on the server (exec) in the session's cwd,
+//! verbatim, with its output as it arrives and an empty stdin; Ctrl-C
+//! cancels it, and its status becomes the shell's.
 //!
 //! On a terminal the prompt has line editing and history (rustyline);
 //! otherwise lines are read plainly from stdin with no prompt, so the
@@ -32,6 +34,7 @@ use rustyline::error::ReadlineError;
 use skiff::client::{Client, Stream};
 
 use crate::cmd::{self, CmdError};
+use crate::exec;
 use crate::files;
 
 /// Options of `skiff shell`.
@@ -187,6 +190,13 @@ pub const COMMANDS: &[Entry] = &[
         run: run_say,
     },
     Entry {
+        name: "!",
+        aliases: &[],
+        usage: "CMD",
+        about: "run CMD on the server in the current directory (needs the exec right)",
+        run: run_exec,
+    },
+    Entry {
         name: "help",
         aliases: &["?"],
         usage: "",
@@ -213,6 +223,9 @@ pub struct Shell {
     client: Option<Client>,
     /// Exit status of the last command, returned when the shell ends.
     status: i32,
+    /// The status a command that succeeded asks for instead of 0 (a
+    /// remote command's own status).
+    exit_status: Option<i32>,
     /// User and password of the last successful login, to log in again
     /// after a redial.
     login: Option<(String, String)>,
@@ -362,7 +375,7 @@ impl Shell {
             Ok(flow) => {
                 // `quit` keeps the status of the command before it, as `exit` does in sh.
                 if flow == Flow::Continue {
-                    self.status = 0;
+                    self.status = self.exit_status.take().unwrap_or(0);
                 }
                 flow
             }
@@ -633,6 +646,33 @@ fn run_say(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     Ok(Flow::Continue)
 }
 
+fn run_exec(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    if line.rest.is_empty() {
+        return Err(CmdError::Usage("!CMD".into()));
+    }
+    // stdout unlocked: a pushed message on stderr must not wait for it.
+    let result = exec::in_session(
+        shell.client()?,
+        &line.rest,
+        &mut io::stdout(),
+        &mut io::stderr(),
+        &mut files::show_push,
+    );
+    match result {
+        Ok(status) => {
+            shell.exit_status = Some(status);
+            Ok(Flow::Continue)
+        }
+        Err(e) => {
+            if matches!(e, CmdError::Output(_)) {
+                // The command's remaining frames are unread.
+                shell.client = None;
+            }
+            Err(e)
+        }
+    }
+}
+
 fn run_help(_shell: &mut Shell, _line: &Line) -> Result<Flow, CmdError> {
     let mut out = io::stdout().lock();
     let synopsis = |e: &Entry| {
@@ -680,6 +720,7 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
         udp_time: args.udp_time,
         client: Some(client),
         status: 0,
+        exit_status: None,
         login: None,
         cwd: "/".into(),
         opts: options.opts,
