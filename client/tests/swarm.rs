@@ -207,7 +207,7 @@ fn open_loop_keeps_its_rate() {
 }
 
 #[test]
-fn logged_in_mix_of_echo_and_get_checks_md5() {
+fn logged_in_mix_of_echo_get_and_exec() {
     let mut server = Server::start();
     let password = server.wait_line("created user demo with password ");
     // a file to fetch, uploaded as the protocol says: put, then data
@@ -251,7 +251,7 @@ fn logged_in_mix_of_echo_and_get_checks_md5() {
             "--login",
             "demo",
             "--mix",
-            "echo:64=3,get:/f=1",
+            "echo:64=3,get:/f=1,exec:true=1",
             "--json",
         ],
         Some(&password),
