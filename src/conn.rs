@@ -419,6 +419,12 @@ impl Conn {
         if ctx.now < self.idle_deadline(ctx.limits) {
             return;
         }
+        if !self.session.running.is_empty() && !self.is_closing() {
+            // A quiet command is not an idle client: its run time is
+            // bounded by --exec-max-time instead.
+            self.last_active = ctx.now;
+            return;
+        }
         match self.state {
             State::Closing(_) => {
                 // The peer would not read its last bytes: give up on them.

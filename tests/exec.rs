@@ -224,3 +224,12 @@ fn rights_and_limits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_quiet_command_outlives_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "300ms"]);
+    let mut c = demo(&server);
+    let r = exec(&mut c, "sleep 1; echo done");
+    assert_eq!(r.out, b"done\n");
+    assert_eq!(r.code, Some(0));
+}
