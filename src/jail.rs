@@ -103,7 +103,7 @@ pub fn io_error(e: &io::Error, virtual_path: &str) -> (Code, String) {
         Code::NotADirectory => "not a directory",
         Code::IsADirectory => "is a directory",
         Code::NotEmpty => "directory not empty",
-        Code::Forbidden => "leads outside your home",
+        Code::Forbidden => "not accessible (it leads outside your home, or permission is denied)",
         _ => "file system error",
     };
     (code, format!("{virtual_path}: {what}"))

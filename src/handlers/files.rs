@@ -72,8 +72,10 @@ impl Account {
         let authority = cap_std::ambient_authority();
         let home_path = crate::users::UserDb::home(data_dir, user);
         let partial_path = data_dir.join("partial").join(user);
+        // Private like the homes: partial uploads are user data too.
+        use std::os::unix::fs::DirBuilderExt;
         for p in [&home_path, &partial_path] {
-            std::fs::create_dir_all(p)?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p)?;
         }
         let home = Dir::open_ambient_dir(&home_path, authority)?;
         let partial = Dir::open_ambient_dir(&partial_path, authority)?;
