@@ -75,7 +75,10 @@ impl Account {
         // Private like the homes: partial uploads are user data too.
         use std::os::unix::fs::DirBuilderExt;
         for p in [&home_path, &partial_path] {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(p)?;
         }
         let home = Dir::open_ambient_dir(&home_path, authority)?;
         let partial = Dir::open_ambient_dir(&partial_path, authority)?;
