@@ -165,6 +165,7 @@ impl ServeArgs {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
+    sys::return_large_frees_to_os();
     let mut config = args.config()?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;

@@ -108,6 +108,20 @@ pub fn strftime_local(format: &str, max: usize) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
+/// Makes glibc hand large blocks (argon2's 4 MiB working area, big
+/// output buffers) back to the kernel when they are freed. By default
+/// glibc raises its mmap threshold after the first such free, and later
+/// large blocks then stay resident on the heap for good: an idle server
+/// would keep a login's 4 MiB forever.
+pub fn return_large_frees_to_os() {
+    // SAFETY: mallopt only changes allocator tuning; setting the threshold
+    // also turns off its dynamic adjustment. It is called once, at startup,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Opens a pidfd for `pid`: a descriptor that becomes readable when the
 /// process exits, so child exits arrive through the poll like any socket
 /// (Linux 5.3+).
