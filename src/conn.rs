@@ -319,9 +319,9 @@ impl Conn {
                 job: Job::Hash(_), ..
             } => true,
             State::Busy {
-                job: Job::Send { .. },
+                job: Job::Send { zero_copy, .. },
                 ..
-            } => self.out.len() <= limits.out_low,
+            } => !zero_copy && self.out.len() <= limits.out_low,
             State::Busy {
                 job: Job::Delay { until, .. },
                 ..
@@ -343,13 +343,68 @@ impl Conn {
                 let id = id.take();
                 self.set_state(State::Busy { id, job: next });
             }
-            Step::Done => {
-                self.set_state(State::Idle);
-                self.emit_pushed();
-                self.consume_buffered(ctx);
-                self.settle_eof();
-            }
+            Step::Done => self.finish_job(ctx),
             Step::Close(why) => self.close(why),
+        }
+    }
+
+    /// The job is done: pushed frames go out, then waiting requests run.
+    fn finish_job(&mut self, ctx: &mut Ctx) {
+        self.set_state(State::Idle);
+        self.emit_pushed();
+        self.consume_buffered(ctx);
+        self.settle_eof();
+    }
+
+    /// A file whose bytes the socket should take straight from the page
+    /// cache (`sendfile`), and how many: only once every queued byte before
+    /// it (the `get` reply header) is written.
+    pub fn file_to_send(&self) -> Option<(&std::fs::File, u64)> {
+        match &self.state {
+            State::Busy {
+                job:
+                    Job::Send {
+                        file,
+                        remaining,
+                        zero_copy: true,
+                    },
+                ..
+            } if self.out.is_empty() => Some((file, *remaining)),
+            _ => None,
+        }
+    }
+
+    /// The socket took `n` bytes of [`Conn::file_to_send`]; 0 means the
+    /// file ended early (it shrank), which leaves the stream out of sync.
+    pub fn handle_file_sent(&mut self, n: usize, ctx: &mut Ctx) {
+        let State::Busy {
+            job: Job::Send { remaining, .. },
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        if n == 0 {
+            info!("conn {}: file ended early during get", self.key);
+            self.close("file changed during get");
+            return;
+        }
+        self.last_active = ctx.now;
+        *remaining = remaining.saturating_sub(n as u64);
+        if *remaining == 0 {
+            self.finish_job(ctx);
+        }
+    }
+
+    /// The socket cannot take a file directly: copy through the buffer.
+    pub fn zero_copy_unavailable(&mut self) {
+        if let State::Busy {
+            job: Job::Send { zero_copy, .. },
+            ..
+        } = &mut self.state
+        {
+            debug!("conn {}: no sendfile here; copying instead", self.key);
+            *zero_copy = false;
         }
     }
 

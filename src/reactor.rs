@@ -165,6 +165,14 @@ enum Stream {
 }
 
 impl Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,
@@ -253,8 +261,14 @@ impl Client {
             }
     }
 
+    /// Bytes wait for the socket: queued output, or a file to send.
+    fn wants_write(&self) -> bool {
+        !self.output().is_empty()
+            || matches!(&self.engine, Engine::Framed(c) if c.file_to_send().is_some())
+    }
+
     fn desired_interest(&self, limits: &Limits) -> Interest {
-        match (self.wants_read(limits), !self.output().is_empty()) {
+        match (self.wants_read(limits), self.wants_write()) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
             // Nothing to wait for but the peer hanging up.
@@ -732,7 +746,7 @@ impl Reactor {
             return;
         }
         let more_to_read = client.readable && client.wants_read(limits);
-        let more_to_write = client.writable && !client.output().is_empty();
+        let more_to_write = client.writable && client.wants_write();
         let more_work =
             matches!(&client.engine, Engine::Framed(c) if c.has_work(Instant::now(), limits));
         if (more_to_read || more_to_write || more_work) && !client.queued {
@@ -1245,7 +1259,10 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
     while client.writable && *budget > 0 && client.broken.is_none() {
         let out = client.engine.output();
         if out.is_empty() {
-            return;
+            if !send_file(k, client, env, budget) {
+                return;
+            }
+            continue;
         }
         let n = out.len().min(*budget);
         match client.stream.write(&out[..n]) {
@@ -1270,6 +1287,50 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
             Err(e) => client.broken = Some(format!("write: {e}")),
         }
     }
+}
+
+/// Moves a `get` body from the file to the socket inside the kernel.
+/// Returns false when there is nothing to send this way.
+fn send_file(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) -> bool {
+    let Client {
+        stream,
+        engine: Engine::Framed(c),
+        ..
+    } = client
+    else {
+        return false;
+    };
+    let Some((file, remaining)) = c.file_to_send() else {
+        return false;
+    };
+    let count = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(*budget);
+    let sent = crate::sys::sendfile(stream.as_fd(), std::os::fd::AsFd::as_fd(file), count);
+    let now = Instant::now();
+    match sent {
+        Ok(n) => {
+            *budget = budget.saturating_sub(n.max(1));
+            env.stats.bytes_out += n as u64;
+            c.handle_file_sent(n, &mut env.ctx(now));
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            debug!("conn {k}: socket full during sendfile");
+            client.writable = false;
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            c.zero_copy_unavailable();
+            return false;
+        }
+        Err(e) => client.broken = Some(format!("sendfile: {e}")),
+    }
+    true
 }
 
 /// Puts the client's deadline in the heap unless an earlier one is there.

@@ -122,6 +122,30 @@ pub fn return_large_frees_to_os() {
     }
 }
 
+/// Copies up to `count` bytes from `file` (at its offset, which advances)
+/// to `socket` inside the kernel: no copy through user space.
+pub fn sendfile(
+    socket: std::os::fd::BorrowedFd,
+    file: std::os::fd::BorrowedFd,
+    count: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are borrowed, so open for the whole call; a
+    // null offset tells the kernel to use and advance the file's own.
+    let n = unsafe {
+        libc::sendfile(
+            socket.as_raw_fd(),
+            file.as_raw_fd(),
+            std::ptr::null_mut(),
+            count,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Opens a pidfd for `pid`: a descriptor that becomes readable when the
 /// process exits, so child exits arrive through the poll like any socket
 /// (Linux 5.3+).

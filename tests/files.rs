@@ -634,3 +634,33 @@ fn first_start_creates_demo_once() {
             .is_err()
     );
 }
+
+#[test]
+fn requests_pipelined_behind_a_get_are_answered_after_its_body() {
+    let server = server_with_users("64M");
+    let mut c = login(&server, "alice");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    put(&mut c, "f", &bytes).unwrap();
+    // get twice (the second is served from the MD5 cache) and an echo,
+    // all in one write: replies must come whole and in order
+    let mut batch = Vec::new();
+    for (id, op) in [(900, "get"), (901, "get")] {
+        skiff::frame::encode_header(&mut batch, &json!({"op":op,"id":id,"path":"f"})).unwrap();
+    }
+    skiff::frame::encode_header(&mut batch, &json!({"op":"echo","id":902,"size":4})).unwrap();
+    batch.extend_from_slice(b"tail");
+    c.send_raw(&batch).unwrap();
+    for id in [900u64, 901] {
+        let f = c.recv().unwrap();
+        assert_eq!(f.header.id.as_ref().and_then(|n| n.as_u64()), Some(id));
+        assert!(f.body == bytes, "get {id} body differs");
+    }
+    let f = c.recv().unwrap();
+    assert_eq!(
+        (
+            f.header.id.as_ref().and_then(|n| n.as_u64()),
+            f.body.as_slice()
+        ),
+        (Some(902), &b"tail"[..])
+    );
+}

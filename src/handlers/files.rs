@@ -244,12 +244,16 @@ impl Upload {
 pub enum Job {
     /// Hashing a file before the reply can be written.
     Hash(Box<HashJob>),
-    /// Sending a file's bytes as the socket takes them.
+    /// Sending a file's bytes as the socket takes them: straight from the
+    /// page cache with `sendfile(2)` by the reactor when `zero_copy`, else
+    /// copied through the output buffer a buffer-full per turn.
     Send {
         /// The file, positioned at the next byte to send.
         file: File,
         /// Bytes still to send.
         remaining: u64,
+        /// The reactor moves the bytes without copying them.
+        zero_copy: bool,
     },
     /// A reply held back until a time (login throttling).
     Delay {
@@ -317,7 +321,12 @@ pub fn step(
             out.append(reply);
             Step::Done
         }
-        Job::Send { file, remaining } => {
+        Job::Send {
+            zero_copy: true, ..
+        } => Step::More, // the reactor's turn
+        Job::Send {
+            file, remaining, ..
+        } => {
             while *remaining > 0 && out.len() < ctx.limits.out_high {
                 let n = SEND_CHUNK.min(usize::try_from(*remaining).unwrap_or(SEND_CHUNK));
                 let start = out.len();
@@ -434,6 +443,7 @@ fn start_send(
         Step::Then(Job::Send {
             file,
             remaining: size,
+            zero_copy: true,
         })
     }
 }
