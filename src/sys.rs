@@ -146,6 +146,23 @@ pub fn sendfile(
     Ok(n as usize)
 }
 
+/// Asks the kernel to start writing a file range to disk without waiting
+/// for it (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Best effort: an
+/// error only means the later fsync has more to do.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is borrowed from a live File for the call;
+    // the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Opens a pidfd for `pid`: a descriptor that becomes readable when the
 /// process exits, so child exits arrive through the poll like any socket
 /// (Linux 5.3+).

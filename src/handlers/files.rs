@@ -38,6 +38,8 @@ use crate::jail;
 const HASH_STEP: usize = 1 << 20;
 /// Bytes read from a file per `read` while sending.
 const SEND_CHUNK: usize = 64 * 1024;
+/// Bytes of an upload handed to writeback at a time.
+const WRITEBACK_STEP: u64 = 8 << 20;
 /// Cached MD5s kept at most (one entry is ~64 bytes).
 const MD5_CACHE_MAX: usize = 65536;
 
@@ -232,7 +234,15 @@ impl Upload {
         match self.file.write_all(chunk) {
             Ok(()) => {
                 self.hasher.update(chunk);
+                let before = self.written;
                 self.written += chunk.len() as u64;
+                // Start writing each finished 8 MiB to disk now, so the
+                // fsync before the rename finds little left to do: a 1 GiB
+                // upload does not end in a long stall of the loop.
+                if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
+                    let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
+                    crate::sys::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
+                }
             }
             Err(e) => self.failed = Some(e),
         }
