@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# exec (mini ssh) over loopback: spawn rate, output streaming throughput,
+# and server RSS while a client refuses to read.
+#
+#   scripts/bench-exec.sh [RUNS] [STREAM_MIB]    (default: 3 runs, 1024 MiB)
+#
+# Each run, interleaved so every ratio comes from one run:
+#   spawn-local   `for i in $(seq 500); do sh -c true; done` in bash
+#   spawn-remote  `exec true` back to back on one connection for 5 s
+#                 (Python client: send exec, wait for its exit frame)
+#   pipe-local    `head -c SIZE /dev/zero | cat >/dev/null`
+#   pipe-remote   exec `head -c SIZE /dev/zero`, client reads and discards
+#                 the out frames until exit (server CPU from /proc/PID/stat)
+#   stall         exec `yes`, the client reads nothing for 10 s: server
+#                 VmRSS sampled every 50 ms (max); then cancel and drain
+# Binary: SKIFFD (default target/release/skiffd); a fresh server per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+STREAM_MIB=${2:-1024}
+export SKIFFD=${SKIFFD:-$PWD/target/release/skiffd}
+export WORK=${WORK:-/tmp/bench-exec}
+export RUNS STREAM_MIB
+exec python3 - <<'PY'
+import faulthandler, json, os, re, shutil, socket, statistics, struct, subprocess, sys, threading, time
+faulthandler.dump_traceback_later(int(os.environ.get("BENCH_WATCHDOG", "900")), exit=True)
+
+SKIFFD, WORK = os.environ["SKIFFD"], os.environ["WORK"]
+RUNS, SIZE = int(os.environ["RUNS"]), int(os.environ["STREAM_MIB"]) << 20
+TICK = os.sysconf("SC_CLK_TCK")
+MB = 1e6
+DATA = os.path.join(WORK, "data")
+os.makedirs(WORK, exist_ok=True)
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+def send(s, header, body=b""):
+    h = json.dumps(dict(header, size=len(body))).encode()
+    s.sendall(struct.pack("!I", len(h)) + h + body)
+
+class Reader:
+    """Frames from a socket, read in big gulps."""
+    def __init__(self, s):
+        self.s, self.buf, self.pos = s, bytearray(), 0
+    def fill(self, n):
+        while len(self.buf) - self.pos < n:
+            if self.pos > (1 << 20):
+                del self.buf[: self.pos]; self.pos = 0
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+    def frame(self):
+        """(header, body length) -- the body is skipped, not kept."""
+        self.fill(4)
+        (n,) = struct.unpack_from("!I", self.buf, self.pos)
+        self.fill(4 + n)
+        h = json.loads(bytes(self.buf[self.pos + 4 : self.pos + 4 + n]))
+        self.pos += 4 + n
+        size = h.get("size", 0)
+        have = min(size, len(self.buf) - self.pos)
+        self.pos += have
+        left = size - have
+        if left:
+            del self.buf[: self.pos]; self.pos = 0
+            while left:
+                chunk = self.s.recv(min(left, 1 << 20))
+                if not chunk:
+                    raise ConnectionError("closed")
+                left -= len(chunk)
+        return h, size
+
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+def start_server():
+    shutil.rmtree(DATA, ignore_errors=True)
+    subprocess.run([SKIFFD, "user", "add", "bench", "--exec", "--password-stdin", "--data-dir", DATA],
+                   input="pw\n", text=True, check=True, capture_output=True)
+    p = subprocess.Popen([SKIFFD, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in p.stdout:
+        m = re.search(r"listening framed 127\.0\.0\.1:(\d+)", line)
+        if m:
+            break
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+    return p, int(m.group(1))
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    r = Reader(s)
+    send(s, {"op": "login", "id": 0, "user": "bench", "password": "pw"})
+    h, _ = r.frame()
+    assert h["op"] == "ok", h
+    return s, r
+
+def run_to_exit(s, r, i, cmd):
+    send(s, {"op": "exec", "id": i, "cmd": cmd})
+    out = 0
+    while True:
+        h, n = r.frame()
+        if h["op"] == "exit":
+            assert h.get("code") == 0, h
+            return out
+        if h["op"] in ("out", "err"):
+            out += n
+        else:
+            raise RuntimeError(h)
+
+def spawn_remote(port, secs=5.0):
+    s, r = connect(port)
+    run_to_exit(s, r, 1, "true")  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < secs:
+        run_to_exit(s, r, n + 2, "true")
+        n += 1
+    dt = time.perf_counter() - t0
+    s.close()
+    return n / dt
+
+def spawn_local(n=500):
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", f"for i in $(seq {n}); do sh -c true; done"], check=True)
+    return n / (time.perf_counter() - t0)
+
+def pipe_local():
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", f"head -c {SIZE} /dev/zero | cat >/dev/null"], check=True)
+    return SIZE / (time.perf_counter() - t0) / MB
+
+def pipe_remote(port, pid):
+    s, r = connect(port)
+    c0, t0 = cpu(pid), time.perf_counter()
+    got = run_to_exit(s, r, 1, f"head -c {SIZE} /dev/zero")
+    dt, c = time.perf_counter() - t0, cpu(pid) - c0
+    assert got == SIZE, got
+    s.close()
+    return SIZE / dt / MB, c
+
+def stall(port, pid, secs=10.0):
+    s, r = connect(port)
+    base = rss(pid)
+    send(s, {"op": "exec", "id": 1, "cmd": "yes"})
+    mx, t0 = 0, time.time()
+    while time.time() - t0 < secs:
+        mx = max(mx, rss(pid))
+        time.sleep(0.05)
+    send(s, {"op": "cancel", "id": 1})
+    while True:  # drain to the exit frame
+        h, _ = r.frame()
+        if h["op"] == "exit":
+            break
+    after = rss(pid)
+    s.close()
+    return base / 1024, mx / 1024, after / 1024
+
+rows = []
+for run in range(1, RUNS + 1):
+    srv, port = start_server()
+    pid = srv.pid
+    x = {}
+    try:
+        x["spawn_local_per_s"] = spawn_local()
+        c0 = cpu(pid)
+        x["spawn_remote_per_s"] = spawn_remote(port)
+        x["spawn_remote_server_cpu_s"] = cpu(pid) - c0
+        x["spawn_local2_per_s"] = spawn_local()
+        x["pipe_local_MBps"] = pipe_local()
+        x["pipe_remote_MBps"], x["pipe_remote_server_cpu_s"] = pipe_remote(port, pid)
+        x["pipe_local2_MBps"] = pipe_local()
+        x["stall_rss_before_MiB"], x["stall_rss_max_MiB"], x["stall_rss_after_MiB"] = stall(port, pid)
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                x["VmHWM_MiB"] = int(line.split()[1]) / 1024
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
+    loc_spawn = (x["spawn_local_per_s"] + x["spawn_local2_per_s"]) / 2
+    loc_pipe = (x["pipe_local_MBps"] + x["pipe_local2_MBps"]) / 2
+    x["spawn_ratio"] = x["spawn_remote_per_s"] / loc_spawn
+    x["pipe_ratio"] = x["pipe_remote_MBps"] / loc_pipe
+    log(f"run {run}: " + json.dumps({k: round(v, 3) for k, v in x.items()}))
+    rows.append(x)
+
+print("| figure | median | runs |")
+print("|---|---|---|")
+for k in rows[0]:
+    vals = [r[k] for r in rows]
+    print(f"| {k} | {statistics.median(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)} |")
+PY
