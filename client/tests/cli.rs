@@ -6,212 +6,46 @@
 //! against that server instead (it must take the same arguments and print
 //! the same `listening ...` lines).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-/// How long the server may take to report its listeners.
-const STARTUP: Duration = Duration::from_secs(10);
-/// Most stdout lines read while waiting for the listeners.
-const STARTUP_LINES: usize = 50;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Server, data_dir_with_users, run, skiff_command, skiffd, success_stdout};
+
 /// How long one `skiff` run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
 /// A user every server has (`stats` needs a login), and its password.
 const USER: &str = "tester";
 const PASSWORD: &str = "tester-password";
 
-/// A running server, killed when the test ends however it ends.
-struct Server {
-    /// The skiffd process.
-    child: Child,
-    /// Its data directory, removed on drop.
-    dir: PathBuf,
-    /// Listener name (`framed`, `udp-time`, ...) to address.
-    addrs: HashMap<String, String>,
-}
-
 impl Server {
-    /// Starts skiffd on port 0 everywhere and waits for its listeners.
+    /// Creates [`USER`], then starts skiffd on port 0 everywhere and waits
+    /// for the listeners every test needs.
     fn start() -> Server {
         let bin = skiffd();
-        let dir = temp_dir();
-        let added = run(
-            Command::new(&bin)
-                .args(["user", "add", USER, "--password-stdin", "--data-dir"])
-                .arg(&dir),
-            format!("{PASSWORD}\n").as_bytes(),
-        );
-        assert!(added.status.success(), "skiffd user add: {added:?}");
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--udp-time", "127.0.0.1:0"])
-            .args(["--udp-echo", "127.0.0.1:0"])
-            .args(["--raw-echo", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("stdout was piped");
-        // From here on the guard owns the child, so a failed wait kills it.
-        let mut server = Server {
-            child,
+        let dir = data_dir_with_users(&bin, &[&[USER]], PASSWORD, RUN_LIMIT);
+        Server::serve(
+            &bin,
             dir,
-            addrs: HashMap::new(),
-        };
-        server.addrs = read_listeners(stdout);
-        server
+            &[
+                "--udp-time",
+                "127.0.0.1:0",
+                "--udp-echo",
+                "127.0.0.1:0",
+                "--raw-echo",
+                "127.0.0.1:0",
+            ],
+            Stdio::inherit(),
+            &["udp-time", "udp-echo"],
+        )
     }
-
-    /// The address of one listener.
-    fn addr(&self, name: &str) -> &str {
-        &self.addrs[name]
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Listeners every test needs before it may start.
-const NEEDED: [&str; 3] = ["framed", "udp-time", "udp-echo"];
-
-/// Reads `listening NAME ADDR` lines on a helper thread (a blocking read
-/// cannot time out) until every [`NEEDED`] listener is known, bounded in
-/// lines and in time. The thread then keeps draining stdout so the server
-/// never blocks writing to a full pipe.
-fn read_listeners(stdout: ChildStdout) -> HashMap<String, String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // After startup nobody listens: the line is dropped, the pipe still drained.
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + STARTUP;
-    let mut addrs = HashMap::new();
-    let mut seen = Vec::new();
-    for _ in 0..STARTUP_LINES {
-        if NEEDED.iter().all(|n| addrs.contains_key(*n)) {
-            return addrs;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(e) => panic!("skiffd did not report its listeners ({e:?}); it printed: {seen:?}"),
-        };
-        let mut words = line.split_whitespace();
-        if let (Some("listening"), Some(name), Some(addr)) =
-            (words.next(), words.next(), words.next())
-        {
-            addrs.insert(name.to_string(), addr.to_string());
-        }
-        seen.push(line);
-    }
-    if NEEDED.iter().all(|n| addrs.contains_key(*n)) {
-        return addrs;
-    }
-    panic!("skiffd did not report {NEEDED:?} in {STARTUP_LINES} lines: {seen:?}");
-}
-
-/// The server binary: `$SKIFFD`, or `skiffd` next to `skiff`.
-fn skiffd() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SKIFFD") {
-        return bin.into();
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace`, which builds skiffd too",
-        bin.display()
-    );
-    bin
-}
-
-/// A fresh, unique directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "skiff-cli-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
 }
 
 /// Runs `skiff` with `args` and `stdin`, bounded by [`RUN_LIMIT`]; the
 /// password of [`USER`] is in SKIFF_PASSWORD.
 fn skiff(args: &[&str], stdin: &[u8]) -> Output {
-    run(
-        Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(args)
-            // A SKIFF_ADDR or SKIFF_USER in the caller's environment must not leak in.
-            .env_remove("SKIFF_ADDR")
-            .env_remove("SKIFF_USER")
-            .env("SKIFF_PASSWORD", PASSWORD),
-        stdin,
-    )
-}
-
-/// Runs a command with `stdin`, bounded by [`RUN_LIMIT`].
-fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start command");
-    let mut input = child.stdin.take().expect("stdin was piped");
-    let stdin = stdin.to_vec();
-    // Writing and reading on other threads, so neither side's full pipe can
-    // stall the other while we poll for exit.
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = drain(child.stdout.take().expect("stdout was piped"));
-    let err = drain(child.stderr.take().expect("stderr was piped"));
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for skiff") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
+    run(&mut skiff_command(args, Some(PASSWORD)), stdin, RUN_LIMIT)
 }
 
 /// Runs `skiff`, asserts success, and returns stdout as text.
@@ -221,20 +55,13 @@ fn ok(args: &[&str]) -> String {
 
 /// [`ok`] with input on stdin.
 fn ok_with_stdin(args: &[&str], stdin: &[u8]) -> String {
-    let out = skiff(args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "skiff {args:?} failed ({}): {stderr}",
-        out.status
-    );
-    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    success_stdout(args, skiff(args, stdin))
 }
 
 #[test]
 fn hello_reports_the_protocol() {
     let server = Server::start();
-    let out = ok(&["--addr", server.addr("framed"), "hello"]);
+    let out = ok(&["--addr", &server.addr, "hello"]);
     assert!(out.contains("proto: 1\n"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("server: ")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("version: ")), "{out}");
@@ -251,7 +78,7 @@ fn hello_reports_the_protocol() {
 #[test]
 fn echo_prints_the_body_and_a_newline() {
     let server = Server::start();
-    let addr = server.addr("framed");
+    let addr = &server.addr;
     assert_eq!(
         ok(&["--addr", addr, "echo", "hello, World"]),
         "hello, World\n"
@@ -269,7 +96,7 @@ fn address_comes_from_the_environment_too() {
     let server = Server::start();
     let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["echo", "via env"])
-        .env("SKIFF_ADDR", server.addr("framed"))
+        .env("SKIFF_ADDR", &server.addr)
         .stdin(Stdio::null())
         .output()
         .expect("run skiff");
@@ -280,7 +107,7 @@ fn address_comes_from_the_environment_too() {
 #[test]
 fn time_and_udp_echo() {
     let server = Server::start();
-    let udp = server.addr("udp-time");
+    let udp = server.listener("udp-time");
     let year = Command::new("date").arg("+%Y").output().expect("run date");
     let year = String::from_utf8_lossy(&year.stdout).trim().to_string();
     assert_eq!(
@@ -294,7 +121,7 @@ fn time_and_udp_echo() {
     assert_eq!(&now[4..5], "-", "{now:?}");
     assert_eq!(&now[13..14], ":", "{now:?}");
 
-    let echo = server.addr("udp-echo");
+    let echo = server.listener("udp-echo");
     assert_eq!(
         ok(&["udp-echo", "--udp", echo, "ping", "pong"]),
         "ping pong\n"
@@ -304,7 +131,7 @@ fn time_and_udp_echo() {
 #[test]
 fn stats_pretty_and_json() {
     let server = Server::start();
-    let addr = server.addr("framed");
+    let addr = &server.addr;
     // Without a login the server refuses, and says why.
     let out = skiff(&["--addr", addr, "stats"], b"");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -336,7 +163,7 @@ fn stats_pretty_and_json() {
 fn shell_reads_commands_from_a_pipe() {
     let server = Server::start();
     let out = ok_with_stdin(
-        &["--addr", server.addr("framed"), "shell"],
+        &["--addr", &server.addr, "shell"],
         b"echo hi\necho --upper 'a  b'\nquit\necho never\n",
     );
     assert_eq!(out, "hi\nA  B\n");
@@ -344,10 +171,10 @@ fn shell_reads_commands_from_a_pipe() {
     let out = ok_with_stdin(
         &[
             "--addr",
-            server.addr("framed"),
+            &server.addr,
             "shell",
             "--udp",
-            server.addr("udp-time"),
+            server.listener("udp-time"),
         ],
         b"hello\n\n# a comment\ntime %Y\nhelp\n",
     );
@@ -359,7 +186,7 @@ fn shell_reads_commands_from_a_pipe() {
 fn shell_reports_errors_and_keeps_going() {
     let server = Server::start();
     let out = skiff(
-        &["--addr", server.addr("framed"), "shell"],
+        &["--addr", &server.addr, "shell"],
         b"frobnicate\necho still here\n",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -369,7 +196,7 @@ fn shell_reports_errors_and_keeps_going() {
     // The status is that of the last command, which succeeded.
     assert!(out.status.success());
 
-    let out = skiff(&["--addr", server.addr("framed"), "shell"], b"bogus\n");
+    let out = skiff(&["--addr", &server.addr, "shell"], b"bogus\n");
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -6,11 +6,10 @@
 //! Run with `cargo test --workspace`, which builds `skiffd` next to
 //! `skiff`; `SKIFFD` may name another server binary.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+mod common;
+
+use std::io::Write;
+use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,68 +17,24 @@ use md5::{Digest, Md5};
 use serde_json::json;
 use skiff::client::Client;
 
-/// How long the server may take to report its listener.
-const STARTUP: Duration = Duration::from_secs(10);
-/// Most stdout lines read while waiting for it.
-const STARTUP_LINES: usize = 50;
+use common::{
+    Guard, Server, TempDir, data_dir_with_users, drain, lines, run, skiff_command, skiffd,
+    success_stdout,
+};
+
 /// How long one `skiff` (or `skiffd user add`) run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// The test users' password.
 const PASSWORD: &str = "s3cret pass";
 
-/// A running server over its own data directory; killed and removed on
-/// drop, however the test ends.
-struct Server {
-    child: Option<Child>,
-    dir: PathBuf,
-    addr: String,
-}
-
 impl Server {
     /// Creates `alice` (10M quota, exec) and `bob` (no quota), then serves
     /// the framed protocol on a free loopback port.
     fn start() -> Server {
-        let dir = temp_dir("data");
-        let mut server = Server {
-            child: None,
-            dir,
-            addr: String::new(),
-        };
-        server.add_user(&["alice", "--quota", "10M", "--exec"]);
-        server.add_user(&["bob"]);
         let bin = skiffd();
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&server.dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("stdout was piped");
-        server.child = Some(child);
-        server.addr = read_framed_addr(stdout);
-        server
-    }
-
-    /// `skiffd user add NAME ARGS... --password-stdin --data-dir DIR`.
-    fn add_user(&self, args: &[&str]) {
-        let out = run(
-            Command::new(skiffd())
-                .args(["user", "add"])
-                .args(args)
-                .arg("--password-stdin")
-                .arg("--data-dir")
-                .arg(&self.dir),
-            format!("{PASSWORD}\n").as_bytes(),
-        );
-        assert!(
-            out.status.success(),
-            "skiffd user add {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let users: &[&[&str]] = &[&["alice", "--quota", "10M", "--exec"], &["bob"]];
+        let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
+        Server::serve(&bin, dir, &[], Stdio::null(), &[])
     }
 
     /// Runs `skiff --addr ADDR --user alice ARGS`, password from the
@@ -92,16 +47,8 @@ impl Server {
 
     /// [`Server::alice`], asserting success; returns stdout.
     fn alice_ok(&self, args: &[&str]) -> String {
-        let out = self.alice(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8 output")
+        success_stdout(args, self.alice(args))
     }
-
     /// A library connection logged in as `user`.
     fn login(&self, user: &str) -> Client {
         let mut c = Client::connect(&self.addr).expect("connect");
@@ -114,92 +61,6 @@ impl Server {
         )
         .expect("login");
         c
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Reads stdout on a helper thread until `listening framed ADDR`, bounded
-/// in time and lines; the thread then keeps draining the pipe.
-fn read_framed_addr(stdout: ChildStdout) -> String {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + STARTUP;
-    let mut seen = Vec::new();
-    for _ in 0..STARTUP_LINES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("skiffd did not say where it listens ({e:?}): {seen:?}"));
-        if let Some(addr) = line.strip_prefix("listening framed ") {
-            return addr.trim().to_string();
-        }
-        seen.push(line);
-    }
-    panic!("no `listening framed` line in {STARTUP_LINES} lines: {seen:?}");
-}
-
-/// The server binary: `$SKIFFD`, or `skiffd` next to `skiff`.
-fn skiffd() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SKIFFD") {
-        return bin.into();
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace`, which builds skiffd too",
-        bin.display()
-    );
-    bin
-}
-
-/// A fresh, unique directory under the system temp dir.
-fn temp_dir(what: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "skiff-files-test-{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
-/// A local scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch(temp_dir("local"))
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn str(&self, name: &str) -> String {
-        self.path(name)
-            .to_str()
-            .expect("UTF-8 temp path")
-            .to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -218,67 +79,9 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Runs a command with `stdin`, bounded by [`RUN_LIMIT`].
-fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start command");
-    let mut input = child.stdin.take().expect("stdin was piped");
-    let stdin = stdin.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = drain(child.stdout.take().expect("stdout was piped"));
-    let err = drain(child.stderr.take().expect("stderr was piped"));
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let _ = writer.join();
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// A `skiff` command with a clean environment: no address, user or
-/// password leaks in from the caller; `password` sets SKIFF_PASSWORD.
-fn skiff_command(args: &[&str], password: Option<&str>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-    cmd.args(args)
-        .env_remove("SKIFF_ADDR")
-        .env_remove("SKIFF_USER")
-        .env_remove("SKIFF_PASSWORD");
-    if let Some(p) = password {
-        cmd.env("SKIFF_PASSWORD", p);
-    }
-    cmd
-}
-
-/// Runs `skiff` with `args` and `stdin`.
+/// Runs `skiff` with `args` and `stdin`, bounded by [`RUN_LIMIT`].
 fn skiff(args: &[&str], stdin: &[u8], password: Option<&str>) -> Output {
-    run(&mut skiff_command(args, password), stdin)
+    run(&mut skiff_command(args, password), stdin, RUN_LIMIT)
 }
 
 fn stderr(out: &Output) -> String {
@@ -302,7 +105,7 @@ fn names(ls: &str) -> Vec<&str> {
 #[test]
 fn put_then_get_round_trips_three_mib() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     let data = random_bytes(3 << 20 | 12345, 7);
     std::fs::write(local.path("big.bin"), &data).unwrap();
 
@@ -329,7 +132,7 @@ fn put_then_get_round_trips_three_mib() {
 #[test]
 fn directories_ls_cd_pwd_mkdir_rm() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     std::fs::write(local.path("note.txt"), b"hello\n").unwrap();
 
     server.alice_ok(&["mkdir", "docs"]);
@@ -382,7 +185,7 @@ fn directories_ls_cd_pwd_mkdir_rm() {
 #[test]
 fn over_quota_is_refused_and_stores_nothing() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     std::fs::write(local.path("huge.bin"), random_bytes(11 << 20, 3)).unwrap();
     let out = server.alice(&["put", &local.str("huge.bin")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -398,7 +201,7 @@ fn over_quota_is_refused_and_stores_nothing() {
 #[test]
 fn missing_file_and_bad_password() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     let out = server.alice(&["get", "nope.txt", &local.str("nope.txt")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -429,7 +232,7 @@ fn missing_file_and_bad_password() {
 #[test]
 fn get_resumes_from_a_part_file() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     let data = random_bytes((2 << 20) + 777, 11);
     std::fs::write(local.path("src.bin"), &data).unwrap();
     server.alice_ok(&["put", &local.str("src.bin"), "r.bin"]);
@@ -467,7 +270,7 @@ fn get_resumes_from_a_part_file() {
 #[test]
 fn interrupted_put_resumes() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     let data = random_bytes((3 << 20) + 5, 5);
     std::fs::write(local.path("cut.bin"), &data).unwrap();
     let half = data.len() / 2;
@@ -530,7 +333,7 @@ fn interrupted_put_resumes() {
 #[test]
 fn shell_fed_by_stdin_logs_in_and_transfers() {
     let server = Server::start();
-    let local = Scratch::new();
+    let local = TempDir::new("local");
     let data = random_bytes(300_000, 9);
     std::fs::write(local.path("up.bin"), &data).unwrap();
     // The password is the line after `login`.
@@ -588,16 +391,9 @@ fn messages_reach_the_shell_and_one_shot_say_sends() {
     .spawn()
     .expect("start skiff shell");
     let mut stdin = child.stdin.take().expect("stdin");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
+    let rx = lines(child.stdout.take().expect("stdout"));
     let err = drain(child.stderr.take().expect("stderr"));
-    let mut guard = KillOnDrop(child);
+    let mut guard = Guard(child);
     let wait_line = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -627,14 +423,4 @@ fn messages_reach_the_shell_and_one_shot_say_sends() {
     }
     let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
     assert!(err.contains("[bob] hi alice"), "{err}");
-}
-
-/// Kills a child process if a test fails while it runs.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -4,118 +4,38 @@
 //! Run with `cargo test --workspace`, which builds `skiffd` next to
 //! `skiff`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use skiff::client::Client;
 
-/// How long the server may take to say where it listens.
-const STARTUP: Duration = Duration::from_secs(10);
-/// Most stdout lines read while waiting for that.
-const STARTUP_LINES: usize = 50;
+use common::{Server, TempDir, run, skiff_command, skiffd_beside_skiff, temp_dir};
+
 /// How long one swarm run may take before the test fails (a 2 s run plus
 /// its bounded drain and two stats samples is far below this).
 const RUN_LIMIT: Duration = Duration::from_secs(20);
-
-/// A running skiffd, killed by PID when the test ends however it ends.
-struct Server {
-    /// The skiffd process.
-    child: Child,
-    /// Its data directory, removed on drop.
-    dir: PathBuf,
-    /// Where its framed listener is.
-    addr: String,
-    /// Its stdout, line by line (a thread keeps draining the pipe).
-    lines: mpsc::Receiver<String>,
-}
 
 impl Server {
     fn start() -> Server {
         Server::start_with(&[])
     }
 
-    /// Starts skiffd with extra `serve` arguments.
+    /// Starts the skiffd next to `skiff` (never `$SKIFFD`) with extra
+    /// `serve` arguments.
     fn start_with(extra: &[&str]) -> Server {
-        let bin = Path::new(env!("CARGO_BIN_EXE_skiff")).with_file_name("skiffd");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo test --workspace`, which builds skiffd too",
-            bin.display()
-        );
-        let dir = temp_dir();
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("stdout was piped");
-        // the guard owns the child from here, so a failed wait still kills it
-        let (tx, rx) = mpsc::channel();
-        let mut server = Server {
-            child,
-            dir,
-            addr: String::new(),
-            lines: rx,
-        };
-        // The reader keeps draining stdout after the line we want, so the
-        // server never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        server.addr = server.wait_line("listening framed ");
-        server
+        Server::serve(
+            &skiffd_beside_skiff(),
+            TempDir::new("data"),
+            extra,
+            Stdio::inherit(),
+            &[],
+        )
     }
-
-    /// The rest of the first stdout line starting with `prefix`, read
-    /// within [`STARTUP`] and [`STARTUP_LINES`].
-    fn wait_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + STARTUP;
-        for _ in 0..STARTUP_LINES {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("skiffd did not print `{prefix}...`"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_string();
-            }
-        }
-        panic!("skiffd printed {STARTUP_LINES} lines without `{prefix}...`");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "skiff-swarm-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
 }
 
 /// Runs `skiff --addr ADDR swarm ARGS`, bounded by [`RUN_LIMIT`].
@@ -125,29 +45,9 @@ fn swarm(addr: &str, args: &[&str]) -> Output {
 
 /// [`swarm`] with `SKIFF_PASSWORD` set to `password`.
 fn swarm_as(addr: &str, args: &[&str], password: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-    match password {
-        Some(p) => cmd.env("SKIFF_PASSWORD", p),
-        None => cmd.env_remove("SKIFF_PASSWORD"),
-    };
-    let mut child = cmd
-        .args(["--addr", addr, "swarm"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start skiff");
-    let deadline = Instant::now() + RUN_LIMIT;
-    while child.try_wait().expect("wait for skiff").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("skiff swarm {args:?} ran past {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect skiff output")
+    let mut all = vec!["--addr", addr, "swarm"];
+    all.extend_from_slice(args);
+    run(&mut skiff_command(&all, password), b"", RUN_LIMIT)
 }
 
 /// The `--json` report of a run, with stderr in the panic message.
@@ -282,7 +182,7 @@ fn logged_in_mix_of_echo_get_and_exec() {
 
 #[test]
 fn unix_socket_target() {
-    let sock = temp_dir().join("skiffd.sock");
+    let sock = temp_dir("sock").join("skiffd.sock");
     let sock = sock.to_str().expect("temp paths are UTF-8");
     let server = Server::start_with(&["--unix", sock]);
     let out = swarm(
