@@ -272,14 +272,29 @@ impl Conn {
     }
 
     /// A piece of a command's standard output (`out`) or error (`err`).
+    /// Written straight into the output when nothing waits ahead of it
+    /// (one copy: pipe buffer to output), else queued for the next frame
+    /// boundary.
     pub fn exec_output(&mut self, id: &Number, stream: &str, bytes: &[u8]) {
-        let mut frame = Vec::with_capacity(bytes.len() + 48);
-        skiff::frame::HeaderWriter::new(&mut frame, stream)
+        if self.is_closing() {
+            return;
+        }
+        let direct = self.pushed.is_empty() && self.state.at_frame_boundary();
+        let mut queued = Vec::new();
+        let out = if direct {
+            self.out.writer()
+        } else {
+            &mut queued
+        };
+        out.reserve(bytes.len() + 48);
+        skiff::frame::HeaderWriter::new(out, stream)
             .field("id", id)
             .field("size", bytes.len())
             .finish();
-        frame.extend_from_slice(bytes);
-        self.push_frame(frame);
+        out.extend_from_slice(bytes);
+        if !direct {
+            self.push_frame(queued);
+        }
     }
 
     /// A command ended: its one `exit` frame.
@@ -1031,6 +1046,26 @@ mod tests {
             .finish();
         expect.extend_from_slice(b"012");
         assert_eq!(h.received, expect);
+    }
+
+    #[test]
+    fn command_output_never_lands_inside_another_reply() {
+        let mut h = Harness::new(Limits::default());
+        let whole = frame(json!({"op":"echo","id":1}), b"0123456789");
+        h.feed(&whole[..whole.len() - 5]); // echo reply is half written
+        let id = serde_json::Number::from(7);
+        h.conn.exec_output(&id, "out", b"from the command");
+        h.conn.exec_exit(&id, Some(0), None);
+        h.drain_all();
+        h.feed(&whole[whole.len() - 5..]);
+        h.conn.exec_output(&id, "err", b"direct"); // at a boundary now
+        h.drain_all();
+        let frames = h.frames();
+        let ops: Vec<_> = frames.iter().map(|(hd, _)| hd.op.as_str()).collect();
+        assert_eq!(ops, ["ok", "out", "exit", "err"]);
+        assert_eq!(frames[0].1, b"0123456789");
+        assert_eq!(frames[1].1, b"from the command");
+        assert_eq!(frames[3].1, b"direct");
     }
 
     #[test]
