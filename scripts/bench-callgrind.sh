@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# User-space instructions per echo request of a server, counted by
+# valgrind's callgrind: repeatable where timings on a shared machine are not.
+#
+#   scripts/bench-callgrind.sh NAME CONNS SECS -- SERVER COMMAND...
+#   e.g. scripts/bench-callgrind.sh skiffd 1 3 -- target/release/skiffd serve --data-dir /tmp/cg-data --listen 127.0.0.1:0
+#        scripts/bench-callgrind.sh tokio 1 3 -- benches/tokio-echo/target/release/tokio-echo 127.0.0.1:0
+#
+# The server starts under callgrind with instrumentation off; a 1 s swarm
+# warms it up; instrumentation is switched on only around a SECS-long
+# `skiff swarm --conns CONNS` (echo:64); the server is then stopped and
+# total Ir / requests printed. Kernel time (syscalls) is not counted.
+# Profile: OUT/callgrind.out.NAME (OUT defaults to /tmp/skiff-callgrind);
+# `callgrind_annotate --inclusive=yes` it (use an unstripped build,
+# CARGO_PROFILE_RELEASE_STRIP=false, for function names).
+set -u
+name=$1; conns=$2; secs=$3; shift 4
+SKIFF=${SKIFF:-target/release/skiff}
+OUT=${OUT:-/tmp/skiff-callgrind}
+mkdir -p "$OUT"
+rm -f "$OUT/callgrind.out.$name"
+valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-pos=no \
+    --callgrind-out-file="$OUT/callgrind.out.$name" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+pid=$!
+for _ in $(seq 100); do grep -q 'listening framed' "$OUT/$name.out" && break; sleep 0.2; done
+PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$OUT/$name.out")
+"$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --json >/dev/null
+callgrind_control -i on "$pid" >/dev/null 2>&1
+req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${secs}s" --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
+callgrind_control -i off "$pid" >/dev/null 2>&1
+kill "$pid"
+wait "$pid"
+ir=$(awk '/^totals:/ {print $2}' "$OUT/callgrind.out.$name")
+# +2: the swarm's before/after `stats` probes
+echo "$name conns=$conns requests=$req Ir=$ir Ir/request=$((ir / (req + 2)))"
