@@ -4,6 +4,9 @@
 //! as soon as the last byte is written), so a hundred thousand quiet
 //! clients cost no buffer memory at all.
 
+/// What a buffer starts with when a connection first has output.
+const FIRST_CAPACITY: usize = 512;
+
 /// Bytes queued for a socket, written from the front.
 #[derive(Debug, Default)]
 pub struct OutBuf {
@@ -43,6 +46,11 @@ impl OutBuf {
     /// dropped first when they are the larger part, so appending never
     /// grows the buffer past twice what is actually pending.
     pub fn writer(&mut self) -> &mut Vec<u8> {
+        if self.bytes.capacity() == 0 {
+            // One allocation that fits a typical reply, instead of a
+            // malloc and a few reallocs as it grows from nothing.
+            self.bytes.reserve(FIRST_CAPACITY);
+        }
         if self.start > 0 && self.start >= self.bytes.len() / 2 {
             self.bytes.drain(..self.start);
             self.start = 0;

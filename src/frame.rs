@@ -101,22 +101,32 @@ pub struct Header {
 
 impl Header {
     /// Parses and validates header bytes (without the length prefix).
+    ///
+    /// `op`, `size` and `id` are picked out while the object is read, so
+    /// they never enter (and leave) the field map: a plain `echo` header
+    /// allocates no map at all. This is the hot path of every request.
     pub fn parse(bytes: &[u8]) -> Result<Header, FrameError> {
-        let value: Value =
+        let raw: RawHeader =
             serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
-        let Value::Object(mut fields) = value else {
+        let RawHeader::Object {
+            op,
+            size,
+            id,
+            fields,
+        } = raw
+        else {
             return Err(FrameError::NotObject);
         };
-        let op = match fields.remove("op") {
+        let op = match op {
             Some(Value::String(op)) => op,
             _ => return Err(FrameError::MissingOp),
         };
-        let size = match fields.remove("size") {
+        let size = match size {
             None => 0,
             Some(Value::Number(n)) => n.as_u64().ok_or(FrameError::BadSize)?,
             Some(_) => return Err(FrameError::BadSize),
         };
-        let (id, bad_id) = match fields.remove("id") {
+        let (id, bad_id) = match id {
             None | Some(Value::Null) => (None, false),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => (Some(n), false),
             Some(_) => (None, true),
@@ -146,6 +156,105 @@ impl Header {
             .get(key)
             .and_then(Value::as_bool)
             .unwrap_or(false)
+    }
+}
+
+/// A header as read, before validation: any JSON value, with an object's
+/// three framing fields held apart from the rest.
+enum RawHeader {
+    Object {
+        op: Option<Value>,
+        size: Option<Value>,
+        id: Option<Value>,
+        fields: Map<String, Value>,
+    },
+    NotObject,
+}
+
+/// A key of a header object: the three the framing needs, or another.
+enum Key {
+    Op,
+    Size,
+    Id,
+    Other(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "op" => Key::Op,
+                    "size" => Key::Size,
+                    "id" => Key::Id,
+                    other => Key::Other(other.to_string()),
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawHeader, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+                let (mut op, mut size, mut id) = (None, None, None);
+                let mut fields = Map::new();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Op => op = Some(map.next_value()?),
+                        Key::Size => size = Some(map.next_value()?),
+                        Key::Id => id = Some(map.next_value()?),
+                        Key::Other(k) => {
+                            fields.insert(k, map.next_value()?);
+                        }
+                    }
+                }
+                Ok(RawHeader::Object {
+                    op,
+                    size,
+                    id,
+                    fields,
+                })
+            }
+            // Anything but an object is read to its end (so the JSON is
+            // still checked) and then refused.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawHeader, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<RawHeader, E> {
+                Ok(RawHeader::NotObject)
+            }
+        }
+        d.deserialize_any(RawVisitor)
     }
 }
 
@@ -483,6 +592,21 @@ mod tests {
         assert!(matches!(raw(b"{nope"), Err(FrameError::NotJson(_))));
         assert!(matches!(raw(b"\xff\xfe"), Err(FrameError::NotJson(_))));
         assert_eq!(raw(b"[1,2]"), Err(FrameError::NotObject));
+        assert_eq!(raw(b"\"op\""), Err(FrameError::NotObject));
+        assert_eq!(raw(b"null"), Err(FrameError::NotObject));
+        assert_eq!(raw(b"12"), Err(FrameError::NotObject));
+        assert!(matches!(raw(b"[1,2"), Err(FrameError::NotJson(_))));
+        assert!(matches!(
+            raw(b"{\"op\":\"x\"} junk"),
+            Err(FrameError::NotJson(_))
+        ));
+        let h = raw(b"{\"op\":\"x\",\"path\":\"a\",\"id\":3,\"size\":0,\"n\\u0061me\":1}").unwrap();
+        assert_eq!(
+            (h.op.as_str(), h.id.clone(), h.str("path")),
+            ("x", Some(3.into()), Some("a"))
+        );
+        assert_eq!(h.u64("name"), Some(1), "escaped keys are read too");
+        assert_eq!(h.fields.len(), 2, "op, id and size stay out of the fields");
         assert_eq!(raw(b"{}"), Err(FrameError::MissingOp));
         assert_eq!(raw(b"{\"op\":5}"), Err(FrameError::MissingOp));
         assert_eq!(raw(b"{\"op\":\"x\",\"size\":-1}"), Err(FrameError::BadSize));

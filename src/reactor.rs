@@ -691,6 +691,8 @@ impl Reactor {
             return;
         };
         let limits = &config.limits;
+        // One clock read per turn: deadlines need no finer time than that.
+        let now = Instant::now();
         let mut env = Env {
             limits,
             stats,
@@ -698,16 +700,17 @@ impl Reactor {
             actions,
         };
         let mut write_budget = WRITE_BUDGET;
-        flush(k, client, &mut env, &mut write_budget);
+        flush(k, client, &mut env, now, &mut write_budget);
         // One bounded step of server-side work (hashing, file sending),
         // then back to the loop: a 1 GiB file never holds it for long.
         if let Engine::Framed(c) = &mut client.engine {
-            let now = Instant::now();
             if c.has_work(now, limits) {
                 c.work(&mut env.ctx(now));
             }
             c.resume(&mut env.ctx(now));
-            flush(k, client, &mut env, &mut write_budget);
+            if client.wants_write() {
+                flush(k, client, &mut env, now, &mut write_budget);
+            }
         }
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
@@ -724,7 +727,6 @@ impl Reactor {
                     debug!("conn {k}: read {n} bytes");
                     read_budget = read_budget.saturating_sub(n);
                     env.stats.bytes_in += n as u64;
-                    let now = Instant::now();
                     match &mut client.engine {
                         Engine::Framed(c) => c.handle_input(&scratch[..n], &mut env.ctx(now)),
                         Engine::Raw(r) => r.handle_input(&scratch[..n], now),
@@ -732,14 +734,14 @@ impl Reactor {
                     // Answer at once: replies leave while the request's
                     // bytes are still hot, and a drained output keeps
                     // backpressure from kicking in needlessly.
-                    flush(k, client, &mut env, &mut write_budget);
+                    flush(k, client, &mut env, now, &mut write_budget);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => client.broken = Some(format!("read: {e}")),
             }
         }
-        flush(k, client, &mut env, &mut write_budget);
+        flush(k, client, &mut env, now, &mut write_budget);
 
         if client.is_done() {
             to_close.push(k);
@@ -747,8 +749,7 @@ impl Reactor {
         }
         let more_to_read = client.readable && client.wants_read(limits);
         let more_to_write = client.writable && client.wants_write();
-        let more_work =
-            matches!(&client.engine, Engine::Framed(c) if c.has_work(Instant::now(), limits));
+        let more_work = matches!(&client.engine, Engine::Framed(c) if c.has_work(now, limits));
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
@@ -1255,11 +1256,11 @@ impl Env<'_> {
 
 /// Writes queued output until it is gone, the socket would block, or the
 /// turn's budget is spent.
-fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
+fn flush(k: usize, client: &mut Client, env: &mut Env, now: Instant, budget: &mut usize) {
     while client.writable && *budget > 0 && client.broken.is_none() {
         let out = client.engine.output();
         if out.is_empty() {
-            if !send_file(k, client, env, budget) {
+            if !send_file(k, client, env, now, budget) {
                 return;
             }
             continue;
@@ -1270,7 +1271,6 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
             Ok(n) => {
                 *budget -= n;
                 env.stats.bytes_out += n as u64;
-                let now = Instant::now();
                 match &mut client.engine {
                     Engine::Framed(c) => c.handle_written(n, &mut env.ctx(now)),
                     Engine::Raw(r) => r.handle_written(n, now),
@@ -1291,7 +1291,13 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) {
 
 /// Moves a `get` body from the file to the socket inside the kernel.
 /// Returns false when there is nothing to send this way.
-fn send_file(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) -> bool {
+fn send_file(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
     let Client {
         stream,
         engine: Engine::Framed(c),
@@ -1307,7 +1313,6 @@ fn send_file(k: usize, client: &mut Client, env: &mut Env, budget: &mut usize) -
         .unwrap_or(usize::MAX)
         .min(*budget);
     let sent = crate::sys::sendfile(stream.as_fd(), std::os::fd::AsFd::as_fd(file), count);
-    let now = Instant::now();
     match sent {
         Ok(n) => {
             *budget = budget.saturating_sub(n.max(1));
