@@ -233,3 +233,28 @@ fn a_quiet_command_outlives_the_idle_timeout() {
     assert_eq!(r.out, b"done\n");
     assert_eq!(r.code, Some(0));
 }
+
+#[test]
+fn a_command_that_cannot_start_gets_an_error_with_its_id() {
+    let server = Server::start(&[]);
+    let mut c = demo(&server);
+    c.request(json!({"op":"mkdir","path":"gone"}), b"").unwrap();
+    c.request(json!({"op":"cd","path":"gone"}), b"").unwrap();
+    let mut other = demo(&server);
+    other
+        .request(json!({"op":"rm","path":"/gone"}), b"")
+        .unwrap();
+    c.send(obj(json!({"op":"exec","id":41,"cmd":"true"})), b"")
+        .unwrap();
+    let f = c.recv().unwrap();
+    assert_eq!(
+        (f.header.op.as_str(), f.header.str("code")),
+        ("error", Some("io")),
+        "{:?}",
+        f.header
+    );
+    assert_eq!(f.header.id.as_ref().and_then(|n| n.as_u64()), Some(41));
+    // the id is free again and the session still works
+    c.request(json!({"op":"cd","path":"/"}), b"").unwrap();
+    assert_eq!(exec(&mut c, "echo ok").out, b"ok\n");
+}
