@@ -258,3 +258,38 @@ fn a_command_that_cannot_start_gets_an_error_with_its_id() {
     c.request(json!({"op":"cd","path":"/"}), b"").unwrap();
     assert_eq!(exec(&mut c, "echo ok").out, b"ok\n");
 }
+
+#[test]
+fn a_flood_of_exec_requests_meets_the_server_wide_limit() {
+    let server = Server::start(&["--exec-max", "3", "--exec-per-conn", "8"]);
+    let mut a = demo(&server);
+    let mut b = demo(&server);
+    for id in 1..=2 {
+        a.send(obj(json!({"op":"exec","id":id,"cmd":"sleep 3"})), b"")
+            .unwrap();
+    }
+    // b floods: one fits, the rest are refused with too_busy, each by id
+    for id in 10..20 {
+        b.send(obj(json!({"op":"exec","id":id,"cmd":"sleep 3"})), b"")
+            .unwrap();
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 9 {
+        let f = b.recv().unwrap();
+        assert_eq!(f.header.str("code"), Some("too_busy"), "{:?}", f.header);
+        refused.push(f.header.id.unwrap().as_u64().unwrap());
+    }
+    assert_eq!(refused.len(), 9);
+    assert_eq!(server.stats()["children"].as_u64(), Some(3));
+    // and the loop is still quick for everyone
+    let t = Instant::now();
+    assert_eq!(
+        server
+            .client()
+            .request(json!({"op":"echo"}), b"x")
+            .unwrap()
+            .body,
+        b"x"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
