@@ -22,6 +22,8 @@ rm -f "$OUT/callgrind.out.$name"
 valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-pos=no \
     --callgrind-out-file="$OUT/callgrind.out.$name" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
 pid=$!
+# stop our own server (by PID) however the script ends
+trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q 'listening framed' "$OUT/$name.out" && break; sleep 0.2; done
 PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$OUT/$name.out")
 "$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --json >/dev/null
@@ -31,6 +33,7 @@ req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${sec
 callgrind_control -i off "$pid" >/dev/null 2>&1
 kill "$pid"
 wait "$pid"
+trap - EXIT
 ir=$(awk '/^totals:/ {print $2}' "$OUT/callgrind.out.$name")
 # +2: the swarm's before/after `stats` probes
 echo "$name conns=$conns requests=$req Ir=$ir Ir/request=$((ir / (req + 2)))"

@@ -8,26 +8,38 @@
 #   spawn-local   `for i in $(seq 500); do sh -c true; done` in bash
 #   spawn-remote  `exec true` back to back on one connection for 5 s
 #                 (Python client: send exec, wait for its exit frame)
+#   spawn-cli     `skiff exec true` run back to back for 5 s: a new client
+#                 process, connection and login (argon2) per command, so
+#                 this is the end-to-end figure, not the server's spawn rate
 #   pipe-local    `head -c SIZE /dev/zero | cat >/dev/null`
 #   pipe-remote   exec `head -c SIZE /dev/zero`, client reads and discards
 #                 the out frames until exit (server CPU from /proc/PID/stat)
+#   pipe-cli      `skiff exec head -c SIZE /dev/zero >/dev/null` (the real
+#                 client, Rust; client CPU from getrusage)
 #   stall         exec `yes`, the client reads nothing for 10 s: server
 #                 VmRSS sampled every 50 ms (max); then cancel and drain
-# Binary: SKIFFD (default target/release/skiffd); a fresh server per run.
+# Binaries: SKIFFD, SKIFF (default target/release/...); a fresh server per
+# run, stopped by PID when the run ends (also on SIGTERM/SIGINT/SIGHUP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 STREAM_MIB=${2:-1024}
 export SKIFFD=${SKIFFD:-$PWD/target/release/skiffd}
+export SKIFF=${SKIFF:-$PWD/target/release/skiff}
 export WORK=${WORK:-/tmp/bench-exec}
 export RUNS STREAM_MIB
 exec python3 - <<'PY'
 import faulthandler, json, os, re, shutil, socket, statistics, struct, subprocess, sys, threading, time
 faulthandler.dump_traceback_later(int(os.environ.get("BENCH_WATCHDOG", "900")), exit=True)
 
-SKIFFD, WORK = os.environ["SKIFFD"], os.environ["WORK"]
+SKIFFD, SKIFF, WORK = os.environ["SKIFFD"], os.environ["SKIFF"], os.environ["WORK"]
 RUNS, SIZE = int(os.environ["RUNS"]), int(os.environ["STREAM_MIB"]) << 20
 TICK = os.sysconf("SC_CLK_TCK")
+import signal
+# SIGTERM/SIGHUP/SIGINT raise SystemExit, so every `finally` below runs and
+# stops the server this script started (by its PID), however the run ends.
+for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(_sig, lambda n, f: sys.exit(128 + n))
 MB = 1e6
 DATA = os.path.join(WORK, "data")
 os.makedirs(WORK, exist_ok=True)
@@ -127,6 +139,29 @@ def spawn_remote(port, secs=5.0):
     s.close()
     return n / dt
 
+def skiff_exec(port, *cmd, stdout=subprocess.DEVNULL):
+    env = dict(os.environ, SKIFF_PASSWORD="pw")
+    subprocess.run([SKIFF, "--addr", f"127.0.0.1:{port}", "--user", "bench", "exec", *cmd],
+                   env=env, check=True, stdin=subprocess.DEVNULL, stdout=stdout)
+
+def spawn_cli(port, secs=5.0):
+    skiff_exec(port, "true")  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < secs:
+        skiff_exec(port, "true")
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+def pipe_cli(port, pid):
+    import resource
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0, t0 = cpu(pid), time.perf_counter()
+    skiff_exec(port, "head", "-c", str(SIZE), "/dev/zero")
+    dt, c = time.perf_counter() - t0, cpu(pid) - c0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cc = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return SIZE / dt / MB, c, cc
+
 def spawn_local(n=500):
     t0 = time.perf_counter()
     subprocess.run(["bash", "-c", f"for i in $(seq {n}); do sh -c true; done"], check=True)
@@ -173,9 +208,11 @@ for run in range(1, RUNS + 1):
         c0 = cpu(pid)
         x["spawn_remote_per_s"] = spawn_remote(port)
         x["spawn_remote_server_cpu_s"] = cpu(pid) - c0
+        x["spawn_cli_per_s"] = spawn_cli(port)
         x["spawn_local2_per_s"] = spawn_local()
         x["pipe_local_MBps"] = pipe_local()
         x["pipe_remote_MBps"], x["pipe_remote_server_cpu_s"] = pipe_remote(port, pid)
+        x["pipe_cli_MBps"], x["pipe_cli_server_cpu_s"], x["pipe_cli_client_cpu_s"] = pipe_cli(port, pid)
         x["pipe_local2_MBps"] = pipe_local()
         x["stall_rss_before_MiB"], x["stall_rss_max_MiB"], x["stall_rss_after_MiB"] = stall(port, pid)
         for line in open(f"/proc/{pid}/status"):
@@ -183,11 +220,16 @@ for run in range(1, RUNS + 1):
                 x["VmHWM_MiB"] = int(line.split()[1]) / 1024
     finally:
         srv.terminate()
-        srv.wait(timeout=10)
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill(); srv.wait()
     loc_spawn = (x["spawn_local_per_s"] + x["spawn_local2_per_s"]) / 2
     loc_pipe = (x["pipe_local_MBps"] + x["pipe_local2_MBps"]) / 2
     x["spawn_ratio"] = x["spawn_remote_per_s"] / loc_spawn
     x["pipe_ratio"] = x["pipe_remote_MBps"] / loc_pipe
+    x["spawn_cli_ratio"] = x["spawn_cli_per_s"] / loc_spawn
+    x["pipe_cli_ratio"] = x["pipe_cli_MBps"] / loc_pipe
     log(f"run {run}: " + json.dumps({k: round(v, 3) for k, v in x.items()}))
     rows.append(x)
 

@@ -35,6 +35,11 @@ import hashlib, json, os, re, shutil, socket, statistics, struct, subprocess, sy
 SKIFFD, SKIFF, WORK = os.environ["SKIFFD"], os.environ["SKIFF"], os.environ["WORK"]
 RUNS, SIZE = int(os.environ["RUNS"]), int(os.environ["SIZE_MIB"]) << 20
 TICK = os.sysconf("SC_CLK_TCK")
+import signal
+# SIGTERM/SIGHUP/SIGINT raise SystemExit, so every `finally` below runs and
+# stops the server this script started (by its PID), however the run ends.
+for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(_sig, lambda n, f: sys.exit(128 + n))
 MB = 1e6
 os.makedirs(WORK, exist_ok=True)
 DATA = os.path.join(WORK, "data")
@@ -253,11 +258,15 @@ for run in range(1, RUNS + 1):
     r["hashlib_md5_MBps"] = SIZE / (time.perf_counter() - t0) / MB
     if have_iperf:
         ip = subprocess.Popen(["iperf3", "-s", "-1", "-p", "5299"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
-        o = json.loads(subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", "5299", "-t", "2", "-J"],
-                                      capture_output=True, text=True).stdout)
-        r["tcp_MBps"] = o["end"]["sum_received"]["bits_per_second"] / 8 / MB
-        ip.wait(timeout=5)
+        try:
+            time.sleep(0.3)
+            o = json.loads(subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", "5299", "-t", "2", "-J"],
+                                          capture_output=True, text=True).stdout)
+            r["tcp_MBps"] = o["end"]["sum_received"]["bits_per_second"] / 8 / MB
+            ip.wait(timeout=5)
+        finally:
+            if ip.poll() is None:
+                ip.kill(); ip.wait()
     srv, port = start_server()
     pid = srv.pid
     try:
@@ -285,7 +294,10 @@ for run in range(1, RUNS + 1):
         r["server_total_cpu_s"] = cpu(pid)
     finally:
         srv.terminate()
-        srv.wait(timeout=10)
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            srv.kill(); srv.wait()
     r["put_py_vs_md5"] = r["put_py_MBps"] / r["openssl_md5_MBps"]
     r["get_cli_vs_md5"] = r["get_cli_MBps"] / r["openssl_md5_MBps"]
     r["get_py_vs_md5"] = r["get_py_MBps"] / r["openssl_md5_MBps"]
