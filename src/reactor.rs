@@ -726,6 +726,16 @@ impl Reactor {
                 Ok(n) => {
                     debug!("conn {k}: read {n} bytes");
                     read_budget = read_budget.saturating_sub(n);
+                    // A short read emptied the socket's receive queue. The
+                    // next read would only say WouldBlock, and on Linux any
+                    // byte (or FIN) that arrives later raises a new edge,
+                    // so skip that read: it was half the syscalls of a
+                    // small request. (The general rule, and mio's, is to
+                    // read until WouldBlock; this is the one place we rely
+                    // on how Linux epoll reports stream sockets.)
+                    if n < scratch.len() {
+                        client.readable = false;
+                    }
                     env.stats.bytes_in += n as u64;
                     match &mut client.engine {
                         Engine::Framed(c) => c.handle_input(&scratch[..n], &mut env.ctx(now)),

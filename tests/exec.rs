@@ -268,6 +268,12 @@ fn a_flood_of_exec_requests_meets_the_server_wide_limit() {
         a.send(obj(json!({"op":"exec","id":id,"cmd":"sleep 3"})), b"")
             .unwrap();
     }
+    // a's two are running before b floods (they may arrive in two reads)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats()["children"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "a's commands never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // b floods: one fits, the rest are refused with too_busy, each by id
     for id in 10..20 {
         b.send(obj(json!({"op":"exec","id":id,"cmd":"sleep 3"})), b"")
