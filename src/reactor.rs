@@ -309,6 +309,8 @@ pub struct Reactor {
     actions: Vec<Action>,
     /// An accept failed for lack of resources; retry after a close.
     accept_paused: bool,
+    /// When the services' housekeeping is next due.
+    housekeeping_at: Option<Instant>,
     /// Running commands, keyed by slab key (= token >> 4).
     children: Slab<ChildProc>,
     /// Command deadlines (timeout, kill grace, drain grace); stale
@@ -378,6 +380,7 @@ impl Reactor {
             services,
             actions: Vec::new(),
             accept_paused: false,
+            housekeeping_at: None,
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
             shutdown_by: None,
@@ -412,6 +415,7 @@ impl Reactor {
             self.fire_child_timers();
             self.run_actions();
             self.close_finished();
+            self.housekeeping_at = self.services.housekeeping(Instant::now());
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -437,6 +441,10 @@ impl Reactor {
         let next = match (self.timers.peek(), self.child_timers.peek()) {
             (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
             (a, b) => a.or(b).map(|Reverse((t, _))| *t),
+        };
+        let next = match (next, self.housekeeping_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let next = match (next, self.shutdown_by) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -64,8 +64,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use argon2::password_hash::{PasswordHasher, phc::PasswordHash};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 
@@ -159,7 +160,28 @@ pub struct UserDb {
     path: PathBuf,
     /// Records by name: a `BTreeMap`, so listings and the file are sorted and stable.
     users: BTreeMap<String, UserRecord>,
+    /// argon2's working area, kept between checks (see [`KdfMemory`]).
+    memory: KdfMemory,
 }
+
+/// argon2's working area (4 MiB), reused from one check to the next.
+///
+/// Allocated fresh for every check, the area is mapped anew each time and
+/// the kernel faults in and zeroes its 1,024 pages: that was ~3 ms of the
+/// ~8 ms a login took on the loop thread. Kept for good, it would add 4 MiB
+/// to an idle server. So it is kept while logins come, and freed once none
+/// came for [`KDF_MEMORY_IDLE`] (the reactor asks, see
+/// [`UserDb::release_idle_memory`]).
+#[derive(Debug, Default)]
+struct KdfMemory {
+    /// The blocks; empty while released.
+    blocks: std::cell::RefCell<Vec<argon2::Block>>,
+    /// When a check last used them.
+    last_used: std::cell::Cell<Option<Instant>>,
+}
+
+/// How long argon2's working area is kept after the last check.
+pub const KDF_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
 /// The one argon2 configuration new hashes are made with.
 fn kdf() -> Argon2<'static> {
@@ -188,12 +210,55 @@ fn dummy_hash() -> &'static str {
 /// Runs the KDF once: does `password` match the PHC string `hash`?
 /// The parameters come from the string, not from [`kdf`], so older hashes
 /// keep working after the constants change.
+#[cfg(test)]
 fn check(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
     match PasswordHash::new(hash) {
         Ok(parsed) => kdf().verify_password(password.as_bytes(), &parsed).is_ok(),
         // Cannot happen for a loaded store (load checks every hash).
         Err(_) => false,
     }
+}
+
+/// [`check`] on a reusable working area: the same KDF run and the same
+/// constant-time comparison, without mapping 4 MiB anew each time.
+fn check_with_memory(password: &str, hash: &str, memory: &KdfMemory) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        Params::try_from(&parsed),
+        Algorithm::try_from(parsed.algorithm.as_str()),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let need = params.block_count();
+    let mut blocks = memory.blocks.borrow_mut();
+    if blocks.len() < need {
+        blocks.resize(need, argon2::Block::default());
+    }
+    memory.last_used.set(Some(Instant::now()));
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    if argon
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut blocks[..need])
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant-time, as in argon2's own verify.
+    argon2::password_hash::phc::Output::new(out).is_ok_and(|computed| &computed == expected)
 }
 
 /// Is `name` a valid user name: 1–32 of `a-z 0-9 _ . -`, not starting with
@@ -240,6 +305,7 @@ impl UserDb {
                 return Ok(UserDb {
                     path,
                     users: BTreeMap::new(),
+                    memory: KdfMemory::default(),
                 });
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
@@ -275,7 +341,24 @@ impl UserDb {
                 ));
             }
         }
-        Ok(UserDb { path, users })
+        Ok(UserDb {
+            path,
+            users,
+            memory: KdfMemory::default(),
+        })
+    }
+
+    /// Frees argon2's working area if no check used it for
+    /// [`KDF_MEMORY_IDLE`]; returns when to ask again while it is held.
+    pub fn release_idle_memory(&self, now: Instant) -> Option<Instant> {
+        let last = self.memory.last_used.get()?;
+        let due = last + KDF_MEMORY_IDLE;
+        if now < due {
+            return Some(due);
+        }
+        *self.memory.blocks.borrow_mut() = Vec::new();
+        self.memory.last_used.set(None);
+        None
     }
 
     /// Writes the store atomically, readable and writable by its owner only
@@ -410,7 +493,7 @@ impl UserDb {
     pub fn verify(&self, name: &str, password: &str) -> Option<&UserRecord> {
         let (user, hash) = self.hash_to_check(name);
         // One KDF run on every path; the result is looked at only after.
-        let matches = check(password, hash);
+        let matches = check_with_memory(password, hash, &self.memory);
         user.filter(|_| matches)
     }
 
@@ -478,6 +561,46 @@ fn random_password() -> String {
         }
     }
     password
+}
+
+#[cfg(test)]
+mod kdf_memory_tests {
+    use super::*;
+
+    #[test]
+    fn reused_memory_verifies_like_argon2_and_is_released_when_idle() {
+        let hash = hash_password("secret");
+        let memory = KdfMemory::default();
+        for _ in 0..3 {
+            assert!(check_with_memory("secret", &hash, &memory));
+            assert!(!check_with_memory("Secret", &hash, &memory));
+            assert_eq!(
+                check("secret", &hash),
+                check_with_memory("secret", &hash, &memory)
+            );
+        }
+        // a hash made with other parameters still verifies
+        let other = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"pw")
+        .unwrap()
+        .to_string();
+        assert!(check_with_memory("pw", &other, &memory));
+        assert!(!check_with_memory("pw", "not a phc string", &memory));
+        let db = UserDb {
+            path: PathBuf::from("/nonexistent/users.json"),
+            users: BTreeMap::new(),
+            memory,
+        };
+        let used = db.memory.last_used.get().unwrap();
+        assert_eq!(db.release_idle_memory(used), Some(used + KDF_MEMORY_IDLE));
+        assert!(!db.memory.blocks.borrow().is_empty());
+        assert_eq!(db.release_idle_memory(used + KDF_MEMORY_IDLE), None);
+        assert!(db.memory.blocks.borrow().is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,12 @@ impl Services {
             .ok()
     }
 
+    /// Periodic chores; returns when they are next due, if ever. Now
+    /// only one: giving argon2's working area back after logins stop.
+    pub fn housekeeping(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.users.release_idle_memory(now)
+    }
+
     /// Rereads users.json if `skiffd user ...` changed it since: one
     /// `stat` per login, so added users can log in without a restart.
     pub fn reload_users_if_changed(&mut self) {
