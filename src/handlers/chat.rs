@@ -16,7 +16,7 @@ use crate::conn::Ctx;
 pub const MAX_MESSAGE: u64 = 64 * 1024;
 
 /// `say` with `to` and a body.
-pub fn say(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Next {
+pub fn say(header: &Header, out: &mut Vec<u8>) -> Next {
     let id = header.id.as_ref();
     let Some(to) = header.str("to") else {
         error(
@@ -36,7 +36,6 @@ pub fn say(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Next {
         );
         return Next::Done;
     }
-    let _ = session;
     Next::Body(Sink::Message {
         to: to.to_string(),
         body: Vec::with_capacity(header.size as usize),

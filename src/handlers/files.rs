@@ -485,7 +485,7 @@ pub fn request(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &
         "mkdir" => mkdir(header, session, out),
         "rm" => rm(header, session, out),
         "get" => get(header, session, out, ctx),
-        "put" => put(header, session, out, ctx),
+        "put" => put(header, session, out),
         "data" => data(header, session),
         _ => unreachable!("dispatched by op"),
     };
@@ -727,12 +727,7 @@ fn get(
     }))))
 }
 
-fn put(
-    header: &Header,
-    session: &mut Session,
-    out: &mut Vec<u8>,
-    ctx: &mut Ctx,
-) -> Result<Next, Refusal> {
+fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next, Refusal> {
     let target = resolve(header, session, true)?;
     let length = header.u64("length").ok_or((
         Code::BadRequest,
@@ -833,7 +828,6 @@ fn put(
         "conn {}: resuming {} at {kept}; hashing the kept part in steps",
         session.key, upload.path
     );
-    let _ = ctx;
     Ok(Next::Busy(Job::Hash(Box::new(HashJob {
         file,
         hasher: Md5::new(),
@@ -866,7 +860,6 @@ fn data(header: &Header, session: &mut Session) -> Result<Next, Refusal> {
 
 /// The `data` body has ended: verify, then make the file visible.
 pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>, ctx: &mut Ctx) {
-    let _ = ctx;
     if let Some(e) = upload.failed.take() {
         // Keep what was written: the client may resume after freeing space.
         error(

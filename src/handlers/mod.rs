@@ -249,7 +249,7 @@ pub fn request(header: Header, session: &mut Session, out: &mut Vec<u8>, ctx: &m
         "pwd" | "cd" | "ls" | "mkdir" | "rm" | "quota" | "get" | "put" | "data" => {
             files::request(&header, session, out, ctx)
         }
-        "say" => chat::say(&header, session, out),
+        "say" => chat::say(&header, out),
         "exec" => exec::exec(&header, session, out, ctx),
         "stdin" => exec::stdin(&header, session, out, ctx),
         "cancel" => exec::cancel(&header, session, out, ctx),
