@@ -2,13 +2,16 @@
 //! `mkdir`, `rm`, `quota`, `say`, and the two transfers, `get` and `put`.
 //! The shell and the one-shot commands run this very code.
 //!
-//! Transfers never hold a file in memory: bodies go through the client's
-//! 64 KiB buffer straight into the file (or from it), hashed on the way.
+//! Transfers never hold a file in memory: bodies go through a few 256 KiB
+//! buffers straight into the file (or from it). The MD5 is computed on a
+//! thread of its own that gets the same buffers over a bounded channel, so
+//! hashing overlaps with receiving and writing instead of adding to them.
 //!
 //! ```text
 //!   get:  [LOCAL.part exists? hash it, offset = its length]
 //!         get{path, offset} ──▶ ok{length, md5, offset, size} + body
-//!         body ──▶ append to LOCAL.part, MD5 ──▶ compare ──▶ rename to LOCAL
+//!         body ──▶ append to LOCAL.part (writeback every 8 MiB), MD5 on a
+//!         second thread ──▶ fsync, compare ──▶ rename to LOCAL
 //!
 //!   put:  hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
 //!         data{same id, size = length − offset} + bytes from offset
@@ -19,8 +22,11 @@
 //! function here takes a `push` callback and hands them to it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -34,8 +40,15 @@ use crate::cmd::{self, CmdError, output_error};
 /// Where pushed messages go: called with each `msg` frame as it arrives.
 pub type Push<'a> = &'a mut dyn FnMut(Frame);
 
-/// Bytes read from a local file per step (hashing and uploading).
+/// Bytes read from a local file per step (hashing and uploading), and the
+/// size of the buffers `get` hands to the hashing thread.
 const CHUNK: usize = 256 * 1024;
+/// Buffers of [`CHUNK`] bytes shared with the hashing thread: a file of any
+/// size costs at most this many.
+const HASH_BUFFERS: usize = 4;
+/// `get` asks the kernel to start writing back every this many bytes, so
+/// the final fsync has little left to do.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Files at least this large get a progress bar while they are hashed.
 const HASH_BAR_MIN: u64 = 16 << 20;
 /// Largest pushed message body kept for display; the rest is skipped.
@@ -390,59 +403,200 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Feeds exactly `len` bytes of `file` (from where it stands) into `md5`.
-fn hash_into(file: &mut File, len: u64, md5: &mut Md5, what: &str) -> Result<(), CmdError> {
+/// An MD5 computed on a thread of its own. The caller fills buffers taken
+/// from [`HashThread::buffer`] and passes them on with [`HashThread::feed`];
+/// the thread hashes them in order and sends them back to be filled again,
+/// so memory stays at [`HASH_BUFFERS`] chunks however large the file.
+struct HashThread {
+    /// Filled buffers, to be hashed (None once the input is complete).
+    full: Option<SyncSender<Vec<u8>>>,
+    /// Hashed buffers, empty again.
+    empty: Receiver<Vec<u8>>,
+    /// Buffers allocated so far (at most [`HASH_BUFFERS`]).
+    made: usize,
+    /// The thread; it returns the digest state when `full` closes.
+    thread: Option<JoinHandle<Md5>>,
+}
+
+impl HashThread {
+    /// Starts the thread with a fresh MD5.
+    fn start() -> Result<HashThread, CmdError> {
+        let (full, to_hash) = mpsc::sync_channel::<Vec<u8>>(HASH_BUFFERS);
+        // Unbounded, yet never holds more than the HASH_BUFFERS that exist.
+        let (done, empty): (Sender<Vec<u8>>, _) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("md5".into())
+            .spawn(move || {
+                let mut md5 = Md5::new();
+                for mut buf in to_hash {
+                    md5.update(&buf);
+                    buf.clear();
+                    // Nobody takes buffers back once the feeder is done.
+                    let _ = done.send(buf);
+                }
+                md5
+            })
+            .map_err(|e| CmdError::local(format!("cannot start the hashing thread: {e}")))?;
+        Ok(HashThread {
+            full: Some(full),
+            empty,
+            made: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// An empty buffer with room for [`CHUNK`] bytes; waits for the thread
+    /// to hand one back when all of them are in use.
+    fn buffer(&mut self) -> Vec<u8> {
+        if let Ok(buf) = self.empty.try_recv() {
+            return buf;
+        }
+        if self.made < HASH_BUFFERS {
+            self.made += 1;
+            return Vec::with_capacity(CHUNK);
+        }
+        // An error means the thread is gone; `finish` reports that.
+        self.empty
+            .recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+    }
+
+    /// Hands a filled buffer to the thread (empty ones are not sent).
+    fn feed(&mut self, buf: Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Some(full) = &self.full {
+            // An error means the thread is gone; `finish` reports that.
+            let _ = full.send(buf);
+        }
+    }
+
+    /// Waits for everything fed to be hashed and returns the state.
+    fn finish(mut self) -> Result<Md5, CmdError> {
+        self.full = None;
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .ok_or_else(|| CmdError::local("the hashing thread failed".into()))
+    }
+}
+
+impl Drop for HashThread {
+    /// Given up on (an error): closes the input and waits for the thread,
+    /// which has at most [`HASH_BUFFERS`] buffers left to hash.
+    fn drop(&mut self) {
+        self.full = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Feeds exactly `len` bytes of `file` (from where it stands) to `hasher`.
+fn hash_into(
+    file: &mut File,
+    len: u64,
+    hasher: &mut HashThread,
+    what: &str,
+) -> Result<(), CmdError> {
     let bar = if len >= HASH_BAR_MIN {
         bar(len, &format!("hashing {what}"))
     } else {
         ProgressBar::hidden()
     };
-    let mut buf = vec![0u8; CHUNK];
     let mut left = len;
     while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(CmdError::local(format!(
-                    "{what}: the file shrank while it was being read"
-                )));
+        let mut buf = hasher.buffer();
+        let want = CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(CmdError::local(format!(
+                        "{what}: the file shrank while it was being read"
+                    )));
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CmdError::local(format!("{what}: {e}"))),
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CmdError::local(format!("{what}: {e}"))),
-        };
-        md5.update(&buf[..n]);
-        left -= n as u64;
-        bar.inc(n as u64);
+        }
+        hasher.feed(buf);
+        left -= want as u64;
+        bar.inc(want as u64);
     }
     bar.finish_and_clear();
     Ok(())
 }
 
-/// A writer that hashes what it passes on and remembers whether the
-/// failure was its own (the local file) rather than the network's.
-struct HashWriter<W> {
-    inner: W,
-    md5: Md5,
+/// Asks the kernel to start writing a file range to disk without waiting
+/// for it (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Best effort: an
+/// error only means the final fsync has more to do.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: the descriptor is borrowed from a live File for the call;
+    // the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Where `get` puts the body: gathered into [`CHUNK`]-byte buffers, each
+/// written to the part file, then handed to the hashing thread. Remembers
+/// whether a failure was its own (the local file) rather than the
+/// network's, and starts writeback every [`WRITEBACK_EVERY`] bytes.
+struct PartWriter {
+    file: File,
+    hasher: HashThread,
+    /// The buffer being filled.
+    buf: Vec<u8>,
+    /// File offset where the next write lands.
+    end: u64,
+    /// File offset up to which writeback was started.
+    synced: u64,
     failed: bool,
 }
 
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.inner.write(buf) {
-            Ok(n) => {
-                self.md5.update(&buf[..n]);
-                Ok(n)
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
+impl PartWriter {
+    /// Writes the buffer to the file and passes it to the hashing thread.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.failed = true;
+            return Err(e);
+        }
+        self.end += self.buf.len() as u64;
+        if self.end - self.synced >= WRITEBACK_EVERY {
+            start_writeback(&self.file, self.synced, self.end - self.synced);
+            self.synced = self.end;
+        }
+        let next = self.hasher.buffer();
+        let full = std::mem::replace(&mut self.buf, next);
+        self.hasher.feed(full);
+        Ok(())
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.write_buffer()?;
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush().inspect_err(|_| self.failed = true)
+        self.write_buffer()
     }
 }
 
@@ -509,12 +663,12 @@ pub fn get(
     let target = local_target(remote, local)?;
     let part = part_path(&target);
     let shown = target.display().to_string();
-    let mut md5 = Md5::new();
+    let mut hasher = HashThread::start()?;
     let offset = match fs::metadata(&part) {
         Ok(meta) if meta.is_file() => {
             let mut f = File::open(&part)
                 .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
-            hash_into(&mut f, meta.len(), &mut md5, &part.display().to_string())?;
+            hash_into(&mut f, meta.len(), &mut hasher, &part.display().to_string())?;
             meta.len()
         }
         Ok(_) => {
@@ -577,9 +731,13 @@ pub fn get(
             // The body is on its way and nobody reads it.
             broken: reply.size > 0,
         })?;
-    let mut writer = HashWriter {
-        inner: BufWriter::with_capacity(CHUNK, file),
-        md5,
+    let buf = hasher.buffer();
+    let mut writer = PartWriter {
+        file,
+        hasher,
+        buf,
+        end: offset,
+        synced: offset,
         failed: false,
     };
     let progress = bar(length, remote_basename(remote).unwrap_or(remote));
@@ -598,13 +756,12 @@ pub fn get(
             cmd::io_error(e)
         });
     }
-    let HashWriter { inner, md5, .. } = writer;
-    let file = inner
-        .into_inner()
-        .map_err(|e| CmdError::local(format!("{}: {}", part.display(), e.error())))?;
+    let PartWriter { file, hasher, .. } = writer;
+    // The hashing thread finishes its last buffers meanwhile.
     file.sync_all()
         .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
     drop(file);
+    let md5 = hasher.finish()?;
     let got = hex(&md5.finalize());
     if got != want {
         let hint = if offset > 0 {
@@ -652,9 +809,9 @@ pub fn put(
         return Err(CmdError::local(format!("{shown} is not a file")));
     }
     let length = meta.len();
-    let mut md5 = Md5::new();
-    hash_into(&mut file, length, &mut md5, &shown)?;
-    let digest = hex(&md5.finalize());
+    let mut hasher = HashThread::start()?;
+    hash_into(&mut file, length, &mut hasher, &shown)?;
+    let digest = hex(&hasher.finish()?.finalize());
 
     let id = send_request(
         client,
@@ -804,13 +961,21 @@ mod tests {
         let path = std::env::temp_dir().join(format!("skiff-hash-test-{}", std::process::id()));
         let data: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i * 7) as u8).collect();
         fs::write(&path, &data).unwrap();
-        let mut md5 = Md5::new();
+        let mut hasher = HashThread::start().unwrap();
         let mut f = File::open(&path).unwrap();
-        hash_into(&mut f, data.len() as u64, &mut md5, "t").unwrap();
-        assert_eq!(hex(&md5.finalize()), hex(&Md5::digest(&data)));
+        hash_into(&mut f, data.len() as u64, &mut hasher, "t").unwrap();
+        // More than HASH_BUFFERS chunks in a row: buffers come back.
+        for _ in 0..3 {
+            let mut f = File::open(&path).unwrap();
+            hash_into(&mut f, data.len() as u64, &mut hasher, "t").unwrap();
+        }
+        let got = hex(&hasher.finish().unwrap().finalize());
+        assert_eq!(got, hex(&Md5::digest(data.repeat(4))));
         // Asking for more than is there is an error, not a short hash.
+        let mut hasher = HashThread::start().unwrap();
         let mut f = File::open(&path).unwrap();
-        assert!(hash_into(&mut f, data.len() as u64 + 1, &mut Md5::new(), "t").is_err());
+        assert!(hash_into(&mut f, data.len() as u64 + 1, &mut hasher, "t").is_err());
+        drop(hasher);
         fs::remove_file(&path).unwrap();
     }
 

@@ -267,6 +267,58 @@ fn get_resumes_from_a_part_file() {
     );
 }
 
+/// Resumed gets whose part and body each span more buffers than the
+/// hashing thread holds (so buffers are recycled in both phases), at a
+/// prefix that is no multiple of any buffer, and a part that already holds
+/// the whole file: all verify and land.
+#[test]
+fn resumed_get_with_long_prefix_and_body_verifies() {
+    let server = Server::start();
+    let local = TempDir::new("local");
+    let data = random_bytes((5 << 20) + 4099, 23);
+    std::fs::write(local.path("src.bin"), &data).unwrap();
+    server.alice_ok(&["put", &local.str("src.bin"), "long.bin"]);
+
+    for (name, prefix) in [
+        ("a.bin", (2 << 20) + 1),
+        ("b.bin", 1),
+        ("c.bin", data.len() - 1),
+        ("d.bin", data.len()),
+    ] {
+        std::fs::write(local.path(&format!("{name}.part")), &data[..prefix]).unwrap();
+        let out = server.alice(&["--verbose", "get", "long.bin", &local.str(name)]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("resuming at {prefix}")),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert!(std::fs::read(local.path(name)).unwrap() == data, "{name}");
+        assert!(!local.path(&format!("{name}.part")).exists(), "{name}");
+    }
+
+    // A fresh get of the same file, no part: same bytes.
+    server.alice_ok(&["get", "long.bin", &local.str("e.bin")]);
+    assert!(std::fs::read(local.path("e.bin")).unwrap() == data);
+
+    // A wrong byte deep in a long part is caught, and the part is kept.
+    let mut wrong = data[..(3 << 20) + 7].to_vec();
+    wrong[(3 << 20) - 5] ^= 1;
+    std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
+    let out = server.alice(&["get", "long.bin", &local.str("w.bin")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: checksum_mismatch: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!local.path("w.bin").exists());
+    assert_eq!(
+        std::fs::metadata(local.path("w.bin.part")).unwrap().len(),
+        data.len() as u64
+    );
+}
+
 #[test]
 fn interrupted_put_resumes() {
     let server = Server::start();
