@@ -147,6 +147,18 @@ impl State {
     }
 }
 
+/// A command output frame in flight: its header is in the output, its
+/// `remaining` body bytes are still in the command's pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice {
+    /// Slab key of the command (in the reactor's children).
+    pub child: usize,
+    /// Which pipe: standard output or error.
+    pub fd: crate::children::Fd,
+    /// Body bytes still to move.
+    pub remaining: usize,
+}
+
 /// A framed connection's protocol state.
 pub struct Conn {
     /// Slab key of this connection, for the log.
@@ -175,6 +187,9 @@ pub struct Conn {
     pushed_bytes: usize,
     /// Since when queued output has been over the soft push limit.
     over_soft_since: Option<Instant>,
+    /// A command's output frame whose body is still in the command's pipe,
+    /// to be moved to the socket by the reactor with `splice`.
+    splice: Option<Splice>,
     /// Last time bytes moved in either direction.
     last_active: Instant,
 }
@@ -195,6 +210,7 @@ impl Conn {
             pushed: VecDeque::new(),
             pushed_bytes: 0,
             over_soft_since: None,
+            splice: None,
             last_active: now,
         }
     }
@@ -279,7 +295,7 @@ impl Conn {
         if self.is_closing() {
             return;
         }
-        let direct = self.pushed.is_empty() && self.state.at_frame_boundary();
+        let direct = self.pushed.is_empty() && self.at_frame_boundary();
         let mut queued = Vec::new();
         let out = if direct {
             self.out.writer()
@@ -294,6 +310,66 @@ impl Conn {
         out.extend_from_slice(bytes);
         if !direct {
             self.push_frame(queued);
+        }
+    }
+
+    /// Whether a command's output may be taken for this connection now:
+    /// room below the high-water mark, and no spliced frame in flight.
+    pub fn ready_for_command_output(&self, limits: &Limits) -> bool {
+        self.splice.is_none() && self.has_room(limits)
+    }
+
+    /// Whether a command's output may start a spliced frame now: only
+    /// between frames, with nothing queued ahead of it, so the body can go
+    /// from the pipe to the socket right behind its header.
+    pub fn can_splice(&self) -> bool {
+        self.splice.is_none()
+            && self.out.is_empty()
+            && self.pushed.is_empty()
+            && self.at_frame_boundary()
+    }
+
+    /// Starts an `out`/`err` frame of `len` bytes whose body the reactor
+    /// moves from command `child`'s pipe `fd` (the bytes are already in
+    /// the pipe: the reactor counted them).
+    pub fn begin_splice(
+        &mut self,
+        id: &Number,
+        stream: &str,
+        len: usize,
+        child: usize,
+        fd: crate::children::Fd,
+    ) {
+        skiff::frame::HeaderWriter::new(self.out.writer(), stream)
+            .field("id", id)
+            .field("size", len)
+            .finish();
+        self.splice = Some(Splice {
+            child,
+            fd,
+            remaining: len,
+        });
+    }
+
+    /// The spliced body to move now (once its header is written).
+    pub fn splice_pending(&self) -> Option<Splice> {
+        self.splice.filter(|_| self.out.is_empty())
+    }
+
+    /// Whether a spliced frame from command `child` is in flight: the
+    /// command's pipes must stay open until it is done.
+    pub fn splicing_from(&self, child: usize) -> bool {
+        self.splice.is_some_and(|s| s.child == child)
+    }
+
+    /// The socket took `n` spliced bytes.
+    pub fn handle_spliced(&mut self, n: usize, now: Instant) {
+        let Some(s) = &mut self.splice else { return };
+        s.remaining -= n.min(s.remaining);
+        self.last_active = now;
+        if s.remaining == 0 {
+            self.splice = None;
+            self.emit_pushed();
         }
     }
 
@@ -508,7 +584,7 @@ impl Conn {
             _ => {
                 // Say why, unless a reply body is half sent: a frame
                 // inside it would corrupt the stream, so then just close.
-                if self.state.at_frame_boundary() {
+                if self.at_frame_boundary() {
                     let message = format!("idle for {:?}", ctx.limits.idle_timeout);
                     handlers::error(self.out.writer(), None, Code::Timeout, &message);
                 }
@@ -550,9 +626,14 @@ impl Conn {
         }
     }
 
+    /// Output holds whole frames only, and no spliced body is pending.
+    fn at_frame_boundary(&self) -> bool {
+        self.splice.is_none() && self.state.at_frame_boundary()
+    }
+
     /// Moves pushed frames to the output if it is between frames.
     fn emit_pushed(&mut self) {
-        if self.pushed.is_empty() || !self.state.at_frame_boundary() || self.is_closing() {
+        if self.pushed.is_empty() || !self.at_frame_boundary() || self.is_closing() {
             return;
         }
         let out = self.out.writer();

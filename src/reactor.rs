@@ -266,7 +266,8 @@ impl Client {
     /// Bytes wait for the socket: queued output, or a file to send.
     fn wants_write(&self) -> bool {
         !self.output().is_empty()
-            || matches!(&self.engine, Engine::Framed(c) if c.file_to_send().is_some())
+            || matches!(&self.engine, Engine::Framed(c)
+                if c.file_to_send().is_some() || c.splice_pending().is_some())
     }
 
     fn desired_interest(&self, limits: &Limits) -> Interest {
@@ -313,6 +314,9 @@ pub struct Reactor {
     accept_paused: bool,
     /// When the services' housekeeping is next due.
     housekeeping_at: Option<Instant>,
+    /// `splice` from a pipe to a client socket works here (it is turned
+    /// off for good if the kernel ever refuses it).
+    splice_works: bool,
     /// Running commands, keyed by slab key (= token >> 4).
     children: Slab<ChildProc>,
     /// Command deadlines (timeout, kill grace, drain grace); stale
@@ -383,6 +387,7 @@ impl Reactor {
             actions: Vec::new(),
             accept_paused: false,
             housekeeping_at: None,
+            splice_works: true,
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
             shutdown_by: None,
@@ -480,6 +485,7 @@ impl Reactor {
                     client.readable = true;
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    debug!("conn {k}: writable");
                     client.writable = true;
                 }
                 self.drive(k);
@@ -695,6 +701,8 @@ impl Reactor {
             timers,
             to_close,
             poll,
+            children,
+            splice_works,
             ..
         } = self;
         let Some(client) = clients.get_mut(k) else {
@@ -708,6 +716,8 @@ impl Reactor {
             stats,
             services,
             actions,
+            children,
+            splice_works,
         };
         let mut write_budget = WRITE_BUDGET;
         flush(k, client, &mut env, now, &mut write_budget);
@@ -810,6 +820,8 @@ impl Reactor {
                 stats: &mut self.stats,
                 services: &mut self.services,
                 actions: &mut self.actions,
+                children: &self.children,
+                splice_works: &mut self.splice_works,
             };
             match &mut client.engine {
                 Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
@@ -974,6 +986,10 @@ struct Env<'a> {
     stats: &'a mut Stats,
     services: &'a mut Services,
     actions: &'a mut Vec<Action>,
+    /// Commands, for the pipes spliced frames come from.
+    children: &'a Slab<ChildProc>,
+    /// See [`Reactor::splice_works`].
+    splice_works: &'a mut bool,
 }
 
 impl Env<'_> {
@@ -994,7 +1010,8 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, now: Instant, budget: &mu
     while client.writable && *budget > 0 && client.broken.is_none() {
         let out = client.engine.output();
         if out.is_empty() {
-            if !send_file(k, client, env, now, budget) {
+            if !send_file(k, client, env, now, budget) && !send_spliced(k, client, env, now, budget)
+            {
                 return;
             }
             continue;
@@ -1068,6 +1085,63 @@ fn send_file(
             return false;
         }
         Err(e) => client.broken = Some(format!("sendfile: {e}")),
+    }
+    true
+}
+
+/// Moves a command's output frame body from its pipe to the socket inside
+/// the kernel. Returns false when there is nothing to move this way.
+fn send_spliced(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let Client {
+        stream,
+        engine: Engine::Framed(c),
+        ..
+    } = client
+    else {
+        return false;
+    };
+    let Some(splice) = c.splice_pending() else {
+        return false;
+    };
+    let pipe = env
+        .children
+        .get(splice.child)
+        .and_then(|ch| match splice.fd {
+            Fd::Stdout => ch.stdout.as_ref(),
+            _ => ch.stderr.as_ref(),
+        });
+    let Some(pipe) = pipe else {
+        // Cannot happen: a command is kept while a frame from it is in flight.
+        client.broken = Some("a command's pipe vanished mid-frame".into());
+        return false;
+    };
+    let count = splice.remaining.min(*budget);
+    match crate::sys::splice(std::os::fd::AsFd::as_fd(pipe), stream.as_fd(), count) {
+        Ok(0) => client.broken = Some("a command's pipe ended mid-frame".into()),
+        Ok(n) => {
+            *budget = budget.saturating_sub(n);
+            env.stats.bytes_out += n as u64;
+            c.handle_spliced(n, now);
+        }
+        // The pipe holds the bytes (they were counted): the socket is full.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            debug!("conn {k}: socket full during splice");
+            client.writable = false;
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                warn!("splice refused ({e}); command output is copied from now on");
+                *env.splice_works = false;
+            }
+            client.broken = Some(format!("splice: {e}"));
+        }
     }
     true
 }

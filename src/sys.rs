@@ -163,6 +163,44 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
+/// Bytes waiting in a pipe (`FIONREAD`).
+pub fn pipe_available(pipe: std::os::fd::BorrowedFd) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points
+    // at a live local; the descriptor is borrowed for the call.
+    if unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// Moves up to `len` bytes from a pipe to a socket inside the kernel
+/// (`splice`), without blocking.
+pub fn splice(
+    from_pipe: std::os::fd::BorrowedFd,
+    to: std::os::fd::BorrowedFd,
+    len: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are borrowed for the call; null offsets
+    // (required for a pipe, and for a socket) touch no memory of ours.
+    let n = unsafe {
+        libc::splice(
+            from_pipe.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Opens a pidfd for `pid`: a descriptor that becomes readable when the
 /// process exits, so child exits arrive through the poll like any socket
 /// (Linux 5.3+).

@@ -299,3 +299,31 @@ fn a_flood_of_exec_requests_meets_the_server_wide_limit() {
     );
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn a_stalled_stream_cancelled_then_drained_ends_with_its_exit_frame() {
+    let server = Server::start(&["--out-high-water", "64K"]);
+    let mut c = demo(&server);
+    let id = c.next_id();
+    c.send(obj(json!({"op":"exec","id":id,"cmd":"yes"})), b"")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200)); // stalled: nobody reads
+    c.send(obj(json!({"op":"cancel","id":id})), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(800)); // past the drain grace
+    let start = Instant::now();
+    let r = collect(&mut c, id); // reads out frames until exit (10 s read timeout)
+    assert_eq!(r.signal, Some(15), "{:?}", r.frames.last());
+    assert!(r.out.chunks(2).all(|p| p == b"y\n" || p == b"y"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // and the server was not spinning meanwhile: it still answers at once
+    let t = Instant::now();
+    assert_eq!(
+        server
+            .client()
+            .request(json!({"op":"echo"}), b"x")
+            .unwrap()
+            .body,
+        b"x"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+}

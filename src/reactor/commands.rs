@@ -16,6 +16,9 @@ use skiff::proto::Code;
 use super::{Client, Engine, READ_BUDGET, Reactor, Source};
 use crate::children::{ChildProc, Fd, STDIN_BUFFER};
 
+/// Largest body of one spliced output frame (a pipe holds 64 KiB by default).
+const SPLICE_FRAME_MAX: usize = 1 << 20;
+
 impl Reactor {
     /// Buffers bytes (and maybe the end) for a command's standard input.
     pub(super) fn feed_stdin(
@@ -148,6 +151,7 @@ impl Reactor {
             poll,
             config,
             ready,
+            splice_works,
             ..
         } = self;
         let Some(ch) = children.get_mut(ck) else {
@@ -194,7 +198,10 @@ impl Reactor {
         for (i, name) in [(0, "out"), (1, "err")] {
             let mut budget = READ_BUDGET;
             while ch.readable[i] && budget > 0 {
-                if conn.as_ref().is_some_and(|c| !c.has_room(limits)) {
+                if conn
+                    .as_ref()
+                    .is_some_and(|c| !c.ready_for_command_output(limits))
+                {
                     break; // backpressure: resumed when the client drains
                 }
                 let pipe = if i == 0 {
@@ -206,6 +213,26 @@ impl Reactor {
                     ch.readable[i] = false;
                     break;
                 };
+                // Zero copy when the frame can go out right away: write its
+                // header now, sized by what the pipe holds, and let the
+                // socket's flush splice the body straight from the pipe.
+                if *splice_works
+                    && let Some(c) = conn.as_mut()
+                    && c.can_splice()
+                {
+                    use std::os::fd::AsFd;
+                    let held = crate::sys::pipe_available(p.as_fd()).unwrap_or(0);
+                    if held > 0 {
+                        let n = held.min(SPLICE_FRAME_MAX);
+                        ch.output += n as u64;
+                        let fd = if i == 0 { Fd::Stdout } else { Fd::Stderr };
+                        c.begin_splice(&ch.id, name, n, ck, fd);
+                        if ch.output > config.exec_max_output {
+                            ch.terminate(now, "output limit");
+                        }
+                        break; // one frame in flight; resumed when it is sent
+                    }
+                }
                 match p.read(scratch) {
                     Ok(0) => {
                         let _ = registry.deregister(p);
@@ -234,7 +261,9 @@ impl Reactor {
         }
         ch.reap(now);
         let conn_key = ch.conn;
-        if ch.is_finished(now) {
+        // A spliced frame in flight still needs its pipe.
+        let splicing = conn.as_ref().is_some_and(|c| c.splicing_from(ck));
+        if ch.is_finished(now) && !splicing {
             let mut ch = children.remove(ck);
             for p in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
                 info!(
@@ -258,12 +287,18 @@ impl Reactor {
             }
             self.stats.children = self.children.len();
         } else {
-            let room = conn.as_ref().is_none_or(|c| c.has_room(limits));
+            let room = conn
+                .as_ref()
+                .is_none_or(|c| c.ready_for_command_output(limits));
             if room && (ch.readable[0] || ch.readable[1]) && !ch.queued {
                 ch.queued = true;
                 ready.push_back(Source::Child(ck, Fd::Stdout));
             }
-            if ch.status.is_some() {
+            // Reaped, output not done: look again at the drain deadline.
+            // Once that has passed (a spliced frame held it), the frame's
+            // completion wakes the command instead: a timer in the past
+            // would fire at once, forever.
+            if ch.status.is_some() && ch.next_wakeup() > now {
                 self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
             }
         }
@@ -302,11 +337,14 @@ impl Reactor {
         else {
             return;
         };
-        if self.children.is_empty() || !c.has_room(&self.config.limits) {
+        if self.children.is_empty() || !c.ready_for_command_output(&self.config.limits) {
             return;
         }
         for (ck, ch) in self.children.iter_mut() {
-            if ch.conn == Some(k) && (ch.readable[0] || ch.readable[1]) && !ch.queued {
+            // Readable pipes may flow again; a reaped command may have
+            // waited for its last spliced frame before sending `exit`.
+            let waiting = ch.readable[0] || ch.readable[1] || ch.status.is_some();
+            if ch.conn == Some(k) && waiting && !ch.queued {
                 ch.queued = true;
                 self.ready.push_back(Source::Child(ck, Fd::Stdout));
             }
