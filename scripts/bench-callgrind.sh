@@ -8,7 +8,7 @@
 #
 # The server starts under callgrind with instrumentation off; a 1 s swarm
 # warms it up; instrumentation is switched on only around a SECS-long
-# `skiff swarm --conns CONNS` (echo:64); the server is then stopped and
+# `skiff swarm --conns CONNS` (echo:64, or MIX=...); the server is then stopped and
 # total Ir / requests printed. Kernel time (syscalls) is not counted.
 # Profile: OUT/callgrind.out.NAME (OUT defaults to /tmp/skiff-callgrind);
 # `callgrind_annotate --inclusive=yes` it (use an unstripped build,
@@ -26,9 +26,9 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q 'listening framed' "$OUT/$name.out" && break; sleep 0.2; done
 PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$OUT/$name.out")
-"$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --json >/dev/null
+"$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --mix "${MIX:-echo:64}" --json >/dev/null
 callgrind_control -i on "$pid" >/dev/null 2>&1
-req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${secs}s" --json |
+req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${secs}s" --mix "${MIX:-echo:64}" --json |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
 callgrind_control -i off "$pid" >/dev/null 2>&1
 kill "$pid"
