@@ -467,22 +467,6 @@ impl UserDb {
         Ok(())
     }
 
-    /// Sets a user's quota in bytes (`None`: unlimited).
-    // Part of the store's API for the server and tools; `skiffd user` has no
-    // command for it yet, and an unused method must not fail the build.
-    #[allow(dead_code)]
-    pub fn set_quota(&mut self, name: &str, quota: Option<u64>) -> Result<(), UserError> {
-        self.get_mut(name)?.quota = quota;
-        Ok(())
-    }
-
-    /// Grants or revokes a user's exec right.
-    #[allow(dead_code)] // as `set_quota`
-    pub fn set_exec(&mut self, name: &str, exec: bool) -> Result<(), UserError> {
-        self.get_mut(name)?.exec = exec;
-        Ok(())
-    }
-
     /// All users, sorted by name.
     pub fn names(&self) -> impl Iterator<Item = &UserRecord> {
         self.users.values()
@@ -662,18 +646,8 @@ mod tests {
         db.set_password("bob", "two").unwrap();
         assert!(db.verify("bob", "one").is_none());
         assert!(db.verify("bob", "two").is_some());
-        db.set_quota("bob", Some(5)).unwrap();
-        db.set_exec("bob", true).unwrap();
-        assert_eq!(
-            db.get("bob").map(|u| (u.quota, u.exec)),
-            Some((Some(5), true))
-        );
         assert!(matches!(
             db.set_password("eve", "x"),
-            Err(UserError::NotFound(_))
-        ));
-        assert!(matches!(
-            db.set_quota("eve", None),
             Err(UserError::NotFound(_))
         ));
         assert_eq!(db.remove("bob").unwrap().name, "bob");
