@@ -58,6 +58,17 @@ impl OutBuf {
         &mut self.bytes
     }
 
+    /// Puts `bytes` after the first `at` pending bytes.
+    pub fn insert(&mut self, at: usize, bytes: &[u8]) {
+        debug_assert!(at <= self.len());
+        let pending = self.len();
+        let queued = self.writer();
+        // `writer` may have dropped written bytes from the front, so the
+        // position is counted back from the end.
+        let at = queued.len() - (pending - at);
+        queued.splice(at..at, bytes.iter().copied());
+    }
+
     /// Bytes of memory held (for memory accounting in tests).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {

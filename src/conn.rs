@@ -9,6 +9,13 @@
 //! it ([`Conn::deadline`]) and whether it is finished ([`Conn::is_done`]).
 //! Time comes in as `now` inside [`Ctx`], so tests run on virtual time.
 //!
+//! One exception to "the connection owns its bytes": a plain echo body
+//! that arrived whole in the reactor's read buffer is not copied into the
+//! output. It stays *lent* ([`Conn::output_with`]) until the reactor has
+//! written what it could and called [`Conn::release_input`], which copies
+//! only the unwritten rest. That copy was a third of the CPU of a 16 KiB
+//! echo; tokio's echo pays it too (BENCHMARKS.md §8c).
+//!
 //! ```text
 //!               header of a request without body
 //!            ┌───────────────────────────────────┐
@@ -28,6 +35,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -40,6 +48,10 @@ use crate::buffer::OutBuf;
 use crate::handlers::files::{self, Job, Step};
 use crate::handlers::{self, Action, Next, Services, Session, Sink};
 use crate::stats::Stats;
+
+/// Echo bodies at least this big are written from the read buffer they
+/// arrived in; smaller ones are cheaper to copy than a second iovec.
+const LEND_MIN: usize = 1024;
 
 /// Per-connection limits, fixed at startup.
 #[derive(Debug, Clone)]
@@ -192,6 +204,25 @@ pub struct Conn {
     splice: Option<Splice>,
     /// Last time bytes moved in either direction.
     last_active: Instant,
+    /// Echo body bytes that follow the output but still sit in the input
+    /// the reactor passed to `handle_input`.
+    lent: Option<Lent>,
+}
+
+/// A range of the caller's input that belongs in the output after its
+/// first `at` queued bytes. Between `handle_input` and `release_input`
+/// it is always the tail of the output (`at == out.len()`). `u32`
+/// keeps idle connections small; lending is skipped past 4 GiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lent {
+    at: u32,
+    range: Range<u32>,
+}
+
+impl Lent {
+    fn range(&self) -> Range<usize> {
+        self.range.start as usize..self.range.end as usize
+    }
 }
 
 impl Conn {
@@ -212,6 +243,7 @@ impl Conn {
             over_soft_since: None,
             splice: None,
             last_active: now,
+            lent: None,
         }
     }
 
@@ -505,10 +537,11 @@ impl Conn {
         if matches!(self.state, State::Closing(_)) {
             return;
         }
+        debug_assert!(self.lent.is_none(), "release_input was not called");
         if self.input.is_empty() {
             // The common case: consume straight from the reactor's read
             // buffer and keep only a partial frame head, if any.
-            let used = self.consume(bytes, ctx);
+            let used = self.consume(bytes, true, ctx);
             if !matches!(self.state, State::Closing(_)) {
                 self.input.extend_from_slice(&bytes[used..]);
             }
@@ -525,10 +558,39 @@ impl Conn {
         self.settle_eof();
     }
 
-    /// The socket took `n` bytes of [`Conn::output`].
+    /// The socket took `n` bytes of [`Conn::output`] (or of both parts of
+    /// [`Conn::output_with`]).
     pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
-        self.out.consume(n);
+        let owned = n.min(self.out.len());
+        self.out.consume(owned);
         self.last_active = ctx.now;
+        if let Some(lent) = &mut self.lent {
+            lent.range.start += (n - owned) as u32;
+            debug_assert!(lent.range.start <= lent.range.end);
+            lent.at = self.out.len() as u32;
+            if lent.range.is_empty() {
+                self.lent = None;
+            } else {
+                // Anything appended now would land ahead of the lent
+                // bytes; `release_input` finishes the job.
+                return;
+            }
+        }
+        self.after_written(ctx);
+    }
+
+    /// The reactor is done with the input it passed to `handle_input`:
+    /// whatever lent part of it was not written yet is copied now.
+    pub fn release_input(&mut self, input: &[u8], ctx: &mut Ctx) {
+        if let Some(lent) = self.lent.take() {
+            self.out.writer().extend_from_slice(&input[lent.range()]);
+            self.after_written(ctx);
+        }
+    }
+
+    /// What output may do once some of it is gone: lift the soft-limit
+    /// clock, lift backpressure.
+    fn after_written(&mut self, ctx: &mut Ctx) {
         if self.over_soft_since.is_some()
             && self.out.len() + self.pushed_bytes <= ctx.limits.push_soft
         {
@@ -593,9 +655,20 @@ impl Conn {
         }
     }
 
-    /// Bytes to write to the socket now.
+    /// Bytes to write to the socket now (never called while input is lent).
     pub fn output(&self) -> &[u8] {
+        debug_assert!(self.lent.is_none(), "output() while input is lent");
         self.out.pending()
+    }
+
+    /// Bytes to write to the socket now, in order: the queued output,
+    /// then the part of `input` (what `handle_input` was given) still lent
+    /// to it.
+    pub fn output_with<'a>(&'a self, input: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        match &self.lent {
+            Some(lent) => (self.out.pending(), &input[lent.range()]),
+            None => (self.out.pending(), &[]),
+        }
     }
 
     /// Whether the reactor should read more from the socket.
@@ -650,7 +723,7 @@ impl Conn {
 
     /// Closing and nothing left to write: the reactor may drop it.
     pub fn is_done(&self) -> bool {
-        self.is_closing() && self.out.is_empty()
+        self.is_closing() && self.out.is_empty() && self.lent.is_none()
     }
 
     /// Asks the connection to finish (server shutdown): no more requests
@@ -672,7 +745,7 @@ impl Conn {
             return;
         }
         let input = std::mem::take(&mut self.input);
-        let used = self.consume(&input, ctx);
+        let used = self.consume(&input, false, ctx);
         if !self.is_closing() && used < input.len() {
             self.input = input;
             self.input.drain(..used);
@@ -680,11 +753,12 @@ impl Conn {
     }
 
     /// Decodes and handles as much of `input` as it may; returns how many
-    /// bytes it used.
-    fn consume(&mut self, input: &[u8], ctx: &mut Ctx) -> usize {
+    /// bytes it used. With `may_lend`, `input` outlives this call until
+    /// `release_input`, so echo bodies may stay in it.
+    fn consume(&mut self, input: &[u8], may_lend: bool, ctx: &mut Ctx) -> usize {
         let mut used = 0;
         while !self.is_closing() && !self.held && !matches!(self.state, State::Busy { .. }) {
-            if self.out.len() >= ctx.limits.out_high {
+            if self.out.len() + self.lent_len() >= ctx.limits.out_high {
                 if !self.paused {
                     self.paused = true;
                     debug!(
@@ -698,11 +772,27 @@ impl Conn {
             match self.decoder.decode(&input[used..]) {
                 Ok(None) => break,
                 Ok(Some((n, decoded))) => {
+                    let at = used;
                     used += n;
                     match decoded {
                         Decoded::Header(header) => self.on_header(header, ctx),
+                        Decoded::Body(chunk) if may_lend && self.may_lend(chunk.len(), used) => {
+                            self.copy_lent(input);
+                            self.lent = Some(Lent {
+                                at: self.out.len() as u32,
+                                range: at as u32..used as u32,
+                            });
+                        }
                         Decoded::Body(chunk) => self.on_body(chunk, ctx),
                         Decoded::End => self.on_end(ctx),
+                    }
+                    // Output written behind a lent body goes after it.
+                    if self
+                        .lent
+                        .as_ref()
+                        .is_some_and(|l| l.at as usize != self.out.len())
+                    {
+                        self.copy_lent(input);
                     }
                 }
                 Err(e) => {
@@ -713,6 +803,33 @@ impl Conn {
             }
         }
         used
+    }
+
+    /// Whether this body chunk can stay in the input instead of being
+    /// copied: a plain echo, big enough to be worth it.
+    fn may_lend(&self, len: usize, end: usize) -> bool {
+        len >= LEND_MIN
+            && end <= u32::MAX as usize
+            && self.out.len() <= u32::MAX as usize
+            && matches!(
+                self.state,
+                State::Body {
+                    sink: Sink::Echo { upper: false },
+                    ..
+                }
+            )
+    }
+
+    /// Copies a lent body into the output, where it belongs: after the
+    /// `at` bytes that were queued when it was lent.
+    fn copy_lent(&mut self, input: &[u8]) {
+        if let Some(lent) = self.lent.take() {
+            self.out.insert(lent.at as usize, &input[lent.range()]);
+        }
+    }
+
+    fn lent_len(&self) -> usize {
+        self.lent.as_ref().map_or(0, |l| l.range().len())
     }
 
     /// At end of input with no whole frame left to act on, close.
@@ -856,8 +973,25 @@ mod tests {
             self.with(|conn, ctx| conn.handle_timeout(ctx));
         }
 
+        /// Bytes arrive; the reactor writes nothing before releasing them.
         fn feed(&mut self, bytes: &[u8]) {
+            self.feed_and_drain(bytes, 0);
+        }
+
+        /// Bytes arrive and the peer reads up to `max` bytes of the answer
+        /// before the input is released, as in the reactor's read loop.
+        fn feed_and_drain(&mut self, bytes: &[u8], max: usize) -> usize {
             self.with(|conn, ctx| conn.handle_input(bytes, ctx));
+            let (queued, lent) = self.conn.output_with(bytes);
+            let n = (queued.len() + lent.len()).min(max);
+            let from_queue = n.min(queued.len());
+            self.received.extend_from_slice(&queued[..from_queue]);
+            self.received.extend_from_slice(&lent[..n - from_queue]);
+            if n > 0 {
+                self.with(|conn, ctx| conn.handle_written(n, ctx));
+            }
+            self.with(|conn, ctx| conn.release_input(bytes, ctx));
+            n
         }
 
         /// The peer reads up to `max` bytes.
@@ -899,7 +1033,14 @@ mod tests {
         ));
         input.extend(frame(json!({"op":"nope","id":4}), b"ignored body"));
         input.extend(frame(json!({"op":"echo","id":5}), b""));
+        input.extend(frame(json!({"op":"echo","id":6}), &big_body()));
+        input.extend(frame(json!({"op":"echo","id":7}), b"after the big one"));
         input
+    }
+
+    /// Big enough to be lent rather than copied when it arrives whole.
+    fn big_body() -> Vec<u8> {
+        (0..3000u32).map(|i| (i % 251) as u8).collect()
     }
 
     fn check_script_replies(frames: &[(Header, Vec<u8>)]) {
@@ -907,13 +1048,15 @@ mod tests {
             .iter()
             .map(|(h, _)| h.id.clone().unwrap().as_u64().unwrap())
             .collect();
-        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(frames[0].0.op, "ok");
         assert_eq!(frames[0].0.u64("proto"), Some(1));
         assert_eq!(frames[1].1, b"sticky");
         assert_eq!(frames[2].1, b"PACKETS \xff!");
         assert_eq!(frames[3].0.str("code"), Some("unknown_op"));
         assert_eq!((frames[4].0.op.as_str(), frames[4].1.len()), ("ok", 0));
+        assert_eq!(frames[5].1, big_body());
+        assert_eq!(frames[6].1, b"after the big one");
     }
 
     #[test]
@@ -937,7 +1080,8 @@ mod tests {
             let mut pos = 0;
             while pos < input.len() {
                 let n = rng.random_range(1..=input.len() - pos);
-                h.feed(&input[pos..pos + n]);
+                // Short writes both while a body may be lent and after.
+                h.feed_and_drain(&input[pos..pos + n], rng.random_range(0..5000));
                 pos += n;
                 h.drain(rng.random_range(0..64));
             }
@@ -967,7 +1111,62 @@ mod tests {
     }
 
     #[test]
+    fn a_big_echo_body_is_written_from_the_input_not_copied() {
+        let mut h = Harness::new(Limits::default());
+        let input = frame(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
+        h.with(|conn, ctx| conn.handle_input(&input, ctx));
+        let (queued, lent) = h.conn.output_with(&input);
+        // The reply header is queued; the body is the request's own bytes.
+        assert!(queued.len() < 64, "queued {} bytes", queued.len());
+        assert_eq!(lent.len(), 16 << 10);
+        assert_eq!(lent.as_ptr(), input[input.len() - (16 << 10)..].as_ptr());
+        assert!(h.conn.buffered_bytes() <= 512);
+        // The socket takes the header and part of the body; the rest is
+        // copied when the input is released.
+        let n = queued.len() + 1000;
+        h.received.extend_from_slice(queued);
+        h.received.extend_from_slice(&lent[..1000]);
+        h.with(|conn, ctx| conn.handle_written(n, ctx));
+        h.with(|conn, ctx| conn.release_input(&input, ctx));
+        assert_eq!(h.conn.output().len(), (16 << 10) - 1000);
+        h.drain_all();
+        let frames = h.frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].1, vec![b'z'; 16 << 10]);
+        assert_eq!(h.conn.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn pipelined_big_echoes_keep_their_order() {
+        let mut h = Harness::new(Limits::default());
+        let mut input = Vec::new();
+        for i in 0..5u8 {
+            input.extend(frame(
+                json!({"op":"echo","id":i}),
+                &vec![b'a' + i; 2000 + i as usize],
+            ));
+        }
+        h.feed_and_drain(&input, 3000);
+        h.drain_all();
+        let frames = h.frames();
+        assert_eq!(frames.len(), 5);
+        for (i, (hd, body)) in frames.iter().enumerate() {
+            assert_eq!(hd.id.as_ref().unwrap().as_u64(), Some(i as u64));
+            assert_eq!(body, &vec![b'a' + i as u8; 2000 + i]);
+        }
+    }
+
+    #[test]
     fn backpressure_bounds_memory_for_a_peer_that_never_reads() {
+        backpressure_bounds_memory(true);
+    }
+
+    #[test]
+    fn backpressure_bounds_memory_with_lent_echo_bodies() {
+        backpressure_bounds_memory(false);
+    }
+
+    fn backpressure_bounds_memory(upper: bool) {
         let limits = Limits {
             out_high: 64 << 10,
             out_low: 16 << 10,
@@ -975,7 +1174,7 @@ mod tests {
         };
         let mut h = Harness::new(limits);
         let body = vec![b'a'; 16 << 20];
-        let mut input = frame(json!({"op":"echo","id":1,"upper":true}), &body);
+        let mut input = frame(json!({"op":"echo","id":1,"upper":upper}), &body);
         input.extend(frame(json!({"op":"echo","id":2}), b"after"));
         // The "socket" delivers 64 KiB at a time, but only while the
         // connection asks for more, as the reactor does.
@@ -1001,7 +1200,7 @@ mod tests {
             assert!(rounds < 100_000);
             if h.conn.wants_read() && pos < input.len() {
                 let n = (64 << 10).min(input.len() - pos);
-                h.feed(&input[pos..pos + n]);
+                h.feed_and_drain(&input[pos..pos + n], 16 << 10);
                 pos += n;
             }
             h.drain(32 << 10);
@@ -1010,7 +1209,8 @@ mod tests {
         let frames = h.frames();
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].1.len(), 16 << 20);
-        assert!(frames[0].1.iter().all(|&b| b == b'A'));
+        let want = if upper { b'A' } else { b'a' };
+        assert!(frames[0].1.iter().all(|&b| b == want));
         assert_eq!(frames[1].1, b"after");
     }
 

@@ -29,7 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -195,6 +195,13 @@ impl Stream {
             Stream::Unix(s) => s.write(buf),
         }
     }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
 }
 
 /// The protocol engine behind a client socket.
@@ -208,6 +215,13 @@ impl Engine {
         match self {
             Engine::Framed(c) => c.output(),
             Engine::Raw(r) => r.output(),
+        }
+    }
+
+    fn output_with<'a>(&'a self, input: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+        match self {
+            Engine::Framed(c) => c.output_with(input),
+            Engine::Raw(r) => (r.output(), &[]),
         }
     }
 }
@@ -225,6 +239,9 @@ struct Client {
     interest: Interest,
     /// No read has hit `WouldBlock` since the last readable event.
     readable: bool,
+    /// The poll said the peer finished sending (or the socket failed):
+    /// read until the end, since no further edge will announce it.
+    read_closed: bool,
     /// No write has hit `WouldBlock` since the last writable event.
     writable: bool,
     /// On the ready list already.
@@ -484,6 +501,9 @@ impl Reactor {
                     debug!("conn {k}: readable");
                     client.readable = true;
                 }
+                if event.is_read_closed() || event.is_error() {
+                    client.read_closed = true;
+                }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     debug!("conn {k}: writable");
                     client.writable = true;
@@ -626,6 +646,7 @@ impl Reactor {
             peer_ip: ip,
             interest: Interest::READABLE,
             readable: true,
+            read_closed: false,
             writable: true,
             queued: false,
             timer: None,
@@ -752,19 +773,27 @@ impl Reactor {
                     // so skip that read: it was half the syscalls of a
                     // small request. (The general rule, and mio's, is to
                     // read until WouldBlock; this is the one place we rely
-                    // on how Linux epoll reports stream sockets.)
-                    if n < scratch.len() {
+                    // on how Linux epoll reports stream sockets.) A FIN
+                    // that came with the data raises no new edge, so once
+                    // the poll has reported one, read on to the end.
+                    if n < scratch.len() && !client.read_closed {
                         client.readable = false;
                     }
                     env.stats.bytes_in += n as u64;
+                    let input = &scratch[..n];
                     match &mut client.engine {
-                        Engine::Framed(c) => c.handle_input(&scratch[..n], &mut env.ctx(now)),
-                        Engine::Raw(r) => r.handle_input(&scratch[..n], now),
+                        Engine::Framed(c) => c.handle_input(input, &mut env.ctx(now)),
+                        Engine::Raw(r) => r.handle_input(input, now),
                     }
                     // Answer at once: replies leave while the request's
                     // bytes are still hot, and a drained output keeps
-                    // backpressure from kicking in needlessly.
-                    flush(k, client, &mut env, now, &mut write_budget);
+                    // backpressure from kicking in needlessly. An echo
+                    // body may go straight from `input`; what the socket
+                    // did not take is copied when `input` is released.
+                    flush_with(k, client, &mut env, now, &mut write_budget, input);
+                    if let Engine::Framed(c) = &mut client.engine {
+                        c.release_input(input, &mut env.ctx(now));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1007,17 +1036,38 @@ impl Env<'_> {
 /// Writes queued output until it is gone, the socket would block, or the
 /// turn's budget is spent.
 fn flush(k: usize, client: &mut Client, env: &mut Env, now: Instant, budget: &mut usize) {
+    flush_with(k, client, env, now, budget, &[]);
+}
+
+/// [`flush`], right after `handle_input(input)`: the output may end with
+/// bytes still in `input`, written with them in one `writev`.
+fn flush_with(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+    input: &[u8],
+) {
     while client.writable && *budget > 0 && client.broken.is_none() {
-        let out = client.engine.output();
-        if out.is_empty() {
+        let (queued, lent) = client.engine.output_with(input);
+        if queued.is_empty() && lent.is_empty() {
             if !send_file(k, client, env, now, budget) && !send_spliced(k, client, env, now, budget)
             {
                 return;
             }
             continue;
         }
-        let n = out.len().min(*budget);
-        match client.stream.write(&out[..n]) {
+        let queued = &queued[..queued.len().min(*budget)];
+        let lent = &lent[..lent.len().min(*budget - queued.len())];
+        let written = if lent.is_empty() {
+            client.stream.write(queued)
+        } else {
+            client
+                .stream
+                .write_vectored(&[IoSlice::new(queued), IoSlice::new(lent)])
+        };
+        match written {
             Ok(0) => client.broken = Some("write returned 0".into()),
             Ok(n) => {
                 *budget -= n;
@@ -1028,9 +1078,10 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, now: Instant, budget: &mu
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let (queued, lent) = client.engine.output_with(input);
                 debug!(
                     "conn {k}: socket full, {} bytes wait",
-                    client.output().len()
+                    queued.len() + lent.len()
                 );
                 client.writable = false;
             }

@@ -404,6 +404,65 @@ fn raw_echo_upper_cases_a_byte_stream() {
     assert_eq!(got, b"HELLO, NC\n");
 }
 
+/// A request and the end of the stream that arrive together, while the
+/// server is not looking, come as one readiness event. Both must be seen:
+/// the answer, then the close (not the answer, then an idle wait).
+#[test]
+fn data_and_fin_in_one_event_get_answered_and_closed() {
+    let server = Server::start(&[]);
+    let mut raw = Vec::new();
+    let mut framed = Vec::new();
+    for _ in 0..10 {
+        // Make sure each connection is accepted and registered first.
+        let mut s = TcpStream::connect(server.raw_echo.clone().unwrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"X");
+        raw.push(s);
+        let mut s = TcpStream::connect(&server.framed).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&frame_bytes(json!({"op":"hello"}), b""))
+            .unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut head = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut head).unwrap();
+        framed.push(s);
+    }
+    // Stopped, the server sees data and FIN land before it polls again.
+    signal(&server, "-STOP");
+    for s in &mut raw {
+        s.write_all(b"last words").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let request = frame_bytes(json!({"op":"echo","id":7}), b"last words");
+    for s in &mut framed {
+        s.write_all(&request).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    signal(&server, "-CONT");
+    for (i, s) in raw.iter_mut().chain(framed.iter_mut()).enumerate() {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("connection {i}: {e} after {} bytes", got.len()));
+        if i < 10 {
+            assert_eq!(got, b"LAST WORDS");
+        } else {
+            assert!(got.ends_with(b"last words"), "connection {i}: {got:?}");
+        }
+    }
+}
+
+fn signal(server: &Server, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn sigterm_flushes_and_exits_zero() {
     let mut server = Server::start(&["--shutdown-grace", "3s"]);
