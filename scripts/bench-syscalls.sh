@@ -8,6 +8,7 @@
 #
 # Binaries: SKIFFD, SKIFF, TOKIO_ECHO (defaults as in bench-echo.sh).
 # MIX (default echo:64) is passed to `skiff swarm --mix`, e.g. MIX=echo:16K.
+# PIPELINE (default 1) is passed to `skiff swarm --pipeline`.
 # Servers are pinned to CPU 0, the swarm to CPU 1; each server is started
 # fresh on 127.0.0.1:0 and stopped by its PID (also if the script dies).
 set -euo pipefail
@@ -19,6 +20,7 @@ SKIFFD=${SKIFFD:-target/release/skiffd}
 SKIFF=${SKIFF:-target/release/skiff}
 TOKIO_ECHO=${TOKIO_ECHO:-benches/tokio-echo/target/release/tokio-echo}
 MIX=${MIX:-echo:64}
+PIPELINE=${PIPELINE:-1}
 WORK=$(mktemp -d /tmp/skiff-bench-syscalls.XXXXXX)
 pid= spid=
 cleanup() {
@@ -42,7 +44,7 @@ for conns in "${CONNS[@]}"; do
         strace -c -f -p "$pid" -o "$WORK/$s-$conns.strace" 2>/dev/null &
         spid=$!
         sleep 0.5
-        req=$(taskset -c 1 "$SKIFF" --addr "127.0.0.1:$port" swarm --conns "$conns" --mix "$MIX" --duration "${SECS}s" --json |
+        req=$(taskset -c 1 "$SKIFF" --addr "127.0.0.1:$port" swarm --conns "$conns" --mix "$MIX" --pipeline "$PIPELINE" --duration "${SECS}s" --json |
             python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
         kill -INT "$spid"; wait "$spid" || true; spid=
         kill "$pid"; wait "$pid" 2>/dev/null || true; pid=

@@ -106,6 +106,9 @@ impl Header {
     /// they never enter (and leave) the field map: a plain `echo` header
     /// allocates no map at all. This is the hot path of every request.
     pub fn parse(bytes: &[u8]) -> Result<Header, FrameError> {
+        if let Some(header) = parse_plain(bytes) {
+            return Ok(header);
+        }
         let raw: RawHeader =
             serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
         let RawHeader::Object {
@@ -156,6 +159,156 @@ impl Header {
             .get(key)
             .and_then(Value::as_bool)
             .unwrap_or(false)
+    }
+}
+
+/// The common header, read without serde_json: one flat object whose
+/// values are ASCII strings without escapes, non-negative integers,
+/// `true`, `false` or `null`, with a string `op`. It was 60 % of the
+/// server's user-space time per small echo (BENCHMARKS.md §8c). Anything
+/// else (escapes, non-ASCII, floats, negative numbers, nesting, bad
+/// syntax, a bad `op`, `id` or `size`) gives `None` and goes to
+/// serde_json, which alone decides what is an error.
+fn parse_plain(bytes: &[u8]) -> Option<Header> {
+    let mut s = Scanner { bytes, at: 0 };
+    s.skip_ws();
+    s.expect(b'{')?;
+    s.skip_ws();
+    let (mut op, mut size, mut id) = (None, None, None);
+    let mut fields = Map::new();
+    if !s.accept(b'}') {
+        loop {
+            let key = s.string()?;
+            s.skip_ws();
+            s.expect(b':')?;
+            s.skip_ws();
+            match (key, s.scalar()?) {
+                ("op", Plain::Str(v)) => op = Some(v),
+                ("size", Plain::Int(n)) => size = Some(n),
+                ("id", Plain::Int(n)) => id = Some(Some(Number::from(n))),
+                ("id", Plain::Null) => id = Some(None),
+                ("op" | "size" | "id", _) => return None,
+                (key, value) => {
+                    fields.insert(key.to_string(), value.into());
+                }
+            }
+            s.skip_ws();
+            if s.accept(b',') {
+                s.skip_ws();
+                continue;
+            }
+            s.expect(b'}')?;
+            break;
+        }
+    }
+    s.skip_ws();
+    if s.at != bytes.len() {
+        return None;
+    }
+    Some(Header {
+        op: op?.to_string(),
+        id: id.flatten(),
+        bad_id: false,
+        size: size.unwrap_or(0),
+        fields,
+    })
+}
+
+/// A value [`parse_plain`] understands.
+enum Plain<'a> {
+    Str(&'a str),
+    Int(u64),
+    Bool(bool),
+    Null,
+}
+
+impl From<Plain<'_>> for Value {
+    fn from(p: Plain<'_>) -> Value {
+        match p {
+            Plain::Str(s) => Value::String(s.to_string()),
+            Plain::Int(n) => Value::Number(n.into()),
+            Plain::Bool(b) => Value::Bool(b),
+            Plain::Null => Value::Null,
+        }
+    }
+}
+
+/// A cursor over header bytes for [`parse_plain`]; every method returns
+/// `None` for anything outside the plain subset.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn accept(&mut self, byte: u8) -> bool {
+        let hit = self.peek() == Some(byte);
+        self.at += hit as usize;
+        hit
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.accept(byte).then_some(())
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                // Escapes, control characters and non-ASCII: serde_json.
+                0x20..=0x7f if self.bytes[self.at] != b'\\' => self.at += 1,
+                _ => return None,
+            }
+        }
+        let s = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        self.at += 1;
+        Some(s)
+    }
+
+    fn scalar(&mut self) -> Option<Plain<'a>> {
+        match self.peek()? {
+            b'"' => self.string().map(Plain::Str),
+            b'0'..=b'9' => {
+                let start = self.at;
+                let mut n: u64 = 0;
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                    self.at += 1;
+                }
+                // Leading zeros are not JSON; fractions and exponents are
+                // not plain. Either way the next byte is not a delimiter.
+                if self.bytes[start] == b'0' && self.at - start > 1 {
+                    return None;
+                }
+                Some(Plain::Int(n))
+            }
+            _ => {
+                let rest = &self.bytes[self.at..];
+                let (value, len) = if rest.starts_with(b"true") {
+                    (Plain::Bool(true), 4)
+                } else if rest.starts_with(b"false") {
+                    (Plain::Bool(false), 5)
+                } else if rest.starts_with(b"null") {
+                    (Plain::Null, 4)
+                } else {
+                    return None;
+                };
+                self.at += len;
+                Some(value)
+            }
+        }
     }
 }
 
@@ -383,20 +536,31 @@ pub struct HeaderWriter<'a> {
 }
 
 impl<'a> HeaderWriter<'a> {
-    /// Starts a header with the given `op`.
+    /// Starts a header with the given `op` (one of our own plain names).
     pub fn new(out: &'a mut Vec<u8>, op: &str) -> HeaderWriter<'a> {
         let start = out.len();
         out.extend_from_slice(&[0; PREFIX_LEN]);
-        out.extend_from_slice(b"{\"op\":");
-        write_json(out, op);
+        debug_assert!(
+            op.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        );
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(op.as_bytes());
+        out.push(b'"');
         HeaderWriter { out, start }
     }
 
-    /// Adds `key: value`. Keys come from our own code; values are escaped.
+    /// Adds `key: value`. Keys are our own plain names; values are escaped.
     pub fn field(self, key: &str, value: impl Serialize) -> Self {
-        self.out.push(b',');
-        write_json(self.out, key);
-        self.out.push(b':');
+        // Keys are our own plain names: no need to run them through the
+        // escaping serializer on every reply.
+        debug_assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        );
+        self.out.extend_from_slice(b",\"");
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
         write_json(self.out, value);
         self
     }
@@ -645,5 +809,140 @@ mod tests {
         assert!(!got[0].0.fields.contains_key("none"));
         assert_eq!(got[0].1, b"hi");
         assert!(out.starts_with(&[0, 0, 0]) && out[4..].starts_with(b"{\"op\":\"ok\""));
+    }
+
+    /// The serde_json route alone, for comparison with the fast path.
+    fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
+        let raw: RawHeader =
+            serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
+        let RawHeader::Object { .. } = raw else {
+            return Err(FrameError::NotObject);
+        };
+        // Rebuild through `parse` minus the fast path: same validation.
+        let value: Value = serde_json::from_slice(bytes).unwrap();
+        let mut map = value.as_object().unwrap().clone();
+        let op = match map.remove("op") {
+            Some(Value::String(op)) => op,
+            _ => return Err(FrameError::MissingOp),
+        };
+        let size = match map.remove("size") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or(FrameError::BadSize)?,
+        };
+        let (id, bad_id) = match map.remove("id") {
+            None | Some(Value::Null) => (None, false),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => (Some(n), false),
+            Some(_) => (None, true),
+        };
+        Ok(Header {
+            op,
+            id,
+            bad_id,
+            size,
+            fields: map,
+        })
+    }
+
+    #[test]
+    fn plain_headers_take_the_fast_path() {
+        for text in [
+            r#"{"op":"echo","id":1,"size":64}"#,
+            r#" { "op" : "get" , "path" : "/a b.txt", "offset": 0, "upper": true, "x": null } "#,
+            r#"{"op":"hello"}"#,
+            r#"{"size":18446744073709551615,"op":"echo","id":null}"#,
+        ] {
+            let fast = parse_plain(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(fast, parse_with_serde(text.as_bytes()).unwrap(), "{text}");
+        }
+        for text in [
+            r#"{"op":"echo","id":-1}"#,
+            r#"{"op":"echo","size":1.0}"#,
+            r#"{"op":"\u0065cho"}"#,
+            r#"{"op":"échо"}"#,
+            r#"{"op":"echo","id":01}"#,
+            r#"{"op":"echo","x":[1]}"#,
+            r#"{"op":"echo","size":18446744073709551616}"#,
+            r#"{"op":"echo"} x"#,
+            r#"{"op":"echo",}"#,
+        ] {
+            assert!(parse_plain(text.as_bytes()).is_none(), "{text}");
+        }
+    }
+
+    /// Random headers, valid and broken: whenever the fast path answers,
+    /// serde_json agrees, and the answer from `parse` is always serde's.
+    #[test]
+    fn fast_path_agrees_with_serde_json() {
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        let keys = ["op", "id", "size", "upper", "path", "op ", "", "a\\\"b"];
+        let values = [
+            r#""echo""#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""tab\tx""#,
+            r#""ü""#,
+            "0",
+            "7",
+            "-3",
+            "01",
+            "1.5",
+            "2e3",
+            "18446744073709551615",
+            "18446744073709551616",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "[1]",
+            "{}",
+            r#"{"a":1}"#,
+            "tru",
+            "-0",
+        ];
+        let ws = ["", " ", "\n", "\t ", "\r"];
+        let mut fast_hits = 0;
+        for _ in 0..20_000 {
+            let mut text = String::from(ws[rng.random_range(0..ws.len())]);
+            text.push('{');
+            let with_op = rng.random_range(0..4) > 0;
+            if with_op {
+                text.push_str(r#""op":"echo""#);
+            }
+            for i in 0..rng.random_range(0..4) {
+                if i > 0 || with_op {
+                    text.push(',');
+                }
+                text.push_str(ws[rng.random_range(0..ws.len())]);
+                text.push_str(&format!("\"{}\"", keys[rng.random_range(0..keys.len())]));
+                text.push_str(ws[rng.random_range(0..ws.len())]);
+                text.push(':');
+                text.push_str(values[rng.random_range(0..values.len())]);
+            }
+            text.push('}');
+            text.push_str(ws[rng.random_range(0..ws.len())]);
+            let mut bytes = text.into_bytes();
+            // Sometimes break it: drop, change or add a byte.
+            if rng.random_range(0..4) == 0 && !bytes.is_empty() {
+                let at = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes[at] = rng.random(),
+                    _ => {
+                        let junk = b"{}[],:\"\\ 0a-.";
+                        bytes.insert(at, junk[rng.random_range(0..junk.len())]);
+                    }
+                }
+            }
+            let slow = parse_with_serde(&bytes);
+            if let Some(fast) = parse_plain(&bytes) {
+                fast_hits += 1;
+                assert_eq!(Ok(fast), slow, "{}", String::from_utf8_lossy(&bytes));
+            }
+            assert_eq!(Header::parse(&bytes).ok(), slow.ok());
+        }
+        assert!(fast_hits > 1000, "fast path taken {fast_hits} times");
     }
 }
