@@ -16,6 +16,12 @@ pub struct OutBuf {
     start: usize,
 }
 
+impl From<Vec<u8>> for OutBuf {
+    fn from(bytes: Vec<u8>) -> OutBuf {
+        OutBuf { bytes, start: 0 }
+    }
+}
+
 impl OutBuf {
     /// Bytes still to be written.
     pub fn len(&self) -> usize {
@@ -56,17 +62,6 @@ impl OutBuf {
             self.start = 0;
         }
         &mut self.bytes
-    }
-
-    /// Puts `bytes` after the first `at` pending bytes.
-    pub fn insert(&mut self, at: usize, bytes: &[u8]) {
-        debug_assert!(at <= self.len());
-        let pending = self.len();
-        let queued = self.writer();
-        // `writer` may have dropped written bytes from the front, so the
-        // position is counted back from the end.
-        let at = queued.len() - (pending - at);
-        queued.splice(at..at, bytes.iter().copied());
     }
 
     /// Bytes of memory held (for memory accounting in tests).

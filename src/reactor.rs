@@ -47,7 +47,7 @@ use skiff::proto::Code;
 use crate::children::{ChildProc, Fd};
 
 mod commands;
-use crate::conn::{Conn, Ctx, Limits};
+use crate::conn::{Conn, Ctx, Limits, MAX_LENT};
 use crate::handlers::{self, Action, Services, raw_echo::RawEcho, udp};
 use crate::stats::Stats;
 
@@ -215,13 +215,6 @@ impl Engine {
         match self {
             Engine::Framed(c) => c.output(),
             Engine::Raw(r) => r.output(),
-        }
-    }
-
-    fn output_with<'a>(&'a self, input: &'a [u8]) -> (&'a [u8], &'a [u8]) {
-        match self {
-            Engine::Framed(c) => c.output_with(input),
-            Engine::Raw(r) => (r.output(), &[]),
         }
     }
 }
@@ -1050,22 +1043,35 @@ fn flush_with(
     input: &[u8],
 ) {
     while client.writable && *budget > 0 && client.broken.is_none() {
-        let (queued, lent) = client.engine.output_with(input);
-        if queued.is_empty() && lent.is_empty() {
-            if !send_file(k, client, env, now, budget) && !send_spliced(k, client, env, now, budget)
-            {
-                return;
+        let written = match &client.engine {
+            Engine::Framed(c) if c.is_lending() => {
+                // Reply headers interleaved with echo bodies still in
+                // `input`: one writev.
+                let mut parts = [IoSlice::new(&[]); 2 * MAX_LENT + 1];
+                let (mut count, mut total) = (0, 0);
+                for part in c.output_parts(input) {
+                    let part = &part[..part.len().min(*budget - total)];
+                    if part.is_empty() {
+                        break;
+                    }
+                    parts[count] = IoSlice::new(part);
+                    count += 1;
+                    total += part.len();
+                }
+                client.stream.write_vectored(&parts[..count])
             }
-            continue;
-        }
-        let queued = &queued[..queued.len().min(*budget)];
-        let lent = &lent[..lent.len().min(*budget - queued.len())];
-        let written = if lent.is_empty() {
-            client.stream.write(queued)
-        } else {
-            client
-                .stream
-                .write_vectored(&[IoSlice::new(queued), IoSlice::new(lent)])
+            engine => {
+                let out = engine.output();
+                if out.is_empty() {
+                    if !send_file(k, client, env, now, budget)
+                        && !send_spliced(k, client, env, now, budget)
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                client.stream.write(&out[..out.len().min(*budget)])
+            }
         };
         match written {
             Ok(0) => client.broken = Some("write returned 0".into()),
@@ -1078,11 +1084,7 @@ fn flush_with(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let (queued, lent) = client.engine.output_with(input);
-                debug!(
-                    "conn {k}: socket full, {} bytes wait",
-                    queued.len() + lent.len()
-                );
+                debug!("conn {k}: socket full, output waits");
                 client.writable = false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
