@@ -64,8 +64,7 @@ impl OutBuf {
         &mut self.bytes
     }
 
-    /// Bytes of memory held (for memory accounting in tests).
-    #[cfg(test)]
+    /// Bytes of memory held (for the server's buffer budget).
     pub fn capacity(&self) -> usize {
         self.bytes.capacity()
     }

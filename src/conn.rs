@@ -53,6 +53,11 @@ use crate::stats::Stats;
 /// arrived in; smaller ones are cheaper to copy than a second iovec.
 const LEND_MIN: usize = 1024;
 
+/// The high-water mark while all connections together hold more than half
+/// of [`Limits::out_total`]: a connection then stops taking requests as
+/// soon as this much of its output waits.
+pub const PRESSURE_HIGH: usize = 16 << 10;
+
 /// Per-connection limits, fixed at startup.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -62,6 +67,10 @@ pub struct Limits {
     pub out_high: usize,
     /// Queued output below which input is consumed again.
     pub out_low: usize,
+    /// Buffer bytes all connections together may hold. Above half of it
+    /// the high-water mark drops to [`PRESSURE_HIGH`]; above all of it
+    /// the reactor closes the connections holding the most.
+    pub out_total: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// How long a closing connection may take to read its last bytes.
@@ -85,6 +94,7 @@ impl Default for Limits {
             max_body: 64 << 30,
             out_high: 256 << 10,
             out_low: 64 << 10,
+            out_total: 64 << 20,
             idle_timeout: Duration::from_secs(300),
             close_grace: Duration::from_secs(10),
             push_hard: 1 << 20,
@@ -226,6 +236,18 @@ pub const MAX_LENT: usize = 32;
 impl Lent {
     fn range(&self) -> Range<usize> {
         self.range.start as usize..self.range.end as usize
+    }
+}
+
+/// The high- and low-water marks for output now: the configured ones, or
+/// [`PRESSURE_HIGH`] while connections together hold more than half the
+/// server's budget (so a swarm of slow readers cannot each fill 256 KiB).
+fn water_marks(ctx: &Ctx) -> (usize, usize) {
+    let limits = ctx.limits;
+    if ctx.stats.buffered > limits.out_total / 2 {
+        (PRESSURE_HIGH.min(limits.out_high), limits.out_low)
+    } else {
+        (limits.out_high, limits.out_low)
     }
 }
 
@@ -632,7 +654,8 @@ impl Conn {
         {
             self.over_soft_since = None;
         }
-        if self.paused && self.out.len() <= ctx.limits.out_low {
+        let (high, low) = water_marks(ctx);
+        if self.paused && self.out.len() <= low.min(high) {
             self.paused = false;
             debug!(
                 "conn {}: backpressure off ({} bytes queued)",
@@ -782,11 +805,11 @@ impl Conn {
         }
     }
 
-    /// Memory held by buffers, in bytes (for tests and accounting).
-    #[cfg(test)]
+    /// Memory held by buffers, in bytes (for the server's budget).
     pub fn buffered_bytes(&self) -> usize {
         self.input.capacity()
             + self.out.capacity()
+            + self.pushed_bytes
             + self.lent.capacity() * std::mem::size_of::<Lent>()
     }
 
@@ -808,7 +831,7 @@ impl Conn {
     fn consume(&mut self, input: &[u8], may_lend: bool, ctx: &mut Ctx) -> usize {
         let mut used = 0;
         while !self.is_closing() && !self.held && !matches!(self.state, State::Busy { .. }) {
-            if self.out.len() + self.lent_len() >= ctx.limits.out_high {
+            if self.out.len() + self.lent_len() >= water_marks(ctx).0 {
                 if !self.paused {
                     self.paused = true;
                     debug!(
@@ -1216,6 +1239,39 @@ mod tests {
             assert_eq!(hd.id.as_ref().unwrap().as_u64(), Some(i as u64));
             assert_eq!(body, &vec![b'a' + i as u8; 2000 + i]);
         }
+    }
+
+    /// Feeds a 1 MiB upper-case echo in 64 KiB reads for as long as the
+    /// connection wants input; nobody reads the answer.
+    fn fill_until_paused(h: &mut Harness) -> usize {
+        let input = frame(
+            json!({"op":"echo","id":1,"upper":true}),
+            &vec![b'a'; 1 << 20],
+        );
+        let mut pos = 0;
+        while pos < input.len() && h.conn.wants_read() {
+            let n = (64 << 10).min(input.len() - pos);
+            h.feed(&input[pos..pos + n]);
+            pos += n;
+        }
+        h.conn.output().len()
+    }
+
+    #[test]
+    fn server_wide_pressure_lowers_the_high_water_mark() {
+        let mut calm = Harness::new(Limits::default());
+        assert!(fill_until_paused(&mut calm) >= 256 << 10);
+        let mut pressed = Harness::new(Limits::default());
+        pressed.stats.buffered = Limits::default().out_total / 2 + 1;
+        let queued = fill_until_paused(&mut pressed);
+        assert!(
+            (PRESSURE_HIGH..=(64 << 10) + 64).contains(&queued),
+            "{queued} bytes queued under pressure"
+        );
+        // Once the pressure is gone and the peer reads, it all flows.
+        pressed.stats.buffered = 0;
+        pressed.drain_all();
+        assert!(pressed.conn.wants_read());
     }
 
     #[test]

@@ -88,6 +88,11 @@ struct ServeArgs {
     /// Queued output per connection above which its input is paused.
     #[arg(long, default_value = "256K", value_parser = parse_size)]
     out_high_water: u64,
+    /// Buffer memory all connections together may hold. Above half of it
+    /// connections pause at 16 KiB of output; above it the ones holding
+    /// the most are closed.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    out_total: u64,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     backlog: i32,
@@ -134,6 +139,12 @@ impl ServeArgs {
         if out_high < 1024 {
             return Err("--out-high-water must be at least 1K".into());
         }
+        let out_total = usize::try_from(self.out_total).map_err(|_| "--out-total is too large")?;
+        if out_total < out_high * 4 {
+            // One connection's own limits (its chat queue may reach 4x the
+            // high-water mark) must never be enough to get it evicted.
+            return Err("--out-total must be at least 4 times --out-high-water".into());
+        }
         Ok(Config {
             framed: pick(&self.listen, "127.0.0.1:9999")?,
             unix: self.unix.clone(),
@@ -144,6 +155,7 @@ impl ServeArgs {
                 max_body: self.max_body,
                 out_high,
                 out_low: out_high / 4,
+                out_total,
                 idle_timeout: self.idle_timeout,
                 close_grace: Duration::from_secs(10),
                 // Pushed chat cannot be paused at its source: allow a few

@@ -243,6 +243,8 @@ struct Client {
     timer: Option<Instant>,
     /// Set when the socket failed: close without flushing.
     broken: Option<String>,
+    /// Buffer bytes this client counts for in `Stats::buffered`.
+    buffered: usize,
 }
 
 impl Client {
@@ -256,6 +258,16 @@ impl Client {
 
     fn output(&self) -> &[u8] {
         self.engine.output()
+    }
+
+    /// Brings `stats.buffered` up to date with this client's buffers.
+    fn account(&mut self, stats: &mut Stats) {
+        let now = match &self.engine {
+            Engine::Framed(c) => c.buffered_bytes(),
+            Engine::Raw(r) => r.buffered_bytes(),
+        };
+        stats.buffered = stats.buffered - self.buffered + now;
+        self.buffered = now;
     }
 
     fn deadline(&self, limits: &Limits) -> Instant {
@@ -431,6 +443,7 @@ impl Reactor {
             self.fire_timers();
             self.fire_child_timers();
             self.run_actions();
+            self.evict_over_budget();
             self.close_finished();
             self.housekeeping_at = self.services.housekeeping(Instant::now());
             if let Some(by) = self.shutdown_by {
@@ -644,6 +657,7 @@ impl Reactor {
             queued: false,
             timer: None,
             broken: None,
+            buffered: 0,
         });
         if let Some(ip) = ip {
             *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -794,6 +808,7 @@ impl Reactor {
             }
         }
         flush(k, client, &mut env, now, &mut write_budget);
+        client.account(env.stats);
 
         if client.is_done() {
             to_close.push(k);
@@ -909,6 +924,40 @@ impl Reactor {
         }
     }
 
+    /// The hard bound on client buffers: while all connections together
+    /// hold more than `--out-total`, the ones holding the most are closed
+    /// without flushing (Redis's `maxmemory-clients` does the same). Below
+    /// half of it nothing happens; in between, connections pause early
+    /// (see `conn::water_marks`).
+    fn evict_over_budget(&mut self) {
+        let limit = self.config.limits.out_total;
+        if self.stats.buffered <= limit {
+            return;
+        }
+        let mut holders: Vec<(usize, usize)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.broken.is_none() && c.buffered > 0)
+            .map(|(k, c)| (c.buffered, k))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        for (held, k) in holders {
+            if self.stats.buffered <= limit {
+                break;
+            }
+            info!(
+                "conn {k}: closed: connections hold {} buffer bytes, over --out-total {limit}; it held {held}",
+                self.stats.buffered
+            );
+            let client = &mut self.clients[k];
+            client.broken = Some("over the server's buffer budget".into());
+            self.stats.buffered -= held;
+            client.buffered = 0;
+            self.stats.evicted += 1;
+            self.to_close.push(k);
+        }
+    }
+
     fn close_finished(&mut self) {
         if self.accept_paused && !self.to_close.is_empty() {
             self.accept_paused = false;
@@ -943,6 +992,7 @@ impl Reactor {
                 }
             }
             self.stats.connections -= 1;
+            self.stats.buffered -= client.buffered;
             match &client.broken {
                 Some(why) => debug!("conn {k}: closed ({why})"),
                 None => debug!("conn {k}: closed"),

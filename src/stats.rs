@@ -23,6 +23,11 @@ pub struct Stats {
     pub children: usize,
     /// Datagrams answered by the UDP services.
     pub datagrams: u64,
+    /// Bytes all connections hold in their buffers now (as of each one's
+    /// last turn).
+    pub buffered: usize,
+    /// Connections closed because all together held too much.
+    pub evicted: u64,
 }
 
 impl Stats {
@@ -38,6 +43,8 @@ impl Stats {
             bytes_out: 0,
             children: 0,
             datagrams: 0,
+            buffered: 0,
+            evicted: 0,
         }
     }
 }

@@ -277,6 +277,69 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
+/// Many clients that send big echoes and never read could each fill a
+/// high-water mark of output. Together they must stay within
+/// `--out-total`: connections pause early under pressure, and the ones
+/// holding the most are closed when that is not enough.
+#[test]
+fn slow_readers_together_stay_within_the_buffer_budget() {
+    let server = Server::start(&["--out-high-water", "256K", "--out-total", "1M"]);
+    let mut header = Vec::new();
+    encode_header(&mut header, &json!({"op":"echo","size": 4u64 << 20})).unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let addr: std::net::SocketAddr = server.framed.parse().unwrap();
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small receive window keeps the kernel from absorbing the
+        // answers, so they pile up in the server, as with slow readers.
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let mut s: TcpStream = s.into();
+        s.write_all(&header).unwrap();
+        s.set_nonblocking(true).unwrap();
+        clients.push((s, header.len()));
+    }
+    // Send bodies round-robin for as long as the server takes them.
+    let chunk = vec![b'x'; 64 << 10];
+    let mut idle_rounds = 0;
+    for _ in 0..2000 {
+        let mut progress = false;
+        for (s, sent) in &mut clients {
+            if *sent >= 4 << 20 {
+                continue;
+            }
+            if let Ok(n) = s.write(&chunk[..chunk.len().min((4 << 20) - *sent)]) {
+                *sent += n;
+                progress |= n > 0;
+            }
+        }
+        idle_rounds = if progress { 0 } else { idle_rounds + 1 };
+        if idle_rounds > 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Under pressure each client still open holds at least 16 KiB, and
+    // pressure starts above 512 KiB: 40 of them cannot all fit in 1 MiB.
+    let mut stats = server.stats();
+    for _ in 0..100 {
+        if stats["evicted"].as_u64() > Some(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        stats = server.stats();
+    }
+    let buffered = stats["buffered_bytes"].as_u64().unwrap();
+    assert!(buffered <= 1 << 20, "{buffered} bytes buffered");
+    assert!(stats["evicted"].as_u64().unwrap() >= 1, "{stats}");
+    // The loop still serves everyone else.
+    let mut other = server.client();
+    assert_eq!(
+        other.request(json!({"op":"echo"}), b"hi").unwrap().body,
+        b"hi"
+    );
+}
+
 #[test]
 fn a_client_stalled_mid_frame_does_not_stall_others() {
     let server = Server::start(&[]);
@@ -533,6 +596,12 @@ fn no_arguments_means_loopback_defaults_and_bad_flags_fail_cleanly() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--out-high-water", "1M", "--out-total", "2M"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out-total"));
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
         .arg("--help")
         .output()

@@ -52,6 +52,11 @@ impl RawEcho {
         self.out.pending()
     }
 
+    /// Memory held by its buffer, in bytes (for the server's budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// Read only while the peer keeps up with its echo.
     pub fn wants_read(&self, limits: &Limits) -> bool {
         !self.eof && self.out.len() < limits.out_high
