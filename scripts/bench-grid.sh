@@ -18,7 +18,10 @@
 # with -n sized so a run takes about 5 s (REDIS_N_P1, REDIS_N_P16 at 50
 # connections; a sixth of that below 10 connections).
 # Server CPU is utime+stime from /proc/PID/stat right before and after the
-# load, the same for all three, divided by the requests answered; for
+# load (user time alone in its own column: most of the rest is the
+# kernel's TCP work, which every server needs), the same for all three,
+# divided by the requests
+# answered; peak RSS is the server's VmHWM at the end; for
 # skiffd it includes accepting the connections (and the 3 s ramp at 10k).
 # Binaries: SKIFFD, SKIFF, TOKIO_ECHO, REDIS_SERVER, REDIS_BENCHMARK.
 # SERVERS picks contenders (default "skiffd tokio redis"). Output: one
@@ -51,7 +54,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime, in clock ticks
+cpu_ticks() { awk '{print $14 ":" $15}' "/proc/$1/stat"; }
+peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -83,6 +88,7 @@ start() { # name -> SERVER_PID, PORT
 stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }
 
 # row: server conns size pipeline run rps p50 p99 cpu_us errors loadcpu% requests
+#      user_us sys_us peak_rss_kb
 row() { printf '%s\t' "$@" | sed 's/\t$//' >>"$RESULTS"; echo >>"$RESULTS"; tail -n1 "$RESULTS" >&2; }
 
 swarm_one() { # server conns size pipeline run
@@ -93,15 +99,17 @@ swarm_one() { # server conns size pipeline run
     json=$(taskset -c 1 "$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$2" --pipeline "$4" \
         --mix "echo:$3" "${extra[@]}" --json) || true
     t1=$(cpu_ticks "$SERVER_PID")
-    row $(python3 - "$@" "$t0" "$t1" "$TICK" "$json" <<'PY'
+    row $(python3 - "$@" "$t0" "$t1" "$TICK" "$(peak_rss_kb "$SERVER_PID")" "$json" <<'PY'
 import json, sys
-server, conns, size, pipe, run, t0, t1, tick, raw = sys.argv[1:]
+server, conns, size, pipe, run, t0, t1, tick, hwm, raw = sys.argv[1:]
 r = json.loads(raw)
 n = r["requests"]
-cpu_us = (int(t1) - int(t0)) / int(tick) * 1e6 / max(n, 1)
+(u0, s0), (u1, s1) = (map(int, t.split(":")) for t in (t0, t1))
+per = lambda ticks: ticks / int(tick) * 1e6 / max(n, 1)
 lat = r["latency_us"]
 print(server, conns, size, pipe, run, round(r["throughput_rps"]), lat["p50"], lat["p99"],
-      round(cpu_us, 2), r["errors"], round(r["swarm_cpu_percent"]), n)
+      round(per(u1 + s1 - u0 - s0), 2), r["errors"], round(r["swarm_cpu_percent"]), n,
+      round(per(u1 - u0), 2), round(per(s1 - s0), 2), hwm)
 PY
 )
 }
@@ -114,17 +122,19 @@ redis_one() { # test conns size pipeline run
     t0=$(cpu_ticks "$SERVER_PID")
     csv=$(taskset -c 1 "$REDIS_BENCHMARK" -h 127.0.0.1 -p "$PORT" -t "$1" -c "$2" -n "$n" -P "$4" -d 64 --csv -q)
     t1=$(cpu_ticks "$SERVER_PID")
-    row $(python3 - "$@" "$t0" "$t1" "$TICK" "$n" "$csv" <<'PY'
+    row $(python3 - "$@" "$t0" "$t1" "$TICK" "$n" "$(peak_rss_kb "$SERVER_PID")" "$csv" <<'PY'
 import csv, io, sys
-test, conns, size, pipe, run, t0, t1, tick, n, raw = sys.argv[1:]
+test, conns, size, pipe, run, t0, t1, tick, n, hwm, raw = sys.argv[1:]
 rows = list(csv.reader(io.StringIO(raw)))
 head, vals = rows[0], rows[-1]
 d = dict(zip(head, vals))
 n = int(n)
-cpu_us = (int(t1) - int(t0)) / int(tick) * 1e6 / n
+(u0, s0), (u1, s1) = (map(int, t.split(":")) for t in (t0, t1))
+per = lambda ticks: ticks / int(tick) * 1e6 / n
 name = {"ping_mbulk": "redis-ping", "set": "redis-set"}[test]
 print(name, conns, size, pipe, run, round(float(d["rps"])), round(float(d["p50_latency_ms"]) * 1000),
-      round(float(d["p99_latency_ms"]) * 1000), round(cpu_us, 2), 0, "-", n)
+      round(float(d["p99_latency_ms"]) * 1000), round(per(u1 + s1 - u0 - s0), 2), 0, "-", n,
+      round(per(u1 - u0), 2), round(per(s1 - s0), 2), hwm)
 PY
 )
 }
@@ -160,8 +170,8 @@ by = {}
 for r in rows:
     by.setdefault((int(r[1]), r[2], int(r[3]), r[0]), []).append(r)
 order = {"skiffd": 0, "tokio": 1, "redis-ping": 2, "redis-set": 3}
-print("| conns | body | pipeline | server | runs | req/s | p50 µs | p99 µs | server CPU µs/req | errors | load CPU % |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| conns | body | pipeline | server | runs | req/s | p50 µs | p99 µs | server CPU µs/req | of it user µs/req | errors | load CPU % | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 cells = sorted({k[:3] for k in by}, key=lambda c: (c[1] != "64", c[0], c[2]))
 for c in cells:
     for s in sorted({k[3] for k in by if k[:3] == c}, key=lambda s: order.get(s, 9)):
@@ -169,7 +179,8 @@ for c in cells:
         f = lambda i: med([float(x[i]) for x in rs])
         load = [float(x[10]) for x in rs if x[10] != "-"]
         print(f"| {c[0]:,} | {c[1]} | {c[2]} | {s} | {len(rs)} | {f(5):,.0f} | {f(6):,.0f} | {f(7):,.0f} | "
-              f"{f(8):.2f} | {sum(int(x[9]) for x in rs)} | {('%.0f' % med(load)) if load else '–'} |")
+              f"{f(8):.2f} | {f(12):.2f} | {sum(int(x[9]) for x in rs)} | {('%.0f' % med(load)) if load else '–'} | "
+              f"{f(14) / 1024:.1f} |")
     a, b = by.get(c + ("skiffd",)), by.get(c + ("tokio",))
     if a and b:
         pairs = list(zip(sorted(a, key=lambda x: int(x[4])), sorted(b, key=lambda x: int(x[4]))))
@@ -178,7 +189,8 @@ for c in cells:
         cr = med([float(x[8]) / float(y[8]) for x, y in pairs])
         lo = min(float(x[8]) / float(y[8]) for x, y in pairs)
         hi = max(float(x[8]) / float(y[8]) for x, y in pairs)
+        ur = med([float(x[12]) / max(float(y[12]), 1e-9) for x, y in pairs])
         print(f"| {c[0]:,} | {c[1]} | {c[2]} | **skiffd/tokio** | {len(pairs)} pairs | **{rr:.2f}×** | | {lr:.2f}× | "
-              f"**{cr:.2f}×** ({lo:.2f}–{hi:.2f}) | | |")
+              f"**{cr:.2f}×** ({lo:.2f}–{hi:.2f}) | {ur:.2f}× | | | |")
 PY
 echo "raw runs: $RESULTS" >&2
