@@ -490,6 +490,50 @@ fn a_client_killed_mid_upload_leaves_the_old_file_and_can_resume() {
     assert_eq!(partial_len(&server), 0);
 }
 
+fn parked(c: &mut Client) -> u64 {
+    let f = c.request(json!({"op":"quota"}), b"").unwrap();
+    f.header.u64("parked").unwrap()
+}
+
+/// Abandoned uploads keep their partial file for a resume. Those bytes
+/// count against the quota (else a user could fill the disk with them),
+/// and a put that needs the room discards them, oldest first.
+#[test]
+fn abandoned_uploads_stay_within_the_quota() {
+    let server = server_with_users("100K");
+    let mut c = login(&server, "alice");
+    let mut last = Vec::new();
+    for i in 0..5u32 {
+        let bytes: Vec<u8> = (0..80_000u32).map(|j| ((i * 7 + j) % 251) as u8).collect();
+        let mut dying = login(&server, "alice");
+        start_upload(&mut dying, &format!("f{i}"), &bytes, 60_000);
+        eventually("the partial reached the server", || {
+            partial_len(&server) >= 60_000
+        });
+        drop(dying);
+        eventually("the abandoned upload is parked", || {
+            parked(&mut c) == 60_000
+        });
+        // Without the count this would grow by 60,000 each round.
+        assert!(partial_len(&server) <= 100_000, "{}", partial_len(&server));
+        last = bytes;
+    }
+    // A put that fits beside the parked part keeps it ...
+    put(&mut c, "small", &[1; 10_000]).unwrap();
+    assert_eq!(parked(&mut c), 60_000);
+    // ... and the last abandoned upload resumes where it stopped.
+    let mut again = login(&server, "alice");
+    assert_eq!(start_upload(&mut again, "f4", &last, 60_000), 60_000);
+    drop(again);
+    eventually("parked again", || parked(&mut c) == 60_000);
+    // A put that needs the room discards it.
+    put(&mut c, "big", &[2; 70_000]).unwrap();
+    assert_eq!(parked(&mut c), 0);
+    assert_eq!(partial_len(&server), 0);
+    let used = c.request(json!({"op":"quota"}), b"").unwrap();
+    assert_eq!(used.header.u64("used"), Some(80_000));
+}
+
 #[test]
 fn a_server_killed_mid_upload_keeps_the_old_file_and_resumes_after_restart() {
     let mut server = server_with_users("64M");

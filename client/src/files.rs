@@ -313,16 +313,28 @@ pub fn print_ls(
     Ok(())
 }
 
-/// `quota`: returns (quota, used).
-pub fn quota(client: &mut Client, push: Push) -> Result<(Option<u64>, u64), CmdError> {
+/// `quota`: returns (quota, used, parked); `parked` (bytes kept for
+/// unfinished uploads) is 0 from servers that do not report it.
+pub fn quota(client: &mut Client, push: Push) -> Result<(Option<u64>, u64, u64), CmdError> {
     let reply = call(client, json!({"op": "quota"}), push)?;
-    Ok((reply.header.u64("quota"), need_u64(&reply.header, "used")?))
+    Ok((
+        reply.header.u64("quota"),
+        need_u64(&reply.header, "used")?,
+        reply.header.u64("parked").unwrap_or(0),
+    ))
 }
 
 /// `quota` printed in human sizes.
 pub fn print_quota(client: &mut Client, push: Push, out: &mut dyn Write) -> Result<(), CmdError> {
-    let (limit, used) = quota(client, push)?;
-    writeln!(out, "{}", quota_line(limit, used)).map_err(output_error)
+    let (limit, used, parked) = quota(client, push)?;
+    let mut line = quota_line(limit, used);
+    if parked > 0 {
+        line += &format!(
+            "; {} kept for unfinished uploads (given up when the room is needed)",
+            human_size(parked)
+        );
+    }
+    writeln!(out, "{line}").map_err(output_error)
 }
 
 /// `used 1.5 MiB of 10.0 MiB (15%), 8.5 MiB free`, or `used 3 B (no quota)`.

@@ -53,6 +53,13 @@ pub struct Account {
     pub used: u64,
     /// Bytes promised to uploads in progress.
     pub reserved: u64,
+    /// Bytes in partial uploads no connection is sending: kept so the
+    /// upload can resume, and counted against the quota meanwhile (else
+    /// abandoned uploads could fill the disk past any quota). A `put`
+    /// that needs their room discards them, oldest first.
+    pub parked: u64,
+    /// Partial files uploads in progress are writing: never discarded.
+    active: Vec<String>,
     /// Most bytes the home may hold (None: unlimited).
     pub quota: Option<u64>,
 }
@@ -62,6 +69,7 @@ impl fmt::Debug for Account {
         f.debug_struct("Account")
             .field("used", &self.used)
             .field("reserved", &self.reserved)
+            .field("parked", &self.parked)
             .field("quota", &self.quota)
             .finish()
     }
@@ -87,19 +95,50 @@ impl Account {
         // One walk per user per server start; after that `used` is kept
         // up to date by put and rm.
         let used = disk_usage(&home, 0)?;
+        let parked = disk_usage(&partial, 0)?;
         Ok(Account {
             home,
             partial,
             used,
             reserved: 0,
+            parked,
+            active: Vec::new(),
             quota,
         })
     }
 
     fn room(&self) -> u64 {
         match self.quota {
-            Some(q) => q.saturating_sub(self.used + self.reserved),
+            Some(q) => q.saturating_sub(self.used + self.reserved + self.parked),
             None => u64::MAX,
+        }
+    }
+
+    /// Deletes parked partial uploads, oldest first, until `need` bytes
+    /// fit or none is left; `keep` and uploads in progress are spared.
+    fn discard_parked(&mut self, need: u64, keep: &str) {
+        let Ok(entries) = self.partial.entries() else {
+            return;
+        };
+        let mut parked: Vec<(std::time::SystemTime, String, u64)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let meta = e.metadata().ok()?;
+                let when = meta.modified().ok()?.into_std();
+                Some((when, name, meta.len()))
+            })
+            .filter(|(_, name, _)| name != keep && !self.active.contains(name))
+            .collect();
+        parked.sort();
+        for (_, name, len) in parked {
+            if self.room() >= need {
+                break;
+            }
+            if self.partial.remove_file(&name).is_ok() {
+                info!("discarded the parked partial upload {name} ({len} bytes) for room");
+                self.parked = self.parked.saturating_sub(len);
+            }
         }
     }
 }
@@ -223,6 +262,23 @@ pub struct Upload {
     failed: Option<io::Error>,
     /// Quota held until the upload ends.
     reservation: Reservation,
+    /// The partial file is still there (not landed, not thrown away): when
+    /// the upload ends it stays parked for a resume.
+    keeps_partial: bool,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let mut account = self.reservation.account.borrow_mut();
+        if let Some(i) = account.active.iter().position(|n| *n == self.partial_name) {
+            account.active.swap_remove(i);
+        }
+        if self.keeps_partial {
+            // The file's size, not `written`: a resume still hashing its
+            // kept part has written nothing yet.
+            account.parked += self.file.metadata().map_or(self.written, |m| m.len());
+        }
+    }
 }
 
 impl Upload {
@@ -477,6 +533,7 @@ pub fn request(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &
             ok(out, id)
                 .field("quota", account.quota)
                 .field("used", account.used)
+                .field("parked", account.parked)
                 .finish();
             Ok(Next::Done)
         }
@@ -745,7 +802,7 @@ fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next
         ));
     }
     let account_rc = account(session);
-    let account = account_rc.borrow();
+    let mut account = account_rc.borrow_mut();
     // The parent must be a directory inside the home; the target, if it
     // exists, a file.
     let parent = jail::parent(&target);
@@ -767,17 +824,6 @@ fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next
     };
     // Replacing a file frees its bytes when the new one lands.
     let need = length.saturating_sub(existing);
-    if need > account.room() {
-        return Err((
-            Code::QuotaExceeded,
-            format!(
-                "{target}: {length} bytes would pass your quota ({} used, {} reserved by uploads in progress, quota {})",
-                account.used,
-                account.reserved,
-                account.quota.unwrap_or(0)
-            ),
-        ));
-    }
     let partial_name = {
         let mut h = Md5::new();
         h.update(target.as_bytes());
@@ -785,6 +831,32 @@ fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next
         h.update(md5);
         format!("{}.part", hex(&h.finalize().into()))
     };
+    // This upload's own parked part is already counted; it moves from
+    // parked to the reservation.
+    let own_parked = if account.active.contains(&partial_name) {
+        0
+    } else {
+        account
+            .partial
+            .metadata(&partial_name)
+            .map_or(0, |m| m.len())
+            .min(account.parked)
+    };
+    if need > account.room() + own_parked {
+        account.discard_parked(need - own_parked, &partial_name);
+    }
+    if need > account.room() + own_parked {
+        return Err((
+            Code::QuotaExceeded,
+            format!(
+                "{target}: {length} bytes would pass your quota ({} used, {} reserved by uploads in progress, {} parked in unfinished ones, quota {})",
+                account.used,
+                account.reserved,
+                account.parked - own_parked,
+                account.quota.unwrap_or(0)
+            ),
+        ));
+    }
     let mut options = cap_std::fs::OpenOptions::new();
     options.read(true).write(true).create(true);
     let file = account
@@ -792,6 +864,8 @@ fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next
         .open_with(&partial_name, &options)
         .map_err(|e| (Code::Io, format!("cannot start the upload: {e}")))?
         .into_std();
+    account.parked -= own_parked;
+    account.active.push(partial_name.clone());
     drop(account);
     let mut kept = file.metadata().map(|m| m.len()).unwrap_or(0);
     if kept > length {
@@ -816,6 +890,7 @@ fn put(header: &Header, session: &mut Session, out: &mut Vec<u8>) -> Result<Next
             account: account_rc,
             bytes: need,
         },
+        keeps_partial: true,
     };
     // A new put replaces one announced earlier on this connection.
     session.upload = None;
@@ -875,6 +950,7 @@ pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>,
     let mut account = account_rc.borrow_mut();
     if digest != upload.md5 || upload.written != upload.length {
         let _ = account.partial.remove_file(&upload.partial_name);
+        upload.keeps_partial = false;
         info!(
             "upload of {} failed verification: got {}",
             upload.path,
@@ -909,6 +985,7 @@ pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>,
         error(out, id, code, &message);
         return;
     }
+    upload.keeps_partial = false;
     // The rename must survive a crash too: sync the directory entry.
     if let Ok(parent) = account
         .home
