@@ -278,16 +278,19 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
 }
 
 /// Many clients that send big echoes and never read could each fill a
-/// high-water mark of output. Together they must stay within
+/// high-water mark of output (80 x 256 KiB here). Together they must stay within
 /// `--out-total`: connections pause early under pressure, and the ones
 /// holding the most are closed when that is not enough.
 #[test]
 fn slow_readers_together_stay_within_the_buffer_budget() {
     let server = Server::start(&["--out-high-water", "256K", "--out-total", "1M"]);
+    // Each echo is bigger than the kernel's largest send buffer (4 MiB
+    // here), so what a client sends beyond that must wait in the server.
+    const SIZE: usize = 16 << 20;
     let mut header = Vec::new();
-    encode_header(&mut header, &json!({"op":"echo","size": 4u64 << 20})).unwrap();
+    encode_header(&mut header, &json!({"op":"echo","size": SIZE})).unwrap();
     let mut clients = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..80 {
         let addr: std::net::SocketAddr = server.framed.parse().unwrap();
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         // A small receive window keeps the kernel from absorbing the
@@ -305,10 +308,10 @@ fn slow_readers_together_stay_within_the_buffer_budget() {
     for _ in 0..2000 {
         let mut progress = false;
         for (s, sent) in &mut clients {
-            if *sent >= 4 << 20 {
+            if *sent >= SIZE {
                 continue;
             }
-            if let Ok(n) = s.write(&chunk[..chunk.len().min((4 << 20) - *sent)]) {
+            if let Ok(n) = s.write(&chunk[..chunk.len().min(SIZE - *sent)]) {
                 *sent += n;
                 progress |= n > 0;
             }
@@ -319,19 +322,26 @@ fn slow_readers_together_stay_within_the_buffer_budget() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    // Under pressure each client still open holds at least 16 KiB, and
-    // pressure starts above 512 KiB: 40 of them cannot all fit in 1 MiB.
+    // Each client still open now pauses with at least 16 KiB waiting (its
+    // kernel send buffer is full): 80 of them cannot all fit in 1 MiB.
+    // Wait until the server has settled (two equal samples).
     let mut stats = server.stats();
-    for _ in 0..100 {
-        if stats["evicted"].as_u64() > Some(0) {
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(50));
+        let again = server.stats();
+        let settled = again["buffered_bytes"] == stats["buffered_bytes"]
+            && again["evicted"] == stats["evicted"];
+        stats = again;
+        if settled {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
-        stats = server.stats();
     }
     let buffered = stats["buffered_bytes"].as_u64().unwrap();
-    assert!(buffered <= 1 << 20, "{buffered} bytes buffered");
-    assert!(stats["evicted"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(buffered <= 1 << 20, "{buffered} bytes buffered: {stats}");
+    let evicted = stats["evicted"].as_u64().unwrap();
+    assert!(evicted >= 1, "{stats}");
+    // The evicted ones are gone; the stats client is one of those open.
+    assert_eq!(stats["connections"].as_u64(), Some(81 - evicted), "{stats}");
     // The loop still serves everyone else.
     let mut other = server.client();
     assert_eq!(
