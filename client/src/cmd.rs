@@ -341,6 +341,21 @@ pub fn udp_request(addr: &str, payload: &[u8]) -> Result<Vec<u8>, CmdError> {
 /// default (`%Y-%m-%d %H:%M:%S`).
 pub fn time(udp: &str, format: &str, out: &mut dyn Write) -> Result<(), CmdError> {
     let reply = udp_request(udp, format.as_bytes())?;
+    time_reply(format, reply, out)
+}
+
+/// Prints a time reply, or turns the service's `error: ...` answer into a
+/// failure (exit 1). A format that itself starts with `error:` makes the
+/// two look alike; its output is then printed as it came.
+fn time_reply(format: &str, reply: Vec<u8>, out: &mut dyn Write) -> Result<(), CmdError> {
+    if let Some(why) = reply.strip_prefix(b"error: ")
+        && !format.starts_with("error:")
+    {
+        return Err(CmdError::Server {
+            code: "bad_format".into(),
+            message: String::from_utf8_lossy(why).into_owned(),
+        });
+    }
     out.write_all(&reply).map_err(output_error)?;
     out.write_all(b"\n").map_err(output_error)
 }
@@ -355,6 +370,18 @@ pub fn udp_echo(udp: &str, text: &[u8], out: &mut dyn Write) -> Result<(), CmdEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_errors_fail_unless_the_format_asked_for_that_text() {
+        let mut out = Vec::new();
+        time_reply("%H", b"12".to_vec(), &mut out).unwrap();
+        assert_eq!(out, b"12\n");
+        let e = time_reply("%Q", b"error: bad directive %Q".to_vec(), &mut out).unwrap_err();
+        assert_eq!((e.code(), e.exit_code()), ("bad_format", 1));
+        out.clear();
+        time_reply("error: %H", b"error: 12".to_vec(), &mut out).unwrap();
+        assert_eq!(out, b"error: 12\n");
+    }
 
     #[test]
     fn exit_codes_split_refused_from_unreachable() {

@@ -121,6 +121,15 @@ fn time_and_udp_echo() {
     assert_eq!(&now[4..5], "-", "{now:?}");
     assert_eq!(&now[13..14], ":", "{now:?}");
 
+    // A format the service refuses is a failure, said on stderr.
+    let bad = skiff(&["time", "%Q", "--udp", udp], b"");
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(bad.stdout.is_empty(), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("bad_format"),
+        "{bad:?}"
+    );
+
     let echo = server.listener("udp-echo");
     assert_eq!(
         ok(&["udp-echo", "--udp", echo, "ping", "pong"]),
