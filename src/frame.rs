@@ -106,9 +106,14 @@ impl Header {
     /// they never enter (and leave) the field map: a plain `echo` header
     /// allocates no map at all. This is the hot path of every request.
     pub fn parse(bytes: &[u8]) -> Result<Header, FrameError> {
-        if let Some(header) = parse_plain(bytes) {
-            return Ok(header);
+        match parse_plain(bytes) {
+            Some(header) => Ok(header),
+            None => Header::parse_with_serde(bytes),
         }
+    }
+
+    /// The general route: serde_json, through [`RawHeader`].
+    fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
         let raw: RawHeader =
             serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
         let RawHeader::Object {
@@ -811,38 +816,6 @@ mod tests {
         assert!(out.starts_with(&[0, 0, 0]) && out[4..].starts_with(b"{\"op\":\"ok\""));
     }
 
-    /// The serde_json route alone, for comparison with the fast path.
-    fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
-        let raw: RawHeader =
-            serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
-        let RawHeader::Object { .. } = raw else {
-            return Err(FrameError::NotObject);
-        };
-        // Rebuild through `parse` minus the fast path: same validation.
-        let value: Value = serde_json::from_slice(bytes).unwrap();
-        let mut map = value.as_object().unwrap().clone();
-        let op = match map.remove("op") {
-            Some(Value::String(op)) => op,
-            _ => return Err(FrameError::MissingOp),
-        };
-        let size = match map.remove("size") {
-            None => 0,
-            Some(v) => v.as_u64().ok_or(FrameError::BadSize)?,
-        };
-        let (id, bad_id) = match map.remove("id") {
-            None | Some(Value::Null) => (None, false),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => (Some(n), false),
-            Some(_) => (None, true),
-        };
-        Ok(Header {
-            op,
-            id,
-            bad_id,
-            size,
-            fields: map,
-        })
-    }
-
     #[test]
     fn plain_headers_take_the_fast_path() {
         for text in [
@@ -852,7 +825,11 @@ mod tests {
             r#"{"size":18446744073709551615,"op":"echo","id":null}"#,
         ] {
             let fast = parse_plain(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
-            assert_eq!(fast, parse_with_serde(text.as_bytes()).unwrap(), "{text}");
+            assert_eq!(
+                fast,
+                Header::parse_with_serde(text.as_bytes()).unwrap(),
+                "{text}"
+            );
         }
         for text in [
             r#"{"op":"echo","id":-1}"#,
@@ -936,7 +913,7 @@ mod tests {
                     }
                 }
             }
-            let slow = parse_with_serde(&bytes);
+            let slow = Header::parse_with_serde(&bytes);
             if let Some(fast) = parse_plain(&bytes) {
                 fast_hits += 1;
                 assert_eq!(Ok(fast), slow, "{}", String::from_utf8_lossy(&bytes));
