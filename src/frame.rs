@@ -175,7 +175,9 @@ impl Header {
 /// syntax, a bad `op`, `id` or `size`) gives `None` and goes to
 /// serde_json, which alone decides what is an error.
 fn parse_plain(bytes: &[u8]) -> Option<Header> {
-    let mut s = Scanner { bytes, at: 0 };
+    // One UTF-8 check for the whole header; strings are then slices of it.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = Scanner { text, bytes, at: 0 };
     s.skip_ws();
     s.expect(b'{')?;
     s.skip_ws();
@@ -241,6 +243,8 @@ impl From<Plain<'_>> for Value {
 /// A cursor over header bytes for [`parse_plain`]; every method returns
 /// `None` for anything outside the plain subset.
 struct Scanner<'a> {
+    text: &'a str,
+    /// `text` as bytes, for scanning.
     bytes: &'a [u8],
     at: usize,
 }
@@ -277,7 +281,8 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
-        let s = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        // Both ends are ASCII quotes, so char boundaries: this cannot fail.
+        let s = self.text.get(start..self.at)?;
         self.at += 1;
         Some(s)
     }
