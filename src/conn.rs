@@ -850,6 +850,11 @@ impl Conn {
                     match decoded {
                         Decoded::Header(header) => self.on_header(header, ctx),
                         Decoded::Body(chunk) if may_lend && self.may_lend(chunk.len(), used) => {
+                            debug!(
+                                "conn {}: echo body of {} bytes goes out from the read buffer",
+                                self.key,
+                                chunk.len()
+                            );
                             self.lent.push(Lent {
                                 at: self.out.len() as u32,
                                 range: at as u32..used as u32,

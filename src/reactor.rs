@@ -931,6 +931,20 @@ impl Reactor {
     /// (see `conn::water_marks`).
     fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
+        let pressure = self.stats.buffered > limit / 2;
+        if pressure != self.stats.pressure {
+            self.stats.pressure = pressure;
+            info!(
+                "buffer pressure {}: connections hold {} bytes (budget {limit}); they pause at {}",
+                if pressure { "on" } else { "off" },
+                self.stats.buffered,
+                if pressure {
+                    "16 KiB"
+                } else {
+                    "their high-water mark"
+                }
+            );
+        }
         if self.stats.buffered <= limit {
             return;
         }

@@ -28,6 +28,8 @@ pub struct Stats {
     pub buffered: usize,
     /// Connections closed because all together held too much.
     pub evicted: u64,
+    /// `buffered` is above half the budget: connections pause early.
+    pub pressure: bool,
 }
 
 impl Stats {
@@ -45,6 +47,7 @@ impl Stats {
             datagrams: 0,
             buffered: 0,
             evicted: 0,
+            pressure: false,
         }
     }
 }
