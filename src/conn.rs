@@ -1155,6 +1155,55 @@ mod tests {
         }
     }
 
+    /// Random echo traffic (plain and upper, 0 B to 40 KB, so some bodies
+    /// are lent and some copied), cut at random, with a peer that reads a
+    /// random amount while input may be lent and after, and a small
+    /// high-water mark so backpressure comes and goes: every reply comes
+    /// back whole and in order.
+    #[test]
+    fn random_echo_traffic_survives_any_cuts_and_reads() {
+        let mut rng = rand::rng();
+        for _ in 0..25 {
+            let limits = Limits {
+                out_high: 8 << 10,
+                out_low: 2 << 10,
+                ..Limits::default()
+            };
+            let mut h = Harness::new(limits);
+            let mut input = Vec::new();
+            let mut want = Vec::new();
+            for i in 0..40u32 {
+                let len = [0, 7, 1023, 1024, 3000, 40_000][rng.random_range(0..6)];
+                let body: Vec<u8> = (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect();
+                let upper = rng.random_range(0..3) == 0;
+                input.extend(frame(json!({"op":"echo","id":i,"upper":upper}), &body));
+                want.push(if upper {
+                    body.to_ascii_uppercase()
+                } else {
+                    body
+                });
+            }
+            let mut pos = 0;
+            let mut rounds = 0;
+            while pos < input.len() || !h.conn.output().is_empty() {
+                rounds += 1;
+                assert!(rounds < 100_000);
+                if h.conn.wants_read() && pos < input.len() {
+                    let n = rng.random_range(1..=(input.len() - pos).min(70_000));
+                    h.feed_and_drain(&input[pos..pos + n], rng.random_range(0..20_000));
+                    pos += n;
+                }
+                h.drain(rng.random_range(0..20_000));
+            }
+            let frames = h.frames();
+            assert_eq!(frames.len(), want.len());
+            for (i, ((hd, body), want)) in frames.iter().zip(&want).enumerate() {
+                assert_eq!(hd.id.as_ref().unwrap().as_u64(), Some(i as u64));
+                assert!(body == want, "reply {i} differs ({} bytes)", want.len());
+            }
+        }
+    }
+
     #[test]
     fn a_thousand_pipelined_frames_in_one_read() {
         let mut h = Harness::new(Limits::default());
