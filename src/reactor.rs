@@ -928,7 +928,7 @@ impl Reactor {
     /// hold more than `--out-total`, the ones holding the most are closed
     /// without flushing (Redis's `maxmemory-clients` does the same). Below
     /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`).
+    /// (see `conn::water_marks`), which is logged as it starts and ends.
     fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
         let pressure = self.stats.buffered > limit / 2;
@@ -1096,8 +1096,9 @@ fn flush(k: usize, client: &mut Client, env: &mut Env, now: Instant, budget: &mu
     flush_with(k, client, env, now, budget, &[]);
 }
 
-/// [`flush`], right after `handle_input(input)`: the output may end with
-/// bytes still in `input`, written with them in one `writev`.
+/// [`flush`], right after `handle_input(input)`: the output may include
+/// echo bodies still in `input`, written with the queued bytes in one
+/// `writev`.
 fn flush_with(
     k: usize,
     client: &mut Client,
