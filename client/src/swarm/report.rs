@@ -21,6 +21,10 @@ pub struct ServerSample {
     pub bytes_in: Option<u64>,
     /// Bytes sent so far.
     pub bytes_out: Option<u64>,
+    /// Connections refused with `too_busy` so far.
+    pub refused: Option<u64>,
+    /// Connections closed for the server's buffer budget so far.
+    pub evicted: Option<u64>,
 }
 
 impl ServerSample {
@@ -33,6 +37,8 @@ impl ServerSample {
             connections: int("connections"),
             bytes_in: int("bytes_in"),
             bytes_out: int("bytes_out"),
+            refused: int("refused"),
+            evicted: int("evicted"),
         }
     }
 }
@@ -193,6 +199,8 @@ impl Report {
                 "connections_after": after.connections,
                 "bytes_in": self.delta(|s| s.bytes_in),
                 "bytes_out": self.delta(|s| s.bytes_out),
+                "refused": self.delta(|s| s.refused),
+                "evicted": self.delta(|s| s.evicted),
             }),
         };
         json!({
@@ -288,6 +296,15 @@ impl Report {
         if let (Some(i), Some(o)) = (self.delta(|s| s.bytes_in), self.delta(|s| s.bytes_out)) {
             s += &format!("server bytes {i} in, {o} out\n");
         }
+        // The server's side of errors: connections it turned away, or
+        // closed to stay within its buffer budget (--out-total).
+        let refused = self.delta(|s| s.refused).unwrap_or(0);
+        let evicted = self.delta(|s| s.evicted).unwrap_or(0);
+        if refused > 0 || evicted > 0 {
+            s += &format!(
+                "server said  {refused} connections refused (too_busy), {evicted} closed over its buffer budget\n"
+            );
+        }
         s
     }
 }
@@ -341,6 +358,21 @@ mod tests {
             r.to_text()
                 .contains("server CPU   0.25 s, 250.0 µs/request")
         );
+        assert!(!r.to_text().contains("server said"));
+    }
+
+    #[test]
+    fn refusals_and_evictions_during_the_run_are_reported() {
+        let f = |refused: u64, evicted: u64| {
+            let m = json!({"cpu_user_s": 1.0, "cpu_sys_s": 0.5, "refused": refused, "evicted": evicted});
+            ServerSample::from_fields(m.as_object().unwrap())
+        };
+        let r = report(Ok((f(2, 5), f(3, 12))));
+        assert_eq!(r.to_json()["server"]["evicted"], 7);
+        assert_eq!(r.to_json()["server"]["refused"], 1);
+        assert!(r.to_text().contains(
+            "server said  1 connections refused (too_busy), 7 closed over its buffer budget"
+        ));
     }
 
     #[test]
