@@ -88,6 +88,14 @@ pub struct Limits {
     pub exec_max_time: Duration,
 }
 
+impl Limits {
+    /// Connections together hold more than half the buffer budget: each
+    /// then pauses at [`PRESSURE_HIGH`].
+    pub fn under_pressure(&self, buffered: usize) -> bool {
+        buffered > self.out_total / 2
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -244,7 +252,7 @@ impl Lent {
 /// server's budget (so a swarm of slow readers cannot each fill 256 KiB).
 fn water_marks(ctx: &Ctx) -> (usize, usize) {
     let limits = ctx.limits;
-    if ctx.stats.buffered > limits.out_total / 2 {
+    if limits.under_pressure(ctx.stats.buffered) {
         (PRESSURE_HIGH.min(limits.out_high), limits.out_low)
     } else {
         (limits.out_high, limits.out_low)

@@ -931,7 +931,7 @@ impl Reactor {
     /// (see `conn::water_marks`), which is logged as it starts and ends.
     fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
-        let pressure = self.stats.buffered > limit / 2;
+        let pressure = self.config.limits.under_pressure(self.stats.buffered);
         if pressure != self.stats.pressure {
             self.stats.pressure = pressure;
             info!(

@@ -103,14 +103,7 @@ pub fn stdin(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
         Ok(id) => {
             let eof = header.flag("eof");
             if header.size == 0 {
-                if eof {
-                    ctx.actions.push(Action::Stdin {
-                        conn: session.key,
-                        id,
-                        bytes: Vec::new(),
-                        eof,
-                    });
-                }
+                stdin_end(id, eof, session, ctx);
                 return Next::Done;
             }
             Next::Body(Sink::Stdin { id, eof })
