@@ -181,7 +181,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = args.config()?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
-    match sys::raise_nofile_limit() {
+    match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep a few descriptors for listeners, files and pipes.
             let fit = (limit as usize).saturating_sub(64);

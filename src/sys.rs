@@ -1,38 +1,9 @@
-//! The one module that talks to libc directly. Each `unsafe` block says
-//! why it is sound; everything outside gets a safe function.
+//! The one module of `skiffd` that talks to libc directly (the calls the
+//! client makes too are in the shared library's `skiff::os`). Each
+//! `unsafe` block says why it is sound; everything outside gets a safe
+//! function.
 
 use std::io;
-use std::time::Duration;
-
-/// CPU time this process has used so far.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CpuTime {
-    /// Time spent in our own code.
-    pub user: Duration,
-    /// Time spent in the kernel on our behalf (most of a network server's).
-    pub system: Duration,
-    /// Peak resident set size, in bytes.
-    pub max_rss: u64,
-}
-
-/// Reads `getrusage(RUSAGE_SELF)`.
-pub fn cpu_time() -> CpuTime {
-    // SAFETY: rusage is plain old data, so all-zero is a valid value, and
-    // getrusage only writes into the struct we pass it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF is always valid and `ru` is a live, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return CpuTime::default();
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    CpuTime {
-        user: tv(ru.ru_utime),
-        system: tv(ru.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        max_rss: ru.ru_maxrss as u64 * 1024,
-    }
-}
 
 /// Current resident set size in bytes, from `/proc/self/statm` (0 if unknown).
 pub fn rss_bytes() -> u64 {
@@ -51,31 +22,6 @@ fn page_size() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as u64 } else { 4096 }
-}
-
-/// Raises the soft limit on open files to the hard limit, so `--max-conns`
-/// can be reached without the user running `ulimit -n`. Returns the limit
-/// now in force.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; raising soft up to hard needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    Ok(lim.rlim_cur)
 }
 
 /// Formats the current local time with C's `strftime`.
@@ -144,23 +90,6 @@ pub fn sendfile(
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
-}
-
-/// Asks the kernel to start writing a file range to disk without waiting
-/// for it (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Best effort: an
-/// error only means the later fsync has more to do.
-pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is borrowed from a live File for the call;
-    // the call reads no memory of ours.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
 }
 
 /// Bytes waiting in a pipe (`FIONREAD`).
@@ -233,14 +162,29 @@ pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes an exclusive `flock` on `file`, waiting for other holders
+/// (for the short CLI commands that edit users.json; never on the loop).
+pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor borrowed from a live File; no
+        // memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cpu_and_rss_are_read() {
-        let t = cpu_time();
-        assert!(t.max_rss > 0);
+    fn rss_is_read() {
         assert!(rss_bytes() > 0);
     }
 

@@ -23,7 +23,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::{self, JoinHandle};
@@ -274,7 +273,7 @@ impl Entry {
         format!(
             "{kind} {:>12} {} {}",
             self.size,
-            local_time(self.mtime),
+            crate::sys::local_time(self.mtime),
             self.name
         )
     }
@@ -370,27 +369,6 @@ pub fn human_size(n: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
-}
-
-/// Unix seconds as a local `YYYY-MM-DD HH:MM`.
-pub fn local_time(secs: i64) -> String {
-    let t = secs as libc::time_t;
-    // SAFETY: localtime_r only writes the `tm` we own; a zeroed `tm` is valid.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return "????-??-?? ??:??".into();
-        }
-        tm
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min
-    )
 }
 
 /// A progress bar on stderr for `len` bytes; hidden unless stderr is a
@@ -543,22 +521,6 @@ fn hash_into(
     Ok(())
 }
 
-/// Asks the kernel to start writing a file range to disk without waiting
-/// for it (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`). Best effort: an
-/// error only means the final fsync has more to do.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    // SAFETY: the descriptor is borrowed from a live File for the call;
-    // the call reads no memory of ours.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
 /// Where `get` puts the body: gathered into [`CHUNK`]-byte buffers, each
 /// written to the part file, then handed to the hashing thread. Remembers
 /// whether a failure was its own (the local file) rather than the
@@ -587,7 +549,7 @@ impl PartWriter {
         }
         self.end += self.buf.len() as u64;
         if self.end - self.synced >= WRITEBACK_EVERY {
-            start_writeback(&self.file, self.synced, self.end - self.synced);
+            skiff::os::start_writeback(&self.file, self.synced, self.end - self.synced);
             self.synced = self.end;
         }
         let next = self.hasher.buffer();
@@ -964,7 +926,7 @@ mod tests {
         let line = e.line();
         assert!(line.starts_with("d         4096 "), "{line}");
         assert!(line.ends_with(" a b"), "{line}");
-        assert_eq!(local_time(0).len(), 16);
+        assert_eq!(crate::sys::local_time(0).len(), 16);
         assert!(Entry::from_json(&json!({"kind": "file"})).is_none());
     }
 

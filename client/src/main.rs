@@ -9,6 +9,7 @@ mod exec;
 mod files;
 mod shell;
 mod swarm;
+mod sys;
 
 use std::ffi::OsString;
 use std::io::{self, Write};

@@ -295,14 +295,7 @@ impl Shell {
         };
         // Bounded: a flood of messages cannot keep the prompt from running.
         for _ in 0..256 {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, zero timeout.
-            let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
-            if ready <= 0 || pfd.revents == 0 {
+            if !crate::sys::readable_now(fd) {
                 return;
             }
             match client.recv() {

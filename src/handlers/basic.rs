@@ -51,7 +51,7 @@ pub fn echo_body(upper: bool, chunk: &[u8], out: &mut Vec<u8>) {
 /// load generator can compute CPU per request from two samples.
 pub fn stats(id: Option<&Number>, out: &mut Vec<u8>, ctx: &mut Ctx) -> Next {
     let s = &*ctx.stats;
-    let cpu = sys::cpu_time();
+    let cpu = skiff::os::cpu_time();
     ok(out, id)
         .field("connections", s.connections)
         .field("uptime_s", ctx.now.duration_since(s.started).as_secs())

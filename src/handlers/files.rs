@@ -297,7 +297,7 @@ impl Upload {
                 // upload does not end in a long stall of the loop.
                 if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
                     let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
-                    crate::sys::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
+                    skiff::os::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
                 }
             }
             Err(e) => self.failed = Some(e),

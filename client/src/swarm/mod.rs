@@ -67,7 +67,6 @@ mod conn;
 mod mix;
 mod reactor;
 mod report;
-mod sys;
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -76,6 +75,8 @@ use std::time::Duration;
 use mix::{Mix, parse_duration};
 use reactor::{Plan, Progress, Target};
 use report::{Probe, Report};
+
+use crate::sys;
 
 /// Descriptors kept free for stdio, the poll, the stats probe and slack.
 const FD_RESERVE: u64 = 32;
@@ -173,7 +174,7 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
     let mut fd_short = 0;
     let mut conns = args.conns;
     let want = args.conns as u64 + FD_RESERVE;
-    match sys::raise_fd_limit(want) {
+    match skiff::os::raise_nofile_limit(want) {
         Ok(limit) if limit < want => {
             let fit = limit.saturating_sub(FD_RESERVE) as usize;
             eprintln!(
@@ -213,9 +214,9 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
         sources,
         progress,
     };
-    let cpu0 = sys::cpu_time();
+    let cpu0 = skiff::os::cpu_time().total();
     let outcome = reactor::run(&plan).map_err(|e| format!("event loop failed: {e}"))?;
-    let cpu = sys::cpu_time().saturating_sub(cpu0);
+    let cpu = skiff::os::cpu_time().total().saturating_sub(cpu0);
     let after = probe.sample();
     drop(probe);
 

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::conn::{Conn, Phase, Stats};
 use super::mix::Mix;
-use super::sys;
+use crate::sys;
 
 /// How long requests still in flight at the end may take to come back.
 pub const DRAIN: Duration = Duration::from_secs(2);
