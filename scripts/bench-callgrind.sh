@@ -14,6 +14,7 @@
 # `callgrind_annotate --inclusive=yes` it (use an unstripped build,
 # CARGO_PROFILE_RELEASE_STRIP=false, for function names).
 set -u
+. "$(dirname "$0")/lib.sh"
 name=$1; conns=$2; secs=$3; shift 4
 SKIFF=${SKIFF:-target/release/skiff}
 OUT=${OUT:-/tmp/skiff-callgrind}
@@ -24,8 +25,7 @@ valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-po
 pid=$!
 # stop our own server (by PID) however the script ends
 trap 'kill "$pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q 'listening framed' "$OUT/$name.out" && break; sleep 0.2; done
-PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$OUT/$name.out")
+PORT=$(framed_port "$OUT/$name.out" 20)  # valgrind starts slowly
 "$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --mix "${MIX:-echo:64}" --json >/dev/null
 callgrind_control -i on "$pid" >/dev/null 2>&1
 req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${secs}s" --mix "${MIX:-echo:64}" --json |

@@ -16,6 +16,7 @@
 # the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 SKIFFD=${SKIFFD:-target/release/skiffd}
 ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d /tmp/skiff-bench-conn-rss.XXXXXX)
@@ -33,8 +34,7 @@ for conns in "$@"; do
     : > "$WORK/out"
     taskset -c 0 "$SKIFFD" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/out" 2>"$WORK/err" &
     SERVER_PID=$!
-    for _ in $(seq 100); do grep -q 'listening framed' "$WORK/out" && break; sleep 0.05; done
-    port=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$WORK/out")
+    port=$(framed_port "$WORK/out")
     taskset -c 1 python3 - "$SERVER_PID" "$port" "$conns" <<'PY'
 import socket, struct, sys, time, json
 

@@ -18,6 +18,7 @@
 # per-run-pair ratios of the first server to each other one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RUNS=${1:-3}
 DUR=${2:-10s}
 if [ $# -ge 2 ]; then shift 2; else shift $#; fi
@@ -49,11 +50,7 @@ start() { # name -> SERVER_PID, PORT
         tokio) taskset -c 0 "$TOKIO_ECHO" 127.0.0.1:0 >"$out" 2>"$WORK/$1.err" & ;;
     esac
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        grep -q 'listening framed' "$out" && break
-        sleep 0.05
-    done
-    PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$out")
+    PORT=$(framed_port "$out")
 }
 
 read -r -a LIST <<< "${SERVERS:-skiffd tokio}"

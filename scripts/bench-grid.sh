@@ -29,6 +29,7 @@
 # ratios skiffd/tokio. Every server is stopped by PID however this ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RUNS=$1; DUR=$2; shift 2
 CELLS=("$@")
 SKIFFD=${SKIFFD:-target/release/skiffd}
@@ -78,11 +79,7 @@ start() { # name -> SERVER_PID, PORT
             return ;;
     esac
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        grep -q 'listening framed' "$out" && break
-        sleep 0.05
-    done
-    PORT=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$out")
+    PORT=$(framed_port "$out")
 }
 
 stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=; }

@@ -22,6 +22,7 @@
 # PID however the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RUNS=${1:-3}
 STORM=${2:-15000}
 STORM_RATE=${3:-100}
@@ -40,9 +41,8 @@ one() { # case run
     : > "$WORK/out"
     taskset -c 0 "$SKIFFD" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/out" 2>"$WORK/err" &
     SERVER_PID=$!
-    for _ in $(seq 100); do grep -q 'listening framed' "$WORK/out" && break; sleep 0.05; done
     local port
-    port=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$WORK/out")
+    port=$(framed_port "$WORK/out")
     taskset -c 1 "$SKIFF" swarm --addr "127.0.0.1:$port" --conns 50 --duration 8s --json >"$WORK/est.json" &
     local est=$!
     if [ "$1" = storm ]; then

@@ -13,6 +13,7 @@
 # fresh on 127.0.0.1:0 and stopped by its PID (also if the script dies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 SECS=${1:-3}
 if [ $# -ge 1 ]; then shift; fi
 if [ $# -gt 0 ]; then CONNS=("$@"); else CONNS=(50 1); fi
@@ -39,8 +40,7 @@ for conns in "${CONNS[@]}"; do
             taskset -c 0 "$TOKIO_ECHO" 127.0.0.1:0 >"$out" 2>/dev/null &
         fi
         pid=$!
-        for _ in $(seq 50); do grep -q 'listening framed' "$out" && break; sleep 0.1; done
-        port=$(awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$out")
+        port=$(framed_port "$out")
         strace -c -f -p "$pid" -o "$WORK/$s-$conns.strace" 2>/dev/null &
         spid=$!
         sleep 0.5
