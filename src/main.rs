@@ -7,6 +7,7 @@ mod buffer;
 mod children;
 mod conn;
 mod handlers;
+mod pool;
 mod jail;
 mod listen;
 mod reactor;

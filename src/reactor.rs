@@ -21,8 +21,10 @@
 //! ```text
 //!   poll(timeout = earliest deadline, or 0 if anything is still ready)
 //!     ├─ signal   → begin shutdown
+//!     ├─ jobs     → hand finished jobs' results to their connections
 //!     ├─ listener → accept ≤ ACCEPT_BUDGET / answer datagrams
-//!     └─ client   → write first, read ≤ READ_BUDGET, feed the state machine, write
+//!     └─ client   → write first, read ≤ READ_BUDGET and ≤ MAX_REQUESTS_PER_TURN
+//!                   requests, feed the state machine, write; queue its jobs
 //!   serve the ready list · fire timers · close what finished
 //! ```
 
@@ -32,12 +34,13 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -48,7 +51,8 @@ use crate::children::{ChildProc, Fd};
 
 mod commands;
 use crate::conn::{Conn, Ctx, Limits, MAX_LENT};
-use crate::handlers::{self, Action, Services, raw_echo::RawEcho, udp};
+use crate::handlers::{self, Action, Services, Submission, raw_echo::RawEcho, udp};
+use crate::pool::Pool;
 use crate::stats::Stats;
 
 /// Bytes read per `read` call (the size of the shared read buffer).
@@ -96,6 +100,8 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Signals,
+    /// The worker pool finished jobs (its `Waker`).
+    Jobs,
     Listener(usize),
     Client(usize),
     Child(usize, Fd),
@@ -105,6 +111,7 @@ impl Source {
     fn token(self) -> Token {
         Token(match self {
             Source::Signals => 0,
+            Source::Jobs => 4,
             Source::Listener(i) => (i << 2) | 1,
             Source::Client(k) => (k << 2) | 2,
             Source::Child(k, fd) => (((k << 2) | fd as usize) << 2) | 3,
@@ -114,6 +121,7 @@ impl Source {
     fn from_token(t: Token) -> Option<Source> {
         match t.0 & 3 {
             0 if t.0 == 0 => Some(Source::Signals),
+            0 if t.0 == 4 => Some(Source::Jobs),
             1 => Some(Source::Listener(t.0 >> 2)),
             2 => Some(Source::Client(t.0 >> 2)),
             3 => Some(Source::Child(t.0 >> 4, Fd::from_bits(t.0 >> 2))),
@@ -278,11 +286,18 @@ impl Client {
     }
 
     fn is_done(&self) -> bool {
+        if self.job_in_flight() {
+            return false; // close late: the job's result comes back first
+        }
         self.broken.is_some()
             || match &self.engine {
                 Engine::Framed(c) => c.is_done(),
                 Engine::Raw(r) => r.is_done(),
             }
+    }
+
+    fn job_in_flight(&self) -> bool {
+        matches!(&self.engine, Engine::Framed(c) if c.job_in_flight())
     }
 
     /// Bytes wait for the socket: queued output, or a file to send.
@@ -332,10 +347,12 @@ pub struct Reactor {
     services: Services,
     /// Work the state machines handed out during the current turn.
     actions: Vec<Action>,
+    /// Jobs the state machines handed out, on their way to the pool.
+    jobs: Vec<Submission>,
+    /// The worker threads that run jobs (see [`crate::pool`]).
+    pool: Pool,
     /// An accept failed for lack of resources; retry after a close.
     accept_paused: bool,
-    /// When the services' housekeeping is next due.
-    housekeeping_at: Option<Instant>,
     /// `splice` from a pipe to a client socket works here (it is turned
     /// off for good if the kernel ever refuses it).
     splice_works: bool,
@@ -391,6 +408,11 @@ impl Reactor {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), Source::Jobs.token())?);
+        let pool = Pool::start(Arc::new(move || {
+            // Fails only if the eventfd is gone, and then so is the loop.
+            let _ = waker.wake();
+        }))?;
         let now = Instant::now();
         Ok(Reactor {
             poll,
@@ -407,8 +429,9 @@ impl Reactor {
             stats: Stats::new(now),
             services,
             actions: Vec::new(),
+            jobs: Vec::new(),
+            pool,
             accept_paused: false,
-            housekeeping_at: None,
             splice_works: true,
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
@@ -445,7 +468,6 @@ impl Reactor {
             self.run_actions();
             self.evict_over_budget();
             self.close_finished();
-            self.housekeeping_at = self.services.housekeeping(Instant::now());
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -472,10 +494,6 @@ impl Reactor {
             (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
             (a, b) => a.or(b).map(|Reverse((t, _))| *t),
         };
-        let next = match (next, self.housekeeping_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let next = match (next, self.shutdown_by) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -486,6 +504,7 @@ impl Reactor {
     fn dispatch(&mut self, event: &Event) {
         match Source::from_token(event.token()) {
             Some(Source::Signals) => self.on_signal(),
+            Some(Source::Jobs) => self.on_jobs_done(),
             Some(Source::Listener(i)) => self.serve_listener(i),
             Some(Source::Child(ck, fd)) => {
                 let Some(child) = self.children.get_mut(ck) else {
@@ -543,7 +562,7 @@ impl Reactor {
                         self.drive_child(ck);
                     }
                 }
-                Source::Signals => {}
+                Source::Signals | Source::Jobs => {}
             }
         }
     }
@@ -712,7 +731,67 @@ impl Reactor {
     /// has room for it again.
     fn drive(&mut self, k: usize) {
         self.drive_client(k);
+        self.submit_jobs();
         self.resume_children_of(k);
+    }
+
+    /// Hands the jobs the state machines asked for to the pool; a job the
+    /// pool refuses (its queue is full) is answered `too_busy`.
+    fn submit_jobs(&mut self) {
+        while let Some(job) = self.jobs.pop() {
+            let Submission {
+                conn,
+                name,
+                lane,
+                work,
+            } = job;
+            if self.pool.submit(conn, name, lane, work).is_err() {
+                let Some(client) = self.clients.get_mut(conn) else {
+                    continue;
+                };
+                if let Engine::Framed(c) = &mut client.engine {
+                    let mut env = Env {
+                        limits: &self.config.limits,
+                        stats: &mut self.stats,
+                        services: &mut self.services,
+                        actions: &mut self.actions,
+                        jobs: &mut self.jobs,
+                        children: &self.children,
+                        splice_works: &mut self.splice_works,
+                    };
+                    c.handle_job_refused(&mut env.ctx(Instant::now()));
+                }
+                if !client.queued {
+                    client.queued = true;
+                    self.ready.push_back(Source::Client(conn));
+                }
+            }
+        }
+    }
+
+    /// Results of finished jobs go to the connections that wait for them,
+    /// which then get a turn (to write the reply, to take the next request).
+    fn on_jobs_done(&mut self) {
+        let finished: Vec<_> = self.pool.finished().collect();
+        let now = Instant::now();
+        for done in finished {
+            let Some(client) = self.clients.get_mut(done.conn) else {
+                continue; // cannot happen: a client waiting for a job stays
+            };
+            if let Engine::Framed(c) = &mut client.engine {
+                let mut env = Env {
+                    limits: &self.config.limits,
+                    stats: &mut self.stats,
+                    services: &mut self.services,
+                    actions: &mut self.actions,
+                    jobs: &mut self.jobs,
+                    children: &self.children,
+                    splice_works: &mut self.splice_works,
+                };
+                c.handle_job_done(done.result, &mut env.ctx(now));
+            }
+            self.drive(done.conn);
+        }
     }
 
     /// One turn for client `k`: write, read within budget, feed the state
@@ -731,6 +810,7 @@ impl Reactor {
             poll,
             children,
             splice_works,
+            jobs,
             ..
         } = self;
         let Some(client) = clients.get_mut(k) else {
@@ -744,6 +824,7 @@ impl Reactor {
             stats,
             services,
             actions,
+            jobs,
             children,
             splice_works,
         };
@@ -752,7 +833,8 @@ impl Reactor {
         // One bounded step of server-side work (hashing, file sending),
         // then back to the loop: a 1 GiB file never holds it for long.
         if let Engine::Framed(c) = &mut client.engine {
-            if c.has_work(now, limits) {
+            c.start_turn();
+            if c.has_work(limits) {
                 c.work(&mut env.ctx(now));
             }
             c.resume(&mut env.ctx(now));
@@ -816,7 +898,7 @@ impl Reactor {
         }
         let more_to_read = client.readable && client.wants_read(limits);
         let more_to_write = client.writable && client.wants_write();
-        let more_work = matches!(&client.engine, Engine::Framed(c) if c.has_work(now, limits));
+        let more_work = matches!(&client.engine, Engine::Framed(c) if c.has_work(limits));
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
@@ -857,6 +939,7 @@ impl Reactor {
                 stats: &mut self.stats,
                 services: &mut self.services,
                 actions: &mut self.actions,
+                jobs: &mut self.jobs,
                 children: &self.children,
                 splice_works: &mut self.splice_works,
             };
@@ -983,8 +1066,12 @@ impl Reactor {
             }
         }
         for k in std::mem::take(&mut self.to_close) {
-            if !self.clients.contains(k) {
-                continue; // listed twice in one batch
+            match self.clients.get(k) {
+                None => continue, // listed twice in one batch
+                // Evicted or broken while a job is out: removed once the
+                // job's result is back (the client's next turn lists it).
+                Some(c) if c.job_in_flight() => continue,
+                Some(_) => {}
             }
             let mut client = self.clients.remove(k);
             let _ = self.poll.registry().deregister(client.stream.source());
@@ -1072,6 +1159,7 @@ struct Env<'a> {
     stats: &'a mut Stats,
     services: &'a mut Services,
     actions: &'a mut Vec<Action>,
+    jobs: &'a mut Vec<Submission>,
     /// Commands, for the pipes spliced frames come from.
     children: &'a Slab<ChildProc>,
     /// See [`Reactor::splice_works`].
@@ -1086,6 +1174,7 @@ impl Env<'_> {
             stats: self.stats,
             services: self.services,
             actions: self.actions,
+            jobs: self.jobs,
         }
     }
 }

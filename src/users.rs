@@ -21,41 +21,23 @@
 //! later: old hashes keep verifying with the parameters they were made
 //! with, and `skiffd user passwd` rehashes with the new ones.
 //!
-//! A login is verified **on the server's single loop thread**: while argon2
-//! runs, no other client is served. A slow KDF would therefore turn every
-//! login into a stall for everyone, and a stream of bad logins into a
-//! denial of service. So the cost is chosen for the loop's latency, not
-//! for the usual "as slow as users tolerate" (0.1-1 s): [`KDF_MEMORY_KIB`]
-//! = 4 MiB and [`KDF_PASSES`] = 2, one lane.
-//!
-//! Measured on the project's development machine (2-core AMD EPYC, 1 MiB
-//! L2, 32 MiB L3; release build; 100 verifies each; CPU time of the thread,
-//! since the machine was shared with other builds):
-//!
-//! ```text
-//! memory x passes   CPU min / median / p90       wall median (loaded machine)
-//! 2 MiB  x 2        1.6 / 1.7 / 2.6 ms           2.1 ms
-//! 4 MiB  x 1        1.6 / 1.8 / 2.2 ms           1.9 ms
-//! 4 MiB  x 2        3.2 / 3.7 / 4.3 ms   chosen  7.8 ms
-//! 8 MiB  x 1        3.5 / 5.8 / 6.5 ms           9.8 ms
-//! ```
-//!
-//! 4 MiB x 2 is about 4 ms of loop time per login: a stall a client
-//! hardly sees, and twice the attacker's work of 4 MiB x 1. 8 MiB x 1
-//! costs as much on average but varies more (it no longer fits the caches
-//! as well). All of this is far below OWASP's 19 MiB x 2, on purpose: what
-//! keeps online guessing slow is not the per-check cost but the server's
-//! per-address throttle of failed logins (timers in `handlers::auth`),
-//! while the memory cost still makes an offline attack on a stolen
-//! `users.json` far dearer than a plain hash. An unoptimized (debug) build
-//! of argon2 is about 50 times slower (180 ms CPU per check) unless the
-//! `argon2` and `blake2` packages get `opt-level = 3` under
-//! `[profile.dev.package.NAME]`, which brings it back to release speed.
+//! A login is verified **on a worker thread** (see [`crate::pool`]), never
+//! on the loop: the loop hands the password and the stored hash to the
+//! pool and serves everyone else meanwhile. So the cost can follow OWASP's
+//! minimum for argon2id, [`KDF_MEMORY_KIB`] = 19 MiB and [`KDF_PASSES`] =
+//! 2, one lane: about 20-40 ms of a worker's CPU per check. What keeps
+//! online guessing slow is the throttle of failed logins per (address,
+//! user) in `handlers::auth`; the memory cost makes an offline attack on a
+//! stolen `users.json` expensive. Hashes made with the earlier 4 MiB
+//! parameters keep verifying (the parameters are read from each hash), and
+//! `skiffd user passwd` rehashes with the new ones. An unoptimized (debug)
+//! build of argon2 is about 50 times slower unless the `argon2` and
+//! `blake2` packages get `opt-level = 3` under `[profile.dev.package.NAME]`.
 //!
 //! Unknown user and wrong password must be indistinguishable, also by
-//! timing: [`UserDb::verify`] picks the hash to check first (the user's,
-//! or a dummy made with the current parameters for an unknown user) and
-//! then runs the KDF exactly once on every path.
+//! timing: [`check_password`] is given the user's hash or, for an unknown
+//! user, none, and then checks against a dummy made with the current
+//! parameters; the KDF runs exactly once on every path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,14 +46,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
 
 use argon2::password_hash::{PasswordHasher, phc::PasswordHash};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 
 /// Argon2 memory cost in KiB (4 MiB): see the module doc for why so low.
-pub const KDF_MEMORY_KIB: u32 = 4096;
+pub const KDF_MEMORY_KIB: u32 = 19 * 1024;
 /// Argon2 passes over that memory.
 pub const KDF_PASSES: u32 = 2;
 /// Argon2 lanes: one, since the loop thread computes it alone anyway.
@@ -160,34 +142,7 @@ pub struct UserDb {
     path: PathBuf,
     /// Records by name: a `BTreeMap`, so listings and the file are sorted and stable.
     users: BTreeMap<String, UserRecord>,
-    /// argon2's working area, kept between checks (see [`KdfMemory`]).
-    memory: KdfMemory,
 }
-
-/// argon2's working area (4 MiB), reused from one check to the next.
-///
-/// Allocated fresh for every check, the area is mapped anew each time and
-/// the kernel faults in and zeroes its 1,024 pages: that was ~3 ms of the
-/// ~8 ms a login took on the loop thread. Kept for good, it would add 4 MiB
-/// to an idle server. So it is kept while logins come, and freed once none
-/// came for [`KDF_MEMORY_IDLE`] (the reactor asks, see
-/// [`UserDb::release_idle_memory`]).
-#[derive(Debug, Default)]
-struct KdfMemory {
-    /// The blocks; empty while released.
-    blocks: std::cell::RefCell<Vec<argon2::Block>>,
-    /// When a check last used them.
-    last_used: std::cell::Cell<Option<Instant>>,
-}
-
-#[cfg(test)]
-thread_local! {
-    /// argon2 runs made by [`check_with_memory`] on this thread (tests only).
-    static KDF_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// How long argon2's working area is kept after the last check.
-pub const KDF_MEMORY_IDLE: Duration = Duration::from_secs(5);
 
 /// The one argon2 configuration new hashes are made with.
 fn kdf() -> Argon2<'static> {
@@ -213,26 +168,19 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password(&random_password()))
 }
 
-/// Runs the KDF once: does `password` match the PHC string `hash`?
-/// The parameters come from the string, not from [`kdf`], so older hashes
-/// keep working after the constants change.
 #[cfg(test)]
-fn check(password: &str, hash: &str) -> bool {
-    use argon2::password_hash::PasswordVerifier;
-    match PasswordHash::new(hash) {
-        Ok(parsed) => kdf().verify_password(password.as_bytes(), &parsed).is_ok(),
-        // Cannot happen for a loaded store (load checks every hash).
-        Err(_) => false,
-    }
+thread_local! {
+    /// argon2 runs made by [`check_hash`] on this thread (tests only).
+    static KDF_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// [`check`] on a reusable working area: the same KDF run and the same
-/// constant-time comparison, without mapping 4 MiB anew each time.
-fn check_with_memory(password: &str, hash: &str, memory: &KdfMemory) -> bool {
+/// Runs the KDF once: does `password` match the PHC string `hash`?
+/// Takes tens of milliseconds: call it on a worker thread, never on the
+/// loop. The parameters come from the string, so older hashes keep
+/// working after the constants change.
+fn check_hash(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
     let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
         return false;
     };
     let (Ok(params), Ok(algorithm)) = (
@@ -246,27 +194,20 @@ fn check_with_memory(password: &str, hash: &str, memory: &KdfMemory) -> bool {
         Some(Ok(v)) => v,
         Some(Err(_)) => return false,
     };
-    let need = params.block_count();
-    let mut blocks = memory.blocks.borrow_mut();
-    if blocks.len() < need {
-        blocks.resize(need, argon2::Block::default());
-    }
-    memory.last_used.set(Some(Instant::now()));
-    let mut out = [0u8; 64];
-    let Some(out) = out.get_mut(..expected.len()) else {
-        return false;
-    };
-    let argon = Argon2::new(algorithm, version, params);
     #[cfg(test)]
     KDF_RUNS.with(|n| n.set(n.get() + 1));
-    if argon
-        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut blocks[..need])
-        .is_err()
-    {
-        return false;
-    }
-    // `Output`'s equality is constant-time, as in argon2's own verify.
-    argon2::password_hash::phc::Output::new(out).is_ok_and(|computed| &computed == expected)
+    // verify_password compares in constant time.
+    Argon2::new(algorithm, version, params)
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
+/// Does `password` match `hash`, the stored hash of the user logging in?
+/// `None` (no such user) is checked against a dummy hash, so an unknown
+/// user costs one KDF run too and fails the same way. For a worker thread.
+pub fn check_password(password: &str, hash: Option<&str>) -> bool {
+    let matches = check_hash(password, hash.unwrap_or_else(|| dummy_hash()));
+    hash.is_some() && matches
 }
 
 /// Is `name` a valid user name: 1–32 of `a-z 0-9 _ . -`, not starting with
@@ -313,7 +254,6 @@ impl UserDb {
                 return Ok(UserDb {
                     path,
                     users: BTreeMap::new(),
-                    memory: KdfMemory::default(),
                 });
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
@@ -349,24 +289,7 @@ impl UserDb {
                 ));
             }
         }
-        Ok(UserDb {
-            path,
-            users,
-            memory: KdfMemory::default(),
-        })
-    }
-
-    /// Frees argon2's working area if no check used it for
-    /// [`KDF_MEMORY_IDLE`]; returns when to ask again while it is held.
-    pub fn release_idle_memory(&self, now: Instant) -> Option<Instant> {
-        let last = self.memory.last_used.get()?;
-        let due = last + KDF_MEMORY_IDLE;
-        if now < due {
-            return Some(due);
-        }
-        *self.memory.blocks.borrow_mut() = Vec::new();
-        self.memory.last_used.set(None);
-        None
+        Ok(UserDb { path, users })
     }
 
     /// Writes the store atomically, readable and writable by its owner only
@@ -482,16 +405,18 @@ impl UserDb {
     /// Unknown user and wrong password both return `None` after the same
     /// work: one KDF run, against the dummy hash for an unknown user. Takes
     /// a few milliseconds of the calling thread (see the module doc).
+    #[cfg(test)]
     pub fn verify(&self, name: &str, password: &str) -> Option<&UserRecord> {
         let (user, hash) = self.hash_to_check(name);
         // One KDF run on every path; the result is looked at only after.
-        let matches = check_with_memory(password, hash, &self.memory);
+        let matches = check_hash(password, hash);
         user.filter(|_| matches)
     }
 
     /// The record of `name` if any, and the hash a login as `name` is
     /// checked against: theirs, or the dummy. Split from `verify` so tests
     /// can see that an unknown user still gets a real hash to check.
+    #[cfg(test)]
     fn hash_to_check(&self, name: &str) -> (Option<&UserRecord>, &str) {
         match self.users.get(name) {
             Some(user) => (Some(user), user.hash.as_str()),
@@ -556,42 +481,28 @@ fn random_password() -> String {
 }
 
 #[cfg(test)]
-mod kdf_memory_tests {
+mod kdf_tests {
     use super::*;
 
     #[test]
-    fn reused_memory_verifies_like_argon2_and_is_released_when_idle() {
+    fn check_password_verifies_with_the_parameters_inside_the_hash() {
         let hash = hash_password("secret");
-        let memory = KdfMemory::default();
-        for _ in 0..3 {
-            assert!(check_with_memory("secret", &hash, &memory));
-            assert!(!check_with_memory("Secret", &hash, &memory));
-            assert_eq!(
-                check("secret", &hash),
-                check_with_memory("secret", &hash, &memory)
-            );
-        }
-        // a hash made with other parameters still verifies
+        assert!(hash.contains(&format!("m={KDF_MEMORY_KIB},t={KDF_PASSES}")));
+        assert!(check_password("secret", Some(&hash)));
+        assert!(!check_password("Secret", Some(&hash)));
+        // No such user: a real check against the dummy, and never a match.
+        assert!(!check_password("secret", None));
+        // a hash made with other (older, smaller) parameters still verifies
         let other = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
-            Params::new(1024, 1, 1, None).unwrap(),
+            Params::new(4096, 2, 1, None).unwrap(),
         )
         .hash_password(b"pw")
         .unwrap()
         .to_string();
-        assert!(check_with_memory("pw", &other, &memory));
-        assert!(!check_with_memory("pw", "not a phc string", &memory));
-        let db = UserDb {
-            path: PathBuf::from("/nonexistent/users.json"),
-            users: BTreeMap::new(),
-            memory,
-        };
-        let used = db.memory.last_used.get().unwrap();
-        assert_eq!(db.release_idle_memory(used), Some(used + KDF_MEMORY_IDLE));
-        assert!(!db.memory.blocks.borrow().is_empty());
-        assert_eq!(db.release_idle_memory(used + KDF_MEMORY_IDLE), None);
-        assert!(db.memory.blocks.borrow().is_empty());
+        assert!(check_password("pw", Some(&other)));
+        assert!(!check_password("pw", Some("not a phc string")));
     }
 }
 
@@ -793,7 +704,7 @@ mod tests {
         let real = PasswordHash::new(&db.get("real").unwrap().hash).unwrap();
         assert_eq!(parsed.algorithm, real.algorithm);
         assert_eq!(parsed.params, real.params);
-        assert!(!check("", hash) && !check("pw", hash));
+        assert!(!check_hash("", hash) && !check_hash("pw", hash));
     }
 
     #[test]

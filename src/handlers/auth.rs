@@ -1,15 +1,21 @@
 //! `login`, and the throttling of repeated failures.
 //!
-//! A password check runs the slow KDF on the loop thread (a few ms, see
-//! [`crate::users`]). Unknown users are checked against a dummy hash, so
-//! both kinds of failure cost the same and read the same.
+//! The password check (argon2, tens of milliseconds) runs on a worker, and
+//! so does the first login's walk of the user's home (see
+//! [`crate::pool`]): the loop serves everyone else meanwhile. Unknown
+//! users are checked against a dummy hash, so both kinds of failure cost
+//! the same and read the same.
 //!
-//! After [`FREE_FAILURES`] failures from one address, each further attempt
-//! from it is answered `auth_failed` only after a delay that doubles per
-//! failure, and without running the KDF at all, so a flood of guesses can
-//! neither burn the loop's CPU nor go fast. The delay is a timer on the
-//! connection (a held reply), never a `sleep`: everyone else is served
-//! meanwhile.
+//! Failures are counted per (client address, user name). After
+//! [`FREE_FAILURES`] of them, that pair is locked for a time that doubles
+//! with each further failure, from [`BASE_LOCK`] up to [`MAX_LOCK`]. A
+//! login for a locked pair is answered at once with `too_busy`, `"reason":
+//! "throttled"` and `retry_after` (seconds), without running the KDF: a
+//! flood of guesses neither burns CPU nor gets a verdict. Attempts while
+//! locked do not count as failures, so waiting out the lock always works,
+//! and failures are forgotten [`FORGET_AFTER`] after the last one, so a
+//! typo a week does not add up. Other users behind the same address (a
+//! NAT, a shared host) are not affected by someone else's failures.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,59 +24,68 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
+use serde_json::Number;
 
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::files::{Account, Job};
-use super::{Next, Session, error, ok};
+use super::account::Account;
+use super::{Job, Next, Session, error, ok};
 use crate::conn::Ctx;
+use crate::pool::Lane;
 
-/// Failures from one address before replies start being held back.
+/// Failures for one (address, user) before logins for it are locked.
 pub const FREE_FAILURES: u32 = 3;
-/// Failures are forgotten after this long without another.
-const WINDOW: Duration = Duration::from_secs(600);
-/// The first hold-back; it doubles with each further failure.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-/// The longest hold-back.
-const MAX_DELAY: Duration = Duration::from_secs(8);
-/// Addresses remembered at most; beyond, stale ones are forgotten first.
+/// Failures are forgotten this long after the last one.
+const FORGET_AFTER: Duration = Duration::from_secs(900);
+/// The first lock; it doubles with each further failure.
+const BASE_LOCK: Duration = Duration::from_secs(1);
+/// The longest lock.
+const MAX_LOCK: Duration = Duration::from_secs(60);
+/// Pairs remembered at most; beyond, forgotten ones are dropped first.
 const MAX_TRACKED: usize = 100_000;
 
-/// Login failures per client address.
+/// Login failures per (client address, user name).
 #[derive(Debug, Default)]
 pub struct Throttle {
-    /// (failures, time of the last one) by address.
-    failures: HashMap<IpAddr, (u32, Instant)>,
+    /// (failures, time of the last one) by address and user.
+    failures: HashMap<(IpAddr, String), (u32, Instant)>,
 }
 
 impl Throttle {
-    /// How long a reply to `ip` is held back now.
-    pub fn delay(&self, ip: IpAddr, now: Instant) -> Duration {
-        match self.failures.get(&ip) {
-            Some(&(n, last)) if n >= FREE_FAILURES && now.duration_since(last) < WINDOW => {
+    /// How much longer logins as `user` from `ip` are locked (zero: not).
+    pub fn locked_for(&self, ip: IpAddr, user: &str, now: Instant) -> Duration {
+        match self.failures.get(&(ip, user.to_string())) {
+            Some(&(n, last)) if n >= FREE_FAILURES => {
                 let doublings = (n - FREE_FAILURES).min(16);
-                (BASE_DELAY * 2u32.pow(doublings)).min(MAX_DELAY)
+                let lock = BASE_LOCK.saturating_mul(1 << doublings).min(MAX_LOCK);
+                (last + lock).saturating_duration_since(now)
             }
             _ => Duration::ZERO,
         }
     }
 
-    fn fail(&mut self, ip: IpAddr, now: Instant) {
+    fn fail(&mut self, ip: IpAddr, user: &str, now: Instant) {
         if self.failures.len() >= MAX_TRACKED {
             self.failures
-                .retain(|_, (_, last)| now.duration_since(*last) < WINDOW);
+                .retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
         }
-        let e = self.failures.entry(ip).or_insert((0, now));
-        if now.duration_since(e.1) >= WINDOW {
+        if self.failures.len() >= MAX_TRACKED {
+            return; // a flood of names: forget rather than grow
+        }
+        let e = self
+            .failures
+            .entry((ip, user.to_string()))
+            .or_insert((0, now));
+        if now.duration_since(e.1) >= FORGET_AFTER {
             e.0 = 0;
         }
         e.0 = e.0.saturating_add(1);
         e.1 = now;
     }
 
-    fn succeed(&mut self, ip: IpAddr) {
-        self.failures.remove(&ip);
+    fn succeed(&mut self, ip: IpAddr, user: &str) {
+        self.failures.remove(&(ip, user.to_string()));
     }
 }
 
@@ -89,76 +104,118 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
         return Next::Done;
     };
     let now = ctx.now;
-    let held = session
-        .peer
-        .map_or(Duration::ZERO, |ip| ctx.services.throttle.delay(ip, now));
-    let services = &mut *ctx.services;
-    services.reload_users_if_changed();
-    let verified = if held > Duration::ZERO {
-        None // throttled: answer without spending the KDF
-    } else {
-        services
-            .users
-            .verify(user, password)
-            .map(|r| (r.quota, r.exec))
-    };
-    let Some((quota, exec)) = verified else {
-        if let Some(ip) = session.peer {
-            services.throttle.fail(ip, now);
-        }
-        warn!(
-            "login failed for {user:?} from {}",
-            session
-                .peer
-                .map_or("unix socket".into(), |ip| ip.to_string())
-        );
-        let mut reply = Vec::new();
-        error(&mut reply, id, Code::AuthFailed, FAILED);
-        let delay = session
-            .peer
-            .map_or(Duration::ZERO, |ip| services.throttle.delay(ip, now));
-        if delay.is_zero() {
-            out.extend_from_slice(&reply);
+    if let Some(ip) = session.peer {
+        let wait = ctx.services.throttle.locked_for(ip, user, now);
+        if !wait.is_zero() {
+            // Whole seconds, rounded up, so that waiting that long works.
+            let secs = wait.as_millis().div_ceil(1000);
+            let message = format!(
+                "too many failed logins for {user} from {ip}; retry in {secs} s"
+            );
+            super::error_with(out, id, Code::TooBusy, &message)
+                .field("reason", "throttled")
+                .field("retry_after", secs)
+                .finish();
             return Next::Done;
         }
-        return Next::Busy(Job::Delay {
-            until: now + delay,
-            reply,
-        });
-    };
-    if let Some(ip) = session.peer {
-        services.throttle.succeed(ip);
     }
-    let account = match services.accounts.get(user) {
-        Some(a) => {
-            a.borrow_mut().quota = quota;
-            a.clone()
-        }
-        None => match Account::open(&services.data_dir, user, quota) {
-            Ok(a) => {
-                let a = Rc::new(RefCell::new(a));
-                services.accounts.insert(user.to_string(), a.clone());
-                a
+    let services = &mut *ctx.services;
+    services.reload_users_if_changed();
+    let record = services.users.get(user).map(|r| (r.hash.clone(), r.quota, r.exec));
+    let hash = record.as_ref().map(|r| r.0.clone());
+    let password = password.to_string();
+    let user = user.to_string();
+    Next::Job(Job::new(
+        "login",
+        Lane::Quick,
+        move || crate::users::check_password(&password, hash.as_deref()),
+        move |matches, id, session, out, ctx| match record {
+            Some((_, quota, exec)) if matches => {
+                if let Some(ip) = session.peer {
+                    ctx.services.throttle.succeed(ip, &user);
+                }
+                open_account(user, quota, exec, id, session, out, ctx)
             }
-            Err(e) => {
-                error(out, id, Code::Io, &format!("cannot open your home: {e}"));
-                return Next::Done;
+            _ => {
+                if let Some(ip) = session.peer {
+                    ctx.services.throttle.fail(ip, &user, ctx.now);
+                }
+                warn!(
+                    "login failed for {user:?} from {}",
+                    session
+                        .peer
+                        .map_or("unix socket".into(), |ip| ip.to_string())
+                );
+                error(out, id, Code::AuthFailed, FAILED);
+                Next::Done
             }
         },
-    };
+    ))
+}
+
+/// The password was right: find the user's account, or open it on a
+/// worker (it walks the home to measure it), then finish the login.
+fn open_account(
+    user: String,
+    quota: Option<u64>,
+    exec: bool,
+    id: Option<&Number>,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    ctx: &mut Ctx,
+) -> Next {
+    if let Some(a) = ctx.services.accounts.get(&user) {
+        a.borrow_mut().quota = quota;
+        let account = a.clone();
+        return logged_in(user, quota, exec, account, id, session, out);
+    }
+    let data_dir = ctx.services.data_dir.clone();
+    let name = user.clone();
+    Next::Job(Job::new(
+        "open-home",
+        Lane::Bulk,
+        move || Account::open(&data_dir, &name, quota),
+        move |opened, id, session, out, ctx| {
+            // Another session of the same user may have opened it first.
+            let account = match (ctx.services.accounts.get(&user), opened) {
+                (Some(a), _) => a.clone(),
+                (None, Ok(a)) => {
+                    let a = Rc::new(RefCell::new(a));
+                    ctx.services.accounts.insert(user.clone(), a.clone());
+                    a
+                }
+                (None, Err(e)) => {
+                    error(out, id, Code::Io, &format!("cannot open your home: {e}"));
+                    return Next::Done;
+                }
+            };
+            logged_in(user, quota, exec, account, id, session, out)
+        },
+    ))
+}
+
+fn logged_in(
+    user: String,
+    quota: Option<u64>,
+    exec: bool,
+    account: Rc<RefCell<Account>>,
+    id: Option<&Number>,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+) -> Next {
     info!("conn {}: user {user} logged in", session.key);
-    session.user = Some(user.to_string());
     session.cwd = "/".into();
     session.exec = exec;
     session.upload = None;
     let used = account.borrow().used;
     session.account = Some(account);
     ok(out, id)
-        .field("user", user)
+        .field("user", &user)
         .field("cwd", "/")
         .field("quota", quota)
         .field("used", used)
         .finish();
+    session.user = Some(user);
     Next::Done
 }
 
@@ -167,25 +224,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delay_grows_after_free_failures_and_resets() {
+    fn locks_grow_after_free_failures_per_address_and_user() {
         let mut t = Throttle::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let now = Instant::now();
         for _ in 0..FREE_FAILURES {
-            assert_eq!(t.delay(ip, now), Duration::ZERO);
-            t.fail(ip, now);
+            assert_eq!(t.locked_for(ip, "demo", now), Duration::ZERO);
+            t.fail(ip, "demo", now);
         }
-        assert_eq!(t.delay(ip, now), BASE_DELAY);
-        t.fail(ip, now);
-        assert_eq!(t.delay(ip, now), BASE_DELAY * 2);
+        assert_eq!(t.locked_for(ip, "demo", now), BASE_LOCK);
+        t.fail(ip, "demo", now);
+        assert_eq!(t.locked_for(ip, "demo", now), BASE_LOCK * 2);
         for _ in 0..40 {
-            t.fail(ip, now);
+            t.fail(ip, "demo", now);
         }
-        assert_eq!(t.delay(ip, now), MAX_DELAY);
-        assert_eq!(t.delay(ip, now + WINDOW), Duration::ZERO);
+        assert_eq!(t.locked_for(ip, "demo", now), MAX_LOCK);
+        // The lock runs out by itself.
+        assert_eq!(t.locked_for(ip, "demo", now + MAX_LOCK), Duration::ZERO);
+        // Another user on the same address, and the same user elsewhere,
+        // are not affected.
+        assert_eq!(t.locked_for(ip, "bob", now), Duration::ZERO);
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(t.delay(other, now), Duration::ZERO);
-        t.succeed(ip);
-        assert_eq!(t.delay(ip, now), Duration::ZERO);
+        assert_eq!(t.locked_for(other, "demo", now), Duration::ZERO);
+        t.succeed(ip, "demo");
+        assert_eq!(t.locked_for(ip, "demo", now), Duration::ZERO);
+    }
+
+    #[test]
+    fn rare_failures_never_add_up_to_a_lock() {
+        let mut t = Throttle::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut now = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(t.locked_for(ip, "demo", now), Duration::ZERO);
+            t.fail(ip, "demo", now);
+            now += FORGET_AFTER;
+        }
     }
 }

@@ -1,21 +1,31 @@
 //! Request handlers, one module per service. A handler gets a parsed
 //! header, the session and the output buffer; it writes its reply and says
-//! what happens next: nothing, a body to stream somewhere, work to do in
-//! steps, or a close. Handlers never touch sockets or `mio`.
+//! what happens next ([`Next`]): nothing, a body to stream somewhere, a
+//! [`Job`] for a worker thread, a file to send, or a close. Handlers never
+//! touch sockets or `mio`, and never make a call that can wait on a disk:
+//! what needs one (opening, listing, removing, hashing, fsyncing a user's
+//! file, argon2) is a job, whose result comes back to the handler's
+//! `then` on the loop thread.
 
+pub mod account;
 pub mod auth;
 pub mod basic;
 pub mod chat;
+pub mod digests;
 pub mod exec;
 pub mod files;
 pub mod raw_echo;
 pub mod udp;
+pub mod upload;
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::Number;
 
@@ -23,6 +33,7 @@ use skiff::frame::{Header, HeaderWriter};
 use skiff::proto::Code;
 
 use crate::conn::Ctx;
+use crate::pool::{Lane, Work};
 use crate::users::UserDb;
 
 /// State shared by every connection: users, their accounts, caches.
@@ -32,10 +43,11 @@ pub struct Services {
     /// The user database (read at startup).
     pub users: UserDb,
     /// Accounts of users logged in at least once since startup.
-    pub accounts: HashMap<String, Rc<RefCell<files::Account>>>,
-    /// MD5 of stored files, so `get` never hashes a file twice.
-    pub md5_cache: files::Md5Cache,
-    /// Recent login failures per client address.
+    pub accounts: HashMap<String, Rc<RefCell<account::Account>>>,
+    /// MD5 of stored files, shared with the workers, so `get` never
+    /// hashes a file twice (not even two at once).
+    pub digests: Arc<digests::Digests>,
+    /// Recent login failures per client address and user.
     pub throttle: auth::Throttle,
     /// Modification time of users.json when it was last read.
     users_mtime: Option<std::time::SystemTime>,
@@ -49,7 +61,7 @@ impl Services {
             data_dir,
             users,
             accounts: HashMap::new(),
-            md5_cache: files::Md5Cache::default(),
+            digests: Arc::default(),
             throttle: auth::Throttle::default(),
             users_mtime,
         }
@@ -59,12 +71,6 @@ impl Services {
         std::fs::metadata(data_dir.join("users.json"))
             .and_then(|m| m.modified())
             .ok()
-    }
-
-    /// Periodic chores; returns when they are next due, if ever. Now
-    /// only one: giving argon2's working area back after logins stop.
-    pub fn housekeeping(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        self.users.release_idle_memory(now)
     }
 
     /// Rereads users.json if `skiffd user ...` changed it since: one
@@ -133,13 +139,13 @@ pub struct Session {
     /// The logged-in user.
     pub user: Option<String>,
     /// The user's account (home, quota), shared by their sessions.
-    pub account: Option<Rc<RefCell<files::Account>>>,
+    pub account: Option<Rc<RefCell<account::Account>>>,
     /// Current directory, as the user sees it.
     pub cwd: String,
     /// May run commands (`exec`).
     pub exec: bool,
     /// An upload announced by `put`, waiting for its `data` frame.
-    pub upload: Option<Box<files::Upload>>,
+    pub upload: Option<Box<upload::Upload>>,
     /// Ids of this connection's commands still running.
     pub running: Vec<Number>,
 }
@@ -171,7 +177,7 @@ pub enum Sink {
         upper: bool,
     },
     /// Written to a partial upload and hashed on the way.
-    Upload(Box<files::Upload>),
+    Upload(Box<upload::Upload>),
     /// Standard input for a running command.
     Stdin {
         /// The command's request id.
@@ -208,10 +214,77 @@ pub enum Next {
     Done,
     /// Stream the body into this sink.
     Body(Sink),
-    /// Do this work in steps; later requests wait their turn.
-    Busy(files::Job),
+    /// Run this job on a worker; the connection waits for its result
+    /// (and is not read meanwhile).
+    Job(Job),
+    /// Send a file as the socket takes it; later requests wait their turn.
+    Send(files::Sending),
     /// Flush the reply, then close, for this reason.
     Close(&'static str),
+}
+
+/// What a handler does with a job's result, back on the loop thread: it
+/// gets the request id, the session and the output, and says what is next
+/// (often another job, so one request can take several round trips).
+pub type Then =
+    Box<dyn FnOnce(Box<dyn Any + Send>, Option<&Number>, &mut Session, &mut Vec<u8>, &mut Ctx) -> Next>;
+
+/// Work that must not run on the loop: `work` runs on a worker thread of
+/// [`crate::pool`] with owned inputs; `then` runs on the loop with its
+/// result.
+pub struct Job {
+    /// For the log.
+    pub name: &'static str,
+    /// Which of the pool's queues it waits in.
+    pub lane: Lane,
+    /// The blocking part.
+    pub work: Work,
+    /// The part that touches connection state.
+    pub then: Then,
+}
+
+impl Job {
+    /// A job whose `work` returns a `T` that `then` takes back.
+    pub fn new<T: Send + 'static>(
+        name: &'static str,
+        lane: Lane,
+        work: impl FnOnce() -> T + Send + 'static,
+        then: impl FnOnce(T, Option<&Number>, &mut Session, &mut Vec<u8>, &mut Ctx) -> Next + 'static,
+    ) -> Job {
+        Job {
+            name,
+            lane,
+            work: Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
+            then: Box::new(move |result, id, session, out, ctx| {
+                match result.downcast::<T>() {
+                    Ok(value) => then(*value, id, session, out, ctx),
+                    // Cannot happen: `work` above made the box.
+                    Err(_) => {
+                        error(out, id, Code::Internal, "a job returned the wrong type");
+                        Next::Done
+                    }
+                }
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Job({}, {:?})", self.name, self.lane)
+    }
+}
+
+/// A job's blocking part on its way to the pool.
+pub struct Submission {
+    /// Slab key of the connection that waits for it.
+    pub conn: usize,
+    /// For the log.
+    pub name: &'static str,
+    /// Which queue.
+    pub lane: Lane,
+    /// What to run.
+    pub work: Work,
 }
 
 /// Handles one request header, writing its reply (or the start of it).
@@ -287,13 +360,14 @@ pub fn end(
     session: &mut Session,
     out: &mut Vec<u8>,
     ctx: &mut Ctx,
-) {
+) -> Next {
     match sink {
         Sink::Discard | Sink::Echo { .. } => {}
-        Sink::Upload(upload) => files::finish_upload(*upload, id, out, ctx),
+        Sink::Upload(upload) => return upload::finish_upload(*upload, id, out),
         Sink::Message { to, body } => chat::deliver(to, body, id, session, out, ctx),
         Sink::Stdin { id, eof } => exec::stdin_end(id, eof, session, ctx),
     }
+    Next::Done
 }
 
 /// Starts an `ok` reply for request `id`; add fields, then `finish()`.
@@ -303,9 +377,18 @@ pub fn ok<'a>(out: &'a mut Vec<u8>, id: Option<&Number>) -> HeaderWriter<'a> {
 
 /// Writes a whole `error` reply.
 pub fn error(out: &mut Vec<u8>, id: Option<&Number>, code: Code, message: &str) {
+    error_with(out, id, code, message).finish();
+}
+
+/// Starts an `error` reply that carries more fields; then `finish()`.
+pub fn error_with<'a>(
+    out: &'a mut Vec<u8>,
+    id: Option<&Number>,
+    code: Code,
+    message: &str,
+) -> HeaderWriter<'a> {
     HeaderWriter::new(out, "error")
         .opt("id", id)
         .field("code", code)
         .field("message", message)
-        .finish();
 }

@@ -1,0 +1,242 @@
+//! A small, fixed pool of worker threads for what the loop must not wait
+//! on: opening, stat-ing, listing, removing, renaming and fsyncing users'
+//! files, hashing them, walking a home to measure it, and argon2.
+//!
+//! epoll can wait on sockets and pipes, not on a disk or on a CPU-bound
+//! function, so such work would stall every client at once. libuv's
+//! thread pool, Redis's bio threads and nginx's `thread_pool` solve it the
+//! same way, and so does this module:
+//!
+//! ```text
+//!   loop thread                         worker threads
+//!   ───────────                         ──────────────
+//!   handler returns a Job ──submit──▶  [quick queue] ─▶ quick-0, quick-1
+//!   (conn waits, unread)               [bulk queue]  ─▶ bulk-0,  bulk-1
+//!                                              │ runs `work` on owned inputs
+//!   Waker event ◀──── wake ────────────────────┤
+//!   finished(): results ◀── channel ───────────┘
+//!   conn.handle_job_done(result) runs `then` on the loop thread
+//! ```
+//!
+//! The rules that keep it safe and fair:
+//!
+//! - **Owned in, owned out.** A job's `work` closure owns everything it
+//!   touches (a `File`, an `Arc<Dir>`, a password) and returns an owned
+//!   result. Sockets, timers and connection state never leave the loop
+//!   thread, so nothing here needs a lock on them.
+//! - **One job per connection.** A connection with a job in flight is not
+//!   read, as if its output were full: a pipeline of 3,000 logins is
+//!   served one at a time, interleaved with everyone else's jobs.
+//! - **Two lanes.** Short jobs (a stat, argon2, an unlink) and long ones
+//!   (hashing a 64 GiB file, walking 200,000 files, fsyncing 1 GiB) have
+//!   their own queues and threads, so a few big files cannot make every
+//!   login wait behind them.
+//! - **Bounded queues.** A lane takes at most [`QUEUE_LIMIT`] waiting jobs;
+//!   beyond that `submit` refuses and the request is answered `too_busy`.
+
+use std::any::Any;
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use log::debug;
+
+/// What a worker runs: owned inputs in, an owned result out.
+pub type Work = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+/// Which queue a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Short work: a few syscalls on one file, or one password check.
+    Quick,
+    /// Work that grows with a file or a tree: hashing, walking, fsync.
+    Bulk,
+}
+
+/// Worker threads per lane: two lanes of two on a small host.
+pub const THREADS_PER_LANE: usize = 2;
+/// Jobs that may wait in one lane's queue.
+pub const QUEUE_LIMIT: usize = 4096;
+
+/// A job on its way to a worker.
+struct Task {
+    conn: usize,
+    name: &'static str,
+    work: Work,
+}
+
+/// A job's result on its way back to the loop.
+pub struct Finished {
+    /// Slab key of the connection that asked for it.
+    pub conn: usize,
+    /// What the job's `work` returned.
+    pub result: Box<dyn Any + Send>,
+}
+
+/// The pool: two queues of tasks, threads that serve them, and the
+/// channel their results come back on.
+pub struct Pool {
+    quick: SyncSender<Task>,
+    bulk: SyncSender<Task>,
+    finished: Receiver<Finished>,
+}
+
+impl Pool {
+    /// Starts the worker threads. `wake` is called after every finished
+    /// job (a `mio::Waker`, so the loop's `poll` returns).
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>) -> io::Result<Pool> {
+        let (done_tx, finished) = mpsc::channel();
+        let quick = Self::lane("quick", &done_tx, &wake)?;
+        let bulk = Self::lane("bulk", &done_tx, &wake)?;
+        Ok(Pool {
+            quick,
+            bulk,
+            finished,
+        })
+    }
+
+    fn lane(
+        name: &str,
+        done: &Sender<Finished>,
+        wake: &Arc<dyn Fn() + Send + Sync>,
+    ) -> io::Result<SyncSender<Task>> {
+        let (tx, rx) = mpsc::sync_channel::<Task>(QUEUE_LIMIT);
+        // std's Receiver has one owner: the threads of a lane take turns
+        // holding it while they wait, the classic shared-queue pool.
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..THREADS_PER_LANE {
+            let rx = rx.clone();
+            let done = done.clone();
+            let wake = wake.clone();
+            std::thread::Builder::new()
+                .name(format!("skiffd-{name}-{i}"))
+                .spawn(move || worker(&rx, &done, &*wake))?;
+        }
+        Ok(tx)
+    }
+
+    /// Queues `work` for a worker of `lane`; it is refused (and given
+    /// back unrun) when that lane's queue is full.
+    pub fn submit(
+        &self,
+        conn: usize,
+        name: &'static str,
+        lane: Lane,
+        work: Work,
+    ) -> Result<(), Work> {
+        let queue = match lane {
+            Lane::Quick => &self.quick,
+            Lane::Bulk => &self.bulk,
+        };
+        debug!("conn {conn}: job {name} queued ({lane:?} lane)");
+        match queue.try_send(Task { conn, name, work }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(t) | TrySendError::Disconnected(t)) => Err(t.work),
+        }
+    }
+
+    /// Results of jobs that finished since the last call.
+    pub fn finished(&self) -> impl Iterator<Item = Finished> + '_ {
+        self.finished.try_iter()
+    }
+}
+
+/// A worker's life: take a task, run it, send the result back, wake the
+/// loop. It ends when the pool (the sending side) is dropped.
+fn worker(tasks: &Mutex<Receiver<Task>>, done: &Sender<Finished>, wake: &(dyn Fn() + Send + Sync)) {
+    loop {
+        // The lock is held only while waiting for the next task; a
+        // poisoned lock cannot happen (nothing panics while holding it)
+        // but would only end this worker.
+        let task = match tasks.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(task) = task else { return };
+        let started = std::time::Instant::now();
+        let result = (task.work)();
+        debug!(
+            "conn {}: job {} done in {:?}",
+            task.conn,
+            task.name,
+            started.elapsed()
+        );
+        if done
+            .send(Finished {
+                conn: task.conn,
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+        wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn results_come_back_with_their_connection_and_wake_the_loop() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let pool = Pool::start(Arc::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+        for conn in 0..20 {
+            let lane = if conn % 2 == 0 { Lane::Quick } else { Lane::Bulk };
+            let work: Work = Box::new(move || Box::new(conn * 10));
+            assert!(pool.submit(conn, "test", lane, work).is_ok());
+        }
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < 20 && Instant::now() < deadline {
+            for f in pool.finished() {
+                let value = *f.result.downcast::<usize>().unwrap();
+                got.push((f.conn, value));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        got.sort();
+        assert_eq!(got, (0..20).map(|c| (c, c * 10)).collect::<Vec<_>>());
+        assert!(wakes.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn a_full_lane_refuses_instead_of_growing() {
+        let pool = Pool::start(Arc::new(|| {})).unwrap();
+        // Block both quick workers, then fill the queue.
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        for _ in 0..THREADS_PER_LANE {
+            let g = gate.clone();
+            let work: Work = Box::new(move || {
+                drop(g.lock());
+                Box::new(())
+            });
+            pool.submit(0, "block", Lane::Quick, work).ok().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut refused = 0;
+        for _ in 0..QUEUE_LIMIT + 10 {
+            if pool
+                .submit(0, "fill", Lane::Quick, Box::new(|| Box::new(())))
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 10, "refused {refused}");
+        // The bulk lane is not affected by a full quick lane.
+        assert!(
+            pool.submit(1, "other", Lane::Bulk, Box::new(|| Box::new(())))
+                .is_ok()
+        );
+        drop(held);
+    }
+}
