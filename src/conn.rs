@@ -562,7 +562,13 @@ impl Conn {
         } = *waiting;
         debug!("conn {}: job {job} done", self.key);
         self.last_active = ctx.now;
-        let next = then(result, id.as_ref(), &mut self.session, self.out.writer(), ctx);
+        let next = then(
+            result,
+            id.as_ref(),
+            &mut self.session,
+            self.out.writer(),
+            ctx,
+        );
         self.apply(id, next, 0, ctx);
         if self.job_in_flight() {
             return; // the next step of the same request
@@ -585,7 +591,10 @@ impl Conn {
             return;
         };
         let Waiting { id, job, .. } = *waiting;
-        info!("conn {}: job {job} refused: the worker queue is full", self.key);
+        info!(
+            "conn {}: job {job} refused: the worker queue is full",
+            self.key
+        );
         handlers::error(
             self.out.writer(),
             id.as_ref(),

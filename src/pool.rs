@@ -189,7 +189,11 @@ mod tests {
         }))
         .unwrap();
         for conn in 0..20 {
-            let lane = if conn % 2 == 0 { Lane::Quick } else { Lane::Bulk };
+            let lane = if conn % 2 == 0 {
+                Lane::Quick
+            } else {
+                Lane::Bulk
+            };
             let work: Work = Box::new(move || Box::new(conn * 10));
             assert!(pool.submit(conn, "test", lane, work).is_ok());
         }

@@ -154,7 +154,10 @@ fn repeated_failures_lock_only_that_user_on_that_address_and_say_for_how_long() 
     // and for how long; the password is not even checked.
     let started = Instant::now();
     let err = c
-        .request(json!({"op":"login","user":"alice","password":PASSWORD}), b"")
+        .request(
+            json!({"op":"login","user":"alice","password":PASSWORD}),
+            b"",
+        )
         .unwrap_err();
     let ClientError::Server { code, message } = &err else {
         panic!("{err:?}")
@@ -166,7 +169,10 @@ fn repeated_failures_lock_only_that_user_on_that_address_and_say_for_how_long() 
     // Once the lock has run out, the right password works again.
     let mut waited = 0;
     loop {
-        match c.request(json!({"op":"login","user":"alice","password":PASSWORD}), b"") {
+        match c.request(
+            json!({"op":"login","user":"alice","password":PASSWORD}),
+            b"",
+        ) {
             Ok(f) => {
                 assert_eq!(f.header.str("user"), Some("alice"));
                 break;

@@ -109,9 +109,7 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
         if !wait.is_zero() {
             // Whole seconds, rounded up, so that waiting that long works.
             let secs = wait.as_millis().div_ceil(1000);
-            let message = format!(
-                "too many failed logins for {user} from {ip}; retry in {secs} s"
-            );
+            let message = format!("too many failed logins for {user} from {ip}; retry in {secs} s");
             super::error_with(out, id, Code::TooBusy, &message)
                 .field("reason", "throttled")
                 .field("retry_after", secs)
@@ -121,7 +119,10 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
     }
     let services = &mut *ctx.services;
     services.reload_users_if_changed();
-    let record = services.users.get(user).map(|r| (r.hash.clone(), r.quota, r.exec));
+    let record = services
+        .users
+        .get(user)
+        .map(|r| (r.hash.clone(), r.quota, r.exec));
     let hash = record.as_ref().map(|r| r.0.clone());
     let password = password.to_string();
     let user = user.to_string();

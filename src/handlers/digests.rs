@@ -57,11 +57,15 @@ struct Flight {
     done: Condvar,
 }
 
+/// Digest by (device, inode), with the full key to check it is current:
+/// one entry per file, however often it changes.
+type Cache = HashMap<(u64, u64), (FileKey, [u8; 16])>;
+
 /// The cache and the flights.
 #[derive(Default)]
 pub struct Digests {
-    /// Digest by (device, inode), with the full key to check it is current.
-    cache: Mutex<HashMap<(u64, u64), (FileKey, [u8; 16])>>,
+    /// Known digests.
+    cache: Mutex<Cache>,
     /// Hashes being computed now, by key.
     flights: Mutex<HashMap<FileKey, Arc<Flight>>>,
 }

@@ -255,7 +255,9 @@ fn ls(header: &Header, session: &Session, account: &Account) -> Result<Next, Ref
 /// The entries of `target` (or the one entry, if it is a file), sorted.
 fn list(home: &Dir, target: &str) -> Result<Vec<Entry>, Refusal> {
     let rel = jail::relative(target);
-    let meta = home.metadata(&rel).map_err(|e| jail::io_error(&e, target))?;
+    let meta = home
+        .metadata(&rel)
+        .map_err(|e| jail::io_error(&e, target))?;
     let mut entries = Vec::new();
     if meta.is_file() {
         entries.extend(Entry::of(
@@ -264,7 +266,9 @@ fn list(home: &Dir, target: &str) -> Result<Vec<Entry>, Refusal> {
         ));
         return Ok(entries);
     }
-    let dir = home.read_dir(&rel).map_err(|e| jail::io_error(&e, target))?;
+    let dir = home
+        .read_dir(&rel)
+        .map_err(|e| jail::io_error(&e, target))?;
     for entry in dir {
         let entry = entry.map_err(|e| jail::io_error(&e, target))?;
         let Ok(m) = entry.metadata() else { continue };
@@ -377,12 +381,7 @@ pub fn open_regular(home: &Dir, target: &str) -> Result<(File, std::fs::Metadata
     Ok((file, meta))
 }
 
-fn get(
-    header: &Header,
-    session: &Session,
-    account: &Account,
-    ctx: &Ctx,
-) -> Result<Next, Refusal> {
+fn get(header: &Header, session: &Session, account: &Account, ctx: &Ctx) -> Result<Next, Refusal> {
     let target = resolve(header, session, true)?;
     let offset = match header.fields.get("offset") {
         None => 0,

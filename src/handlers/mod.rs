@@ -226,8 +226,9 @@ pub enum Next {
 /// What a handler does with a job's result, back on the loop thread: it
 /// gets the request id, the session and the output, and says what is next
 /// (often another job, so one request can take several round trips).
-pub type Then =
-    Box<dyn FnOnce(Box<dyn Any + Send>, Option<&Number>, &mut Session, &mut Vec<u8>, &mut Ctx) -> Next>;
+pub type Then = Box<
+    dyn FnOnce(Box<dyn Any + Send>, Option<&Number>, &mut Session, &mut Vec<u8>, &mut Ctx) -> Next,
+>;
 
 /// Work that must not run on the loop: `work` runs on a worker thread of
 /// [`crate::pool`] with owned inputs; `then` runs on the loop with its

@@ -63,7 +63,9 @@ impl Claim {
         if a.active.contains(&name) {
             return Err((
                 Code::TooBusy,
-                format!("{target}: another session is uploading this file right now; try again when it is done"),
+                format!(
+                    "{target}: another session is uploading this file right now; try again when it is done"
+                ),
             ));
         }
         a.active.push(name.clone());
@@ -371,10 +373,7 @@ fn open_upload(plan: Plan) -> Next {
             account.reserved = account.reserved.saturating_add(plan.need);
             drop(account);
             if kept > 0 {
-                debug!(
-                    "conn {}: resuming {} at {kept}",
-                    session.key, plan.target
-                );
+                debug!("conn {}: resuming {} at {kept}", session.key, plan.target);
             }
             let upload = Upload {
                 id: id.cloned(),
