@@ -31,12 +31,16 @@
 //!   (hashing a 64 GiB file, walking 200,000 files, fsyncing 1 GiB) have
 //!   their own queues and threads, so a few big files cannot make every
 //!   login wait behind them.
-//! - **Bounded queues.** A lane takes at most [`QUEUE_LIMIT`] waiting jobs;
-//!   beyond that `submit` refuses and the request is answered `too_busy`.
+//! - **Bounded queues.** A lane holds at most [`QUEUE_LIMIT`] jobs, queued
+//!   or running; beyond that `submit` refuses and the request is answered
+//!   `too_busy`. The count lives on the loop thread (a job is counted from
+//!   `submit` until its result is taken back), so the channels themselves
+//!   can be the growable kind that costs nothing while idle.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::io;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use log::debug;
@@ -45,7 +49,7 @@ use log::debug;
 pub type Work = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 
 /// Which queue a job waits in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     /// Short work: a few syscalls on one file, or one password check.
     Quick,
@@ -55,13 +59,14 @@ pub enum Lane {
 
 /// Worker threads per lane: two lanes of two on a small host.
 pub const THREADS_PER_LANE: usize = 2;
-/// Jobs that may wait in one lane's queue.
+/// Jobs one lane may hold, queued or running.
 pub const QUEUE_LIMIT: usize = 4096;
 
 /// A job on its way to a worker.
 struct Task {
     conn: usize,
     name: &'static str,
+    lane: Lane,
     work: Work,
 }
 
@@ -69,6 +74,8 @@ struct Task {
 pub struct Finished {
     /// Slab key of the connection that asked for it.
     pub conn: usize,
+    /// The lane it ran in.
+    lane: Lane,
     /// What the job's `work` returned.
     pub result: Box<dyn Any + Send>,
 }
@@ -76,9 +83,11 @@ pub struct Finished {
 /// The pool: two queues of tasks, threads that serve them, and the
 /// channel their results come back on.
 pub struct Pool {
-    quick: SyncSender<Task>,
-    bulk: SyncSender<Task>,
+    quick: Sender<Task>,
+    bulk: Sender<Task>,
     finished: Receiver<Finished>,
+    /// Jobs submitted and not yet taken back, per lane (quick, bulk).
+    held: [Cell<usize>; 2],
 }
 
 impl Pool {
@@ -92,6 +101,7 @@ impl Pool {
             quick,
             bulk,
             finished,
+            held: [Cell::new(0), Cell::new(0)],
         })
     }
 
@@ -99,8 +109,8 @@ impl Pool {
         name: &str,
         done: &Sender<Finished>,
         wake: &Arc<dyn Fn() + Send + Sync>,
-    ) -> io::Result<SyncSender<Task>> {
-        let (tx, rx) = mpsc::sync_channel::<Task>(QUEUE_LIMIT);
+    ) -> io::Result<Sender<Task>> {
+        let (tx, rx) = mpsc::channel::<Task>();
         // std's Receiver has one owner: the threads of a lane take turns
         // holding it while they wait, the classic shared-queue pool.
         let rx = Arc::new(Mutex::new(rx));
@@ -124,20 +134,34 @@ impl Pool {
         lane: Lane,
         work: Work,
     ) -> Result<(), Work> {
-        let queue = match lane {
-            Lane::Quick => &self.quick,
-            Lane::Bulk => &self.bulk,
+        let (queue, held) = match lane {
+            Lane::Quick => (&self.quick, &self.held[0]),
+            Lane::Bulk => (&self.bulk, &self.held[1]),
         };
-        debug!("conn {conn}: job {name} queued ({lane:?} lane)");
-        match queue.try_send(Task { conn, name, work }) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(t) | TrySendError::Disconnected(t)) => Err(t.work),
+        if held.get() >= QUEUE_LIMIT {
+            return Err(work);
         }
+        debug!("conn {conn}: job {name} queued ({lane:?} lane)");
+        let task = Task {
+            conn,
+            name,
+            lane,
+            work,
+        };
+        queue.send(task).map_err(|e| e.0.work)?;
+        held.set(held.get() + 1);
+        Ok(())
     }
 
     /// Results of jobs that finished since the last call.
     pub fn finished(&self) -> impl Iterator<Item = Finished> + '_ {
-        self.finished.try_iter()
+        self.finished.try_iter().inspect(|f| {
+            let held = match f.lane {
+                Lane::Quick => &self.held[0],
+                Lane::Bulk => &self.held[1],
+            };
+            held.set(held.get().saturating_sub(1));
+        })
     }
 }
 
@@ -164,6 +188,7 @@ fn worker(tasks: &Mutex<Receiver<Task>>, done: &Sender<Finished>, wake: &(dyn Fn
         if done
             .send(Finished {
                 conn: task.conn,
+                lane: task.lane,
                 result,
             })
             .is_err()
