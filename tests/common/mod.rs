@@ -231,3 +231,38 @@ pub fn assert_closed(c: &mut Client) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Adds user `name` with `password` to the data dir of a server not
+/// started yet (`extra`: e.g. `--quota 1M`, `--exec`). It creates the home.
+pub fn add_user(data_dir: &Path, name: &str, password: &str, extra: &[&str]) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["user", "add", name, "--password-stdin", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success(), "user add {name} failed");
+}
+
+/// Starts skiffd (framed TCP only) on a data dir prepared by `prepare`,
+/// which gets the data dir before the server starts.
+pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Server {
+    let dir = temp_dir("prepared");
+    let data = dir.join("data");
+    prepare(&data);
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        &path_str(&data),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Server::start_with(&args, dir)
+}
