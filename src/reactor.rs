@@ -695,7 +695,10 @@ impl Reactor {
             self.stats.datagrams += 1;
             let request = &self.scratch[..n];
             let reply = if time {
-                udp::time_reply(request)
+                match udp::time_reply(request) {
+                    Some(reply) => reply,
+                    None => continue, // no reply may amplify
+                }
             } else {
                 request.to_vec()
             };
