@@ -344,6 +344,8 @@ pub struct Reactor {
     /// Command deadlines (timeout, kill grace, drain grace); stale
     /// entries only cause a harmless extra look.
     child_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Keeps each command's whole process tree tied to the command.
+    containment: crate::containment::Containment,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
 }
@@ -412,6 +414,7 @@ impl Reactor {
             splice_works: true,
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
+            containment: crate::containment::Containment::start(),
             shutdown_by: None,
         })
     }
