@@ -400,7 +400,7 @@ fn make_server_cgroup(dir: &Path) -> Result<PathBuf, String> {
     Ok(base)
 }
 
-/// Kills and removes `skiffd-PID` cgroups whose server is not running.
+/// Kills and removes `skiffd-PID` cgroups whose process no longer exists.
 fn remove_stale_server_cgroups(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -414,9 +414,10 @@ fn remove_stale_server_cgroups(dir: &Path) {
         else {
             continue;
         };
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim_end() == "skiffd" {
-            continue; // another server, alive
+        // Whatever runs under that pid now (another skiffd, or a process
+        // that reused the pid) may own it: only a vanished pid is stale.
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
         }
         let base = e.path();
         let _ = write_kill(&base);

@@ -81,17 +81,17 @@ pub fn exec(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mut
 /// `Duration::from_secs_f64` panics on values it cannot hold (`1e300`),
 /// and a panic here would end the server for every client.
 fn timeout(value: Option<&Value>, max: Duration) -> Result<Duration, String> {
-    let secs = match value {
+    let not_a_number = || "\"timeout\" must be a number of seconds".to_string();
+    let as_sent = match value {
         None | Some(Value::Null) => return Ok(max),
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => None,
+        Some(Value::Number(n)) => n,
+        Some(_) => return Err(not_a_number()),
     };
-    let Some(secs) = secs else {
-        return Err("\"timeout\" must be a number of seconds".into());
-    };
+    let secs = as_sent.as_f64().ok_or_else(not_a_number)?;
     if !secs.is_finite() || secs <= 0.0 {
+        // The number as the client wrote it: `-1e300`, not 301 digits.
         return Err(format!(
-            "\"timeout\" must be a positive, finite number of seconds, not {secs}"
+            "\"timeout\" must be a positive, finite number of seconds, not {as_sent}"
         ));
     }
     if secs >= max.as_secs_f64() {
@@ -240,5 +240,7 @@ mod tests {
         }
         let e = t(json!(-2.5)).unwrap_err();
         assert!(e.contains("-2.5"), "{e}");
+        let e = t(json!(-1e300)).unwrap_err();
+        assert!(e.len() < 80, "{e}");
     }
 }
