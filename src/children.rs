@@ -10,7 +10,9 @@
 //! ```
 //!
 //! The shell runs in its own process group, so `cancel` reaches everything
-//! it started. When the shell exits while a descendant (a background job,
+//! it started that stayed in the group; processes that left it (`setsid`,
+//! double forks) are ended with the command by `crate::containment`. When
+//! the shell exits while a descendant (a background job,
 //! a daemon) still holds its stdout or stderr, the pipes would never reach
 //! EOF: after [`DRAIN_GRACE`] they are closed and the `exit` frame is sent
 //! anyway.
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use mio::unix::pipe;
 use serde_json::Number;
 
+use crate::containment::{self, CommandCgroup};
 use crate::sys;
 
 /// How long output is still read after the shell exited.
@@ -88,6 +91,12 @@ pub struct ChildProc {
     pub child: Child,
     /// Its process group (its own pid).
     pub pgid: u32,
+    /// When the shell started, in clock ticks since boot (0 if unknown,
+    /// which keeps every orphan alive while this command runs).
+    pub started: u64,
+    /// The cgroup holding the command's whole tree, if cgroups work here.
+    /// Dropping it (when the command is removed) kills what is left.
+    pub cgroup: Option<CommandCgroup>,
     /// Standard output, until EOF.
     pub stdout: Option<pipe::Receiver>,
     /// Standard error, until EOF.
@@ -119,10 +128,15 @@ pub struct ChildProc {
 }
 
 impl ChildProc {
-    /// Spawns `sh -c cmd` in `cwd`, in a new process group, with a small
-    /// clean environment.
-    pub fn spawn(req: &Spawn, now: Instant) -> io::Result<ChildProc> {
-        let mut child = Command::new("/bin/sh")
+    /// Spawns `sh -c cmd` in `cwd`, in a new process group (and in
+    /// `cgroup`, if given), with a small clean environment.
+    pub fn spawn(
+        req: &Spawn,
+        now: Instant,
+        cgroup: Option<CommandCgroup>,
+    ) -> io::Result<ChildProc> {
+        let mut command = Command::new("/bin/sh");
+        command
             .arg("-c")
             .arg(&req.cmd)
             .current_dir(&req.cwd)
@@ -134,8 +148,11 @@ impl ChildProc {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        if let Some(g) = &cgroup {
+            sys::join_cgroup_before_exec(&mut command, g.procs());
+        }
+        let mut child = command.spawn()?;
         let pid = child.id();
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
@@ -146,9 +163,10 @@ impl ChildProc {
                 return Err(e);
             }
         };
-        let stdout = pipe::Receiver::from(child.stdout.take().expect("piped"));
-        let stderr = pipe::Receiver::from(child.stderr.take().expect("piped"));
-        let stdin = pipe::Sender::from(child.stdin.take().expect("piped"));
+        let no_pipe = || io::Error::other("spawn gave no pipe");
+        let stdout = pipe::Receiver::from(child.stdout.take().ok_or_else(no_pipe)?);
+        let stderr = pipe::Receiver::from(child.stderr.take().ok_or_else(no_pipe)?);
+        let stdin = pipe::Sender::from(child.stdin.take().ok_or_else(no_pipe)?);
         stdout.set_nonblocking(true)?;
         stderr.set_nonblocking(true)?;
         stdin.set_nonblocking(true)?;
@@ -157,6 +175,8 @@ impl ChildProc {
             id: req.id.clone(),
             child,
             pgid: pid,
+            started: containment::start_ticks(pid).unwrap_or(0),
+            cgroup,
             stdout: Some(stdout),
             stderr: Some(stderr),
             stdin: Some(stdin),
@@ -167,7 +187,11 @@ impl ChildProc {
             exit_ready: false,
             status: None,
             drain_until: None,
-            deadline: now + req.timeout,
+            // `timeout` is at most --exec-max-time, which an operator may
+            // set past what an Instant can hold: then it never fires.
+            deadline: now
+                .checked_add(req.timeout)
+                .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400)),
             term_sent: None,
             output: 0,
             queued: false,

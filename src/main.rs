@@ -6,6 +6,7 @@
 mod buffer;
 mod children;
 mod conn;
+mod containment;
 mod handlers;
 mod jail;
 mod listen;

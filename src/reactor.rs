@@ -361,6 +361,8 @@ pub struct Reactor {
     /// Command deadlines (timeout, kill grace, drain grace); stale
     /// entries only cause a harmless extra look.
     child_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Keeps each command's whole process tree tied to the command.
+    containment: crate::containment::Containment,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
 }
@@ -435,6 +437,7 @@ impl Reactor {
             splice_works: true,
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
+            containment: crate::containment::Containment::start(),
             shutdown_by: None,
         })
     }
@@ -714,7 +717,10 @@ impl Reactor {
             self.stats.datagrams += 1;
             let request = &self.scratch[..n];
             let reply = if time {
-                udp::time_reply(request)
+                match udp::time_reply(request) {
+                    Some(reply) => reply,
+                    None => continue, // no reply may amplify
+                }
             } else {
                 request.to_vec()
             };

@@ -147,19 +147,91 @@ pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
 
 /// Sends `signal` to every process in the group `pgid`.
 pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let pgid = real_pid(pgid)?;
     // SAFETY: kill has no memory-safety preconditions; a negative pid
-    // names a process group. pgid 0 or 1 would mean "our group" or "all",
-    // so refuse them.
-    if pgid <= 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "refusing to signal group 0 or 1",
-        ));
-    }
-    if unsafe { libc::kill(-(pgid as libc::pid_t), signal) } != 0 {
+    // names a process group (`real_pid` made sure it is above 1).
+    if unsafe { libc::kill(-pgid, signal) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Sends `signal` to the one process `pid`.
+pub fn kill_process(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = real_pid(pid)?;
+    // SAFETY: kill has no memory-safety preconditions; `pid` is positive
+    // and above 1, so it names exactly one process.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pid as `kill` and `waitpid` take it, refusing the values with a
+/// special meaning there: 0 (our group), 1 (init, or with a minus sign
+/// every process we may signal) and anything that would turn negative.
+fn real_pid(pid: u32) -> io::Result<libc::pid_t> {
+    match libc::pid_t::try_from(pid) {
+        Ok(p) if p > 1 => Ok(p),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        )),
+    }
+}
+
+/// Makes skiffd the "child subreaper" of everything it starts: a process
+/// whose parent exits is handed to skiffd instead of to init, so a
+/// command's orphans (daemons included) stay where skiffd can find, kill
+/// and reap them.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes integers only and
+    // changes one flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps `pid` if it is a child of ours that has exited; never waits.
+/// True if it was reaped.
+///
+/// Only for children nobody else waits for: the commands' own shells are
+/// reaped through their `std::process::Child`.
+pub fn reap_if_exited(pid: u32) -> bool {
+    let Ok(pid) = real_pid(pid) else {
+        return false;
+    };
+    let mut status = 0;
+    // SAFETY: waitpid writes one c_int through a pointer to a live local;
+    // WNOHANG makes it return at once.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) > 0 }
+}
+
+/// Makes the child that `command` spawns move itself into a cgroup
+/// before it runs anything: it writes "0" ("the writer") to that cgroup's
+/// `cgroup.procs`, open as `procs`. Everything the command then starts
+/// is born inside the cgroup, so no fork can race the move.
+///
+/// `procs` must stay open until `spawn` returns (it is close-on-exec, so
+/// the command never sees it).
+pub fn join_cgroup_before_exec(command: &mut std::process::Command, procs: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = procs.as_raw_fd();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: it makes one write(2) of
+    // a static buffer and reads errno, and allocates nothing. The fd is
+    // valid there because the caller keeps `procs` open across spawn.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// Takes an exclusive `flock` on `file`, waiting for other holders

@@ -3,6 +3,10 @@
 //! state machine, reaping, and the command timers. Split from
 //! `reactor.rs` to keep each file readable in one sitting; it is still
 //! the reactor (only it touches the registry and the pipes).
+//!
+//! It also runs the sweep of `crate::containment` on a timer: while
+//! commands run and after each one ends, orphaned processes are reaped or
+//! killed, so nothing a command started outlives it.
 
 use std::cmp::Reverse;
 use std::io::{self, Read, Write};
@@ -15,9 +19,14 @@ use skiff::proto::Code;
 
 use super::{Client, Engine, READ_BUDGET, Reactor, Source};
 use crate::children::{ChildProc, Fd, STDIN_BUFFER};
+use crate::containment::{LiveCommand, SWEEP_EVERY};
 
 /// Largest body of one spliced output frame (a pipe holds 64 KiB by default).
 const SPLICE_FRAME_MAX: usize = 1 << 20;
+
+/// The key of the orphan sweep in `child_timers`, next to the commands'
+/// own slab keys (which never come near it).
+const SWEEP_TIMER: usize = usize::MAX;
 
 impl Reactor {
     /// Buffers bytes (and maybe the end) for a command's standard input.
@@ -75,7 +84,8 @@ impl Reactor {
                 format!("the server runs {} commands already", self.children.len()),
             ))
         } else {
-            match ChildProc::spawn(&req, now) {
+            let cgroup = self.containment.cgroup_for_command();
+            match ChildProc::spawn(&req, now, cgroup) {
                 Ok(child) => {
                     let running = self.children.len() + 1;
                     let entry = self.children.vacant_entry();
@@ -122,6 +132,7 @@ impl Reactor {
                     );
                     self.child_timers.push(Reverse((child.next_wakeup(), ck)));
                     self.stats.children = self.children.len();
+                    self.schedule_sweep(now + SWEEP_EVERY);
                     self.drive_child(ck);
                     None
                 }
@@ -263,7 +274,10 @@ impl Reactor {
         let conn_key = ch.conn;
         // A spliced frame in flight still needs its pipe.
         let splicing = conn.as_ref().is_some_and(|c| c.splicing_from(ck));
-        if ch.is_finished(now) && !splicing {
+        let ended = ch.is_finished(now) && !splicing;
+        if ended {
+            // Dropped at the end of this block, and with it the command's
+            // cgroup: whatever is left of its tree is killed.
             let mut ch = children.remove(ck);
             for p in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
                 info!(
@@ -302,9 +316,43 @@ impl Reactor {
                 self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
             }
         }
+        if ended {
+            // Its orphans, if any, are no longer owned by a running command.
+            self.sweep_orphans();
+        }
         if let Some(k) = conn_key {
             self.drive(k);
         }
+    }
+
+    /// Reaps and kills what ended commands left (see `crate::containment`),
+    /// and looks again soon while there may be more.
+    pub(super) fn sweep_orphans(&mut self) {
+        let live: Vec<LiveCommand> = self
+            .children
+            .iter()
+            .map(|(_, ch)| LiveCommand {
+                pid: ch.pgid,
+                started: ch.started,
+                cgroup: ch.cgroup.as_ref(),
+            })
+            .collect();
+        let report = self.containment.sweep(&live);
+        if report != Default::default() {
+            debug!("orphan sweep: {report:?}");
+        }
+        if report.more_to_do() || !self.children.is_empty() {
+            self.schedule_sweep(Instant::now() + SWEEP_EVERY);
+        }
+    }
+
+    /// Puts a sweep on the command timers, unless one is due by `at`.
+    fn schedule_sweep(&mut self, at: Instant) {
+        if self.containment.sweep_due.is_some_and(|due| due <= at) {
+            return;
+        }
+        self.containment.sweep_due = Some(at);
+        self.child_timers.push(Reverse((at, SWEEP_TIMER)));
     }
 
     /// Timer turn for commands: timeouts, kill escalation, drain grace.
@@ -315,6 +363,14 @@ impl Reactor {
                 break;
             }
             self.child_timers.pop();
+            if ck == SWEEP_TIMER {
+                // Only the latest scheduled sweep counts; earlier ones are stale.
+                if self.containment.sweep_due == Some(t) {
+                    self.containment.sweep_due = None;
+                    self.sweep_orphans();
+                }
+                continue;
+            }
             let Some(ch) = self.children.get_mut(ck) else {
                 continue;
             };

@@ -43,6 +43,11 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 impl Server {
     /// Starts skiffd with every service on 127.0.0.1 port 0 plus `extra` flags.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = temp_dir("srv");
         let sock = dir.join("skiffd.sock");
         let mut args: Vec<String> = vec![
@@ -61,14 +66,20 @@ impl Server {
             "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::start_with(&args, dir)
+        Server::start_with_env(&args, dir, env)
     }
 
     /// Starts skiffd with exactly `args`.
     pub fn start_with(args: &[String], dir: PathBuf) -> Server {
+        Server::start_with_env(args, dir, &[])
+    }
+
+    /// Starts skiffd with exactly `args` and extra environment variables.
+    pub fn start_with_env(args: &[String], dir: PathBuf, env: &[(&str, &str)]) -> Server {
         let fresh = !dir.join("data").join("users.json").exists();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
