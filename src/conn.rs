@@ -1711,4 +1711,206 @@ mod tests {
         }
         assert_eq!(h.conn.buffered_bytes(), 0);
     }
+
+    /// A harness whose data dir has user `alice` (password `pw`, 1 MiB
+    /// quota), logged in, with `hello.txt` in her home.
+    fn logged_in() -> Harness {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-conn-jobs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut users = crate::users::UserDb::load(&dir).unwrap();
+        users.add("alice", "pw", Some(1 << 20), false).unwrap();
+        users.save().unwrap();
+        crate::users::create_home(&dir, "alice").unwrap();
+        std::fs::write(dir.join("homes/alice/hello.txt"), b"hello").unwrap();
+        let mut h = Harness::new(Limits::default());
+        h.services = Services::new(dir.clone(), crate::users::UserDb::load(&dir).unwrap());
+        h.feed(&frame(
+            json!({"op":"login","id":0,"user":"alice","password":"pw"}),
+            b"",
+        ));
+        h.drain_all();
+        assert_eq!(h.frames()[0].0.op, "ok", "login");
+        h.received.clear();
+        h
+    }
+
+    /// Feeds bytes without running the jobs they start.
+    fn feed_only(h: &mut Harness, bytes: &[u8]) {
+        h.with(|conn, ctx| conn.handle_input(bytes, ctx));
+        h.with(|conn, ctx| conn.release_input(bytes, ctx));
+    }
+
+    #[test]
+    fn every_op_that_touches_the_disk_waits_for_a_job() {
+        let mut h = logged_in();
+        let body = b"uploaded";
+        let md5 = crate::handlers::digests::hex(&<md5::Md5 as md5::Digest>::digest(body).into());
+        let requests = [
+            json!({"op":"cd","id":1,"path":"/"}),
+            json!({"op":"ls","id":2}),
+            json!({"op":"mkdir","id":3,"path":"d"}),
+            json!({"op":"get","id":4,"path":"hello.txt"}),
+            json!({"op":"rm","id":5,"path":"d"}),
+            json!({"op":"put","id":6,"path":"up.txt","length":body.len(),"md5":md5}),
+        ];
+        for (i, request) in requests.iter().enumerate() {
+            feed_only(&mut h, &frame(request.clone(), b""));
+            // Nothing answered and nothing more read until the job is back.
+            assert!(
+                h.conn.output().is_empty(),
+                "{request}: answered on the loop"
+            );
+            assert_eq!(h.jobs.len(), 1, "{request}: no job");
+            assert!(!h.conn.wants_read(), "{request}: still reading");
+            h.settle();
+            // No sendfile here: the body is copied through the buffer.
+            h.conn.zero_copy_unavailable();
+            h.settle();
+            h.drain_all();
+            let frames = h.frames();
+            assert_eq!(frames.len(), i + 1, "{request}");
+            assert_eq!(frames[i].0.op, "ok", "{request}: {:?}", frames[i].0);
+        }
+        // The upload's last step (fsync and rename) is a job as well.
+        feed_only(&mut h, &frame(json!({"op":"data","id":6}), body));
+        assert!(h.conn.output().is_empty(), "stored on the loop");
+        assert_eq!(h.jobs.len(), 1);
+        h.settle();
+        h.drain_all();
+        let frames = h.frames();
+        assert_eq!(frames.last().unwrap().0.str("md5"), Some(md5.as_str()));
+        assert_eq!(
+            std::fs::read(h.services.data_dir.join("homes/alice/up.txt")).unwrap(),
+            body
+        );
+    }
+
+    #[test]
+    fn a_job_in_flight_holds_back_later_requests_and_a_close() {
+        let mut h = logged_in();
+        let mut bytes = frame(json!({"op":"ls","id":1}), b"");
+        bytes.extend(frame(json!({"op":"echo","id":2}), b"after"));
+        feed_only(&mut h, &bytes);
+        h.with(|conn, _| conn.handle_eof());
+        // The peer is gone, but the job's result must still come back.
+        assert!(h.conn.job_in_flight());
+        assert!(!h.conn.is_done());
+        h.settle();
+        h.drain_all();
+        let frames = h.frames();
+        let ids: Vec<_> = frames.iter().map(|(hd, _)| hd.id.clone()).collect();
+        assert_eq!(ids, [Some(1.into()), Some(2.into())]);
+        assert_eq!(frames[1].1, b"after");
+        assert!(h.conn.is_done());
+    }
+
+    #[test]
+    fn a_pipeline_is_decoded_a_share_per_turn() {
+        let mut h = Harness::new(Limits::default());
+        let mut bytes = Vec::new();
+        for i in 0..100 {
+            bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
+        }
+        h.with(|conn, ctx| {
+            conn.start_turn();
+            conn.handle_input(&bytes, ctx);
+            conn.release_input(&bytes, ctx);
+        });
+        assert_eq!(h.stats.requests, u64::from(MAX_REQUESTS_PER_TURN));
+        assert!(h.conn.has_work(&h.limits), "owed another turn");
+        assert!(!h.conn.wants_read(), "its share is used up");
+        h.settle();
+        h.drain_all();
+        assert_eq!(h.frames().len(), 100);
+    }
+
+    /// Random requests, some valid and many not, with hostile numbers and
+    /// paths, through a logged-in connection with a real data dir. The
+    /// connection must answer each one (by id) and never panic. Set
+    /// `SKIFF_SEED` to replay a failure.
+    #[test]
+    fn random_requests_with_hostile_fields_are_all_answered() {
+        use rand::{RngExt, SeedableRng};
+        let seed: u64 = std::env::var("SKIFF_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::rng().random());
+        println!("seed {seed} (SKIFF_SEED={seed} replays it)");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let ops = [
+            "pwd", "cd", "ls", "mkdir", "rm", "quota", "get", "put", "data", "say", "stats",
+            "hello", "echo", "login", "nope",
+        ];
+        let values = [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(""),
+            json!("."),
+            json!(".."),
+            json!("/"),
+            json!("../../etc/passwd"),
+            json!("hello.txt"),
+            json!("d/../../x"),
+            json!("a\u{0}b"),
+            json!("x".repeat(5000)),
+            json!(null),
+            json!(true),
+            json!([1, 2]),
+            json!({"k": "v"}),
+            json!("0123456789abcdef0123456789abcdef"),
+        ];
+        let fields = [
+            "path", "offset", "length", "md5", "to", "upper", "user", "password", "discard",
+        ];
+        let mut h = logged_in();
+        let mut sent = 0;
+        for i in 0..600u64 {
+            let op = ops[rng.random_range(0..ops.len())];
+            let mut header = json!({"op": op, "id": i});
+            for _ in 0..rng.random_range(0..4) {
+                let f = fields[rng.random_range(0..fields.len())];
+                header[f] = values[rng.random_range(0..values.len())].clone();
+            }
+            let body: Vec<u8> = if op == "echo" || rng.random_range(0..4) == 0 {
+                vec![b'z'; rng.random_range(0..64)]
+            } else {
+                Vec::new()
+            };
+            let bytes = frame(header, &body);
+            // Arrives in random pieces.
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = rng.random_range(1..=bytes.len() - at);
+                h.feed(&bytes[at..at + n]);
+                at += n;
+            }
+            // No sendfile in memory: a `get` body is copied instead.
+            h.conn.zero_copy_unavailable();
+            h.settle();
+            h.drain_all();
+            sent += 1;
+            if h.conn.is_closing() {
+                break;
+            }
+        }
+        let frames = h.frames();
+        let replies = frames.iter().filter(|(hd, _)| hd.id.is_some()).count();
+        println!("{sent} requests, {replies} replies");
+        if h.conn.is_closing() {
+            let last = &frames.last().unwrap().0;
+            assert_eq!(last.str("code"), Some("bad_frame"), "seed {seed}");
+        } else {
+            assert_eq!(replies, sent, "seed {seed}: every request answered");
+        }
+    }
 }
