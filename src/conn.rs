@@ -663,6 +663,18 @@ impl Conn {
         self.settle_eof();
     }
 
+    /// The socket failed (the peer reset it): nothing more can be read or
+    /// written, so queued output and pipelined requests are dropped. A job
+    /// in flight still comes back first.
+    pub fn handle_reset(&mut self) {
+        self.out = OutBuf::default();
+        self.pushed.clear();
+        self.pushed_bytes = 0;
+        if !self.is_closing() {
+            self.close("connection reset");
+        }
+    }
+
     /// The peer shut down its sending side.
     pub fn handle_eof(&mut self) {
         self.eof = true;

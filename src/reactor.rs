@@ -532,6 +532,15 @@ impl Reactor {
                 if event.is_read_closed() || event.is_error() {
                     client.read_closed = true;
                 }
+                if event.is_error() && client.broken.is_none() {
+                    // Reset by the peer: nobody is left to answer, so its
+                    // pipelined requests are not worth a worker's time.
+                    debug!("conn {k}: socket error");
+                    client.broken = Some("socket error".into());
+                    if let Engine::Framed(c) = &mut client.engine {
+                        c.handle_reset();
+                    }
+                }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     debug!("conn {k}: writable");
                     client.writable = true;

@@ -341,3 +341,53 @@ fn removing_a_file_gives_its_quota_back() {
     put(&mut c, "b.bin", &vec![1u8; 2 << 20]).unwrap();
     assert!(!Path::new(&server.data_dir().join("homes/alice/a.bin")).exists());
 }
+
+#[test]
+fn requests_pipelined_by_a_client_that_reset_are_not_worked_on() {
+    let server = Server::start(&[]);
+    let mut probe = server.demo_client();
+    let stats = |c: &mut Client| {
+        let f = c.request(json!({"op":"stats"}), b"").unwrap();
+        let count = |k: &str| f.header.u64(k).unwrap();
+        (count("requests"), count("connections"))
+    };
+    let (before, _) = stats(&mut probe);
+    let password = server.demo_password.clone().unwrap();
+    let mut batch = Vec::new();
+    for (i, op) in [
+        json!({"op":"login","user":"demo","password":password}),
+        json!({"op":"ls"}),
+        json!({"op":"quota"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut h = obj(op);
+        h.insert("id".into(), json!(i));
+        let head = serde_json::to_vec(&h).unwrap();
+        batch.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&head);
+    }
+    for _ in 0..20 {
+        let s = std::net::TcpStream::connect(&server.framed).unwrap();
+        std::io::Write::write_all(&mut &s, &batch).unwrap();
+        // Close with a reset (linger 0): nobody is left to answer.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    }
+    let mut polls = 0;
+    eventually("the reset connections are gone", || {
+        polls += 1;
+        stats(&mut probe).1 == 1
+    });
+    // At most the login each had in flight was worked on; the rest of
+    // each pipeline was dropped with the connection.
+    let (after, _) = stats(&mut probe);
+    let worked = after - before - polls - 1;
+    assert!(
+        worked <= 20,
+        "{worked} requests worked on for 20 reset clients"
+    );
+}
