@@ -296,6 +296,19 @@ impl Client {
             }
     }
 
+    /// The socket failed, or the server gives up on this client: nothing
+    /// more is read or written, and its state machine drops what it
+    /// queued (a job in flight still comes back before the client goes).
+    fn fail(&mut self, why: String) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(why);
+        if let Engine::Framed(c) = &mut self.engine {
+            c.handle_reset();
+        }
+    }
+
     fn job_in_flight(&self) -> bool {
         matches!(&self.engine, Engine::Framed(c) if c.job_in_flight())
     }
@@ -532,14 +545,10 @@ impl Reactor {
                 if event.is_read_closed() || event.is_error() {
                     client.read_closed = true;
                 }
-                if event.is_error() && client.broken.is_none() {
+                if event.is_error() {
                     // Reset by the peer: nobody is left to answer, so its
                     // pipelined requests are not worth a worker's time.
-                    debug!("conn {k}: socket error");
-                    client.broken = Some("socket error".into());
-                    if let Engine::Framed(c) = &mut client.engine {
-                        c.handle_reset();
-                    }
+                    client.fail("socket error".into());
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     debug!("conn {k}: writable");
@@ -901,7 +910,7 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => client.broken = Some(format!("read: {e}")),
+                Err(e) => client.fail(format!("read: {e}")),
             }
         }
         flush(k, client, &mut env, now, &mut write_budget);
@@ -925,7 +934,7 @@ impl Reactor {
                 poll.registry()
                     .reregister(client.stream.source(), Source::Client(k).token(), want)
             {
-                client.broken = Some(format!("reregister: {e}"));
+                client.fail(format!("reregister: {e}"));
                 to_close.push(k);
                 return;
             }
@@ -962,7 +971,7 @@ impl Reactor {
                 Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
                 Engine::Raw(r) => {
                     if now >= r.deadline(limits) {
-                        client.broken = Some("idle timeout".into());
+                        client.fail("idle timeout".into());
                     }
                 }
             }
@@ -1062,7 +1071,7 @@ impl Reactor {
                 self.stats.buffered
             );
             let client = &mut self.clients[k];
-            client.broken = Some("over the server's buffer budget".into());
+            client.fail("over the server's buffer budget".into());
             self.stats.buffered -= held;
             client.buffered = 0;
             self.stats.evicted += 1;
@@ -1243,7 +1252,7 @@ fn flush_with(
             }
         };
         match written {
-            Ok(0) => client.broken = Some("write returned 0".into()),
+            Ok(0) => client.fail("write returned 0".into()),
             Ok(n) => {
                 *budget -= n;
                 env.stats.bytes_out += n as u64;
@@ -1257,7 +1266,7 @@ fn flush_with(
                 client.writable = false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => client.broken = Some(format!("write: {e}")),
+            Err(e) => client.fail(format!("write: {e}")),
         }
     }
 }
@@ -1306,7 +1315,7 @@ fn send_file(
             c.zero_copy_unavailable();
             return false;
         }
-        Err(e) => client.broken = Some(format!("sendfile: {e}")),
+        Err(e) => client.fail(format!("sendfile: {e}")),
     }
     true
 }
@@ -1340,12 +1349,12 @@ fn send_spliced(
         });
     let Some(pipe) = pipe else {
         // Cannot happen: a command is kept while a frame from it is in flight.
-        client.broken = Some("a command's pipe vanished mid-frame".into());
+        client.fail("a command's pipe vanished mid-frame".into());
         return false;
     };
     let count = splice.remaining.min(*budget);
     match crate::sys::splice(std::os::fd::AsFd::as_fd(pipe), stream.as_fd(), count) {
-        Ok(0) => client.broken = Some("a command's pipe ended mid-frame".into()),
+        Ok(0) => client.fail("a command's pipe ended mid-frame".into()),
         Ok(n) => {
             *budget = budget.saturating_sub(n);
             env.stats.bytes_out += n as u64;
@@ -1362,7 +1371,7 @@ fn send_spliced(
                 warn!("splice refused ({e}); command output is copied from now on");
                 *env.splice_works = false;
             }
-            client.broken = Some(format!("splice: {e}"));
+            client.fail(format!("splice: {e}"));
         }
     }
     true
