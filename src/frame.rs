@@ -112,8 +112,11 @@ impl Header {
         }
     }
 
-    /// The general route: serde_json, through [`RawHeader`].
-    fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
+    /// The general route alone: serde_json, through `RawHeader`.
+    /// [`Header::parse`] is this with [`parse_plain`] tried first; both
+    /// are public so that the fuzz checks (`fuzz/src/lib.rs`) can hold
+    /// the two routes against each other.
+    pub fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
         let raw: RawHeader =
             serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
         let RawHeader::Object {
@@ -173,8 +176,9 @@ impl Header {
 /// server's user-space time per small echo (BENCHMARKS.md §8c). Anything
 /// else (escapes, non-ASCII, floats, negative numbers, nesting, bad
 /// syntax, a bad `op`, `id` or `size`) gives `None` and goes to
-/// serde_json, which alone decides what is an error.
-fn parse_plain(bytes: &[u8]) -> Option<Header> {
+/// serde_json, which alone decides what is an error. Whenever it answers,
+/// it must answer exactly what [`Header::parse_with_serde`] would.
+pub fn parse_plain(bytes: &[u8]) -> Option<Header> {
     // One UTF-8 check for the whole header; strings are then slices of it.
     let text = std::str::from_utf8(bytes).ok()?;
     let mut s = Scanner { text, bytes, at: 0 };
