@@ -825,6 +825,21 @@ mod tests {
         assert!(out.starts_with(&[0, 0, 0]) && out[4..].starts_with(b"{\"op\":\"ok\""));
     }
 
+    /// A float a header carries is read as the nearest f64, and written
+    /// and read again without drifting: serde_json's default float parser
+    /// read `1e-298` one step off, so the number changed on every trip.
+    #[test]
+    fn floats_read_back_exactly() {
+        let h = Header::parse(br#"{"op":"exec","timeout":1e-298}"#).unwrap();
+        assert_eq!(h.fields["timeout"].as_f64(), Some(1e-298));
+        for x in [1e-298, 0.1, 2.5e-308, 1.7976931348623157e308, 1.0 / 3.0] {
+            let mut out = Vec::new();
+            HeaderWriter::new(&mut out, "ok").field("t", x).finish();
+            let got = decode_in_chunks(&out, &[out.len()]).unwrap();
+            assert_eq!(got[0].0.fields["t"].as_f64(), Some(x), "{x:e}");
+        }
+    }
+
     #[test]
     fn plain_headers_take_the_fast_path() {
         for text in [
