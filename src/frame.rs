@@ -112,8 +112,11 @@ impl Header {
         }
     }
 
-    /// The general route: serde_json, through [`RawHeader`].
-    fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
+    /// The general route alone: serde_json, through `RawHeader`.
+    /// [`Header::parse`] is this with [`parse_plain`] tried first; both
+    /// are public so that the fuzz checks (`fuzz/src/lib.rs`) can hold
+    /// the two routes against each other.
+    pub fn parse_with_serde(bytes: &[u8]) -> Result<Header, FrameError> {
         let raw: RawHeader =
             serde_json::from_slice(bytes).map_err(|e| FrameError::NotJson(e.to_string()))?;
         let RawHeader::Object {
@@ -173,8 +176,9 @@ impl Header {
 /// server's user-space time per small echo (BENCHMARKS.md §8c). Anything
 /// else (escapes, non-ASCII, floats, negative numbers, nesting, bad
 /// syntax, a bad `op`, `id` or `size`) gives `None` and goes to
-/// serde_json, which alone decides what is an error.
-fn parse_plain(bytes: &[u8]) -> Option<Header> {
+/// serde_json, which alone decides what is an error. Whenever it answers,
+/// it must answer exactly what [`Header::parse_with_serde`] would.
+pub fn parse_plain(bytes: &[u8]) -> Option<Header> {
     // One UTF-8 check for the whole header; strings are then slices of it.
     let text = std::str::from_utf8(bytes).ok()?;
     let mut s = Scanner { text, bytes, at: 0 };
@@ -819,6 +823,21 @@ mod tests {
         assert!(!got[0].0.fields.contains_key("none"));
         assert_eq!(got[0].1, b"hi");
         assert!(out.starts_with(&[0, 0, 0]) && out[4..].starts_with(b"{\"op\":\"ok\""));
+    }
+
+    /// A float a header carries is read as the nearest f64, and written
+    /// and read again without drifting: serde_json's default float parser
+    /// read `1e-298` one step off, so the number changed on every trip.
+    #[test]
+    fn floats_read_back_exactly() {
+        let h = Header::parse(br#"{"op":"exec","timeout":1e-298}"#).unwrap();
+        assert_eq!(h.fields["timeout"].as_f64(), Some(1e-298));
+        for x in [1e-298, 0.1, 2.5e-308, 1.7976931348623157e308, 1.0 / 3.0] {
+            let mut out = Vec::new();
+            HeaderWriter::new(&mut out, "ok").field("t", x).finish();
+            let got = decode_in_chunks(&out, &[out.len()]).unwrap();
+            assert_eq!(got[0].0.fields["t"].as_f64(), Some(x), "{x:e}");
+        }
     }
 
     #[test]
