@@ -770,22 +770,10 @@ impl Reactor {
                 work,
             } = job;
             if self.pool.submit(conn, name, lane, work).is_err() {
-                let Some(client) = self.clients.get_mut(conn) else {
-                    continue;
-                };
-                if let Engine::Framed(c) = &mut client.engine {
-                    let mut env = Env {
-                        limits: &self.config.limits,
-                        stats: &mut self.stats,
-                        services: &mut self.services,
-                        actions: &mut self.actions,
-                        jobs: &mut self.jobs,
-                        children: &self.children,
-                        splice_works: &mut self.splice_works,
-                    };
-                    c.handle_job_refused(&mut env.ctx(Instant::now()));
-                }
-                if !client.queued {
+                self.with_framed(conn, Instant::now(), |c, ctx| c.handle_job_refused(ctx));
+                if let Some(client) = self.clients.get_mut(conn)
+                    && !client.queued
+                {
                     client.queued = true;
                     self.ready.push_back(Source::Client(conn));
                 }
@@ -799,23 +787,32 @@ impl Reactor {
         let finished: Vec<_> = self.pool.finished().collect();
         let now = Instant::now();
         for done in finished {
-            let Some(client) = self.clients.get_mut(done.conn) else {
-                continue; // cannot happen: a client waiting for a job stays
-            };
-            if let Engine::Framed(c) = &mut client.engine {
-                let mut env = Env {
-                    limits: &self.config.limits,
-                    stats: &mut self.stats,
-                    services: &mut self.services,
-                    actions: &mut self.actions,
-                    jobs: &mut self.jobs,
-                    children: &self.children,
-                    splice_works: &mut self.splice_works,
-                };
-                c.handle_job_done(done.result, &mut env.ctx(now));
-            }
+            // The client is there: one waiting for a job is never removed.
+            self.with_framed(done.conn, now, |c, ctx| c.handle_job_done(done.result, ctx));
             self.drive(done.conn);
         }
+    }
+
+    /// Runs `f` on client `k`'s framed state machine, with the context
+    /// borrowed from the reactor; nothing if there is no such client.
+    fn with_framed(&mut self, k: usize, now: Instant, f: impl FnOnce(&mut Conn, &mut Ctx)) {
+        let Some(Client {
+            engine: Engine::Framed(c),
+            ..
+        }) = self.clients.get_mut(k)
+        else {
+            return;
+        };
+        let mut env = Env {
+            limits: &self.config.limits,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            actions: &mut self.actions,
+            jobs: &mut self.jobs,
+            children: &self.children,
+            splice_works: &mut self.splice_works,
+        };
+        f(c, &mut env.ctx(now));
     }
 
     /// One turn for client `k`: write, read within budget, feed the state

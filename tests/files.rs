@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -17,16 +15,7 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Adds a user to the data dir of a server not started yet.
 fn add_user(data_dir: &std::path::Path, name: &str, extra: &[&str]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    assert!(child.wait().unwrap().success(), "user add {name} failed");
+    common::add_user(data_dir, name, PASSWORD, extra);
 }
 
 /// A server with users alice (10 KiB quota... set per test) and bob.
