@@ -92,11 +92,12 @@ pub struct Pool {
 
 impl Pool {
     /// Starts the worker threads. `wake` is called after every finished
-    /// job (a `mio::Waker`, so the loop's `poll` returns).
-    pub fn start(wake: Arc<dyn Fn() + Send + Sync>) -> io::Result<Pool> {
+    /// job (a `mio::Waker`, so the loop's `poll` returns); `on_start` runs
+    /// first in each new thread (the server lowers their priority there).
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>, on_start: fn()) -> io::Result<Pool> {
         let (done_tx, finished) = mpsc::channel();
-        let quick = Self::lane("quick", &done_tx, &wake)?;
-        let bulk = Self::lane("bulk", &done_tx, &wake)?;
+        let quick = Self::lane("quick", &done_tx, &wake, on_start)?;
+        let bulk = Self::lane("bulk", &done_tx, &wake, on_start)?;
         Ok(Pool {
             quick,
             bulk,
@@ -109,6 +110,7 @@ impl Pool {
         name: &str,
         done: &Sender<Finished>,
         wake: &Arc<dyn Fn() + Send + Sync>,
+        on_start: fn(),
     ) -> io::Result<Sender<Task>> {
         let (tx, rx) = mpsc::channel::<Task>();
         // std's Receiver has one owner: the threads of a lane take turns
@@ -120,7 +122,10 @@ impl Pool {
             let wake = wake.clone();
             std::thread::Builder::new()
                 .name(format!("skiffd-{name}-{i}"))
-                .spawn(move || worker(&rx, &done, &*wake))?;
+                .spawn(move || {
+                    on_start();
+                    worker(&rx, &done, &*wake)
+                })?;
         }
         Ok(tx)
     }
@@ -209,9 +214,12 @@ mod tests {
     fn results_come_back_with_their_connection_and_wake_the_loop() {
         let wakes = Arc::new(AtomicUsize::new(0));
         let w = wakes.clone();
-        let pool = Pool::start(Arc::new(move || {
-            w.fetch_add(1, Ordering::SeqCst);
-        }))
+        let pool = Pool::start(
+            Arc::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }),
+            || {},
+        )
         .unwrap();
         for conn in 0..20 {
             let lane = if conn % 2 == 0 {
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_full_lane_refuses_instead_of_growing() {
-        let pool = Pool::start(Arc::new(|| {})).unwrap();
+        let pool = Pool::start(Arc::new(|| {}), || {}).unwrap();
         // Block both quick workers, then fill the queue.
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();

@@ -424,10 +424,13 @@ impl Reactor {
         poll.registry()
             .register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Jobs.token())?);
-        let pool = Pool::start(Arc::new(move || {
-            // Fails only if the eventfd is gone, and then so is the loop.
-            let _ = waker.wake();
-        }))?;
+        let pool = Pool::start(
+            Arc::new(move || {
+                // Fails only if the eventfd is gone, and then so is the loop.
+                let _ = waker.wake();
+            }),
+            crate::sys::lower_thread_priority,
+        )?;
         let now = Instant::now();
         Ok(Reactor {
             poll,
