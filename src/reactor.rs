@@ -32,6 +32,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -44,6 +45,7 @@ use slab::Slab;
 
 use skiff::proto::Code;
 
+use crate::buffer::SharedFrame;
 use crate::children::{ChildProc, Fd};
 
 mod commands;
@@ -61,6 +63,20 @@ pub const WRITE_BUDGET: usize = 256 * 1024;
 pub const ACCEPT_BUDGET: usize = 64;
 /// Most datagrams answered from one UDP socket per turn.
 const DATAGRAM_BUDGET: usize = 64;
+/// Most sessions `say`s reach per turn, all of them together: a message
+/// to everyone is queued for a few hundred recipients, then the loop
+/// serves other clients before it goes on.
+const FANOUT_RECIPIENTS: usize = 256;
+/// Most `msg` bytes `say`s queue per turn (recipients times frame size):
+/// each recipient is written to at once, and for a 64 KiB message this
+/// allows 64 recipients, a few milliseconds of copying into sockets.
+const FANOUT_BYTES: usize = 4 << 20;
+/// Most connections looked at per turn while finding recipients.
+const FANOUT_SCAN: usize = 16 << 10;
+/// Free heap memory is given back to the kernel (`malloc_trim`) once the
+/// server's buffers have fallen this far below their peak since the last
+/// time: rarely, and only after a burst worth giving back.
+const TRIM_AFTER_FALL: usize = 16 << 20;
 
 /// Everything `skiffd serve` was asked for.
 #[derive(Debug, Clone)]
@@ -120,6 +136,21 @@ impl Source {
             _ => None,
         }
     }
+}
+
+/// A `say` on its way to its recipients, at most a turn's fan-out
+/// budget at a time.
+struct Broadcast {
+    /// Slab key of the sender, who does not get its own message.
+    from_key: usize,
+    /// The recipient user, or `*`.
+    to: String,
+    /// The `msg` frame every recipient gets a reference to.
+    frame: Rc<SharedFrame>,
+    /// The next slab key to look at.
+    next: usize,
+    /// Sessions reached so far, for the log.
+    reached: usize,
 }
 
 /// A listening socket and the service behind it.
@@ -346,6 +377,11 @@ pub struct Reactor {
     child_timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
+    /// `say`s not yet queued for all their recipients, oldest first.
+    broadcasts: VecDeque<Broadcast>,
+    /// The most buffer bytes held since free heap memory was last given
+    /// back to the kernel.
+    buffered_peak: usize,
 }
 
 impl Reactor {
@@ -413,6 +449,8 @@ impl Reactor {
             children: Slab::new(),
             child_timers: BinaryHeap::new(),
             shutdown_by: None,
+            broadcasts: VecDeque::new(),
+            buffered_peak: 0,
         })
     }
 
@@ -445,6 +483,7 @@ impl Reactor {
             self.run_actions();
             self.evict_over_budget();
             self.close_finished();
+            self.give_back_memory();
             self.housekeeping_at = self.services.housekeeping(Instant::now());
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
@@ -464,7 +503,7 @@ impl Reactor {
 
     /// Zero while anything is still ready; else until the earliest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || !self.broadcasts.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -872,8 +911,16 @@ impl Reactor {
         }
     }
 
-    /// Carries out what the state machines asked for this turn.
+    /// Carries out what the state machines asked for this turn, and a
+    /// turn's share of delivering `say`s.
     fn run_actions(&mut self) {
+        self.run_pending_actions();
+        self.fan_out();
+        // The recipients' turns may have asked for more.
+        self.run_pending_actions();
+    }
+
+    fn run_pending_actions(&mut self) {
         // In order: stdin pieces must reach the child as they were sent.
         while !self.actions.is_empty() {
             for action in std::mem::take(&mut self.actions) {
@@ -882,36 +929,62 @@ impl Reactor {
         }
     }
 
+    /// Queues pending `say`s for their recipients, within the turn's
+    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_BYTES`], [`FANOUT_SCAN`]),
+    /// oldest first, so each recipient gets messages in the order they
+    /// were sent. Every recipient holds a reference to the same frame; it
+    /// is then given its turn, which writes what its socket takes.
+    fn fan_out(&mut self) {
+        let now = Instant::now();
+        let limits = &self.config.limits;
+        let (mut reached, mut bytes, mut looked) = (0, 0, 0);
+        let mut recipients = Vec::new();
+        'turn: while let Some(b) = self.broadcasts.front_mut() {
+            while b.next < self.clients.capacity() {
+                if reached >= FANOUT_RECIPIENTS || bytes >= FANOUT_BYTES || looked >= FANOUT_SCAN {
+                    break 'turn;
+                }
+                let k = b.next;
+                b.next += 1;
+                looked += 1;
+                let Some(Client {
+                    engine: Engine::Framed(c),
+                    ..
+                }) = self.clients.get_mut(k)
+                else {
+                    continue;
+                };
+                let wanted = k != b.from_key && c.user().is_some_and(|u| b.to == "*" || u == b.to);
+                if wanted {
+                    c.push_message(&b.frame, now, limits);
+                    b.reached += 1;
+                    reached += 1;
+                    bytes += b.frame.len();
+                    recipients.push(k);
+                }
+            }
+            debug!("say to {}: {} sessions", b.to, b.reached);
+            self.broadcasts.pop_front();
+        }
+        for k in recipients {
+            self.drive(k);
+        }
+    }
+
     fn run_action(&mut self, action: Action) {
         {
             match action {
                 Action::Say {
                     from_key,
-                    from,
                     to,
-                    body,
-                } => {
-                    let now = Instant::now();
-                    let limits = &self.config.limits;
-                    let mut recipients = Vec::new();
-                    for (k, client) in self.clients.iter_mut() {
-                        let Engine::Framed(c) = &mut client.engine else {
-                            continue;
-                        };
-                        let wanted = match c.user() {
-                            Some(user) => k != from_key && (to == "*" || user == to),
-                            None => false,
-                        };
-                        if wanted {
-                            c.push_message(&from, &body, now, limits);
-                            recipients.push(k);
-                        }
-                    }
-                    debug!("say from {from} to {to}: {} sessions", recipients.len());
-                    for k in recipients {
-                        self.drive(k);
-                    }
-                }
+                    frame,
+                } => self.broadcasts.push_back(Broadcast {
+                    from_key,
+                    to,
+                    frame,
+                    next: 0,
+                    reached: 0,
+                }),
                 Action::Spawn(req) => self.spawn(req),
                 Action::Stdin {
                     conn,
@@ -928,16 +1001,22 @@ impl Reactor {
     /// hold more than `--out-total`, the ones holding the most are closed
     /// without flushing (Redis's `maxmemory-clients` does the same). Below
     /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`), which is logged as it starts and ends.
+    /// (see `conn::water_marks`) and `say` is refused, which is logged as
+    /// it starts and ends.
     fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
-        let pressure = self.config.limits.under_pressure(self.stats.buffered);
+        // The peak before evictions: their memory is freed too.
+        self.buffered_peak = self.buffered_peak.max(self.stats.buffered_total());
+        let pressure = self
+            .config
+            .limits
+            .under_pressure(self.stats.buffered_total());
         if pressure != self.stats.pressure {
             self.stats.pressure = pressure;
             info!(
                 "buffer pressure {}: connections hold {} bytes (budget {limit}); they pause at {}",
                 if pressure { "on" } else { "off" },
-                self.stats.buffered,
+                self.stats.buffered_total(),
                 if pressure {
                     "16 KiB"
                 } else {
@@ -945,23 +1024,24 @@ impl Reactor {
                 }
             );
         }
-        if self.stats.buffered <= limit {
+        if self.stats.buffered_total() <= limit {
             return;
         }
-        let mut holders: Vec<(usize, usize)> = self
+        // Usually a few connections must go, out of many: a heap built in
+        // linear time and popped a few times, rather than a sort of all.
+        let mut holders: BinaryHeap<(usize, usize)> = self
             .clients
             .iter()
             .filter(|(_, c)| c.broken.is_none() && c.buffered > 0)
             .map(|(k, c)| (c.buffered, k))
             .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        for (held, k) in holders {
-            if self.stats.buffered <= limit {
+        while let Some((held, k)) = holders.pop() {
+            if self.stats.buffered_total() <= limit {
                 break;
             }
             info!(
                 "conn {k}: closed: connections hold {} buffer bytes, over --out-total {limit}; it held {held}",
-                self.stats.buffered
+                self.stats.buffered_total()
             );
             let client = &mut self.clients[k];
             client.broken = Some("over the server's buffer budget".into());
@@ -970,6 +1050,29 @@ impl Reactor {
             self.stats.evicted += 1;
             self.to_close.push(k);
         }
+    }
+
+    /// glibc keeps freed memory on its heap for reuse, and gives back to
+    /// the kernel only what lies at the top of it: after a burst, the
+    /// buffers of many closed connections would stay resident for good.
+    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
+    /// and to half of it, free heap pages are returned (`malloc_trim`).
+    /// Each call needs another rise and fall of that size, so it runs
+    /// rarely; it costs a walk over the heap's free blocks.
+    fn give_back_memory(&mut self) {
+        let held = self.stats.buffered_total();
+        if self.buffered_peak - held < TRIM_AFTER_FALL || held > self.buffered_peak / 2 {
+            return;
+        }
+        let started = Instant::now();
+        crate::sys::release_free_heap();
+        info!(
+            "buffers fell from {} to {held} bytes: free heap memory given back in {:?} (RSS now {} bytes)",
+            self.buffered_peak,
+            started.elapsed(),
+            crate::sys::rss_bytes()
+        );
+        self.buffered_peak = held;
     }
 
     fn close_finished(&mut self) {
