@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -46,7 +47,7 @@ use serde_json::Number;
 use skiff::frame::{Decoded, Decoder, Header, MAX_HEAD};
 use skiff::proto::Code;
 
-use crate::buffer::OutBuf;
+use crate::buffer::{OutBuf, SharedFrame};
 use crate::handlers::files::{Sending, Step};
 use crate::handlers::{self, Action, Job, Next, Services, Session, Sink, Submission, Then};
 use crate::stats::Stats;
@@ -58,6 +59,11 @@ pub const MAX_REQUESTS_PER_TURN: u16 = 32;
 /// Echo bodies at least this big are written from the read buffer they
 /// arrived in; smaller ones are cheaper to copy than a second iovec.
 const LEND_MIN: usize = 1024;
+
+/// Shared frames at least this big are written from the one copy all
+/// recipients share; smaller ones are cheaper to copy than to reference
+/// (and write with a `write` of their own).
+const SHARE_MIN: usize = 1024;
 
 /// The high-water mark while all connections together hold more than half
 /// of [`Limits::out_total`]: a connection then stops taking requests as
@@ -203,6 +209,37 @@ impl fmt::Debug for State {
     }
 }
 
+/// A whole frame waiting in the push queue for a frame boundary.
+#[derive(Debug)]
+enum Pushed {
+    /// This connection's own copy (command output, small messages).
+    Owned(Vec<u8>),
+    /// A frame many connections share (a big `msg`).
+    Shared(Rc<SharedFrame>),
+}
+
+impl Pushed {
+    fn len(&self) -> usize {
+        match self {
+            Pushed::Owned(frame) => frame.len(),
+            Pushed::Shared(frame) => frame.len(),
+        }
+    }
+}
+
+/// Unsolicited frames waiting for the output to reach a frame boundary.
+/// Boxed in [`Conn`], which has none most of the time.
+#[derive(Debug, Default)]
+struct PushQueue {
+    frames: VecDeque<Pushed>,
+    /// Bytes in `frames`, shared frames included (the push limits are
+    /// about how far behind this reader is).
+    bytes: usize,
+    /// Bytes of shared frames in `frames` (the buffer budget counts them
+    /// once for all holders, not here).
+    shared: usize,
+}
+
 /// A command output frame in flight: its header is in the output, its
 /// `remaining` body bytes are still in the command's pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,9 +275,7 @@ pub struct Conn {
     /// Who is logged in on this connection, and where they are.
     session: Session,
     /// Pushed frames waiting for the output to reach a frame boundary.
-    pushed: VecDeque<Vec<u8>>,
-    /// Bytes in `pushed`.
-    pushed_bytes: usize,
+    pushed: Option<Box<PushQueue>>,
     /// Since when queued output has been over the soft push limit.
     over_soft_since: Option<Instant>,
     /// A command's output frame whose body is still in the command's pipe,
@@ -283,7 +318,7 @@ impl Lent {
 /// server's budget (so a swarm of slow readers cannot each fill 256 KiB).
 fn water_marks(ctx: &Ctx) -> (usize, usize) {
     let limits = ctx.limits;
-    if limits.under_pressure(ctx.stats.buffered) {
+    if limits.under_pressure(ctx.stats.buffered_total()) {
         (PRESSURE_HIGH.min(limits.out_high), limits.out_low)
     } else {
         (limits.out_high, limits.out_low)
@@ -303,8 +338,7 @@ impl Conn {
             eof: false,
             held: false,
             session: Session::new(key, peer),
-            pushed: VecDeque::new(),
-            pushed_bytes: 0,
+            pushed: None,
             over_soft_since: None,
             splice: None,
             last_active: now,
@@ -326,28 +360,22 @@ impl Conn {
         self.session.user.as_deref()
     }
 
-    /// Queues an unsolicited `msg` frame. It goes out at the next frame
-    /// boundary. A peer that lets pushed output pile up past the hard
-    /// limit is cut off at once; past the soft limit, after a while.
-    pub fn push_message(&mut self, from: &str, body: &[u8], now: Instant, limits: &Limits) {
+    /// Queues an unsolicited `msg` frame, shared with the message's other
+    /// recipients. It goes out at the next frame boundary. A peer that
+    /// lets pushed output pile up past the hard limit is cut off at once;
+    /// past the soft limit, after a while. Shared bytes count here in
+    /// full: the limits measure how far behind this reader is.
+    pub fn push_message(&mut self, frame: &Rc<SharedFrame>, now: Instant, limits: &Limits) {
         if self.is_closing() {
             return;
         }
-        let mut frame = Vec::with_capacity(body.len() + 64);
-        skiff::frame::HeaderWriter::new(&mut frame, "msg")
-            .field("from", from)
-            .field("size", body.len())
-            .finish();
-        frame.extend_from_slice(body);
-        let queued = self.out.len() + self.pushed_bytes + frame.len();
+        let queued = self.out.len() + self.pushed_len() + frame.len();
         if queued > limits.push_hard {
             info!(
                 "conn {}: {queued} bytes of output pending: over the hard limit",
                 self.key
             );
-            self.out = OutBuf::default();
-            self.pushed.clear();
-            self.pushed_bytes = 0;
+            self.drop_output();
             self.close("output over the hard limit");
             return;
         }
@@ -355,9 +383,36 @@ impl Conn {
             debug!("conn {}: output over the soft limit", self.key);
             self.over_soft_since = Some(now);
         }
-        self.pushed_bytes += frame.len();
-        self.pushed.push_back(frame);
+        if frame.len() < SHARE_MIN {
+            self.queue_push(Pushed::Owned(frame.bytes().to_vec()));
+        } else {
+            self.queue_push(Pushed::Shared(Rc::clone(frame)));
+        }
+    }
+
+    /// Queues a whole frame to go out at the next frame boundary.
+    fn queue_push(&mut self, frame: Pushed) {
+        if self.is_closing() {
+            return;
+        }
+        let queue = self.pushed.get_or_insert_default();
+        queue.bytes += frame.len();
+        if let Pushed::Shared(shared) = &frame {
+            queue.shared += shared.len();
+        }
+        queue.frames.push_back(frame);
         self.emit_pushed();
+    }
+
+    /// Bytes of pushed frames not yet in the output.
+    fn pushed_len(&self) -> usize {
+        self.pushed.as_ref().map_or(0, |queue| queue.bytes)
+    }
+
+    /// Throws away all queued output, before cutting the peer off.
+    fn drop_output(&mut self) {
+        self.out = OutBuf::default();
+        self.pushed = None;
     }
 
     /// Holds or releases input while a command's stdin buffer is full.
@@ -390,7 +445,7 @@ impl Conn {
     /// its output pipes are read only while this is true, so a client
     /// that does not read stalls the command, not the server's memory.
     pub fn has_room(&self, limits: &Limits) -> bool {
-        !self.is_closing() && self.out.len() + self.pushed_bytes < limits.out_high
+        !self.is_closing() && self.out.len() + self.pushed_len() < limits.out_high
     }
 
     /// A piece of a command's standard output (`out`) or error (`err`).
@@ -401,7 +456,7 @@ impl Conn {
         if self.is_closing() {
             return;
         }
-        let direct = self.pushed.is_empty() && self.at_frame_boundary();
+        let direct = self.pushed.is_none() && self.at_frame_boundary();
         let mut queued = Vec::new();
         let out = if direct {
             self.out.writer()
@@ -431,7 +486,7 @@ impl Conn {
     pub fn can_splice(&self) -> bool {
         self.splice.is_none()
             && self.out.is_empty()
-            && self.pushed.is_empty()
+            && self.pushed.is_none()
             && self.at_frame_boundary()
     }
 
@@ -501,12 +556,7 @@ impl Conn {
 
     /// Queues a whole frame to go out at the next frame boundary.
     fn push_frame(&mut self, frame: Vec<u8>) {
-        if self.is_closing() {
-            return;
-        }
-        self.pushed_bytes += frame.len();
-        self.pushed.push_back(frame);
-        self.emit_pushed();
+        self.queue_push(Pushed::Owned(frame));
     }
 
     /// Whether the reactor should give this connection another turn even
@@ -667,9 +717,7 @@ impl Conn {
     /// written, so queued output and pipelined requests are dropped. A job
     /// in flight still comes back first.
     pub fn handle_reset(&mut self) {
-        self.out = OutBuf::default();
-        self.pushed.clear();
-        self.pushed_bytes = 0;
+        self.drop_output();
         if !self.is_closing() {
             self.close("connection reset");
         }
@@ -729,6 +777,9 @@ impl Conn {
         if self.lent.is_empty() {
             return;
         }
+        // Shared frames are never placed while input is lent (see
+        // `emit_pushed`), so the queued bytes are all in one piece.
+        debug_assert!(!self.out.has_shared());
         let mut rebuilt = Vec::with_capacity(self.out.len() + self.lent_len());
         let queued = self.out.pending();
         let mut from = 0;
@@ -744,10 +795,12 @@ impl Conn {
     }
 
     /// What output may do once some of it is gone: lift the soft-limit
-    /// clock, lift backpressure.
+    /// clock, place shared frames that waited for lent input, lift
+    /// backpressure.
     fn after_written(&mut self, ctx: &mut Ctx) {
+        self.emit_pushed();
         if self.over_soft_since.is_some()
-            && self.out.len() + self.pushed_bytes <= ctx.limits.push_soft
+            && self.out.len() + self.pushed_len() <= ctx.limits.push_soft
         {
             self.over_soft_since = None;
         }
@@ -774,9 +827,7 @@ impl Conn {
                 "conn {}: output over the soft limit for {:?}",
                 self.key, ctx.limits.push_soft_time
             );
-            self.out = OutBuf::default();
-            self.pushed.clear();
-            self.pushed_bytes = 0;
+            self.drop_output();
             self.close("output over the soft limit too long");
             return;
         }
@@ -822,7 +873,10 @@ impl Conn {
         !self.lent.is_empty()
     }
 
-    /// Bytes to write to the socket now (never called while input is lent).
+    /// Bytes to write to the socket now (never called while input is
+    /// lent). This may be only the first part of the output (up to or
+    /// inside a shared frame): write, call [`Conn::handle_written`], and
+    /// ask again.
     pub fn output(&self) -> &[u8] {
         debug_assert!(self.lent.is_empty(), "output() while input is lent");
         self.out.pending()
@@ -876,16 +930,36 @@ impl Conn {
         self.splice.is_none() && self.state.at_frame_boundary()
     }
 
-    /// Moves pushed frames to the output if it is between frames.
+    /// Moves pushed frames to the output if it is between frames: owned
+    /// ones by copying, shared ones by reference.
     fn emit_pushed(&mut self) {
-        if self.pushed.is_empty() || !self.at_frame_boundary() || self.is_closing() {
+        if !self.at_frame_boundary() || self.is_closing() {
             return;
         }
-        let out = self.out.writer();
-        for frame in self.pushed.drain(..) {
-            out.extend_from_slice(&frame);
+        let lending = self.is_lending();
+        let Some(queue) = &mut self.pushed else {
+            return;
+        };
+        while let Some(next) = queue.frames.front() {
+            // A shared frame's place is a position in the queued bytes,
+            // which copying lent echo bodies into them would move: it
+            // waits (with what follows it) until the input is released.
+            if matches!(next, Pushed::Shared(_)) && lending {
+                return;
+            }
+            let Some(next) = queue.frames.pop_front() else {
+                break;
+            };
+            queue.bytes -= next.len();
+            match next {
+                Pushed::Owned(frame) => self.out.writer().extend_from_slice(&frame),
+                Pushed::Shared(frame) => {
+                    queue.shared -= frame.len();
+                    self.out.push_shared(frame);
+                }
+            }
         }
-        self.pushed_bytes = 0;
+        self.pushed = None;
     }
 
     /// Closing was decided (output may still be flushing, or a job may
@@ -911,12 +985,24 @@ impl Conn {
         }
     }
 
-    /// Memory held by buffers, in bytes (for the server's budget).
+    /// Memory held by buffers, in bytes (for the server's budget): input,
+    /// output, queued pushes, and a chat message being collected. Shared
+    /// frames count once for all holders (in `Stats::shared`), so here
+    /// only the references to them count.
     pub fn buffered_bytes(&self) -> usize {
+        let sink = match &self.state {
+            State::Body { sink, .. } => sink.buffered_bytes(),
+            _ => 0,
+        };
         self.input.capacity()
             + self.out.capacity()
-            + self.pushed_bytes
+            + self.pushed.as_ref().map_or(0, |queue| {
+                std::mem::size_of::<PushQueue>()
+                    + queue.frames.capacity() * std::mem::size_of::<Pushed>()
+                    + (queue.bytes - queue.shared)
+            })
             + self.lent.capacity() * std::mem::size_of::<Lent>()
+            + sink
     }
 
     fn consume_buffered(&mut self, ctx: &mut Ctx) {
@@ -994,6 +1080,9 @@ impl Conn {
     fn may_lend(&self, len: usize, end: usize) -> bool {
         len >= LEND_MIN
             && self.lent.len() < MAX_LENT
+            // Lent bodies are placed by offsets into the queued bytes,
+            // which a shared frame would split.
+            && !self.out.has_shared()
             && end <= u32::MAX as usize
             && self.out.len() <= u32::MAX as usize
             && matches!(
@@ -1712,6 +1801,80 @@ mod tests {
             "Conn is {} bytes",
             std::mem::size_of::<Conn>()
         );
+    }
+
+    /// A `msg` frame from `demo`, shared through the harness's counter.
+    fn shared_msg(h: &Harness, body: &[u8]) -> Rc<SharedFrame> {
+        let mut frame = Vec::new();
+        skiff::frame::HeaderWriter::new(&mut frame, "msg")
+            .field("from", "demo")
+            .field("size", body.len())
+            .finish();
+        frame.extend_from_slice(body);
+        SharedFrame::new(frame, &h.stats.shared)
+    }
+
+    #[test]
+    fn a_message_header_alone_reserves_nothing_and_its_bytes_count() {
+        let mut h = Harness::new(Limits::default());
+        h.conn.session.user = Some("demo".into());
+        let size = 64 << 10;
+        let whole = frame(json!({"op":"say","id":1,"to":"*"}), &vec![b'm'; size]);
+        let head = whole.len() - size;
+        h.feed(&whole[..head]);
+        let State::Body {
+            sink: Sink::Message { body, .. },
+            ..
+        } = &h.conn.state
+        else {
+            panic!("not collecting a message: {}", h.conn.state.name());
+        };
+        assert_eq!(body.capacity(), 0, "reserved before any byte arrived");
+        // What arrives is held, and counted in the buffer budget.
+        h.feed(&whole[head..head + 1000]);
+        let held = h.conn.buffered_bytes();
+        assert!((1000..4096).contains(&held), "{held} bytes counted");
+        h.feed(&whole[head + 1000..]);
+        h.drain_all();
+        assert_eq!(h.frames()[0].0.op, "ok");
+        assert_eq!(h.actions.len(), 1);
+        assert_eq!(h.conn.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn a_shared_message_waits_for_a_frame_boundary_and_is_counted_once() {
+        let mut h = Harness::new(Limits::default());
+        let body = vec![b's'; 5000];
+        let msg = shared_msg(&h, &body);
+        let msg_len = msg.len();
+        assert_eq!(h.stats.shared.get(), msg_len);
+        // An echo reply is half sent: the message must wait for its end.
+        let echo = frame(json!({"op":"echo","id":1,"upper":true}), &[b'e'; 3000]);
+        h.feed(&echo[..echo.len() - 1000]);
+        h.conn.push_message(&msg, h.now, &Limits::default());
+        h.drain(700);
+        // A second message arrives between frames; it goes by reference.
+        h.feed(&echo[echo.len() - 1000..]);
+        h.conn.push_message(&msg, h.now, &Limits::default());
+        h.feed(&frame(json!({"op":"echo","id":2}), b"after"));
+        // Held twice, by reference: counted once, outside the connection.
+        assert!(h.conn.buffered_bytes() < 4096 + 1000);
+        assert!(h.conn.output().len() <= msg_len);
+        drop(msg);
+        assert_eq!(h.stats.shared.get(), msg_len);
+        for step in [1, 10, 100, 100_000] {
+            h.drain(step);
+        }
+        h.drain_all();
+        let frames = h.frames();
+        let ops: Vec<_> = frames.iter().map(|(hd, _)| hd.op.as_str()).collect();
+        assert_eq!(ops, ["ok", "msg", "msg", "ok"]);
+        assert_eq!(frames[0].1, vec![b'E'; 3000]);
+        assert_eq!(frames[1].1, body);
+        assert_eq!(frames[2].1, body);
+        assert_eq!(frames[3].1, b"after");
+        assert_eq!(h.stats.shared.get(), 0, "the last reference is gone");
+        assert_eq!(h.conn.buffered_bytes(), 0);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,7 @@ use slab::Slab;
 
 use skiff::proto::Code;
 
+use crate::buffer::SharedFrame;
 use crate::children::{ChildProc, Fd};
 
 mod commands;
@@ -65,6 +67,22 @@ pub const WRITE_BUDGET: usize = 256 * 1024;
 pub const ACCEPT_BUDGET: usize = 64;
 /// Most datagrams answered from one UDP socket per turn.
 const DATAGRAM_BUDGET: usize = 64;
+/// Most sessions `say`s reach per turn, all of them together: a message
+/// to everyone is queued for a few hundred recipients, then the loop
+/// serves other clients before it goes on.
+const FANOUT_RECIPIENTS: usize = 256;
+/// Most time `say`s spend reaching recipients per turn. Each recipient
+/// reached is written to at once, and what a write costs is mostly the
+/// kernel's: with recipients that do not read, a 64 KiB write measured
+/// 0.1 to 0.7 ms (the loopback peer's queue is pruned inside the call),
+/// so a count alone cannot bound the stall.
+const FANOUT_TIME: Duration = Duration::from_millis(2);
+/// Most connections looked at per turn while finding recipients.
+const FANOUT_SCAN: usize = 16 << 10;
+/// Free heap memory is given back to the kernel (`malloc_trim`) once the
+/// server's buffers have fallen this far below their peak since the last
+/// time: rarely, and only after a burst worth giving back.
+const TRIM_AFTER_FALL: usize = 16 << 20;
 
 /// Everything `skiffd serve` was asked for.
 #[derive(Debug, Clone)]
@@ -128,6 +146,21 @@ impl Source {
             _ => None,
         }
     }
+}
+
+/// A `say` on its way to its recipients, at most a turn's fan-out
+/// budget at a time.
+struct Broadcast {
+    /// Slab key of the sender, who does not get its own message.
+    from_key: usize,
+    /// The recipient user, or `*`.
+    to: String,
+    /// The `msg` frame every recipient gets a reference to.
+    frame: Rc<SharedFrame>,
+    /// The next slab key to look at.
+    next: usize,
+    /// Sessions reached so far, for the log.
+    reached: usize,
 }
 
 /// A listening socket and the service behind it.
@@ -378,6 +411,11 @@ pub struct Reactor {
     containment: crate::containment::Containment,
     /// Set once shutdown began: the time by which we exit regardless.
     shutdown_by: Option<Instant>,
+    /// `say`s not yet queued for all their recipients, oldest first.
+    broadcasts: VecDeque<Broadcast>,
+    /// The most buffer bytes held since free heap memory was last given
+    /// back to the kernel.
+    buffered_peak: usize,
 }
 
 impl Reactor {
@@ -455,6 +493,8 @@ impl Reactor {
             child_timers: BinaryHeap::new(),
             containment: crate::containment::Containment::start(),
             shutdown_by: None,
+            broadcasts: VecDeque::new(),
+            buffered_peak: 0,
         })
     }
 
@@ -487,6 +527,7 @@ impl Reactor {
             self.run_actions();
             self.evict_over_budget();
             self.close_finished();
+            self.give_back_memory();
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -505,7 +546,7 @@ impl Reactor {
 
     /// Zero while anything is still ready; else until the earliest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || !self.broadcasts.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -979,12 +1020,61 @@ impl Reactor {
         }
     }
 
-    /// Carries out what the state machines asked for this turn.
+    /// Carries out what the state machines asked for this turn, and a
+    /// turn's share of delivering `say`s.
     fn run_actions(&mut self) {
+        self.run_pending_actions();
+        self.fan_out();
+        // The recipients' turns may have asked for more.
+        self.run_pending_actions();
+    }
+
+    fn run_pending_actions(&mut self) {
         // In order: stdin pieces must reach the child as they were sent.
         while !self.actions.is_empty() {
             for action in std::mem::take(&mut self.actions) {
                 self.run_action(action);
+            }
+        }
+    }
+
+    /// Queues pending `say`s for their recipients, within the turn's
+    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_TIME`], [`FANOUT_SCAN`]),
+    /// oldest first, so each recipient gets messages in the order they
+    /// were sent. Every recipient holds a reference to the same frame,
+    /// and is given its turn at once, which writes what its socket takes.
+    fn fan_out(&mut self) {
+        let started = Instant::now();
+        let (mut reached, mut looked) = (0, 0);
+        while reached < FANOUT_RECIPIENTS && looked < FANOUT_SCAN {
+            let Some(b) = self.broadcasts.front_mut() else {
+                break;
+            };
+            if b.next >= self.clients.capacity() {
+                debug!("say to {}: {} sessions", b.to, b.reached);
+                self.broadcasts.pop_front();
+                continue;
+            }
+            let k = b.next;
+            b.next += 1;
+            looked += 1;
+            let Some(Client {
+                engine: Engine::Framed(c),
+                ..
+            }) = self.clients.get_mut(k)
+            else {
+                continue;
+            };
+            let wanted = k != b.from_key && c.user().is_some_and(|u| b.to == "*" || u == b.to);
+            if !wanted {
+                continue;
+            }
+            c.push_message(&b.frame, started, &self.config.limits);
+            b.reached += 1;
+            reached += 1;
+            self.drive(k);
+            if started.elapsed() >= FANOUT_TIME {
+                break;
             }
         }
     }
@@ -994,31 +1084,15 @@ impl Reactor {
             match action {
                 Action::Say {
                     from_key,
-                    from,
                     to,
-                    body,
-                } => {
-                    let now = Instant::now();
-                    let limits = &self.config.limits;
-                    let mut recipients = Vec::new();
-                    for (k, client) in self.clients.iter_mut() {
-                        let Engine::Framed(c) = &mut client.engine else {
-                            continue;
-                        };
-                        let wanted = match c.user() {
-                            Some(user) => k != from_key && (to == "*" || user == to),
-                            None => false,
-                        };
-                        if wanted {
-                            c.push_message(&from, &body, now, limits);
-                            recipients.push(k);
-                        }
-                    }
-                    debug!("say from {from} to {to}: {} sessions", recipients.len());
-                    for k in recipients {
-                        self.drive(k);
-                    }
-                }
+                    frame,
+                } => self.broadcasts.push_back(Broadcast {
+                    from_key,
+                    to,
+                    frame,
+                    next: 0,
+                    reached: 0,
+                }),
                 Action::Spawn(req) => self.spawn(req),
                 Action::Stdin {
                     conn,
@@ -1035,16 +1109,22 @@ impl Reactor {
     /// hold more than `--out-total`, the ones holding the most are closed
     /// without flushing (Redis's `maxmemory-clients` does the same). Below
     /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`), which is logged as it starts and ends.
+    /// (see `conn::water_marks`) and `say` is refused, which is logged as
+    /// it starts and ends.
     fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
-        let pressure = self.config.limits.under_pressure(self.stats.buffered);
+        // The peak before evictions: their memory is freed too.
+        self.buffered_peak = self.buffered_peak.max(self.stats.buffered_total());
+        let pressure = self
+            .config
+            .limits
+            .under_pressure(self.stats.buffered_total());
         if pressure != self.stats.pressure {
             self.stats.pressure = pressure;
             info!(
                 "buffer pressure {}: connections hold {} bytes (budget {limit}); they pause at {}",
                 if pressure { "on" } else { "off" },
-                self.stats.buffered,
+                self.stats.buffered_total(),
                 if pressure {
                     "16 KiB"
                 } else {
@@ -1052,23 +1132,24 @@ impl Reactor {
                 }
             );
         }
-        if self.stats.buffered <= limit {
+        if self.stats.buffered_total() <= limit {
             return;
         }
-        let mut holders: Vec<(usize, usize)> = self
+        // Usually a few connections must go, out of many: a heap built in
+        // linear time and popped a few times, rather than a sort of all.
+        let mut holders: BinaryHeap<(usize, usize)> = self
             .clients
             .iter()
             .filter(|(_, c)| c.broken.is_none() && c.buffered > 0)
             .map(|(k, c)| (c.buffered, k))
             .collect();
-        holders.sort_unstable_by(|a, b| b.cmp(a));
-        for (held, k) in holders {
-            if self.stats.buffered <= limit {
+        while let Some((held, k)) = holders.pop() {
+            if self.stats.buffered_total() <= limit {
                 break;
             }
             info!(
                 "conn {k}: closed: connections hold {} buffer bytes, over --out-total {limit}; it held {held}",
-                self.stats.buffered
+                self.stats.buffered_total()
             );
             let client = &mut self.clients[k];
             client.fail("over the server's buffer budget".into());
@@ -1077,6 +1158,29 @@ impl Reactor {
             self.stats.evicted += 1;
             self.to_close.push(k);
         }
+    }
+
+    /// glibc keeps freed memory on its heap for reuse, and gives back to
+    /// the kernel only what lies at the top of it: after a burst, the
+    /// buffers of many closed connections would stay resident for good.
+    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
+    /// and to half of it, free heap pages are returned (`malloc_trim`).
+    /// Each call needs another rise and fall of that size, so it runs
+    /// rarely; it costs a walk over the heap's free blocks.
+    fn give_back_memory(&mut self) {
+        let held = self.stats.buffered_total();
+        if self.buffered_peak - held < TRIM_AFTER_FALL || held > self.buffered_peak / 2 {
+            return;
+        }
+        let started = Instant::now();
+        crate::sys::release_free_heap();
+        info!(
+            "buffers fell from {} to {held} bytes: free heap memory given back in {:?} (RSS now {} bytes)",
+            self.buffered_peak,
+            started.elapsed(),
+            crate::sys::rss_bytes()
+        );
+        self.buffered_peak = held;
     }
 
     fn close_finished(&mut self) {

@@ -1,5 +1,7 @@
 //! Server-wide counters, reported by the `stats` op.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// What the server has done since it started.
@@ -23,9 +25,12 @@ pub struct Stats {
     pub children: usize,
     /// Datagrams answered by the UDP services.
     pub datagrams: u64,
-    /// Bytes all connections hold in their buffers now (as of each one's
-    /// last turn).
+    /// Bytes all connections hold in their own buffers now (as of each
+    /// one's last turn).
     pub buffered: usize,
+    /// Bytes of frames written to many connections from one copy
+    /// ([`crate::buffer::SharedFrame`]), each counted once; always exact.
+    pub shared: Rc<Cell<usize>>,
     /// Connections closed because all together held too much.
     pub evicted: u64,
     /// `buffered` is above half the budget: connections pause early.
@@ -46,8 +51,15 @@ impl Stats {
             children: 0,
             datagrams: 0,
             buffered: 0,
+            shared: Rc::new(Cell::new(0)),
             evicted: 0,
             pressure: false,
         }
+    }
+
+    /// Buffer memory all connections hold together, shared frames
+    /// included: what `--out-total` bounds.
+    pub fn buffered_total(&self) -> usize {
+        self.buffered + self.shared.get()
     }
 }

@@ -62,7 +62,7 @@ pub fn stats(id: Option<&Number>, out: &mut Vec<u8>, ctx: &mut Ctx) -> Next {
         .field("refused", s.refused)
         .field("requests", s.requests)
         .field("datagrams", s.datagrams)
-        .field("buffered_bytes", s.buffered)
+        .field("buffered_bytes", s.buffered_total())
         .field("evicted", s.evicted)
         .field("cpu_user_s", cpu.user.as_secs_f64())
         .field("cpu_sys_s", cpu.system.as_secs_f64())

@@ -100,12 +100,10 @@ pub enum Action {
     Say {
         /// Slab key of the sending connection (not a recipient of `*`).
         from_key: usize,
-        /// Sending user.
-        from: String,
         /// Recipient user or `*`.
         to: String,
-        /// The message.
-        body: Vec<u8>,
+        /// The whole `msg` frame, one copy for every recipient.
+        frame: Rc<crate::buffer::SharedFrame>,
     },
     /// Run a command.
     Spawn(crate::children::Spawn),
@@ -189,12 +187,21 @@ pub enum Sink {
     Message {
         /// The recipient.
         to: String,
-        /// The message so far.
+        /// The message so far: it grows as bytes arrive, so a header
+        /// alone costs nothing.
         body: Vec<u8>,
     },
 }
 
 impl Sink {
+    /// Memory the sink holds, for the server's buffer budget.
+    pub fn buffered_bytes(&self) -> usize {
+        match self {
+            Sink::Message { body, .. } => body.capacity(),
+            _ => 0,
+        }
+    }
+
     /// The state name for the log.
     pub fn name(&self) -> &'static str {
         match self {
@@ -350,7 +357,7 @@ pub fn body(sink: &mut Sink, chunk: &[u8], session: &Session, out: &mut Vec<u8>,
         Sink::Discard => {}
         Sink::Echo { upper } => basic::echo_body(*upper, chunk, out),
         Sink::Upload(upload) => upload.write(chunk),
-        Sink::Message { body, .. } => body.extend_from_slice(chunk),
+        Sink::Message { body, .. } => chat::collect(body, chunk),
     }
 }
 
@@ -365,7 +372,7 @@ pub fn end(
     match sink {
         Sink::Discard | Sink::Echo { .. } => {}
         Sink::Upload(upload) => return upload::finish_upload(*upload, id, out),
-        Sink::Message { to, body } => chat::deliver(to, body, id, session, out, ctx),
+        Sink::Message { to, body, .. } => chat::deliver(to, body, id, session, out, ctx),
         Sink::Stdin { id, eof } => exec::stdin_end(id, eof, session, ctx),
     }
     Next::Done
