@@ -269,7 +269,14 @@ fn main() {
                 opts,
             },
         ),
-        Command::Swarm(args) => swarm::run(&cli.addr, args),
+        Command::Swarm(args) => swarm::run(
+            &cli.addr,
+            args,
+            swarm::Login {
+                user: cli.user.as_deref(),
+                password,
+            },
+        ),
     };
     std::process::exit(code);
 }
