@@ -12,8 +12,12 @@
 //!         get{path, offset} ──▶ ok{length, md5, offset, size} + body
 //!         body ──▶ append to LOCAL.part (writeback every 8 MiB), MD5 on a
 //!         second thread ──▶ fsync, compare ──▶ rename to LOCAL
+//!         [resumed, and the MD5 differs or the offset is past the end:
+//!          the part is stale ──▶ delete it, start over once from 0]
 //!
-//!   put:  hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
+//!   put:  [REMOTE a directory? (cd probe) ──▶ REMOTE/NAME]
+//!         quota ──▶ refuse early if it cannot fit (hashing can take minutes)
+//!         hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
 //!         data{same id, size = length − offset} + bytes from offset
 //!         ──▶ ok{length, md5} | error checksum_mismatch
 //! ```

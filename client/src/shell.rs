@@ -771,6 +771,11 @@ fn interactive(shell: &mut Shell) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
+                    // Saved at once, not only on quit: a shell that is
+                    // killed or loses its terminal keeps what was typed.
+                    if let Some(path) = &history {
+                        let _ = editor.save_history(path);
+                    }
                 }
                 if shell.execute(&line) == Flow::Quit {
                     break;

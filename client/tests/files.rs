@@ -725,7 +725,7 @@ fn get_starts_over_when_the_remote_file_changed() {
 }
 
 /// On a terminal the shell takes SKIFF_PASSWORD, as one-shot commands
-/// do, instead of prompting. The shell runs on a pseudo-terminal in a
+/// do, instead of prompting, and saves its history after each command. The shell runs on a pseudo-terminal in a
 /// session of its own: no controlling terminal, so a prompt could only
 /// fail.
 #[test]
@@ -756,11 +756,13 @@ fn shell_on_a_terminal_takes_the_password_from_the_environment() {
             )
         }
     };
+    let home = TempDir::new("home");
     let mut cmd = skiff_command(
         &["--addr", &server.addr, "--user", "alice", "shell"],
         Some(PASSWORD),
     );
     cmd.env("TERM", "dumb")
+        .env("HOME", home.root())
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave);
@@ -789,7 +791,20 @@ fn shell_on_a_terminal_takes_the_password_from_the_environment() {
             Err(e) => panic!("the shell did not log in ({e:?}); it printed {seen:?}"),
         }
     }
+    // History is saved after each command, before the shell ends.
+    master.write_all(b"mkdir typed-here\n").unwrap();
+    let history = home.path(".skiff_history");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&history).is_ok_and(|h| h.contains("mkdir typed-here")) {
+        assert!(
+            Instant::now() < deadline,
+            "no history saved in {}",
+            history.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     master.write_all(b"quit\n").unwrap();
     let status = common::wait_bounded(&mut guard.0, RUN_LIMIT, "skiff shell");
     assert!(status.success(), "{status}; it printed {seen:?}");
+    assert_eq!(names(&server.alice_ok(&["ls"])), ["typed-here"]);
 }
