@@ -21,10 +21,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long we wait for a datagram reply: UDP may silently drop it.
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default address of the UDP time service.
-pub const DEFAULT_UDP_TIME: &str = "127.0.0.1:9998";
-/// Default address of the UDP echo service.
-pub const DEFAULT_UDP_ECHO: &str = "127.0.0.1:9997";
+/// Port of the UDP time service, on the framed server's host unless
+/// `--udp` says otherwise.
+pub const UDP_TIME_PORT: u16 = 9998;
+/// Port of the UDP echo service, likewise.
+pub const UDP_ECHO_PORT: u16 = 9997;
 
 /// Why a command failed. Displayed as `CODE: MESSAGE`, where CODE is the
 /// server's code for server errors and a client-side word otherwise.
@@ -294,6 +295,22 @@ pub fn plain(value: &Value) -> String {
     }
 }
 
+/// Where a UDP service is: `explicit` (`--udp`) if given, else `port` on
+/// the host of the framed address `addr`, since skiffd serves them all. A
+/// Unix-socket server has no host, so that case means this machine.
+pub fn udp_service_addr(explicit: Option<&str>, addr: &str, port: u16) -> String {
+    if let Some(udp) = explicit {
+        return udp.to_string();
+    }
+    let host = match addr.rsplit_once(':') {
+        _ if addr.starts_with("unix:") => "127.0.0.1",
+        // `[::1]:9999` keeps its brackets, which `[::1]:9998` needs too.
+        Some((host, _)) if !host.is_empty() => host,
+        _ => "127.0.0.1",
+    };
+    format!("{host}:{port}")
+}
+
 /// Sends one datagram to `addr` and waits (bounded) for one back.
 pub fn udp_request(addr: &str, payload: &[u8]) -> Result<Vec<u8>, CmdError> {
     let fail = |what: &str, e: io::Error| CmdError::Connection(format!("udp {addr}: {what}: {e}"));
@@ -395,6 +412,16 @@ mod tests {
         assert_eq!(eof.exit_code(), 2);
         assert!(eof.breaks_connection());
         assert_eq!(CmdError::Usage("x".into()).to_string(), "usage: x");
+    }
+
+    #[test]
+    fn udp_services_default_to_the_host_of_the_framed_address() {
+        let at = |explicit, addr| udp_service_addr(explicit, addr, UDP_TIME_PORT);
+        assert_eq!(at(None, "127.0.0.1:9999"), "127.0.0.1:9998");
+        assert_eq!(at(None, "skiff.example:7000"), "skiff.example:9998");
+        assert_eq!(at(None, "[::1]:9999"), "[::1]:9998");
+        assert_eq!(at(None, "unix:/run/skiff.sock"), "127.0.0.1:9998");
+        assert_eq!(at(Some("10.0.0.1:5"), "skiff.example:7000"), "10.0.0.1:5");
     }
 
     #[test]

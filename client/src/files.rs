@@ -12,8 +12,12 @@
 //!         get{path, offset} ──▶ ok{length, md5, offset, size} + body
 //!         body ──▶ append to LOCAL.part (writeback every 8 MiB), MD5 on a
 //!         second thread ──▶ fsync, compare ──▶ rename to LOCAL
+//!         [resumed, and the MD5 differs or the offset is past the end:
+//!          the part is stale ──▶ delete it, start over once from 0]
 //!
-//!   put:  hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
+//!   put:  [REMOTE a directory? (cd probe) ──▶ REMOTE/NAME]
+//!         quota ──▶ refuse early if it cannot fit (hashing can take minutes)
+//!         hash LOCAL ──▶ put{path, length, md5} ──▶ ok{offset}
 //!         data{same id, size = length − offset} + bytes from offset
 //!         ──▶ ok{length, md5} | error checksum_mismatch
 //! ```
@@ -22,11 +26,11 @@
 //! function here takes a `push` callback and hands them to it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use md5::{Digest, Md5};
@@ -58,6 +62,15 @@ const MAX_PUSH_BODY: u64 = 1 << 20;
 pub struct Opts {
     /// Say on stderr what happens (resume offsets).
     pub verbose: bool,
+}
+
+impl Opts {
+    /// Whether a transfer's last line tells its time and rate: on a
+    /// terminal, where a person watches, or when asked with `-v`. Piped
+    /// output keeps the short line scripts may already read.
+    fn detailed(self) -> bool {
+        self.verbose || io::stdout().is_terminal()
+    }
 }
 
 /// Prints a pushed message as `[from] text` on stderr.
@@ -99,8 +112,9 @@ fn need_u64(header: &Header, key: &str) -> Result<u64, CmdError> {
 }
 
 /// Reads frames until the reply to request `id`; pushed messages before it
-/// go to `push`. An `error` reply becomes [`CmdError::Server`]. The
-/// reply's body, if any, is left for the caller to read.
+/// go to `push`. An `error` reply becomes [`CmdError::Server`] (see
+/// [`server_error`]). The reply's body, if any, is left for the caller to
+/// read.
 fn reply_header(client: &mut Client, id: u64, push: Push) -> Result<Header, CmdError> {
     loop {
         let header = client.recv_header()?;
@@ -127,14 +141,27 @@ fn reply_header(client: &mut Client, id: u64, push: Push) -> Result<Header, CmdE
             client
                 .read_body(header.size, &mut io::sink(), |_| {})
                 .map_err(cmd::io_error)?;
-            return Err(CmdError::Server {
-                code: header.str("code").unwrap_or("?").to_string(),
-                message: header.str("message").unwrap_or("").to_string(),
-            });
+            return Err(server_error(&header));
         }
         expect_ok(&header)?;
         return Ok(header);
     }
+}
+
+/// An `error` reply as a [`CmdError::Server`]. A login refused because of
+/// earlier failures (`too_busy` with `"reason": "throttled"`) is said in
+/// plain words, with the wait the server asks for in `retry_after`: the
+/// password was not even checked, so "wrong password" would mislead.
+fn server_error(header: &Header) -> CmdError {
+    let code = header.str("code").unwrap_or("?").to_string();
+    let throttled_for = header
+        .u64("retry_after")
+        .filter(|_| code == "too_busy" && header.str("reason") == Some("throttled"));
+    let message = match throttled_for {
+        Some(secs) => format!("too many failed logins, retry in {secs} s"),
+        None => header.str("message").unwrap_or("").to_string(),
+    };
+    CmdError::Server { code, message }
 }
 
 /// Sends a bodiless header with a fresh id; returns the id.
@@ -168,12 +195,13 @@ pub fn login(
     password: &str,
     push: Push,
 ) -> Result<LoginInfo, CmdError> {
-    let reply = call(
+    // Not `call`: its error path keeps only code and message, and a
+    // throttled login's `retry_after` is what the user needs to know.
+    let id = send_request(
         client,
         json!({"op": "login", "user": user, "password": password}),
-        push,
     )?;
-    let h = &reply.header;
+    let h = &reply_header(client, id, push)?;
     Ok(LoginInfo {
         user: h.str("user").unwrap_or(user).to_string(),
         cwd: h.str("cwd").unwrap_or("/").to_string(),
@@ -182,15 +210,52 @@ pub fn login(
     })
 }
 
-/// The password for a one-shot command: `SKIFF_PASSWORD`, else a prompt
-/// on the terminal without echo.
-pub fn password_from_env_or_prompt(user: &str) -> Result<String, CmdError> {
-    if let Some(p) = std::env::var_os("SKIFF_PASSWORD") {
-        return p
-            .into_string()
-            .map_err(|_| CmdError::Usage("SKIFF_PASSWORD is not UTF-8".into()));
+/// Where a command finds the password for its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `SKIFF_PASSWORD`, else a prompt on the terminal without echo.
+    EnvOrPrompt,
+    /// The first line of standard input (`--password-stdin`), so a script
+    /// can pipe it in without putting it in the environment.
+    StdinLine,
+}
+
+/// The password for `user`, from where `source` says.
+pub fn read_password(user: &str, source: PasswordSource) -> Result<String, CmdError> {
+    match source {
+        PasswordSource::StdinLine => password_from_stdin(user),
+        PasswordSource::EnvOrPrompt => match password_from_env()? {
+            Some(p) => Ok(p),
+            None => prompt_password(user),
+        },
     }
-    prompt_password(user)
+}
+
+/// `SKIFF_PASSWORD`, if it is set.
+pub fn password_from_env() -> Result<Option<String>, CmdError> {
+    std::env::var_os("SKIFF_PASSWORD")
+        .map(|p| {
+            p.into_string()
+                .map_err(|_| CmdError::Usage("SKIFF_PASSWORD is not UTF-8".into()))
+        })
+        .transpose()
+}
+
+/// The next line of standard input, without its line end. It is read
+/// through the process-wide `io::stdin()` buffer, so whatever follows the
+/// line (a shell script, input forwarded to `exec`) is still there for the
+/// next reader.
+pub fn password_from_stdin(user: &str) -> Result<String, CmdError> {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) => Err(CmdError::Usage(format!(
+            "no password for {user}: standard input is empty"
+        ))),
+        Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
+        Err(e) => Err(CmdError::Usage(format!(
+            "reading the password from standard input: {e}"
+        ))),
+    }
 }
 
 /// Asks for `user`'s password on the terminal, without echo.
@@ -624,8 +689,34 @@ pub fn remote_target(local: &Path, remote: Option<&str>) -> Result<String, CmdEr
     }
 }
 
+/// Why one download attempt failed.
+enum FetchError {
+    /// `LOCAL.part` does not belong to the file now on the server (it
+    /// changed or shrank since the download began): resuming from it can
+    /// never succeed, but starting over can. Says why, for `-v`.
+    StalePart(String),
+    /// Anything else.
+    Failed(CmdError),
+}
+
+impl From<CmdError> for FetchError {
+    fn from(e: CmdError) -> Self {
+        FetchError::Failed(e)
+    }
+}
+
+/// What one download attempt moved.
+struct Fetched {
+    /// The whole file.
+    length: u64,
+    /// Where the download started (what `LOCAL.part` already held).
+    offset: u64,
+}
+
 /// `get REMOTE [LOCAL]`: downloads into `LOCAL.part` (resuming from what
-/// it holds), verifies the MD5 of the whole file, then renames it to LOCAL.
+/// it holds), verifies the MD5 of the whole file, then renames it to
+/// LOCAL. A part that turns out to come from an older version of the
+/// remote file is deleted and the download starts over, once.
 pub fn get(
     client: &mut Client,
     remote: &str,
@@ -634,13 +725,61 @@ pub fn get(
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
+    let started = Instant::now();
     let target = local_target(remote, local)?;
     let part = part_path(&target);
+    let fetched = match fetch(client, remote, &target, &part, opts, &mut *push) {
+        Ok(fetched) => fetched,
+        Err(FetchError::StalePart(why)) => {
+            if opts.verbose {
+                eprintln!("{why}; starting over");
+            }
+            fs::remove_file(&part)
+                .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
+            match fetch(client, remote, &target, &part, opts, push) {
+                Ok(fetched) => fetched,
+                Err(FetchError::Failed(e)) => return Err(e),
+                // Without a part there is nothing stale to blame.
+                Err(FetchError::StalePart(why)) => {
+                    return Err(CmdError::Server {
+                        code: "checksum_mismatch".into(),
+                        message: why,
+                    });
+                }
+            }
+        }
+        Err(FetchError::Failed(e)) => return Err(e),
+    };
     let shown = target.display().to_string();
+    fs::rename(&part, &target)
+        .map_err(|e| CmdError::local(format!("rename {} to {shown}: {e}", part.display())))?;
+    let summary = Summary {
+        length: fetched.length,
+        moved: fetched.length - fetched.offset,
+        elapsed: started.elapsed(),
+    };
+    writeln!(
+        out,
+        "{remote} -> {shown}: {}",
+        summary.text(opts.detailed())
+    )
+    .map_err(output_error)
+}
+
+/// One download attempt into `part`, resuming from what it holds; on
+/// success `part` holds the whole, verified file.
+fn fetch(
+    client: &mut Client,
+    remote: &str,
+    target: &Path,
+    part: &Path,
+    opts: Opts,
+    push: Push,
+) -> Result<Fetched, FetchError> {
     let mut hasher = HashThread::start()?;
-    let offset = match fs::metadata(&part) {
+    let offset = match fs::metadata(part) {
         Ok(meta) if meta.is_file() => {
-            let mut f = File::open(&part)
+            let mut f = File::open(part)
                 .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
             hash_into(&mut f, meta.len(), &mut hasher, &part.display().to_string())?;
             meta.len()
@@ -649,19 +788,19 @@ pub fn get(
             return Err(CmdError::local(format!(
                 "{} is in the way and is not a file",
                 part.display()
-            )));
+            ))
+            .into());
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let parent = target.parent().filter(|p| !p.as_os_str().is_empty());
             if let Some(dir) = parent.filter(|d| !d.is_dir()) {
-                return Err(CmdError::local(format!(
-                    "{}: no such local directory",
-                    dir.display()
-                )));
+                return Err(
+                    CmdError::local(format!("{}: no such local directory", dir.display())).into(),
+                );
             }
             0
         }
-        Err(e) => return Err(CmdError::local(format!("{}: {e}", part.display()))),
+        Err(e) => return Err(CmdError::local(format!("{}: {e}", part.display())).into()),
     };
     if offset > 0 && opts.verbose {
         eprintln!("resuming at {offset}");
@@ -673,14 +812,13 @@ pub fn get(
     };
     let id = send_request(client, request)?;
     let reply = match reply_header(client, id, push) {
+        // The only offset the server refuses is one past the end: the
+        // remote file shrank since the part was written.
         Err(CmdError::Server { code, message }) if offset > 0 && code == "bad_request" => {
-            return Err(CmdError::Server {
-                code,
-                message: format!(
-                    "{message} ({} holds {offset} bytes from an earlier download; remove it to start over)",
-                    part.display()
-                ),
-            });
+            return Err(FetchError::StalePart(format!(
+                "{} holds {offset} bytes, more than {remote} now has ({message})",
+                part.display()
+            )));
         }
         other => other?,
     };
@@ -694,12 +832,13 @@ pub fn get(
         return Err(CmdError::BadReply(format!(
             "asked for {remote} from {offset}: got offset {got_offset}, length {length}, size {}",
             reply.size
-        )));
+        ))
+        .into());
     }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&part)
+        .open(part)
         .map_err(|e| CmdError::Local {
             message: format!("{}: {e}", part.display()),
             // The body is on its way and nobody reads it.
@@ -728,7 +867,8 @@ pub fn get(
             }
         } else {
             cmd::io_error(e)
-        });
+        }
+        .into());
     }
     let PartWriter { file, hasher, .. } = writer;
     // The hashing thread finishes its last buffers meanwhile.
@@ -738,33 +878,131 @@ pub fn get(
     let md5 = hasher.finish()?;
     let got = hex(&md5.finalize());
     if got != want {
-        let hint = if offset > 0 {
-            format!(
-                "; the download resumed at {offset} bytes, so the part may be stale: remove {} to start over",
+        // A resumed download that fails the check most likely began on
+        // another version of the file: its first `offset` bytes are stale.
+        return Err(if offset > 0 {
+            FetchError::StalePart(format!(
+                "{}: the first {offset} bytes came from another version of {remote} \
+                 (the whole file has MD5 {got}, the server says {want})",
                 part.display()
-            )
+            ))
         } else {
-            format!("; kept {}", part.display())
-        };
-        return Err(CmdError::Server {
-            code: "checksum_mismatch".into(),
-            message: format!(
-                "{remote}: received bytes have MD5 {got}, the server says {want}{hint}"
-            ),
+            FetchError::Failed(CmdError::Server {
+                code: "checksum_mismatch".into(),
+                message: format!(
+                    "{remote}: received bytes have MD5 {got}, the server says {want}; kept {}",
+                    part.display()
+                ),
+            })
         });
     }
-    fs::rename(&part, &target)
-        .map_err(|e| CmdError::local(format!("rename {} to {shown}: {e}", part.display())))?;
-    writeln!(
-        out,
-        "{remote} -> {shown}: {} ({length} bytes)",
-        human_size(length)
-    )
-    .map_err(output_error)
+    Ok(Fetched { length, offset })
 }
 
-/// `put LOCAL [REMOTE]`: hashes LOCAL, announces it, sends what the server
-/// does not hold yet, and checks the server's verdict.
+/// The last line of a transfer: size, and on a terminal (or with `-v`)
+/// how long it took and how fast it went.
+struct Summary {
+    /// The whole file.
+    length: u64,
+    /// Bytes that crossed the network this time (less after a resume).
+    moved: u64,
+    /// From the start of the command to the verified file.
+    elapsed: Duration,
+}
+
+impl Summary {
+    /// `2.9 MiB (3000000 bytes)`, with `detailed`:
+    /// `2.9 MiB (3000000 bytes) in 0.4 s, 7.1 MiB/s`, or after a resume
+    /// `2.9 MiB (3000000 bytes), 1.2 MiB of it in 0.2 s, 6.0 MiB/s`.
+    fn text(&self, detailed: bool) -> String {
+        let mut s = format!("{} ({} bytes)", human_size(self.length), self.length);
+        if detailed {
+            let secs = self.elapsed.as_secs_f64();
+            // A transfer too quick to time has no meaningful rate.
+            let rate = (self.moved as f64 / secs.max(1e-3)) as u64;
+            if self.moved < self.length {
+                s += &format!(", {} of it", human_size(self.moved));
+            }
+            s += &format!(" in {secs:.1} s, {}/s", human_size(rate));
+        }
+        s
+    }
+}
+
+/// Where `put` stores the file: [`remote_target`], except that a REMOTE
+/// naming an existing directory on the server gets LOCAL's name inside it,
+/// as `cp` and `scp` do.
+fn put_target(
+    client: &mut Client,
+    local: &Path,
+    remote: Option<&str>,
+    push: Push,
+) -> Result<String, CmdError> {
+    let target = remote_target(local, remote)?;
+    match remote {
+        Some(r) if !r.ends_with('/') && is_remote_dir(client, r, push)? => {
+            remote_target(local, Some(&format!("{r}/")))
+        }
+        _ => Ok(target),
+    }
+}
+
+/// Whether `path` is a directory on the server. Found out with `cd`, which
+/// costs the same however many entries the directory has (`ls` would list
+/// them all), and then undone, so the session's cwd does not change.
+fn is_remote_dir(client: &mut Client, path: &str, push: Push) -> Result<bool, CmdError> {
+    let cwd = pwd(client, &mut *push)?;
+    match cd(client, path, &mut *push) {
+        Ok(_) => {
+            cd(client, &cwd, push)?;
+            Ok(true)
+        }
+        // Missing, a file, or out of reach: not a directory to put into.
+        Err(CmdError::Server { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses an upload the quota cannot hold before the file is hashed,
+/// which takes minutes for a large one. Replacing a file frees its bytes,
+/// so those count as room. The server checks again at `put`: what others
+/// reserve meanwhile can still make it refuse.
+fn check_room(client: &mut Client, remote: &str, length: u64, push: Push) -> Result<(), CmdError> {
+    let (limit, used, _) = quota(client, &mut *push)?;
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let free = limit.saturating_sub(used);
+    if length <= free {
+        return Ok(());
+    }
+    let replaced = match ls(client, Some(remote), push) {
+        Ok(entries) => match entries.as_slice() {
+            [e] if e.kind == "file" && Some(e.name.as_str()) == remote_basename(remote) => e.size,
+            _ => 0,
+        },
+        // Usually not_found: nothing is replaced.
+        Err(CmdError::Server { .. }) => 0,
+        Err(e) => return Err(e),
+    };
+    let need = length.saturating_sub(replaced);
+    if need <= free {
+        return Ok(());
+    }
+    Err(CmdError::Server {
+        code: "quota_exceeded".into(),
+        message: format!(
+            "{remote}: needs {}, {} free (quota {})",
+            human_size(need),
+            human_size(free),
+            human_size(limit)
+        ),
+    })
+}
+
+/// `put LOCAL [REMOTE]`: checks the quota, hashes LOCAL, announces it,
+/// sends what the server does not hold yet, and checks the server's
+/// verdict.
 pub fn put(
     client: &mut Client,
     local: &Path,
@@ -773,7 +1011,7 @@ pub fn put(
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
-    let remote = remote_target(local, remote)?;
+    let started = Instant::now();
     let shown = local.display().to_string();
     let mut file = File::open(local).map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
     let meta = file
@@ -783,6 +1021,8 @@ pub fn put(
         return Err(CmdError::local(format!("{shown} is not a file")));
     }
     let length = meta.len();
+    let remote = put_target(client, local, remote, &mut *push)?;
+    check_room(client, &remote, length, &mut *push)?;
     let mut hasher = HashThread::start()?;
     hash_into(&mut file, length, &mut hasher, &shown)?;
     let digest = hex(&hasher.finish()?.finalize());
@@ -856,10 +1096,15 @@ pub fn put(
             "sent {length} bytes with MD5 {digest}; the server says it stored {stored} with MD5 {stored_md5:?}"
         )));
     }
+    let summary = Summary {
+        length,
+        moved: size,
+        elapsed: started.elapsed(),
+    };
     writeln!(
         out,
-        "{shown} -> {remote}: {} ({length} bytes)",
-        human_size(length)
+        "{shown} -> {remote}: {}",
+        summary.text(opts.detailed())
     )
     .map_err(output_error)
 }

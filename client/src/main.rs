@@ -34,6 +34,11 @@ struct Cli {
     /// The password comes from SKIFF_PASSWORD, else a prompt without echo
     #[arg(long, global = true, env = "SKIFF_USER")]
     user: Option<String>,
+    /// Read the password from the first line of standard input (the rest
+    /// of the input is left for the command: `exec`'s stdin, the shell's
+    /// commands)
+    #[arg(long, global = true)]
+    password_stdin: bool,
     /// Say more on stderr (e.g. where a transfer resumes)
     #[arg(long, short, global = true)]
     verbose: bool,
@@ -61,18 +66,20 @@ enum Command {
         /// strftime format; the server's default is %Y-%m-%d %H:%M:%S
         #[arg(allow_hyphen_values = true)]
         format: Option<String>,
-        /// Address of the UDP time service
-        #[arg(long, value_name = "ADDR", default_value = cmd::DEFAULT_UDP_TIME)]
-        udp: String,
+        /// Address of the UDP time service [default: the host of --addr,
+        /// port 9998]
+        #[arg(long, value_name = "ADDR")]
+        udp: Option<String>,
     },
     /// Send TEXT to the UDP echo service and print what comes back
     UdpEcho {
         /// The text to send (words are joined by spaces)
         #[arg(required = true)]
         text: Vec<OsString>,
-        /// Address of the UDP echo service
-        #[arg(long, value_name = "ADDR", default_value = cmd::DEFAULT_UDP_ECHO)]
-        udp: String,
+        /// Address of the UDP echo service [default: the host of --addr,
+        /// port 9997]
+        #[arg(long, value_name = "ADDR")]
+        udp: Option<String>,
     },
     /// Show the server's counters (needs --user)
     Stats {
@@ -134,6 +141,17 @@ enum Command {
     Swarm(swarm::SwarmArgs),
 }
 
+impl Cli {
+    /// Where the password for `--user` comes from.
+    fn password_source(&self) -> files::PasswordSource {
+        if self.password_stdin {
+            files::PasswordSource::StdinLine
+        } else {
+            files::PasswordSource::EnvOrPrompt
+        }
+    }
+}
+
 /// Joins arguments with spaces as raw bytes, so non-UTF-8 text goes out unchanged.
 fn join_bytes(words: &[OsString]) -> Vec<u8> {
     words
@@ -166,7 +184,7 @@ fn with_login(
             "this command needs a login: give --user NAME or set SKIFF_USER".into(),
         )));
     };
-    let password = match files::password_from_env_or_prompt(user) {
+    let password = match files::read_password(user, cli.password_source()) {
         Ok(p) => p,
         Err(e) => return cmd::report(Err(e)),
     };
@@ -179,6 +197,7 @@ fn with_login(
 
 fn main() {
     let cli = Cli::parse();
+    let password = cli.password_source();
     let opts = files::Opts {
         verbose: cli.verbose,
     };
@@ -193,15 +212,19 @@ fn main() {
             with_login(&cli, |c, _, out| cmd::stats(c, json, out))
         }
         Command::Stats { json } => with_client(&cli.addr, |c, out| cmd::stats(c, json, out)),
-        Command::Time { format, udp } => {
+        Command::Time { format, ref udp } => {
             let format = format.unwrap_or_default();
+            let udp = cmd::udp_service_addr(udp.as_deref(), &cli.addr, cmd::UDP_TIME_PORT);
             cmd::report(cmd::time(&udp, &format, &mut io::stdout().lock()))
         }
-        Command::UdpEcho { text, udp } => cmd::report(cmd::udp_echo(
-            &udp,
-            &join_bytes(&text),
-            &mut io::stdout().lock(),
-        )),
+        Command::UdpEcho { ref text, ref udp } => {
+            let udp = cmd::udp_service_addr(udp.as_deref(), &cli.addr, cmd::UDP_ECHO_PORT);
+            cmd::report(cmd::udp_echo(
+                &udp,
+                &join_bytes(text),
+                &mut io::stdout().lock(),
+            ))
+        }
         Command::Get {
             ref remote,
             ref local,
@@ -242,10 +265,18 @@ fn main() {
             args,
             shell::Options {
                 user: cli.user.clone(),
+                password,
                 opts,
             },
         ),
-        Command::Swarm(args) => swarm::run(&cli.addr, args),
+        Command::Swarm(args) => swarm::run(
+            &cli.addr,
+            args,
+            swarm::Login {
+                user: cli.user.as_deref(),
+                password,
+            },
+        ),
     };
     std::process::exit(code);
 }

@@ -40,15 +40,18 @@ use crate::files;
 /// Options of `skiff shell`.
 #[derive(clap::Args)]
 pub struct ShellArgs {
-    /// Address of the UDP time service used by `time`
-    #[arg(long = "udp", value_name = "ADDR", default_value = cmd::DEFAULT_UDP_TIME)]
-    pub udp_time: String,
+    /// Address of the UDP time service used by `time` [default: the host
+    /// of --addr, port 9998]
+    #[arg(long = "udp", value_name = "ADDR")]
+    pub udp_time: Option<String>,
 }
 
 /// Options of the shell that come from the global command line.
 pub struct Options {
     /// Log in as this user at start.
     pub user: Option<String>,
+    /// Where the password for that first login comes from.
+    pub password: files::PasswordSource,
     /// Transfer options.
     pub opts: files::Opts,
 }
@@ -316,30 +319,34 @@ impl Shell {
         }
     }
 
-    /// The password for `user`: a prompt without echo on a terminal;
-    /// otherwise SKIFF_PASSWORD, else the next input line.
+    /// The password for `user`: SKIFF_PASSWORD if set, as for one-shot
+    /// commands; else a prompt without echo on a terminal, or the next
+    /// input line from a script.
     fn read_password(&self, user: &str) -> Result<String, CmdError> {
+        if let Some(p) = files::password_from_env()? {
+            return Ok(p);
+        }
         if self.terminal {
             return files::prompt_password(user);
         }
-        if let Some(p) = std::env::var_os("SKIFF_PASSWORD") {
-            return p
-                .into_string()
-                .map_err(|_| CmdError::Usage("SKIFF_PASSWORD is not UTF-8".into()));
-        }
-        let mut line = String::new();
-        match io::stdin().lock().read_line(&mut line) {
-            Ok(0) => Err(CmdError::Usage(format!(
+        files::password_from_stdin(user).map_err(|_| {
+            CmdError::Usage(format!(
                 "no password for {user}: the input ended (or set SKIFF_PASSWORD)"
-            ))),
-            Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
-            Err(e) => Err(CmdError::Usage(format!("reading the password: {e}"))),
-        }
+            ))
+        })
     }
 
-    /// Logs in as `user` and remembers it for redials.
-    fn do_login(&mut self, user: &str) -> Result<files::LoginInfo, CmdError> {
-        let password = self.read_password(user)?;
+    /// Logs in as `user` with the password from `source`, and remembers
+    /// both for redials.
+    fn do_login(
+        &mut self,
+        user: &str,
+        source: files::PasswordSource,
+    ) -> Result<files::LoginInfo, CmdError> {
+        let password = match source {
+            files::PasswordSource::StdinLine => files::password_from_stdin(user)?,
+            files::PasswordSource::EnvOrPrompt => self.read_password(user)?,
+        };
         let info = files::login(self.client()?, user, &password, &mut files::show_push)?;
         self.login = Some((info.user.clone(), password));
         self.cwd = info.cwd.clone();
@@ -536,7 +543,7 @@ fn one_arg<'a>(line: &'a Line, what: &str) -> Result<&'a str, CmdError> {
 
 fn run_login(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     let user = one_arg(line, "USER")?;
-    let info = shell.do_login(user)?;
+    let info = shell.do_login(user, files::PasswordSource::EnvOrPrompt)?;
     println!(
         "logged in as {}; {}",
         info.user,
@@ -710,7 +717,7 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     let terminal = io::stdin().is_terminal();
     let mut shell = Shell {
         addr: addr.to_string(),
-        udp_time: args.udp_time,
+        udp_time: cmd::udp_service_addr(args.udp_time.as_deref(), addr, cmd::UDP_TIME_PORT),
         client: Some(client),
         status: 0,
         exit_status: None,
@@ -721,7 +728,7 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     };
     if let Some(user) = &options.user {
         // A shell that cannot log in as asked would only fail command after command.
-        match shell.do_login(user) {
+        match shell.do_login(user, options.password) {
             // A script gets only the output of its own commands.
             Ok(info) if terminal => println!(
                 "logged in as {}; {}",
@@ -764,6 +771,11 @@ fn interactive(shell: &mut Shell) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
+                    // Saved at once, not only on quit: a shell that is
+                    // killed or loses its terminal keeps what was typed.
+                    if let Some(path) = &history {
+                        let _ = editor.save_history(path);
+                    }
                 }
                 if shell.execute(&line) == Flow::Quit {
                     break;

@@ -137,6 +137,47 @@ fn time_and_udp_echo() {
     );
 }
 
+/// Without `--udp`, `time` and `udp-echo` ask the host of `--addr` (or
+/// SKIFF_ADDR) on the services' usual ports, 9998 and 9997. A stand-in
+/// answers there on 127.0.0.77, a loopback address nothing else uses, so
+/// a reply can only come if skiff took the host from `--addr`.
+#[test]
+fn udp_services_default_to_the_host_of_the_server_address() {
+    let host = "127.0.0.77";
+    let bind = |port: u16| {
+        let sock = std::net::UdpSocket::bind((host, port)).unwrap_or_else(|e| {
+            panic!("cannot bind {host}:{port} for the stand-in service ({e}); is something bound to 0.0.0.0:{port}?")
+        });
+        sock.set_read_timeout(Some(RUN_LIMIT)).expect("timeout");
+        sock
+    };
+    let (time, echo) = (bind(9998), bind(9997));
+    // Each answers one datagram with its own name, then ends.
+    let answer = |sock: std::net::UdpSocket, name: &'static str| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(name.as_bytes(), from);
+            }
+        })
+    };
+    let time = answer(time, "stand-in time");
+    let echo = answer(echo, "stand-in echo");
+    // No framed server is needed: the UDP commands never dial it.
+    let addr = format!("{host}:1");
+    assert_eq!(ok(&["--addr", &addr, "time", "%Y"]), "stand-in time\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["udp-echo", "ping"])
+        .env("SKIFF_ADDR", &addr)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skiff");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"stand-in echo\n");
+    time.join().unwrap();
+    echo.join().unwrap();
+}
+
 #[test]
 fn stats_pretty_and_json() {
     let server = Server::start();

@@ -123,10 +123,41 @@ fn put_then_get_round_trips_three_mib() {
     assert!(copy == data, "the copy differs from the original");
     assert!(!local.path("copy.bin.part").exists(), "the .part was left");
 
-    // A second put of the same file is a plain, complete upload.
+    // A second put of the same file is a plain, complete upload. With -v
+    // (or on a terminal) its last line tells the time and the rate.
     let out = server.alice(&["--verbose", "put", &local.str("big.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_rate_line(
+        &line,
+        &format!("big.bin: 3.0 MiB ({} bytes) in ", data.len()),
+    );
+    let out = server.alice(&["-v", "get", "big.bin", &local.str("again.bin")]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_rate_line(
+        &line,
+        &format!("again.bin: 3.0 MiB ({} bytes) in ", data.len()),
+    );
+    // Piped without -v, the line stays as scripts know it.
+    let line = server.alice_ok(&["put", &local.str("big.bin")]);
+    assert!(
+        line.ends_with(&format!("big.bin: 3.0 MiB ({} bytes)\n", data.len())),
+        "{line}"
+    );
+}
+
+/// Asserts that `line` holds `head`, then `SECONDS s, RATE/s` and ends there.
+fn assert_rate_line(line: &str, head: &str) {
+    let (_, tail) = line
+        .split_once(head)
+        .unwrap_or_else(|| panic!("no {head:?} in {line:?}"));
+    let (secs, rate) = tail
+        .trim_end()
+        .split_once(" s, ")
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    assert!(secs.parse::<f64>().is_ok(), "{line:?}");
+    assert!(rate.ends_with("/s") && rate.contains("iB"), "{line:?}");
 }
 
 #[test]
@@ -249,22 +280,16 @@ fn get_resumes_from_a_part_file() {
     assert!(std::fs::read(local.path("r.bin")).unwrap() == data);
     assert!(!local.path("r.bin.part").exists());
 
-    // A part with the wrong bytes fails the check and is kept.
+    // A part with the wrong bytes fails the check, so the download
+    // starts over from nothing and lands the right bytes.
     let mut wrong = data[..prefix].to_vec();
     wrong[5] ^= 0xff;
     std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
-    let out = server.alice(&["get", "r.bin", &local.str("w.bin")]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("error: checksum_mismatch: "),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!local.path("w.bin").exists());
-    assert_eq!(
-        std::fs::metadata(local.path("w.bin.part")).unwrap().len(),
-        data.len() as u64
-    );
+    let out = server.alice(&["--verbose", "get", "r.bin", &local.str("w.bin")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("starting over"), "{}", stderr(&out));
+    assert!(std::fs::read(local.path("w.bin")).unwrap() == data);
+    assert!(!local.path("w.bin.part").exists());
 }
 
 /// Resumed gets whose part and body each span more buffers than the
@@ -301,22 +326,16 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
     server.alice_ok(&["get", "long.bin", &local.str("e.bin")]);
     assert!(std::fs::read(local.path("e.bin")).unwrap() == data);
 
-    // A wrong byte deep in a long part is caught, and the part is kept.
+    // A wrong byte deep in a long part is caught; the download starts
+    // over, quietly without -v, and lands the right bytes.
     let mut wrong = data[..(3 << 20) + 7].to_vec();
     wrong[(3 << 20) - 5] ^= 1;
     std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
     let out = server.alice(&["get", "long.bin", &local.str("w.bin")]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).starts_with("error: checksum_mismatch: "),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!local.path("w.bin").exists());
-    assert_eq!(
-        std::fs::metadata(local.path("w.bin.part")).unwrap().len(),
-        data.len() as u64
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert!(std::fs::read(local.path("w.bin")).unwrap() == data);
+    assert!(!local.path("w.bin.part").exists());
 }
 
 #[test]
@@ -475,4 +494,317 @@ fn messages_reach_the_shell_and_one_shot_say_sends() {
     }
     let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
     assert!(err.contains("[bob] hi alice"), "{err}");
+}
+
+/// After three wrong passwords the server locks logins as that user from
+/// this address, doubling the lock with each further failure. skiff then
+/// says how long to wait (from `retry_after`) instead of "wrong password",
+/// in one-shot commands and in the shell, and exits 1.
+#[test]
+fn throttled_login_says_when_to_retry() {
+    let server = Server::start();
+    let mut c = Client::connect(&server.addr).expect("connect");
+    c.stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // Five counted failures leave a lock of 4 s: time enough for the skiff
+    // runs below, however slow the machine. Attempts while locked are not
+    // counted, so wait each lock out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failures = 0;
+    while failures < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {failures} failures counted"
+        );
+        let wrong = json!({"op": "login", "user": "alice", "password": "wrong"});
+        match c
+            .request(wrong, &[])
+            .map_err(|e| e.code().map(str::to_string))
+        {
+            Err(Some(code)) if code == "auth_failed" => failures += 1,
+            Err(Some(code)) if code == "too_busy" => thread::sleep(Duration::from_millis(100)),
+            other => panic!("unexpected login reply {other:?}"),
+        }
+    }
+
+    let expect_throttled = |out: &Output| {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+        let err = stderr(out);
+        let secs = err
+            .strip_prefix("error: too_busy: too many failed logins, retry in ")
+            .and_then(|rest| rest.strip_suffix(" s\n"))
+            .unwrap_or_else(|| panic!("not a throttle message: {err:?}"));
+        let secs: u64 = secs.parse().expect("seconds");
+        assert!((1..=4).contains(&secs), "{err}");
+    };
+    // The right password does not help while the lock holds.
+    expect_throttled(&server.alice(&["ls"]));
+    let out = skiff(
+        &["--addr", &server.addr, "--user", "alice", "shell"],
+        b"pwd\n",
+        Some(PASSWORD),
+    );
+    expect_throttled(&out);
+    assert!(out.stdout.is_empty());
+    // Someone else on the same address is not locked out.
+    let out = skiff(
+        &["--addr", &server.addr, "--user", "bob", "ls"],
+        b"",
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `--password-stdin` takes the first line of stdin as the password and
+/// leaves the rest of the input alone (here for `exec`'s command).
+#[test]
+fn password_stdin_reads_the_first_line_only() {
+    let server = Server::start();
+    let login = [
+        "--addr",
+        &server.addr,
+        "--user",
+        "alice",
+        "--password-stdin",
+    ];
+    let with = |args: &[&str], stdin: &[u8]| {
+        let mut all = login.to_vec();
+        all.extend_from_slice(args);
+        // No SKIFF_PASSWORD: the password can only come from stdin.
+        skiff(&all, stdin, None)
+    };
+    let out = with(&["quota"], format!("{PASSWORD}\n").as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("used 0 B"));
+
+    let out = with(
+        &["exec", "cat"],
+        format!("{PASSWORD}\nline two\nline three\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"line two\nline three\n");
+
+    // The shell's commands follow the password line.
+    let out = with(
+        &["shell"],
+        format!("{PASSWORD}\nmkdir box\ncd box\npwd\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"/box\n");
+
+    let out = with(&["ls"], b"wrong\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: auth_failed: "),
+        "{}",
+        stderr(&out)
+    );
+    let out = with(&["ls"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("standard input is empty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `put FILE DIR` into an existing remote directory stores DIR/FILE, as
+/// cp and scp do; a REMOTE that is not a directory is the new name. The
+/// shell's cwd is where it was after the probe.
+#[test]
+fn put_into_an_existing_remote_directory_keeps_the_name() {
+    let server = Server::start();
+    let local = TempDir::new("local");
+    std::fs::write(local.path("notes.bin"), b"some notes\n").unwrap();
+    server.alice_ok(&["mkdir", "docs"]);
+
+    let out = server.alice_ok(&["put", &local.str("notes.bin"), "docs"]);
+    assert!(out.contains(" -> docs/notes.bin: "), "{out}");
+    assert_eq!(names(&server.alice_ok(&["ls", "docs"])), ["notes.bin"]);
+    // Again: the same file is replaced, not refused.
+    server.alice_ok(&["put", &local.str("notes.bin"), "docs"]);
+    // Not a directory: REMOTE is the name.
+    let out = server.alice_ok(&["put", &local.str("notes.bin"), "renamed.bin"]);
+    assert!(out.contains(" -> renamed.bin: "), "{out}");
+    let out = server.alice_ok(&["put", &local.str("notes.bin"), "docs/notes.bin"]);
+    assert!(out.contains(" -> docs/notes.bin: "), "{out}");
+    assert_eq!(names(&server.alice_ok(&["ls"])), ["docs", "renamed.bin"]);
+
+    let script = format!(
+        "mkdir docs/sub\ncd docs\nput {} sub\npwd\nls sub\n",
+        local.str("notes.bin")
+    );
+    let out = skiff(
+        &["--addr", &server.addr, "--user", "alice", "shell"],
+        script.as_bytes(),
+        Some(PASSWORD),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].contains(" -> sub/notes.bin: "), "{stdout}");
+    assert_eq!(lines[1], "/docs", "{stdout}");
+    assert!(lines[2].ends_with(" notes.bin"), "{stdout}");
+}
+
+/// A file the quota cannot hold is refused before it is hashed (a sparse
+/// 100 GiB file would take minutes to hash), in human sizes. Replacing a
+/// file counts its bytes as free, so a larger version still fits.
+#[test]
+fn over_quota_put_is_refused_before_hashing() {
+    let server = Server::start();
+    let local = TempDir::new("local");
+    let huge = std::fs::File::create(local.path("huge.bin")).unwrap();
+    huge.set_len(100 << 30).unwrap();
+    drop(huge);
+    let started = Instant::now();
+    let out = server.alice(&["put", &local.str("huge.bin")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: quota_exceeded: huge.bin: needs 100.0 GiB, 10.0 MiB free (quota 10.0 MiB)\n"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    std::fs::write(local.path("six.bin"), random_bytes(6 << 20, 1)).unwrap();
+    std::fs::write(local.path("eight.bin"), random_bytes(8 << 20, 2)).unwrap();
+    server.alice_ok(&["put", &local.str("six.bin"), "r.bin"]);
+    let out = server.alice(&["put", &local.str("eight.bin")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: quota_exceeded: eight.bin: needs 8.0 MiB, 4.0 MiB free (quota 10.0 MiB)\n"
+    );
+    // Over r.bin, only 2 MiB more are needed.
+    server.alice_ok(&["put", &local.str("eight.bin"), "r.bin"]);
+    assert!(
+        server
+            .alice_ok(&["quota"])
+            .starts_with("used 8.0 MiB of 10.0 MiB")
+    );
+}
+
+/// A `get` resumed from a part of an older version of the file (changed,
+/// or shrunk below the part) starts over once and lands the new version.
+#[test]
+fn get_starts_over_when_the_remote_file_changed() {
+    let server = Server::start();
+    let local = TempDir::new("local");
+    let old = random_bytes((2 << 20) + 99, 31);
+    let new = random_bytes((2 << 20) + 99, 32);
+    std::fs::write(local.path("old.bin"), &old).unwrap();
+    std::fs::write(local.path("new.bin"), &new).unwrap();
+    server.alice_ok(&["put", &local.str("new.bin"), "f.bin"]);
+
+    // Interrupted while the server still had the old version.
+    std::fs::write(local.path("f.bin.part"), &old[..1 << 20]).unwrap();
+    let out = server.alice(&["-v", "get", "f.bin", &local.str("f.bin")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("resuming at {}", 1 << 20)), "{err}");
+    assert!(err.contains("came from another version of f.bin"), "{err}");
+    assert!(err.contains("; starting over\n"), "{err}");
+    assert!(std::fs::read(local.path("f.bin")).unwrap() == new);
+    assert!(!local.path("f.bin.part").exists());
+
+    // The file shrank below what the part holds.
+    let short = random_bytes(1000, 33);
+    std::fs::write(local.path("short.bin"), &short).unwrap();
+    server.alice_ok(&["put", &local.str("short.bin"), "f.bin"]);
+    std::fs::write(local.path("g.bin.part"), &new[..5000]).unwrap();
+    let out = server.alice(&["-v", "get", "f.bin", &local.str("g.bin")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("starting over"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(local.path("g.bin")).unwrap(), short);
+}
+
+/// On a terminal the shell takes SKIFF_PASSWORD, as one-shot commands
+/// do, instead of prompting, and saves its history after each command. The shell runs on a pseudo-terminal in a
+/// session of its own: no controlling terminal, so a prompt could only
+/// fail.
+#[test]
+fn shell_on_a_terminal_takes_the_password_from_the_environment() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    let server = Server::start();
+    let (mut master, slave) = {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the ints we pass and
+        // reads nothing from the null name, termios and winsize pointers.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and belong to no one else.
+        unsafe {
+            (
+                std::fs::File::from(OwnedFd::from_raw_fd(master)),
+                OwnedFd::from_raw_fd(slave),
+            )
+        }
+    };
+    let home = TempDir::new("home");
+    let mut cmd = skiff_command(
+        &["--addr", &server.addr, "--user", "alice", "shell"],
+        Some(PASSWORD),
+    );
+    cmd.env("TERM", "dumb")
+        .env("HOME", home.root())
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: setsid is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start skiff shell");
+    // Our copies of the slave end went with `cmd`; the master reads EOF
+    // (EIO) once the shell exits.
+    drop(cmd);
+    let mut guard = Guard(child);
+    let rx = lines(master.try_clone().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("logged in as alice") => break,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("the shell did not log in ({e:?}); it printed {seen:?}"),
+        }
+    }
+    // History is saved after each command, before the shell ends.
+    master.write_all(b"mkdir typed-here\n").unwrap();
+    let history = home.path(".skiff_history");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&history).is_ok_and(|h| h.contains("mkdir typed-here")) {
+        assert!(
+            Instant::now() < deadline,
+            "no history saved in {}",
+            history.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    master.write_all(b"quit\n").unwrap();
+    let status = common::wait_bounded(&mut guard.0, RUN_LIMIT, "skiff shell");
+    assert!(status.success(), "{status}; it printed {seen:?}");
+    assert_eq!(names(&server.alice_ok(&["ls"])), ["typed-here"]);
 }

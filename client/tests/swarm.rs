@@ -148,7 +148,8 @@ fn logged_in_mix_of_echo_get_and_exec() {
             "1s",
             "--pipeline",
             "2",
-            "--login",
+            // The global --user logs in just as --login does.
+            "--user",
             "demo",
             "--mix",
             "echo:64=3,get:/f=1,exec:true=1",
@@ -160,6 +161,30 @@ fn logged_in_mix_of_echo_get_and_exec() {
     assert_eq!(r["errors"], 0, "{r}");
     assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(out.status.code(), Some(0), "{r}");
+    // Each op of the mix has its own latency, and together they are all.
+    let by_op = r["latency_us_by_op"].as_array().expect("a list");
+    let ops: Vec<&str> = by_op.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["echo:64", "get:/f", "exec:true"], "{r}");
+    let samples: Vec<u64> = by_op
+        .iter()
+        .map(|o| o["latency_us"]["samples"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(samples.iter().all(|&n| n > 0), "{r}");
+    assert_eq!(
+        samples.iter().sum::<u64>(),
+        r["requests"].as_u64().unwrap(),
+        "{r}"
+    );
+
+    // Two different users is a usage error, not a silent pick.
+    let out = swarm_as(
+        &server.addr,
+        &["--user", "demo", "--login", "other", "--duration", "1s"],
+        Some(&password),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--login other and --user demo"), "{err}");
 
     // a wrong password fails every login, and says so
     let out = swarm_as(
@@ -178,6 +203,18 @@ fn logged_in_mix_of_echo_get_and_exec() {
     let r = report(&out);
     assert_eq!(r["errors_by_kind"]["login_auth_failed"], 3, "{r}");
     assert_eq!(out.status.code(), Some(1), "{r}");
+}
+
+/// The text report for one connection says so in the singular, and a
+/// mix of one op has no per-op lines.
+#[test]
+fn text_report_for_one_connection() {
+    let server = Server::start();
+    let out = swarm(&server.addr, &["--conns", "1", "--duration", "300ms"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(": 1 connection (1 up at most)"), "{text}");
+    assert!(!text.contains("  echo:64  "), "{text}");
 }
 
 #[test]
@@ -229,9 +266,15 @@ fn bad_options_are_refused_up_front() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--login"), "{err}");
-    let out = swarm("127.0.0.1:1", &["--login", "ann"]);
+    // --password-stdin (a global flag) with nothing on stdin: no password.
+    let out = swarm("127.0.0.1:1", &["--login", "ann", "--password-stdin"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SKIFF_PASSWORD"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("standard input is empty"), "{err}");
+    let out = swarm("127.0.0.1:1", &["--duration", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--duration must be longer than 0"), "{err}");
     let out = swarm("127.0.0.1:1", &["--ramp", "3s", "--duration", "2s"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ramp"));

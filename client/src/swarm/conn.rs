@@ -45,6 +45,9 @@ pub struct Stats {
     pub answered: u64,
     /// Latency of correct answers, in µs, from the intended send time.
     pub latency: Histogram<u64>,
+    /// The same, for each op of the mix by its index (see `Mix::pick`):
+    /// a slow `get` hides in the overall figures when echoes dominate.
+    pub latency_by_op: Vec<Histogram<u64>>,
     /// Connect time (socket created to connected), in µs.
     pub connect: Histogram<u64>,
     /// Errors by kind: a server error code, or one of the swarm's own
@@ -61,12 +64,12 @@ impl Default for Stats {
 impl Stats {
     /// Empty statistics; histograms cover 1 µs to 1 hour at 3 digits.
     pub fn new() -> Stats {
-        let hist = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
         Stats {
             ok: 0,
             answered: 0,
-            latency: hist(),
-            connect: hist(),
+            latency: latency_histogram(),
+            latency_by_op: Vec::new(),
+            connect: latency_histogram(),
             errors: BTreeMap::new(),
         }
     }
@@ -95,12 +98,22 @@ impl Stats {
         self.errors.values().sum()
     }
 
-    fn sample(&mut self, intended: Instant, now: Instant) {
+    /// Records a correct answer to a request of the mix's op `op`.
+    fn sample(&mut self, op: usize, intended: Instant, now: Instant) {
         let us = now.saturating_duration_since(intended).as_micros();
-        self.latency
-            .saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+        let us = u64::try_from(us).unwrap_or(u64::MAX).max(1);
+        self.latency.saturating_record(us);
+        if self.latency_by_op.len() <= op {
+            self.latency_by_op.resize_with(op + 1, latency_histogram);
+        }
+        self.latency_by_op[op].saturating_record(us);
         self.ok += 1;
     }
+}
+
+/// A histogram of µs from 1 µs to 1 hour, at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
 /// Where a connection is in its life.
@@ -138,6 +151,8 @@ struct Pending {
     id: u64,
     /// When it should have been sent: latency counts from here.
     intended: Instant,
+    /// Index of its op in the mix (0 for the login, which is no sample).
+    op: usize,
     /// What a correct answer looks like.
     expect: Expect,
 }
@@ -336,6 +351,7 @@ impl Conn {
                 self.inflight.push_back(Pending {
                     id,
                     intended: now,
+                    op: 0,
                     expect: Expect::Login,
                 });
                 self.set_phase(Phase::LoggingIn);
@@ -360,7 +376,7 @@ impl Conn {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let (_, op) = mix.pick(self.rng);
+        let (op_index, op) = mix.pick(self.rng);
         let id = self.take_id();
         let expect = match op {
             Op::Echo(size) => {
@@ -391,6 +407,7 @@ impl Conn {
         self.inflight.push_back(Pending {
             id,
             intended,
+            op: op_index,
             expect,
         });
     }
@@ -663,7 +680,7 @@ impl Conn {
         let p = self.inflight.remove(pos).expect("position is in range");
         stats.answered += 1;
         match result {
-            Ok(()) => stats.sample(p.intended, now),
+            Ok(()) => stats.sample(p.op, p.intended, now),
             Err(kind) => stats.error(&kind),
         }
         if self.phase == Phase::Draining && self.inflight.is_empty() {

@@ -76,6 +76,7 @@ use mix::{Mix, parse_duration};
 use reactor::{Plan, Progress, Target};
 use report::{Probe, Report};
 
+use crate::files::{self, PasswordSource};
 use crate::sys;
 
 /// Descriptors kept free for stdio, the poll, the stats probe and slack.
@@ -105,7 +106,8 @@ pub struct SwarmArgs {
     /// Weighted ops, op:arg=weight,...: echo:SIZE, get:PATH, exec:CMD
     #[arg(long, default_value = "echo:64", value_parser = Mix::parse)]
     mix: Mix,
-    /// Log in as this user on every connection (password from SKIFF_PASSWORD)
+    /// Log in as this user on every connection (as the global --user
+    /// does; the password comes as for any login, e.g. SKIFF_PASSWORD)
     #[arg(long)]
     login: Option<String>,
     /// Print the report as one JSON object on stdout
@@ -116,10 +118,20 @@ pub struct SwarmArgs {
     progress: bool,
 }
 
+/// Who the swarm logs in as: `--login`, or the global `--user` (or
+/// SKIFF_USER), which means the same for every other command; and where
+/// that login's password comes from.
+pub struct Login<'a> {
+    /// The global `--user`.
+    pub user: Option<&'a str>,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+}
+
 /// Runs the swarm against `addr`; returns the process exit code: 0 with
 /// no errors, 1 with errors, 2 if the run could not start.
-pub fn run(addr: &str, args: SwarmArgs) -> i32 {
-    match run_inner(addr, args) {
+pub fn run(addr: &str, args: SwarmArgs, login: Login) -> i32 {
+    match run_inner(addr, args, login) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("skiff swarm: {msg}");
@@ -128,9 +140,13 @@ pub fn run(addr: &str, args: SwarmArgs) -> i32 {
     }
 }
 
-fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
+fn run_inner(addr: &str, args: SwarmArgs, login: Login) -> Result<i32, String> {
     if args.conns == 0 || args.pipeline == 0 {
         return Err("--conns and --pipeline must be at least 1".into());
+    }
+    if args.duration.is_zero() {
+        // Nothing would be measured, and every rate would divide by ~0.
+        return Err("--duration must be longer than 0".into());
     }
     if !args.ramp.is_zero() && args.ramp >= args.duration {
         return Err(format!(
@@ -145,15 +161,22 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
             ));
         }
     }
-    let login = match &args.login {
+    let user = match (args.login.as_deref(), login.user) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "--login {a} and --user {b} name different users; give one"
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let login = match user {
         Some(user) => {
-            let password = std::env::var("SKIFF_PASSWORD")
-                .map_err(|_| "--login needs the password in the SKIFF_PASSWORD variable")?;
-            Some((user.clone(), password))
+            let password = files::read_password(user, login.password).map_err(|e| e.to_string())?;
+            Some((user.to_string(), password))
         }
         None if args.mix.needs_login() => {
             return Err(format!(
-                "--mix {}: get and exec need --login USER",
+                "--mix {}: get and exec need a login: --login USER (or --user USER)",
                 args.mix
             ));
         }
@@ -235,6 +258,19 @@ fn run_inner(addr: &str, args: SwarmArgs) -> Result<i32, String> {
         requested: args.duration,
         ok: stats.ok,
         answered: stats.answered,
+        // An op that never got a correct answer has no histogram yet.
+        latency_by_op: {
+            let mut by_op = std::mem::take(&mut stats.latency_by_op).into_iter();
+            args.mix
+                .ops()
+                .map(|op| {
+                    let h = by_op
+                        .next()
+                        .unwrap_or_else(|| hdrhistogram::Histogram::new_from(&stats.latency));
+                    (op.to_string(), h)
+                })
+                .collect()
+        },
         latency: stats.latency,
         connect: stats.connect,
         errors: stats.errors.into_iter().collect(),
