@@ -147,7 +147,10 @@ fn messages_to_sessions_that_do_not_read_stay_within_the_budget() {
         most_buffered = most_buffered.max(n(&v, "buffered_bytes"));
     }
     sending.join().unwrap();
-    assert!(ok >= 1 && busy >= 1, "{ok} ok, {busy} too_busy");
+    // How many are refused depends on how much the kernel's socket
+    // buffers absorb first (they autotune), so only the sum is certain.
+    assert_eq!(ok + busy, 30, "{ok} ok, {busy} too_busy");
+    assert!(ok >= 1, "{ok} ok, {busy} too_busy");
     assert!(most_buffered <= 1 << 20, "{most_buffered} bytes buffered");
     let v = stats_until(&mut stats, |_| true);
     assert_eq!(n(&v, "evicted"), 0, "{v}");
