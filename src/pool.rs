@@ -62,6 +62,25 @@ pub const THREADS_PER_LANE: usize = 2;
 /// Jobs one lane may hold, queued or running.
 pub const QUEUE_LIMIT: usize = 4096;
 
+/// What the server runs in every worker thread, besides jobs.
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    /// Once, when the thread starts (the server lowers its priority).
+    pub start: fn(),
+    /// Each time the thread finds no job waiting, before it sleeps (the
+    /// server frees per-thread caches, such as argon2's working area).
+    pub idle: fn(),
+}
+
+#[cfg(test)]
+impl Hooks {
+    /// No hooks.
+    pub const NONE: Hooks = Hooks {
+        start: || {},
+        idle: || {},
+    };
+}
+
 /// A job on its way to a worker.
 struct Task {
     conn: usize,
@@ -92,12 +111,12 @@ pub struct Pool {
 
 impl Pool {
     /// Starts the worker threads. `wake` is called after every finished
-    /// job (a `mio::Waker`, so the loop's `poll` returns); `on_start` runs
-    /// first in each new thread (the server lowers their priority there).
-    pub fn start(wake: Arc<dyn Fn() + Send + Sync>, on_start: fn()) -> io::Result<Pool> {
+    /// job (a `mio::Waker`, so the loop's `poll` returns); `hooks` run in
+    /// each worker at its start and whenever it runs out of work.
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>, hooks: Hooks) -> io::Result<Pool> {
         let (done_tx, finished) = mpsc::channel();
-        let quick = Self::lane("quick", &done_tx, &wake, on_start)?;
-        let bulk = Self::lane("bulk", &done_tx, &wake, on_start)?;
+        let quick = Self::lane("quick", &done_tx, &wake, hooks)?;
+        let bulk = Self::lane("bulk", &done_tx, &wake, hooks)?;
         Ok(Pool {
             quick,
             bulk,
@@ -110,7 +129,7 @@ impl Pool {
         name: &str,
         done: &Sender<Finished>,
         wake: &Arc<dyn Fn() + Send + Sync>,
-        on_start: fn(),
+        hooks: Hooks,
     ) -> io::Result<Sender<Task>> {
         let (tx, rx) = mpsc::channel::<Task>();
         // std's Receiver has one owner: the threads of a lane take turns
@@ -123,8 +142,8 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("skiffd-{name}-{i}"))
                 .spawn(move || {
-                    on_start();
-                    worker(&rx, &done, &*wake)
+                    (hooks.start)();
+                    worker(&rx, &done, &*wake, hooks.idle)
                 })?;
         }
         Ok(tx)
@@ -172,16 +191,29 @@ impl Pool {
 
 /// A worker's life: take a task, run it, send the result back, wake the
 /// loop. It ends when the pool (the sending side) is dropped.
-fn worker(tasks: &Mutex<Receiver<Task>>, done: &Sender<Finished>, wake: &(dyn Fn() + Send + Sync)) {
+fn worker(
+    tasks: &Mutex<Receiver<Task>>,
+    done: &Sender<Finished>,
+    wake: &(dyn Fn() + Send + Sync),
+    idle: fn(),
+) {
+    let mut next: Option<Task> = None;
     loop {
-        // The lock is held only while waiting for the next task; a
-        // poisoned lock cannot happen (nothing panics while holding it)
-        // but would only end this worker.
-        let task = match tasks.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
+        let task = match next.take() {
+            Some(task) => task,
+            None => {
+                idle();
+                // The lock is held only while waiting for the next task;
+                // a poisoned lock cannot happen (nothing panics while
+                // holding it) but would only end this worker.
+                let task = match tasks.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(task) = task else { return };
+                task
+            }
         };
-        let Ok(task) = task else { return };
         let started = std::time::Instant::now();
         let result = (task.work)();
         debug!(
@@ -201,6 +233,9 @@ fn worker(tasks: &Mutex<Receiver<Task>>, done: &Sender<Finished>, wake: &(dyn Fn
             return;
         }
         wake();
+        // More work already queued? Take it without going idle. If another
+        // worker holds the lock, it is waiting: the queue is empty.
+        next = tasks.try_lock().ok().and_then(|rx| rx.try_recv().ok());
     }
 }
 
@@ -218,7 +253,7 @@ mod tests {
             Arc::new(move || {
                 w.fetch_add(1, Ordering::SeqCst);
             }),
-            || {},
+            Hooks::NONE,
         )
         .unwrap();
         for conn in 0..20 {
@@ -246,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_full_lane_refuses_instead_of_growing() {
-        let pool = Pool::start(Arc::new(|| {}), || {}).unwrap();
+        let pool = Pool::start(Arc::new(|| {}), Hooks::NONE).unwrap();
         // Block both quick workers, then fill the queue.
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();

@@ -467,7 +467,10 @@ impl Reactor {
                 // Fails only if the eventfd is gone, and then so is the loop.
                 let _ = waker.wake();
             }),
-            crate::sys::lower_thread_priority,
+            crate::pool::Hooks {
+                start: crate::sys::lower_thread_priority,
+                idle: crate::users::release_kdf_memory,
+            },
         )?;
         let now = Instant::now();
         Ok(Reactor {
