@@ -4,11 +4,14 @@
 //! (or a transfer's local file failed), 2 for usage errors and when no usable answer came (connection refused
 //! or lost, timeout, a reply that breaks the protocol).
 
+#![deny(unsafe_code)]
+
 mod cmd;
 mod exec;
 mod files;
 mod shell;
 mod swarm;
+#[allow(unsafe_code)] // the one module that calls libc directly
 mod sys;
 
 use std::ffi::OsString;

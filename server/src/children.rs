@@ -36,50 +36,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Most bytes of standard input buffered for a command.
 pub const STDIN_BUFFER: usize = 256 * 1024;
 
-/// Which of a child's descriptors an event is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fd {
-    /// Standard output.
-    Stdout = 0,
-    /// Standard error.
-    Stderr = 1,
-    /// Standard input.
-    Stdin = 2,
-    /// The pidfd: readable once the process exited.
-    Exit = 3,
-}
-
-impl Fd {
-    /// From the two bits in a token.
-    pub fn from_bits(bits: usize) -> Fd {
-        match bits & 3 {
-            0 => Fd::Stdout,
-            1 => Fd::Stderr,
-            2 => Fd::Stdin,
-            _ => Fd::Exit,
-        }
-    }
-}
-
-/// What to run, for whom: made by the `exec` handler, carried out by
-/// the reactor.
-#[derive(Debug)]
-pub struct Spawn {
-    /// Slab key of the connection.
-    pub conn: usize,
-    /// Request id; every frame about the command carries it.
-    pub id: Number,
-    /// The command line, for `sh -c`.
-    pub cmd: String,
-    /// Where it runs (inside the user's home).
-    pub cwd: std::path::PathBuf,
-    /// The user's home, for `HOME`.
-    pub home: std::path::PathBuf,
-    /// The user, for `USER`.
-    pub user: String,
-    /// When to end it as by `cancel`.
-    pub timeout: Duration,
-}
+pub use skiffd_core::command::{Fd, Spawn};
 
 /// One running command.
 pub struct ChildProc {

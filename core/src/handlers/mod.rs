@@ -15,7 +15,6 @@ pub mod digests;
 pub mod exec;
 pub mod files;
 pub mod raw_echo;
-pub mod udp;
 pub mod upload;
 
 use std::any::Any;
@@ -106,7 +105,7 @@ pub enum Action {
         frame: Rc<crate::buffer::SharedFrame>,
     },
     /// Run a command.
-    Spawn(crate::children::Spawn),
+    Spawn(crate::command::Spawn),
     /// Bytes (and maybe the end) for a command's standard input.
     Stdin {
         /// Slab key of the connection.

@@ -6,7 +6,7 @@
 //! The checks are compiled from the fuzz package's own source file rather
 //! than copied here, so the two cannot drift apart.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod checks;
 
 use std::fs;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// file that fails.
 fn replay(target: &str, check: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("../fuzz/corpus")
         .join(target);
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

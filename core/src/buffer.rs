@@ -46,6 +46,11 @@ impl SharedFrame {
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// Never true for a real frame (it has at least a header).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 impl Drop for SharedFrame {

@@ -247,7 +247,7 @@ pub struct Splice {
     /// Slab key of the command (in the reactor's children).
     pub child: usize,
     /// Which pipe: standard output or error.
-    pub fd: crate::children::Fd,
+    pub fd: crate::command::Fd,
     /// Body bytes still to move.
     pub remaining: usize,
 }
@@ -499,7 +499,7 @@ impl Conn {
         stream: &str,
         len: usize,
         child: usize,
-        fd: crate::children::Fd,
+        fd: crate::command::Fd,
     ) {
         skiff::frame::HeaderWriter::new(self.out.writer(), stream)
             .field("id", id)

@@ -1,6 +1,6 @@
 //! `exec`, `stdin` and `cancel`: the connection's side of remote
 //! commands. Spawning, pipes and signals are the reactor's business (see
-//! `crate::children`); here a request is checked and turned into an
+//! the server's `children` module); here a request is checked and turned into an
 //! [`Action`], and the session remembers which ids are running, so a
 //! `stdin` or `cancel` for an unknown id is refused at once.
 
@@ -13,7 +13,7 @@ use skiff::frame::Header;
 use skiff::proto::Code;
 
 use super::{Action, Next, Session, Sink, error};
-use crate::children::Spawn;
+use crate::command::Spawn;
 use crate::conn::Ctx;
 use crate::jail;
 

@@ -1,28 +1,9 @@
 //! The one module of `skiffd` that talks to libc directly (the calls the
-//! client makes too are in the shared library's `skiff::os`). Each
+//! client makes too are in the protocol library's `skiff::os`). Each
 //! `unsafe` block says why it is sound; everything outside gets a safe
 //! function.
 
 use std::io;
-
-/// Current resident set size in bytes, from `/proc/self/statm` (0 if unknown).
-pub fn rss_bytes() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * page_size()
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 { n as u64 } else { 4096 }
-}
 
 /// Formats the current local time with C's `strftime`.
 ///
@@ -282,11 +263,6 @@ pub fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rss_is_read() {
-        assert!(rss_bytes() > 0);
-    }
 
     #[test]
     fn strftime_formats_and_bounds() {

@@ -90,6 +90,25 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
+/// Current resident set size in bytes, from `/proc/self/statm` (0 if unknown).
+pub fn rss_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * page_size()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +120,6 @@ mod tests {
         let now = raise_nofile_limit(0).unwrap();
         assert!(now > 0);
         assert_eq!(raise_nofile_limit(0).unwrap(), now);
+        assert!(rss_bytes() > 0);
     }
 }

@@ -8,7 +8,6 @@ use skiff::proto::PROTO_VERSION;
 
 use super::{Next, Sink, ok};
 use crate::conn::Ctx;
-use crate::sys;
 
 /// Ops this server understands, as `hello` reports them.
 pub const OPS: &[&str] = &[
@@ -66,7 +65,7 @@ pub fn stats(id: Option<&Number>, out: &mut Vec<u8>, ctx: &mut Ctx) -> Next {
         .field("evicted", s.evicted)
         .field("cpu_user_s", cpu.user.as_secs_f64())
         .field("cpu_sys_s", cpu.system.as_secs_f64())
-        .field("rss_bytes", sys::rss_bytes())
+        .field("rss_bytes", skiff::os::rss_bytes())
         .field("max_rss_bytes", cpu.max_rss)
         .field("pid", std::process::id())
         .finish();

@@ -53,9 +53,10 @@ use crate::children::{ChildProc, Fd};
 
 mod commands;
 use crate::conn::{Conn, Ctx, Limits, MAX_LENT};
-use crate::handlers::{self, Action, Services, Submission, raw_echo::RawEcho, udp};
+use crate::handlers::{self, Action, Services, Submission, raw_echo::RawEcho};
 use crate::pool::Pool;
 use crate::stats::Stats;
+use crate::udp;
 
 /// Bytes read per `read` call (the size of the shared read buffer).
 const READ_CHUNK: usize = 64 * 1024;
@@ -1181,7 +1182,7 @@ impl Reactor {
             "buffers fell from {} to {held} bytes: free heap memory given back in {:?} (RSS now {} bytes)",
             self.buffered_peak,
             started.elapsed(),
-            crate::sys::rss_bytes()
+            skiff::os::rss_bytes()
         );
         self.buffered_peak = held;
     }

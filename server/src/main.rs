@@ -3,19 +3,19 @@
 //! Run with no arguments to serve on loopback defaults; `RUST_LOG=debug`
 //! narrates the loop.
 
-mod buffer;
+#![deny(unsafe_code)]
+
 mod children;
-mod conn;
 mod containment;
-mod handlers;
-mod jail;
 mod listen;
-mod pool;
 mod reactor;
-mod stats;
+#[allow(unsafe_code)] // the one module that calls libc directly
 mod sys;
+mod udp;
 mod usercli;
-mod users;
+
+// The sans-I/O core, under the names the server's modules use for it.
+use skiffd_core::{buffer, conn, handlers, pool, stats, users};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
