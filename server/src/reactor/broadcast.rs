@@ -1,0 +1,107 @@
+//! Actions the state machines hand out: spawns, stdin, cancels, and chat
+//! messages, whose delivery to many sessions is spread over turns.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use log::debug;
+
+use super::client::{Client, Engine};
+use super::{FANOUT_RECIPIENTS, FANOUT_SCAN, FANOUT_TIME, Reactor};
+use crate::buffer::SharedFrame;
+use crate::handlers::Action;
+
+/// A `say` on its way to its recipients, at most a turn's fan-out
+/// budget at a time.
+pub(super) struct Broadcast {
+    /// Slab key of the sender, who does not get its own message.
+    from_key: usize,
+    /// The recipient user, or `*`.
+    to: String,
+    /// The `msg` frame every recipient gets a reference to.
+    frame: Rc<SharedFrame>,
+    /// The next slab key to look at.
+    next: usize,
+    /// Sessions reached so far, for the log.
+    reached: usize,
+}
+
+impl Reactor {
+    pub(super) fn run_actions(&mut self) {
+        self.run_pending_actions();
+        self.fan_out();
+        // The recipients' turns may have asked for more.
+        self.run_pending_actions();
+    }
+
+    pub(super) fn run_pending_actions(&mut self) {
+        // In order: stdin pieces must reach the child as they were sent.
+        while !self.actions.is_empty() {
+            for action in std::mem::take(&mut self.actions) {
+                self.run_action(action);
+            }
+        }
+    }
+
+    pub(super) fn fan_out(&mut self) {
+        let started = Instant::now();
+        let (mut reached, mut looked) = (0, 0);
+        while reached < FANOUT_RECIPIENTS && looked < FANOUT_SCAN {
+            let Some(b) = self.broadcasts.front_mut() else {
+                break;
+            };
+            if b.next >= self.clients.capacity() {
+                debug!("say to {}: {} sessions", b.to, b.reached);
+                self.broadcasts.pop_front();
+                continue;
+            }
+            let k = b.next;
+            b.next += 1;
+            looked += 1;
+            let Some(Client {
+                engine: Engine::Framed(c),
+                ..
+            }) = self.clients.get_mut(k)
+            else {
+                continue;
+            };
+            let wanted = k != b.from_key && c.user().is_some_and(|u| b.to == "*" || u == b.to);
+            if !wanted {
+                continue;
+            }
+            c.push_message(&b.frame, started, &self.config.limits);
+            b.reached += 1;
+            reached += 1;
+            self.drive(k);
+            if started.elapsed() >= FANOUT_TIME {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn run_action(&mut self, action: Action) {
+        {
+            match action {
+                Action::Say {
+                    from_key,
+                    to,
+                    frame,
+                } => self.broadcasts.push_back(Broadcast {
+                    from_key,
+                    to,
+                    frame,
+                    next: 0,
+                    reached: 0,
+                }),
+                Action::Spawn(req) => self.spawn(req),
+                Action::Stdin {
+                    conn,
+                    id,
+                    bytes,
+                    eof,
+                } => self.feed_stdin(conn, &id, &bytes, eof),
+                Action::Cancel { conn, id } => self.cancel_command(conn, &id),
+            }
+        }
+    }
+}

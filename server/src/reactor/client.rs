@@ -1,0 +1,529 @@
+//! One client's turn: its socket, its state machine, and what the
+//! reactor remembers about its readiness. `drive_client` writes first,
+//! reads within the turn's budget, feeds the state machine, writes again,
+//! then derives interest, the ready list and the timer from the new state.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use log::{debug, warn};
+use mio::Interest;
+use mio::net::{TcpStream, UnixStream};
+use slab::Slab;
+
+use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
+use crate::children::{ChildProc, Fd};
+use crate::conn::{Conn, Ctx, Limits, MAX_LENT};
+use crate::handlers::{Action, Services, Submission, raw_echo::RawEcho};
+use crate::stats::Stats;
+
+/// A connected stream socket.
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(super) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
+    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    pub(super) fn write_vectored(&mut self, bufs: &[IoSlice]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+}
+
+/// The protocol engine behind a client socket.
+pub(super) enum Engine {
+    Framed(Box<Conn>),
+    Raw(RawEcho),
+}
+
+impl Engine {
+    pub(super) fn output(&self) -> &[u8] {
+        match self {
+            Engine::Framed(c) => c.output(),
+            Engine::Raw(r) => r.output(),
+        }
+    }
+}
+
+/// One client: its socket, its state machine, and what the reactor
+/// remembers about its readiness.
+pub(super) struct Client {
+    /// The socket.
+    pub(super) stream: Stream,
+    /// The protocol state machine.
+    pub(super) engine: Engine,
+    /// Peer address, for the per-IP limit (None for Unix sockets).
+    pub(super) peer_ip: Option<IpAddr>,
+    /// Interest currently registered.
+    pub(super) interest: Interest,
+    /// No read has hit `WouldBlock` since the last readable event.
+    pub(super) readable: bool,
+    /// The poll said the peer finished sending (or the socket failed):
+    /// read until the end, since no further edge will announce it.
+    pub(super) read_closed: bool,
+    /// No write has hit `WouldBlock` since the last writable event.
+    pub(super) writable: bool,
+    /// On the ready list already.
+    pub(super) queued: bool,
+    /// The deadline this client has in the timer heap.
+    pub(super) timer: Option<Instant>,
+    /// Set when the socket failed: close without flushing.
+    pub(super) broken: Option<String>,
+    /// Buffer bytes this client counts for in `Stats::buffered`.
+    pub(super) buffered: usize,
+}
+
+impl Client {
+    pub(super) fn wants_read(&self, limits: &Limits) -> bool {
+        self.broken.is_none()
+            && match &self.engine {
+                Engine::Framed(c) => c.wants_read(),
+                Engine::Raw(r) => r.wants_read(limits),
+            }
+    }
+
+    pub(super) fn output(&self) -> &[u8] {
+        self.engine.output()
+    }
+
+    /// Brings `stats.buffered` up to date with this client's buffers.
+    pub(super) fn account(&mut self, stats: &mut Stats) {
+        let now = match &self.engine {
+            Engine::Framed(c) => c.buffered_bytes(),
+            Engine::Raw(r) => r.buffered_bytes(),
+        };
+        stats.buffered = stats.buffered - self.buffered + now;
+        self.buffered = now;
+    }
+
+    pub(super) fn deadline(&self, limits: &Limits) -> Instant {
+        match &self.engine {
+            Engine::Framed(c) => c.deadline(limits),
+            Engine::Raw(r) => r.deadline(limits),
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        if self.job_in_flight() {
+            return false; // close late: the job's result comes back first
+        }
+        self.broken.is_some()
+            || match &self.engine {
+                Engine::Framed(c) => c.is_done(),
+                Engine::Raw(r) => r.is_done(),
+            }
+    }
+
+    /// The socket failed, or the server gives up on this client: nothing
+    /// more is read or written, and its state machine drops what it
+    /// queued (a job in flight still comes back before the client goes).
+    pub(super) fn fail(&mut self, why: String) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(why);
+        if let Engine::Framed(c) = &mut self.engine {
+            c.handle_reset();
+        }
+    }
+
+    pub(super) fn job_in_flight(&self) -> bool {
+        matches!(&self.engine, Engine::Framed(c) if c.job_in_flight())
+    }
+
+    /// Bytes wait for the socket: queued output, or a file to send.
+    pub(super) fn wants_write(&self) -> bool {
+        !self.output().is_empty()
+            || matches!(&self.engine, Engine::Framed(c)
+                if c.file_to_send().is_some() || c.splice_pending().is_some())
+    }
+
+    pub(super) fn desired_interest(&self, limits: &Limits) -> Interest {
+        match (self.wants_read(limits), self.wants_write()) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            // Nothing to wait for but the peer hanging up.
+            _ => Interest::READABLE,
+        }
+    }
+}
+
+impl Reactor {
+    pub(super) fn drive_client(&mut self, k: usize) {
+        let Reactor {
+            clients,
+            stats,
+            services,
+            actions,
+            config,
+            scratch,
+            ready,
+            timers,
+            to_close,
+            poll,
+            children,
+            splice_works,
+            jobs,
+            ..
+        } = self;
+        let Some(client) = clients.get_mut(k) else {
+            return;
+        };
+        let limits = &config.limits;
+        // One clock read per turn: deadlines need no finer time than that.
+        let now = Instant::now();
+        let mut env = Env {
+            limits,
+            stats,
+            services,
+            actions,
+            jobs,
+            children,
+            splice_works,
+        };
+        let mut write_budget = WRITE_BUDGET;
+        flush(k, client, &mut env, now, &mut write_budget);
+        // One bounded step of server-side work (hashing, file sending),
+        // then back to the loop: a 1 GiB file never holds it for long.
+        if let Engine::Framed(c) = &mut client.engine {
+            c.start_turn();
+            if c.has_work(limits) {
+                c.work(&mut env.ctx(now));
+            }
+            c.resume(&mut env.ctx(now));
+            if client.wants_write() {
+                flush(k, client, &mut env, now, &mut write_budget);
+            }
+        }
+        let mut read_budget = READ_BUDGET;
+        while client.readable && client.wants_read(limits) && read_budget > 0 {
+            match client.stream.read(scratch) {
+                Ok(0) => {
+                    client.readable = false;
+                    debug!("conn {k}: peer finished sending");
+                    match &mut client.engine {
+                        Engine::Framed(c) => c.handle_eof(),
+                        Engine::Raw(r) => r.handle_eof(),
+                    }
+                }
+                Ok(n) => {
+                    debug!("conn {k}: read {n} bytes");
+                    read_budget = read_budget.saturating_sub(n);
+                    // A short read emptied the socket's receive queue. The
+                    // next read would only say WouldBlock, and on Linux any
+                    // byte (or FIN) that arrives later raises a new edge,
+                    // so skip that read: it was half the syscalls of a
+                    // small request. (The general rule, and mio's, is to
+                    // read until WouldBlock; this is the one place we rely
+                    // on how Linux epoll reports stream sockets.) A FIN
+                    // that came with the data raises no new edge, so once
+                    // the poll has reported one, read on to the end.
+                    if n < scratch.len() && !client.read_closed {
+                        client.readable = false;
+                    }
+                    env.stats.bytes_in += n as u64;
+                    let input = &scratch[..n];
+                    match &mut client.engine {
+                        Engine::Framed(c) => c.handle_input(input, &mut env.ctx(now)),
+                        Engine::Raw(r) => r.handle_input(input, now),
+                    }
+                    // Answer at once: replies leave while the request's
+                    // bytes are still hot, and a drained output keeps
+                    // backpressure from kicking in needlessly. An echo
+                    // body may go straight from `input`; what the socket
+                    // did not take is copied when `input` is released.
+                    flush_with(k, client, &mut env, now, &mut write_budget, input);
+                    if let Engine::Framed(c) = &mut client.engine {
+                        c.release_input(input, &mut env.ctx(now));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => client.fail(format!("read: {e}")),
+            }
+        }
+        flush(k, client, &mut env, now, &mut write_budget);
+        client.account(env.stats);
+
+        if client.is_done() {
+            to_close.push(k);
+            return;
+        }
+        let more_to_read = client.readable && client.wants_read(limits);
+        let more_to_write = client.writable && client.wants_write();
+        let more_work = matches!(&client.engine, Engine::Framed(c) if c.has_work(limits));
+        if (more_to_read || more_to_write || more_work) && !client.queued {
+            client.queued = true;
+            ready.push_back(Source::Client(k));
+        }
+        let want = client.desired_interest(limits);
+        if want != client.interest {
+            debug!("conn {k}: interest {:?} -> {:?}", client.interest, want);
+            if let Err(e) =
+                poll.registry()
+                    .reregister(client.stream.source(), Source::Client(k).token(), want)
+            {
+                client.fail(format!("reregister: {e}"));
+                to_close.push(k);
+                return;
+            }
+            client.interest = want;
+        }
+        schedule(k, client, limits, timers);
+    }
+}
+
+/// What the state machines may use beyond themselves, borrowed from the
+/// reactor for one client's turn.
+pub(super) struct Env<'a> {
+    pub(super) limits: &'a Limits,
+    pub(super) stats: &'a mut Stats,
+    pub(super) services: &'a mut Services,
+    pub(super) actions: &'a mut Vec<Action>,
+    pub(super) jobs: &'a mut Vec<Submission>,
+    /// Commands, for the pipes spliced frames come from.
+    pub(super) children: &'a Slab<ChildProc>,
+    /// See [`Reactor::splice_works`].
+    pub(super) splice_works: &'a mut bool,
+}
+
+impl Env<'_> {
+    pub(super) fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            limits: self.limits,
+            stats: self.stats,
+            services: self.services,
+            actions: self.actions,
+            jobs: self.jobs,
+        }
+    }
+}
+
+/// Writes queued output until it is gone, the socket would block, or the
+/// turn's budget is spent.
+pub(super) fn flush(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+) {
+    flush_with(k, client, env, now, budget, &[]);
+}
+
+/// [`flush`], right after `handle_input(input)`: the output may include
+/// echo bodies still in `input`, written with the queued bytes in one
+/// `writev`.
+pub(super) fn flush_with(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+    input: &[u8],
+) {
+    while client.writable && *budget > 0 && client.broken.is_none() {
+        let written = match &client.engine {
+            Engine::Framed(c) if c.is_lending() => {
+                // Reply headers interleaved with echo bodies still in
+                // `input`: one writev.
+                let mut parts = [IoSlice::new(&[]); 2 * MAX_LENT + 1];
+                let (mut count, mut total) = (0, 0);
+                for part in c.output_parts(input) {
+                    let part = &part[..part.len().min(*budget - total)];
+                    if part.is_empty() {
+                        break;
+                    }
+                    parts[count] = IoSlice::new(part);
+                    count += 1;
+                    total += part.len();
+                }
+                client.stream.write_vectored(&parts[..count])
+            }
+            engine => {
+                let out = engine.output();
+                if out.is_empty() {
+                    if !send_file(k, client, env, now, budget)
+                        && !send_spliced(k, client, env, now, budget)
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                client.stream.write(&out[..out.len().min(*budget)])
+            }
+        };
+        match written {
+            Ok(0) => client.fail("write returned 0".into()),
+            Ok(n) => {
+                *budget -= n;
+                env.stats.bytes_out += n as u64;
+                match &mut client.engine {
+                    Engine::Framed(c) => c.handle_written(n, &mut env.ctx(now)),
+                    Engine::Raw(r) => r.handle_written(n, now),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                debug!("conn {k}: socket full, output waits");
+                client.writable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => client.fail(format!("write: {e}")),
+        }
+    }
+}
+
+/// Moves a `get` body from the file to the socket inside the kernel.
+/// Returns false when there is nothing to send this way.
+pub(super) fn send_file(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let Client {
+        stream,
+        engine: Engine::Framed(c),
+        ..
+    } = client
+    else {
+        return false;
+    };
+    let Some((file, remaining)) = c.file_to_send() else {
+        return false;
+    };
+    let count = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(*budget);
+    let sent = crate::sys::sendfile(stream.as_fd(), std::os::fd::AsFd::as_fd(file), count);
+    match sent {
+        Ok(n) => {
+            *budget = budget.saturating_sub(n.max(1));
+            env.stats.bytes_out += n as u64;
+            c.handle_file_sent(n, &mut env.ctx(now));
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            debug!("conn {k}: socket full during sendfile");
+            client.writable = false;
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            c.zero_copy_unavailable();
+            return false;
+        }
+        Err(e) => client.fail(format!("sendfile: {e}")),
+    }
+    true
+}
+
+/// Moves a command's output frame body from its pipe to the socket inside
+/// the kernel. Returns false when there is nothing to move this way.
+pub(super) fn send_spliced(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let Client {
+        stream,
+        engine: Engine::Framed(c),
+        ..
+    } = client
+    else {
+        return false;
+    };
+    let Some(splice) = c.splice_pending() else {
+        return false;
+    };
+    let pipe = env
+        .children
+        .get(splice.child)
+        .and_then(|ch| match splice.fd {
+            Fd::Stdout => ch.stdout.as_ref(),
+            _ => ch.stderr.as_ref(),
+        });
+    let Some(pipe) = pipe else {
+        // Cannot happen: a command is kept while a frame from it is in flight.
+        client.fail("a command's pipe vanished mid-frame".into());
+        return false;
+    };
+    let count = splice.remaining.min(*budget);
+    match crate::sys::splice(std::os::fd::AsFd::as_fd(pipe), stream.as_fd(), count) {
+        Ok(0) => client.fail("a command's pipe ended mid-frame".into()),
+        Ok(n) => {
+            *budget = budget.saturating_sub(n);
+            env.stats.bytes_out += n as u64;
+            c.handle_spliced(n, now);
+        }
+        // The pipe holds the bytes (they were counted): the socket is full.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            debug!("conn {k}: socket full during splice");
+            client.writable = false;
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                warn!("splice refused ({e}); command output is copied from now on");
+                *env.splice_works = false;
+            }
+            client.fail(format!("splice: {e}"));
+        }
+    }
+    true
+}
+
+/// Puts the client's deadline in the heap unless an earlier one is there.
+pub(super) fn schedule(
+    k: usize,
+    client: &mut Client,
+    limits: &Limits,
+    timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+) {
+    let deadline = client.deadline(limits);
+    if client.timer.is_none_or(|t| deadline < t) {
+        client.timer = Some(deadline);
+        timers.push(Reverse((deadline, k)));
+    }
+}

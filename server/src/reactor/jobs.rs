@@ -1,0 +1,67 @@
+//! The reactor's side of the worker pool: jobs the state machines asked
+//! for go to the pool; finished jobs' results go back to the connections
+//! that wait for them (see `skiffd_core::pool`).
+
+use std::time::Instant;
+
+use super::client::{Client, Engine, Env};
+use super::{Reactor, Source};
+use crate::conn::{Conn, Ctx};
+use crate::handlers::Submission;
+
+impl Reactor {
+    pub(super) fn submit_jobs(&mut self) {
+        while let Some(job) = self.jobs.pop() {
+            let Submission {
+                conn,
+                name,
+                lane,
+                work,
+            } = job;
+            if self.pool.submit(conn, name, lane, work).is_err() {
+                self.with_framed(conn, Instant::now(), |c, ctx| c.handle_job_refused(ctx));
+                if let Some(client) = self.clients.get_mut(conn)
+                    && !client.queued
+                {
+                    client.queued = true;
+                    self.ready.push_back(Source::Client(conn));
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_jobs_done(&mut self) {
+        let finished: Vec<_> = self.pool.finished().collect();
+        let now = Instant::now();
+        for done in finished {
+            // The client is there: one waiting for a job is never removed.
+            self.with_framed(done.conn, now, |c, ctx| c.handle_job_done(done.result, ctx));
+            self.drive(done.conn);
+        }
+    }
+
+    pub(super) fn with_framed(
+        &mut self,
+        k: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Ctx),
+    ) {
+        let Some(Client {
+            engine: Engine::Framed(c),
+            ..
+        }) = self.clients.get_mut(k)
+        else {
+            return;
+        };
+        let mut env = Env {
+            limits: &self.config.limits,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            actions: &mut self.actions,
+            jobs: &mut self.jobs,
+            children: &self.children,
+            splice_works: &mut self.splice_works,
+        };
+        f(c, &mut env.ctx(now));
+    }
+}

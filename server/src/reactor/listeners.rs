@@ -1,0 +1,220 @@
+//! Listening sockets: accepting stream clients within a turn's budget,
+//! admitting or refusing them (`--max-conns`, per-IP limit), and answering
+//! UDP datagrams.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::Interest;
+use mio::net::{TcpListener, UdpSocket, UnixListener};
+
+use skiff::proto::Code;
+
+use super::client::{Client, Engine, Stream};
+use super::{ACCEPT_BUDGET, DATAGRAM_BUDGET, Reactor, Source};
+use crate::conn::Conn;
+use crate::handlers::{self, raw_echo::RawEcho};
+use crate::udp;
+
+/// A listening socket and the service behind it.
+pub(super) enum Listener {
+    Framed(TcpListener),
+    FramedUnix(UnixListener, PathBuf),
+    RawEcho(TcpListener),
+    UdpTime(UdpSocket),
+    UdpEcho(UdpSocket),
+}
+
+impl Listener {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Listener::Framed(_) => "framed",
+            Listener::FramedUnix(..) => "framed-unix",
+            Listener::RawEcho(_) => "raw-echo",
+            Listener::UdpTime(_) => "udp-time",
+            Listener::UdpEcho(_) => "udp-echo",
+        }
+    }
+
+    pub(super) fn local_addr(&self) -> String {
+        let addr = match self {
+            Listener::Framed(l) | Listener::RawEcho(l) => l.local_addr(),
+            Listener::UdpTime(s) | Listener::UdpEcho(s) => s.local_addr(),
+            Listener::FramedUnix(_, path) => return path.display().to_string(),
+        };
+        addr.map_or_else(|e| format!("? ({e})"), |a| a.to_string())
+    }
+
+    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Listener::Framed(l) | Listener::RawEcho(l) => l,
+            Listener::FramedUnix(l, _) => l,
+            Listener::UdpTime(s) | Listener::UdpEcho(s) => s,
+        }
+    }
+}
+
+impl Reactor {
+    pub(super) fn serve_listener(&mut self, i: usize) {
+        let Some(Some(listener)) = self.listeners.get_mut(i) else {
+            return;
+        };
+        let still_ready = match listener {
+            Listener::UdpTime(_) | Listener::UdpEcho(_) => self.answer_datagrams(i),
+            _ => self.accept(i),
+        };
+        if still_ready && !self.listener_queued[i] {
+            self.listener_queued[i] = true;
+            self.ready.push_back(Source::Listener(i));
+        }
+    }
+
+    fn accept(&mut self, i: usize) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Some(listener)) = self.listeners.get_mut(i) else {
+                return false;
+            };
+            let raw = matches!(listener, Listener::RawEcho(_));
+            let accepted = match listener {
+                Listener::Framed(l) | Listener::RawEcho(l) => l.accept().map(|(s, a)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), Some(a.ip()), a.to_string())
+                }),
+                Listener::FramedUnix(l, _) => l
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
+                Listener::UdpTime(_) | Listener::UdpEcho(_) => return false,
+            };
+            match accepted {
+                Ok((stream, ip, peer)) => self.admit(stream, ip, &peer, raw),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // Interrupted, or a peer that gave up while queued: next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors (EMFILE, ENFILE) or memory: the
+                    // peer waits in the backlog. Retrying now would spin,
+                    // so accepting resumes when a client closes.
+                    warn!("accept failed: {e}; pausing accepts until a connection closes");
+                    self.accept_paused = true;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn admit(&mut self, mut stream: Stream, ip: Option<IpAddr>, peer: &str, raw: bool) {
+        self.stats.accepted += 1;
+        let over_total = self.clients.len() >= self.config.max_conns;
+        let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        let over_ip = from_ip >= self.config.max_conns_per_ip;
+        if over_total || over_ip || self.shutdown_by.is_some() {
+            self.stats.refused += 1;
+            let why = if over_total {
+                format!(
+                    "server is at its limit of {} connections",
+                    self.config.max_conns
+                )
+            } else if over_ip {
+                format!("{} connections from your address already", from_ip)
+            } else {
+                "server is shutting down".to_string()
+            };
+            info!("refused {peer}: too_busy: {why}");
+            if !raw {
+                // A fresh socket's send buffer is empty, so this small
+                // write completes or fails at once; it never blocks.
+                let mut frame = Vec::new();
+                handlers::error(&mut frame, None, Code::TooBusy, &why);
+                let _ = stream.write(&frame);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        let token = Source::Client(key).token();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(stream.source(), token, Interest::READABLE)
+        {
+            warn!("cannot register {peer}: {e}");
+            return;
+        }
+        let engine = if raw {
+            Engine::Raw(RawEcho::new(now))
+        } else {
+            Engine::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
+        };
+        entry.insert(Client {
+            stream,
+            engine,
+            peer_ip: ip,
+            interest: Interest::READABLE,
+            readable: true,
+            read_closed: false,
+            writable: true,
+            queued: false,
+            timer: None,
+            broken: None,
+            buffered: 0,
+        });
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
+        self.stats.connections += 1;
+        debug!(
+            "conn {key}: accepted {peer}{}",
+            if raw { " (raw echo)" } else { "" }
+        );
+        self.drive(key);
+    }
+
+    fn answer_datagrams(&mut self, i: usize) -> bool {
+        let Some(Some(listener)) = self.listeners.get_mut(i) else {
+            return false;
+        };
+        let (socket, time) = match listener {
+            Listener::UdpTime(s) => (s, true),
+            Listener::UdpEcho(s) => (s, false),
+            _ => return false,
+        };
+        for _ in 0..DATAGRAM_BUDGET {
+            let (n, from) = match socket.recv_from(&mut self.scratch) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; they
+                    // concern one peer, not the socket.
+                    debug!("udp recv: {e}");
+                    continue;
+                }
+            };
+            self.stats.datagrams += 1;
+            let request = &self.scratch[..n];
+            let reply = if time {
+                match udp::time_reply(request) {
+                    Some(reply) => reply,
+                    None => continue, // no reply may amplify
+                }
+            } else {
+                request.to_vec()
+            };
+            // UDP may drop: a full send buffer drops this reply rather
+            // than queueing it and growing memory.
+            if let Err(e) = socket.send_to(&reply, from) {
+                debug!("udp reply to {from} dropped: {e}");
+            }
+        }
+        true
+    }
+}
