@@ -27,9 +27,23 @@
 //!                   requests, feed the state machine, write; queue its jobs
 //!   serve the ready list · fire timers · close what finished
 //! ```
+//!
+//! This file is the skeleton: the `Reactor`, `run`, `dispatch` and the
+//! ready list. Each concern has its own child module:
+//!
+//! | module | what |
+//! |---|---|
+//! | `source` | tokens: which table an event is for |
+//! | `listeners` | binding, accepting, admitting or refusing, datagrams |
+//! | `client` | one client's turn (`drive_client`), its timers, closing late |
+//! | `output` | writing: `writev` with lent bodies, `sendfile`, `splice` |
+//! | `jobs` | handing jobs to the worker pool and results back |
+//! | `broadcast` | actions from handlers; `say` spread over turns |
+//! | `memory` | the `--out-total` budget: eviction, giving memory back |
+//! | `commands` | running commands: pipes, pidfd, timers, containment |
+//! | `shutdown` | the first signal drains, the second exits |
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +66,8 @@ mod commands;
 mod jobs;
 mod listeners;
 mod memory;
+mod output;
+mod shutdown;
 mod source;
 
 use crate::conn::Limits;
@@ -59,7 +75,7 @@ use crate::handlers::{Action, Services, Submission};
 use crate::pool::Pool;
 use crate::stats::Stats;
 use broadcast::Broadcast;
-use client::{Client, Engine, Env};
+use client::{Client, Engine};
 use listeners::Listener;
 use source::Source;
 
@@ -178,35 +194,7 @@ impl Reactor {
     /// Binds every listener of `config` and prepares the loop.
     pub fn bind(config: Config, services: Services) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        let with = |what: &str, addr: &dyn std::fmt::Display, e: io::Error| {
-            io::Error::new(e.kind(), format!("cannot listen ({what}) on {addr}: {e}"))
-        };
-        for &a in &config.framed {
-            listeners.push(Listener::Framed(
-                crate::listen::tcp(a, config.backlog).map_err(|e| with("framed", &a, e))?,
-            ));
-        }
-        for p in &config.unix {
-            let l = crate::listen::unix(p, config.backlog)
-                .map_err(|e| with("framed-unix", &p.display(), e))?;
-            listeners.push(Listener::FramedUnix(l, p.clone()));
-        }
-        for &a in &config.raw_echo {
-            listeners.push(Listener::RawEcho(
-                crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?,
-            ));
-        }
-        for &a in &config.udp_time {
-            listeners.push(Listener::UdpTime(
-                crate::listen::udp(a).map_err(|e| with("udp-time", &a, e))?,
-            ));
-        }
-        for &a in &config.udp_echo {
-            listeners.push(Listener::UdpEcho(
-                crate::listen::udp(a).map_err(|e| with("udp-echo", &a, e))?,
-            ));
-        }
+        let mut listeners = Listener::bind_all(&config)?;
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(
                 l.source(),
@@ -400,165 +388,5 @@ impl Reactor {
         self.drive_client(k);
         self.submit_jobs();
         self.resume_children_of(k);
-    }
-
-    /// Hands the jobs the state machines asked for to the pool; a job the
-    /// pool refuses (its queue is full) is answered `too_busy`.
-    /// Results of finished jobs go to the connections that wait for them,
-    /// which then get a turn (to write the reply, to take the next request).
-    /// Runs `f` on client `k`'s framed state machine, with the context
-    /// borrowed from the reactor; nothing if there is no such client.
-    /// One turn for client `k`: write, read within budget, feed the state
-    /// machine, write again; then update interest, ready list and timer.
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(&Reverse((t, k))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(client) = self.clients.get_mut(k) else {
-                continue;
-            };
-            if client.timer != Some(t) {
-                continue; // superseded by an earlier deadline, or a reused key
-            }
-            client.timer = None;
-            let limits = &self.config.limits;
-            let mut env = Env {
-                limits,
-                stats: &mut self.stats,
-                services: &mut self.services,
-                actions: &mut self.actions,
-                jobs: &mut self.jobs,
-                children: &self.children,
-                splice_works: &mut self.splice_works,
-            };
-            match &mut client.engine {
-                Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
-                Engine::Raw(r) => {
-                    if now >= r.deadline(limits) {
-                        client.fail("idle timeout".into());
-                    }
-                }
-            }
-            self.drive(k);
-        }
-    }
-
-    /// Carries out what the state machines asked for this turn, and a
-    /// turn's share of delivering `say`s.
-    /// Queues pending `say`s for their recipients, within the turn's
-    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_TIME`], [`FANOUT_SCAN`]),
-    /// oldest first, so each recipient gets messages in the order they
-    /// were sent. Every recipient holds a reference to the same frame,
-    /// and is given its turn at once, which writes what its socket takes.
-    /// The hard bound on client buffers: while all connections together
-    /// hold more than `--out-total`, the ones holding the most are closed
-    /// without flushing (Redis's `maxmemory-clients` does the same). Below
-    /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`) and `say` is refused, which is logged as
-    /// it starts and ends.
-    /// glibc keeps freed memory on its heap for reuse, and gives back to
-    /// the kernel only what lies at the top of it: after a burst, the
-    /// buffers of many closed connections would stay resident for good.
-    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
-    /// and to half of it, free heap pages are returned (`malloc_trim`).
-    /// Each call needs another rise and fall of that size, so it runs
-    /// rarely; it costs a walk over the heap's free blocks.
-    fn close_finished(&mut self) {
-        if self.accept_paused && !self.to_close.is_empty() {
-            self.accept_paused = false;
-            for i in 0..self.listeners.len() {
-                if !self.listener_queued[i] {
-                    self.listener_queued[i] = true;
-                    self.ready.push_back(Source::Listener(i));
-                }
-            }
-        }
-        for k in std::mem::take(&mut self.to_close) {
-            match self.clients.get(k) {
-                None => continue, // listed twice in one batch
-                // Evicted or broken while a job is out: removed once the
-                // job's result is back (the client's next turn lists it).
-                Some(c) if c.job_in_flight() => continue,
-                Some(_) => {}
-            }
-            let mut client = self.clients.remove(k);
-            let _ = self.poll.registry().deregister(client.stream.source());
-            // A client that goes takes its commands with it.
-            let now = Instant::now();
-            for (ck, ch) in self.children.iter_mut() {
-                if ch.conn == Some(k) {
-                    ch.conn = None;
-                    ch.terminate(now, "client gone");
-                    self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
-                }
-            }
-            if let Some(ip) = client.peer_ip
-                && let Entry::Occupied(mut e) = self.per_ip.entry(ip)
-            {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                }
-            }
-            self.stats.connections -= 1;
-            self.stats.buffered -= client.buffered;
-            match &client.broken {
-                Some(why) => debug!("conn {k}: closed ({why})"),
-                None => debug!("conn {k}: closed"),
-            }
-        }
-    }
-
-    fn on_signal(&mut self) {
-        let got: Vec<i32> = self.signals.pending().collect();
-        if got.is_empty() {
-            return;
-        }
-        if self.shutdown_by.is_some() {
-            warn!("second signal: exiting now");
-            std::process::exit(0);
-        }
-        info!(
-            "signal {}: shutting down (no new connections; flushing {} clients, at most {:?})",
-            got[0],
-            self.clients.len(),
-            self.config.shutdown_grace
-        );
-        self.shutdown_by = Some(Instant::now() + self.config.shutdown_grace);
-        for slot in &mut self.listeners {
-            if let Some(mut l) = slot.take() {
-                let _ = self.poll.registry().deregister(l.source());
-                if let Listener::FramedUnix(_, path) = &l {
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-        let now = Instant::now();
-        for (ck, ch) in self.children.iter_mut() {
-            ch.terminate(now, "server shutting down");
-            self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
-        }
-        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
-        for k in keys {
-            let client = &mut self.clients[k];
-            match &mut client.engine {
-                Engine::Framed(c) => c.shut_down(),
-                Engine::Raw(r) => r.handle_eof(),
-            }
-            self.drive(k);
-        }
-    }
-}
-
-impl Drop for Reactor {
-    fn drop(&mut self) {
-        for l in self.listeners.iter().flatten() {
-            if let Listener::FramedUnix(_, path) = l {
-                let _ = std::fs::remove_file(path);
-            }
-        }
     }
 }

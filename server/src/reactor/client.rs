@@ -5,18 +5,20 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::debug;
 use mio::Interest;
 use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
 
+use super::output::{flush, flush_with};
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
-use crate::children::{ChildProc, Fd};
-use crate::conn::{Conn, Ctx, Limits, MAX_LENT};
+use crate::children::ChildProc;
+use crate::conn::{Conn, Ctx, Limits};
 use crate::handlers::{Action, Services, Submission, raw_echo::RawEcho};
 use crate::stats::Stats;
 
@@ -183,6 +185,116 @@ impl Client {
 }
 
 impl Reactor {
+    /// Hands the jobs the state machines asked for to the pool; a job the
+    /// pool refuses (its queue is full) is answered `too_busy`.
+    /// Results of finished jobs go to the connections that wait for them,
+    /// which then get a turn (to write the reply, to take the next request).
+    /// Runs `f` on client `k`'s framed state machine, with the context
+    /// borrowed from the reactor; nothing if there is no such client.
+    /// One turn for client `k`: write, read within budget, feed the state
+    /// machine, write again; then update interest, ready list and timer.
+    pub(super) fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((t, k))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(client) = self.clients.get_mut(k) else {
+                continue;
+            };
+            if client.timer != Some(t) {
+                continue; // superseded by an earlier deadline, or a reused key
+            }
+            client.timer = None;
+            let limits = &self.config.limits;
+            let mut env = Env {
+                limits,
+                stats: &mut self.stats,
+                services: &mut self.services,
+                actions: &mut self.actions,
+                jobs: &mut self.jobs,
+                children: &self.children,
+                splice_works: &mut self.splice_works,
+            };
+            match &mut client.engine {
+                Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
+                Engine::Raw(r) => {
+                    if now >= r.deadline(limits) {
+                        client.fail("idle timeout".into());
+                    }
+                }
+            }
+            self.drive(k);
+        }
+    }
+
+    /// Carries out what the state machines asked for this turn, and a
+    /// turn's share of delivering `say`s.
+    /// Queues pending `say`s for their recipients, within the turn's
+    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_TIME`], [`FANOUT_SCAN`]),
+    /// oldest first, so each recipient gets messages in the order they
+    /// were sent. Every recipient holds a reference to the same frame,
+    /// and is given its turn at once, which writes what its socket takes.
+    /// The hard bound on client buffers: while all connections together
+    /// hold more than `--out-total`, the ones holding the most are closed
+    /// without flushing (Redis's `maxmemory-clients` does the same). Below
+    /// half of it nothing happens; in between, connections pause early
+    /// (see `conn::water_marks`) and `say` is refused, which is logged as
+    /// it starts and ends.
+    /// glibc keeps freed memory on its heap for reuse, and gives back to
+    /// the kernel only what lies at the top of it: after a burst, the
+    /// buffers of many closed connections would stay resident for good.
+    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
+    /// and to half of it, free heap pages are returned (`malloc_trim`).
+    /// Each call needs another rise and fall of that size, so it runs
+    /// rarely; it costs a walk over the heap's free blocks.
+    pub(super) fn close_finished(&mut self) {
+        if self.accept_paused && !self.to_close.is_empty() {
+            self.accept_paused = false;
+            for i in 0..self.listeners.len() {
+                if !self.listener_queued[i] {
+                    self.listener_queued[i] = true;
+                    self.ready.push_back(Source::Listener(i));
+                }
+            }
+        }
+        for k in std::mem::take(&mut self.to_close) {
+            match self.clients.get(k) {
+                None => continue, // listed twice in one batch
+                // Evicted or broken while a job is out: removed once the
+                // job's result is back (the client's next turn lists it).
+                Some(c) if c.job_in_flight() => continue,
+                Some(_) => {}
+            }
+            let mut client = self.clients.remove(k);
+            let _ = self.poll.registry().deregister(client.stream.source());
+            // A client that goes takes its commands with it.
+            let now = Instant::now();
+            for (ck, ch) in self.children.iter_mut() {
+                if ch.conn == Some(k) {
+                    ch.conn = None;
+                    ch.terminate(now, "client gone");
+                    self.child_timers.push(Reverse((ch.next_wakeup(), ck)));
+                }
+            }
+            if let Some(ip) = client.peer_ip
+                && let Entry::Occupied(mut e) = self.per_ip.entry(ip)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            self.stats.connections -= 1;
+            self.stats.buffered -= client.buffered;
+            match &client.broken {
+                Some(why) => debug!("conn {k}: closed ({why})"),
+                None => debug!("conn {k}: closed"),
+            }
+        }
+    }
+
     pub(super) fn drive_client(&mut self, k: usize) {
         let Reactor {
             clients,
@@ -332,186 +444,6 @@ impl Env<'_> {
             jobs: self.jobs,
         }
     }
-}
-
-/// Writes queued output until it is gone, the socket would block, or the
-/// turn's budget is spent.
-pub(super) fn flush(
-    k: usize,
-    client: &mut Client,
-    env: &mut Env,
-    now: Instant,
-    budget: &mut usize,
-) {
-    flush_with(k, client, env, now, budget, &[]);
-}
-
-/// [`flush`], right after `handle_input(input)`: the output may include
-/// echo bodies still in `input`, written with the queued bytes in one
-/// `writev`.
-pub(super) fn flush_with(
-    k: usize,
-    client: &mut Client,
-    env: &mut Env,
-    now: Instant,
-    budget: &mut usize,
-    input: &[u8],
-) {
-    while client.writable && *budget > 0 && client.broken.is_none() {
-        let written = match &client.engine {
-            Engine::Framed(c) if c.is_lending() => {
-                // Reply headers interleaved with echo bodies still in
-                // `input`: one writev.
-                let mut parts = [IoSlice::new(&[]); 2 * MAX_LENT + 1];
-                let (mut count, mut total) = (0, 0);
-                for part in c.output_parts(input) {
-                    let part = &part[..part.len().min(*budget - total)];
-                    if part.is_empty() {
-                        break;
-                    }
-                    parts[count] = IoSlice::new(part);
-                    count += 1;
-                    total += part.len();
-                }
-                client.stream.write_vectored(&parts[..count])
-            }
-            engine => {
-                let out = engine.output();
-                if out.is_empty() {
-                    if !send_file(k, client, env, now, budget)
-                        && !send_spliced(k, client, env, now, budget)
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                client.stream.write(&out[..out.len().min(*budget)])
-            }
-        };
-        match written {
-            Ok(0) => client.fail("write returned 0".into()),
-            Ok(n) => {
-                *budget -= n;
-                env.stats.bytes_out += n as u64;
-                match &mut client.engine {
-                    Engine::Framed(c) => c.handle_written(n, &mut env.ctx(now)),
-                    Engine::Raw(r) => r.handle_written(n, now),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                debug!("conn {k}: socket full, output waits");
-                client.writable = false;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => client.fail(format!("write: {e}")),
-        }
-    }
-}
-
-/// Moves a `get` body from the file to the socket inside the kernel.
-/// Returns false when there is nothing to send this way.
-pub(super) fn send_file(
-    k: usize,
-    client: &mut Client,
-    env: &mut Env,
-    now: Instant,
-    budget: &mut usize,
-) -> bool {
-    let Client {
-        stream,
-        engine: Engine::Framed(c),
-        ..
-    } = client
-    else {
-        return false;
-    };
-    let Some((file, remaining)) = c.file_to_send() else {
-        return false;
-    };
-    let count = usize::try_from(remaining)
-        .unwrap_or(usize::MAX)
-        .min(*budget);
-    let sent = crate::sys::sendfile(stream.as_fd(), std::os::fd::AsFd::as_fd(file), count);
-    match sent {
-        Ok(n) => {
-            *budget = budget.saturating_sub(n.max(1));
-            env.stats.bytes_out += n as u64;
-            c.handle_file_sent(n, &mut env.ctx(now));
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            debug!("conn {k}: socket full during sendfile");
-            client.writable = false;
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            ) =>
-        {
-            c.zero_copy_unavailable();
-            return false;
-        }
-        Err(e) => client.fail(format!("sendfile: {e}")),
-    }
-    true
-}
-
-/// Moves a command's output frame body from its pipe to the socket inside
-/// the kernel. Returns false when there is nothing to move this way.
-pub(super) fn send_spliced(
-    k: usize,
-    client: &mut Client,
-    env: &mut Env,
-    now: Instant,
-    budget: &mut usize,
-) -> bool {
-    let Client {
-        stream,
-        engine: Engine::Framed(c),
-        ..
-    } = client
-    else {
-        return false;
-    };
-    let Some(splice) = c.splice_pending() else {
-        return false;
-    };
-    let pipe = env
-        .children
-        .get(splice.child)
-        .and_then(|ch| match splice.fd {
-            Fd::Stdout => ch.stdout.as_ref(),
-            _ => ch.stderr.as_ref(),
-        });
-    let Some(pipe) = pipe else {
-        // Cannot happen: a command is kept while a frame from it is in flight.
-        client.fail("a command's pipe vanished mid-frame".into());
-        return false;
-    };
-    let count = splice.remaining.min(*budget);
-    match crate::sys::splice(std::os::fd::AsFd::as_fd(pipe), stream.as_fd(), count) {
-        Ok(0) => client.fail("a command's pipe ended mid-frame".into()),
-        Ok(n) => {
-            *budget = budget.saturating_sub(n);
-            env.stats.bytes_out += n as u64;
-            c.handle_spliced(n, now);
-        }
-        // The pipe holds the bytes (they were counted): the socket is full.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            debug!("conn {k}: socket full during splice");
-            client.writable = false;
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e) => {
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                warn!("splice refused ({e}); command output is copied from now on");
-                *env.splice_works = false;
-            }
-            client.fail(format!("splice: {e}"));
-        }
-    }
-    true
 }
 
 /// Puts the client's deadline in the heap unless an earlier one is there.

@@ -14,7 +14,7 @@ use mio::net::{TcpListener, UdpSocket, UnixListener};
 use skiff::proto::Code;
 
 use super::client::{Client, Engine, Stream};
-use super::{ACCEPT_BUDGET, DATAGRAM_BUDGET, Reactor, Source};
+use super::{ACCEPT_BUDGET, Config, DATAGRAM_BUDGET, Reactor, Source};
 use crate::conn::Conn;
 use crate::handlers::{self, raw_echo::RawEcho};
 use crate::udp;
@@ -54,6 +54,44 @@ impl Listener {
             Listener::FramedUnix(l, _) => l,
             Listener::UdpTime(s) | Listener::UdpEcho(s) => s,
         }
+    }
+}
+
+impl Listener {
+    /// Binds every listener `config` names, in a fixed order (framed TCP,
+    /// framed Unix, raw echo, UDP time, UDP echo); an error names the
+    /// service and the address.
+    pub(super) fn bind_all(config: &Config) -> io::Result<Vec<Listener>> {
+        let mut listeners = Vec::new();
+        let with = |what: &str, addr: &dyn std::fmt::Display, e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot listen ({what}) on {addr}: {e}"))
+        };
+        for &a in &config.framed {
+            listeners.push(Listener::Framed(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("framed", &a, e))?,
+            ));
+        }
+        for p in &config.unix {
+            let l = crate::listen::unix(p, config.backlog)
+                .map_err(|e| with("framed-unix", &p.display(), e))?;
+            listeners.push(Listener::FramedUnix(l, p.clone()));
+        }
+        for &a in &config.raw_echo {
+            listeners.push(Listener::RawEcho(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?,
+            ));
+        }
+        for &a in &config.udp_time {
+            listeners.push(Listener::UdpTime(
+                crate::listen::udp(a).map_err(|e| with("udp-time", &a, e))?,
+            ));
+        }
+        for &a in &config.udp_echo {
+            listeners.push(Listener::UdpEcho(
+                crate::listen::udp(a).map_err(|e| with("udp-echo", &a, e))?,
+            ));
+        }
+        Ok(listeners)
     }
 }
 
