@@ -23,7 +23,10 @@
 # divided by the requests
 # answered; peak RSS is the server's VmHWM at the end; for
 # skiffd it includes accepting the connections (and the 3 s ramp at 10k).
-# Binaries: SKIFFD, SKIFF, TOKIO_ECHO, REDIS_SERVER, REDIS_BENCHMARK.
+# Binaries: SKIFFD, SKIFF, TOKIO_ECHO, REDIS_SERVER, REDIS_BENCHMARK, and
+# SKIFFD_BASE: an earlier skiffd build, the contender "skiffd-base", run
+# exactly like skiffd, to compare two versions in one run (e.g.
+# SERVERS="skiffd skiffd-base" SKIFFD_BASE=/path/to/old/skiffd).
 # SERVERS picks contenders (default "skiffd tokio redis"). Output: one
 # line per run on stderr, the median table on stdout with per-run-pair
 # ratios skiffd/tokio. Every server is stopped by PID however this ends.
@@ -34,6 +37,7 @@ RUNS=$1; DUR=$2; shift 2
 CELLS=("$@")
 SKIFFD=${SKIFFD:-target/release/skiffd}
 SKIFF=${SKIFF:-target/release/skiff}
+SKIFFD_BASE=${SKIFFD_BASE:-}
 TOKIO_ECHO=${TOKIO_ECHO:-benches/tokio-echo/target/release/tokio-echo}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 REDIS_BENCHMARK=${REDIS_BENCHMARK:-redis-benchmark}
@@ -66,6 +70,7 @@ start() { # name -> SERVER_PID, PORT
     : > "$out"
     case $1 in
         skiffd) taskset -c 0 "$SKIFFD" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$out" 2>"$WORK/$1.err" & ;;
+        skiffd-base) taskset -c 0 "$SKIFFD_BASE" serve --data-dir "$WORK/data-base" --listen 127.0.0.1:0 >"$out" 2>"$WORK/$1.err" & ;;
         tokio) taskset -c 0 "$TOKIO_ECHO" 127.0.0.1:0 >"$out" 2>"$WORK/$1.err" & ;;
         redis)
             PORT=$(free_port)
@@ -166,7 +171,7 @@ med = st.median
 by = {}
 for r in rows:
     by.setdefault((int(r[1]), r[2], int(r[3]), r[0]), []).append(r)
-order = {"skiffd": 0, "tokio": 1, "redis-ping": 2, "redis-set": 3}
+order = {"skiffd": 0, "skiffd-base": 1, "tokio": 2, "redis-ping": 3, "redis-set": 4}
 print("| conns | body | pipeline | server | runs | req/s | p50 µs | p99 µs | server CPU µs/req | of it user µs/req | errors | load CPU % | peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 cells = sorted({k[:3] for k in by}, key=lambda c: (c[1] != "64", c[0], c[2]))
@@ -178,8 +183,9 @@ for c in cells:
         print(f"| {c[0]:,} | {c[1]} | {c[2]} | {s} | {len(rs)} | {f(5):,.0f} | {f(6):,.0f} | {f(7):,.0f} | "
               f"{f(8):.2f} | {f(12):.2f} | {sum(int(x[9]) for x in rs)} | {('%.0f' % med(load)) if load else '–'} | "
               f"{f(14) / 1024:.1f} |")
-    a, b = by.get(c + ("skiffd",)), by.get(c + ("tokio",))
-    if a and b:
+    for other in ("tokio", "skiffd-base"):
+      a, b = by.get(c + ("skiffd",)), by.get(c + (other,))
+      if a and b:
         pairs = list(zip(sorted(a, key=lambda x: int(x[4])), sorted(b, key=lambda x: int(x[4]))))
         rr = med([float(x[5]) / float(y[5]) for x, y in pairs])
         lr = med([float(x[7]) / float(y[7]) for x, y in pairs])
@@ -187,7 +193,7 @@ for c in cells:
         lo = min(float(x[8]) / float(y[8]) for x, y in pairs)
         hi = max(float(x[8]) / float(y[8]) for x, y in pairs)
         ur = med([float(x[12]) / max(float(y[12]), 1e-9) for x, y in pairs])
-        print(f"| {c[0]:,} | {c[1]} | {c[2]} | **skiffd/tokio** | {len(pairs)} pairs | **{rr:.2f}×** | | {lr:.2f}× | "
+        print(f"| {c[0]:,} | {c[1]} | {c[2]} | **skiffd/{other}** | {len(pairs)} pairs | **{rr:.2f}×** | | {lr:.2f}× | "
               f"**{cr:.2f}×** ({lo:.2f}–{hi:.2f}) | {ur:.2f}× | | | |")
 PY
 echo "raw runs: $RESULTS" >&2
