@@ -174,6 +174,8 @@ struct Waiting {
     job: &'static str,
     /// What to do with its result.
     then: Then,
+    /// Client bytes the job carries (see [`Job::holds`]).
+    holds: usize,
     /// Closing was decided meanwhile, for this reason: the job's result
     /// must still reach `then` (it may settle quota or land a file), so
     /// the close waits for it.
@@ -609,6 +611,7 @@ impl Conn {
             job,
             then,
             close_after,
+            ..
         } = *waiting;
         debug!("conn {}: job {job} done", self.key);
         self.last_active = ctx.now;
@@ -992,6 +995,7 @@ impl Conn {
     pub fn buffered_bytes(&self) -> usize {
         let sink = match &self.state {
             State::Body { sink, .. } => sink.buffered_bytes(),
+            State::Waiting(w) => w.holds,
             _ => 0,
         };
         self.input.capacity()
@@ -1169,14 +1173,47 @@ impl Conn {
             id,
             job: job.name,
             then: job.then,
+            holds: job.holds,
             close_after: None,
         })));
     }
 
     fn on_body(&mut self, chunk: &[u8], ctx: &mut Ctx) {
-        if let State::Body { sink, .. } = &mut self.state {
-            handlers::body(sink, chunk, &self.session, self.out.writer(), ctx);
+        let State::Body { sink, .. } = &mut self.state else {
+            return;
+        };
+        if !handlers::body(sink, chunk, &self.session, self.out.writer(), ctx) {
+            return;
         }
+        // The sink wants a worker (an upload's batch is full): the body
+        // waits, unread, until the job is back and says to go on.
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let State::Body { id, sink } = state else {
+            self.state = state;
+            return;
+        };
+        let next = handlers::flush(sink);
+        self.apply(id, next, 0, ctx);
+    }
+
+    /// The reactor has read what it could this turn: body bytes a sink
+    /// collected (an upload's partial batch) go to a worker now rather than
+    /// wait for more, so what arrived is on disk even if the client stops
+    /// sending here.
+    pub fn end_turn(&mut self, ctx: &mut Ctx) {
+        let State::Body { sink, .. } = &self.state else {
+            return;
+        };
+        if !sink.has_pending() {
+            return;
+        }
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let State::Body { id, sink } = state else {
+            self.state = state;
+            return;
+        };
+        let next = handlers::flush(sink);
+        self.apply(id, next, 0, ctx);
     }
 
     fn on_end(&mut self, ctx: &mut Ctx) {
@@ -1281,7 +1318,11 @@ mod tests {
                         conn.resume(ctx);
                     });
                 } else {
-                    return;
+                    // The turn ends: a partial batch goes to its worker.
+                    self.with(|conn, ctx| conn.end_turn(ctx));
+                    if self.jobs.is_empty() {
+                        return;
+                    }
                 }
             }
             panic!("the connection never settled");

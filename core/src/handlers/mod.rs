@@ -197,8 +197,15 @@ impl Sink {
     pub fn buffered_bytes(&self) -> usize {
         match self {
             Sink::Message { body, .. } => body.capacity(),
+            Sink::Upload(upload) => upload.buffered_bytes(),
             _ => 0,
         }
+    }
+
+    /// Whether it holds collected bytes that a worker should take
+    /// ([`flush`]) before more arrive.
+    pub fn has_pending(&self) -> bool {
+        matches!(self, Sink::Upload(upload) if upload.has_pending())
     }
 
     /// The state name for the log.
@@ -248,6 +255,9 @@ pub struct Job {
     pub work: Work,
     /// The part that touches connection state.
     pub then: Then,
+    /// Bytes of client data the job carries (a batch of an upload), for
+    /// the buffer budget while it is away.
+    pub holds: usize,
 }
 
 impl Job {
@@ -261,6 +271,7 @@ impl Job {
         Job {
             name,
             lane,
+            holds: 0,
             work: Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
             then: Box::new(move |result, id, session, out, ctx| {
                 match result.downcast::<T>() {
@@ -350,13 +361,31 @@ fn unknown(op: &str, id: Option<&Number>, out: &mut Vec<u8>) {
 }
 
 /// Passes one piece of a body to its sink.
-pub fn body(sink: &mut Sink, chunk: &[u8], session: &Session, out: &mut Vec<u8>, ctx: &mut Ctx) {
+/// Returns true when the sink has collected enough to hand to a worker:
+/// the connection then passes it to [`flush`] and waits for the job.
+pub fn body(
+    sink: &mut Sink,
+    chunk: &[u8],
+    session: &Session,
+    out: &mut Vec<u8>,
+    ctx: &mut Ctx,
+) -> bool {
     match sink {
         Sink::Stdin { id, .. } => exec::stdin_body(id, chunk, session, ctx),
         Sink::Discard => {}
         Sink::Echo { upper } => basic::echo_body(*upper, chunk, out),
-        Sink::Upload(upload) => upload.write(chunk),
+        Sink::Upload(upload) => return upload.take(chunk),
         Sink::Message { body, .. } => chat::collect(body, chunk),
+    }
+    false
+}
+
+/// A sink's collected bytes go to a worker (an upload's next batch, to be
+/// appended and hashed); the body streams on when the job is back.
+pub fn flush(sink: Sink) -> Next {
+    match sink {
+        Sink::Upload(upload) => upload::write_batch(upload),
+        other => Next::Body(other),
     }
 }
 

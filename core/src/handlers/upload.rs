@@ -10,8 +10,10 @@
 //!          (or too_busy)       ─▶ quota (maybe [quick] discard parked)
 //!                              ─▶ [bulk] open, trim, hash the kept part
 //!                              ─▶ reserve quota, reply `offset`
-//!  data ─▶ body written + hashed on the loop, in bounded chunks
-//!       ─▶ MD5 matches? ─▶ [bulk] fsync, rename into the home ─▶ `ok`
+//!  data ─▶ body collected in batches of 256 KiB; each batch: [bulk]
+//!          append + hash (the connection waits, unread, meanwhile)
+//!       ─▶ [bulk] the last batch, MD5 final ─▶ matches? ─▶ [bulk] fsync,
+//!          rename into the home ─▶ `ok`
 //!                     └─▶ [quick] delete the partial ─▶ checksum_mismatch
 //! ```
 //!
@@ -47,6 +49,10 @@ use crate::pool::Lane;
 
 /// Bytes of an upload handed to writeback at a time.
 const WRITEBACK_STEP: u64 = 8 << 20;
+/// Body bytes collected before a worker appends and hashes them. Writing
+/// happens off the loop because a `write` can wait on the disk: once the
+/// kernel's dirty pages pass its limit, it makes writers sleep.
+const WRITE_BATCH: usize = 256 << 10;
 
 /// A partial file claimed by one upload. While a claim lives, no other
 /// `put` can use the same partial, and discarding parked partials spares
@@ -111,12 +117,12 @@ pub struct Upload {
     length: u64,
     /// Declared MD5 of the whole file.
     md5: [u8; 16],
-    /// The partial file, open for appending.
-    file: File,
-    /// MD5 of the bytes written so far.
-    hasher: Md5,
-    /// Bytes in the partial file.
-    written: u64,
+    /// The partial file and the MD5 of what it holds; `None` only while
+    /// a worker appends a batch to it.
+    disk: Option<Partial>,
+    /// Body bytes received and not yet handed to a worker (at most about
+    /// [`WRITE_BATCH`]); the allocation is reused from batch to batch.
+    pending: Vec<u8>,
     /// The first write error, if any: the rest of the body is swallowed.
     failed: Option<io::Error>,
     /// Quota held until the upload ends.
@@ -128,11 +134,42 @@ pub struct Upload {
     claim: Claim,
 }
 
+/// An upload's partial file, as it travels to a worker and back.
+#[derive(Debug)]
+struct Partial {
+    /// The file, open for appending.
+    file: File,
+    /// MD5 of the bytes written so far.
+    hasher: Md5,
+    /// Bytes in the file.
+    written: u64,
+}
+
+impl Partial {
+    /// Appends and hashes `bytes` (on a worker: `write` may wait on the
+    /// disk), and starts writeback of each finished 8 MiB, so the fsync
+    /// before the rename finds little left to do.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        let before = self.written;
+        self.written = self.written.saturating_add(bytes.len() as u64);
+        if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
+            let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
+            skiff::os::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if self.keeps_partial {
             // fstat of an open file: no path walk, no disk wait.
-            let size = self.file.metadata().map_or(self.written, |m| m.len());
+            let size = self
+                .disk
+                .as_ref()
+                .map_or(0, |d| d.file.metadata().map_or(d.written, |m| m.len()));
             let mut account = self.reservation.account.borrow_mut();
             account.parked = account.parked.saturating_add(size);
         }
@@ -140,26 +177,59 @@ impl Drop for Upload {
 }
 
 impl Upload {
-    /// Appends one piece of the body (called with bounded chunks).
-    pub fn write(&mut self, chunk: &[u8]) {
+    /// Takes one piece of the body; says whether enough is collected to
+    /// hand to a worker ([`write_batch`]).
+    pub fn take(&mut self, chunk: &[u8]) -> bool {
         if self.failed.is_some() {
-            return;
+            return false; // swallowed: the upload has failed
         }
-        match self.file.write_all(chunk) {
-            Ok(()) => {
-                self.hasher.update(chunk);
-                let before = self.written;
-                self.written = self.written.saturating_add(chunk.len() as u64);
-                // Start writing each finished 8 MiB to disk now, so the
-                // fsync before the rename finds little left to do.
-                if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
-                    let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
-                    skiff::os::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
-                }
-            }
-            Err(e) => self.failed = Some(e),
-        }
+        self.pending.extend_from_slice(chunk);
+        self.pending.len() >= WRITE_BATCH
     }
+
+    /// Memory this upload holds for body bytes (for the buffer budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.capacity()
+    }
+
+    /// Body bytes collected and not yet handed to a worker.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() && self.disk.is_some()
+    }
+
+    /// Bytes in the partial file.
+    fn written(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.written)
+    }
+}
+
+/// Hands the collected body bytes to a worker, which appends and hashes
+/// them; when it is done, the body streams on.
+pub fn write_batch(mut upload: Box<Upload>) -> Next {
+    let Some(mut disk) = upload.disk.take() else {
+        return Next::Body(Sink::Upload(upload));
+    };
+    let batch = std::mem::take(&mut upload.pending);
+    let holds = batch.capacity();
+    let mut job = Job::new(
+        "write",
+        Lane::Bulk,
+        move || {
+            let appended = disk.append(&batch);
+            (disk, appended, batch)
+        },
+        move |(disk, appended, mut batch), _id, _session, _out, _ctx| {
+            upload.disk = Some(disk);
+            if let Err(e) = appended {
+                upload.failed = Some(e);
+            }
+            batch.clear();
+            upload.pending = batch;
+            Next::Body(Sink::Upload(upload))
+        },
+    );
+    job.holds = holds;
+    Next::Job(job)
 }
 
 /// The partial file's name for (path, length, md5): the same upload
@@ -380,9 +450,12 @@ fn open_upload(plan: Plan) -> Next {
                 path: plan.target,
                 length: plan.length,
                 md5: plan.md5,
-                file,
-                hasher,
-                written: kept,
+                disk: Some(Partial {
+                    file,
+                    hasher,
+                    written: kept,
+                }),
+                pending: Vec::new(),
                 failed: None,
                 reservation: Reservation {
                     account: account_rc,
@@ -440,7 +513,7 @@ pub fn data(header: &Header, session: &mut Session) -> Result<Next, Refusal> {
         session.upload = Some(upload);
         return Err((Code::BadRequest, message));
     }
-    let expected = upload.length - upload.written;
+    let expected = upload.length - upload.written();
     if header.size != expected {
         let message = format!(
             "data size must be length - offset = {expected}, not {}",
@@ -458,36 +531,62 @@ fn disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// The `data` body has ended: verify, then make the file visible.
+/// The `data` body has ended: write the last batch and finish the MD5 on
+/// a worker, then verify, then make the file visible.
 pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>) -> Next {
     if let Some(e) = upload.failed.take() {
-        if disk_full(&e) {
-            let message = format!(
-                "{}: writing failed: {e}; the partial upload was discarded to give the space back",
-                upload.path
-            );
-            return delete_partial(upload, Code::Io, message);
-        }
-        // Keep what was written: the client may resume later.
-        let message = format!("{}: writing failed: {e}", upload.path);
-        error(out, id, Code::Io, &message);
+        return failed(upload, e, id, out);
+    }
+    let Some(mut disk) = upload.disk.take() else {
+        error(out, id, Code::Internal, "the upload lost its file");
         return Next::Done;
-    }
-    let digest: [u8; 16] = std::mem::take(&mut upload.hasher).finalize().into();
-    if digest != upload.md5 || upload.written != upload.length {
-        info!(
-            "upload of {} failed verification: got {}",
-            upload.path,
-            hex(&digest)
-        );
+    };
+    let batch = std::mem::take(&mut upload.pending);
+    Next::Job(Job::new(
+        "verify",
+        Lane::Bulk,
+        move || {
+            let appended = disk.append(&batch);
+            let digest: [u8; 16] = disk.hasher.clone().finalize().into();
+            (disk, appended, digest)
+        },
+        move |(disk, appended, digest), id, _session, out, _ctx| {
+            let written = disk.written;
+            upload.disk = Some(disk);
+            if let Err(e) = appended {
+                return failed(upload, e, id, out);
+            }
+            if digest != upload.md5 || written != upload.length {
+                info!(
+                    "upload of {} failed verification: got {}",
+                    upload.path,
+                    hex(&digest)
+                );
+                let message = format!(
+                    "{}: MD5 of the received bytes is {}; nothing was replaced",
+                    upload.path,
+                    hex(&digest)
+                );
+                return delete_partial(upload, Code::ChecksumMismatch, message);
+            }
+            store(upload, digest)
+        },
+    ))
+}
+
+/// Writing the body failed: on a full disk the partial goes (keeping it
+/// would keep the disk full for everyone); otherwise it stays for a resume.
+fn failed(upload: Upload, e: io::Error, id: Option<&Number>, out: &mut Vec<u8>) -> Next {
+    if disk_full(&e) {
         let message = format!(
-            "{}: MD5 of the received bytes is {}; nothing was replaced",
-            upload.path,
-            hex(&digest)
+            "{}: writing failed: {e}; the partial upload was discarded to give the space back",
+            upload.path
         );
-        return delete_partial(upload, Code::ChecksumMismatch, message);
+        return delete_partial(upload, Code::Io, message);
     }
-    store(upload, digest)
+    let message = format!("{}: writing failed: {e}", upload.path);
+    error(out, id, Code::Io, &message);
+    Next::Done
 }
 
 /// Deletes the upload's partial file on a worker, then answers `code`.
@@ -519,7 +618,10 @@ fn store(mut upload: Upload, digest: [u8; 16]) -> Next {
     };
     let name = upload.claim.name.clone();
     let path = upload.path.clone();
-    let file = upload.file.try_clone();
+    let file = match &upload.disk {
+        Some(d) => d.file.try_clone(),
+        None => Err(io::Error::other("the upload lost its file")),
+    };
     Next::Job(Job::new(
         "store",
         Lane::Bulk,

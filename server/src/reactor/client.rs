@@ -388,6 +388,9 @@ impl Reactor {
                 Err(e) => client.fail(format!("read: {e}")),
             }
         }
+        if let Engine::Framed(c) = &mut client.engine {
+            c.end_turn(&mut env.ctx(now));
+        }
         flush(k, client, &mut env, now, &mut write_budget);
         client.account(env.stats);
 
