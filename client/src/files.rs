@@ -75,11 +75,16 @@ impl Opts {
 
 /// Prints a pushed message as `[from] text` on stderr.
 pub fn show_push(frame: Frame) {
-    eprintln!(
+    eprintln!("{}", push_text(&frame));
+}
+
+/// A pushed message as a person reads it: `[from] text`.
+pub fn push_text(frame: &Frame) -> String {
+    format!(
         "[{}] {}",
         frame.header.str("from").unwrap_or("?"),
         String::from_utf8_lossy(&frame.body).trim_end_matches('\n')
-    );
+    )
 }
 
 /// Sends a request with no body and returns its `ok` reply.

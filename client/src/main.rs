@@ -7,6 +7,7 @@
 mod cmd;
 mod exec;
 mod files;
+mod interrupt;
 mod shell;
 mod swarm;
 mod sys;
