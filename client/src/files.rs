@@ -646,7 +646,7 @@ impl Write for PartWriter {
 
 /// The last component of a remote path (`a/b/c.txt` → `c.txt`), if it
 /// names something a local file can be called.
-fn remote_basename(remote: &str) -> Option<&str> {
+pub fn remote_basename(remote: &str) -> Option<&str> {
     let name = remote.rsplit('/').next()?;
     (!name.is_empty() && name != "." && name != "..").then_some(name)
 }
@@ -904,6 +904,74 @@ fn fetch(
     Ok(Fetched { length, offset })
 }
 
+/// `get REMOTE -`: the file's bytes straight to `out`, as `cat` would
+/// print them. No part file, so nothing to resume; the MD5 is still
+/// checked at the end, and a mismatch is an error (after the bytes went
+/// out: a pipe cannot take them back).
+pub fn cat(
+    client: &mut Client,
+    remote: &str,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    let id = send_request(client, json!({"op": "get", "path": remote}))?;
+    let reply = reply_header(client, id, push)?;
+    let length = need_u64(&reply, "length")?;
+    let want = reply
+        .str("md5")
+        .ok_or_else(|| CmdError::BadReply("get reply has no \"md5\"".into()))?
+        .to_ascii_lowercase();
+    if reply.size != length {
+        return Err(CmdError::BadReply(format!(
+            "asked for all of {remote}: got {} of {length} bytes",
+            reply.size
+        )));
+    }
+    /// Writes to `out` and hashes what was written.
+    struct Tee<'a> {
+        out: &'a mut dyn Write,
+        md5: Md5,
+        failed: bool,
+    }
+    impl Write for Tee<'_> {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let n = self.out.write(data).inspect_err(|_| self.failed = true)?;
+            self.md5.update(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.out.flush().inspect_err(|_| self.failed = true)
+        }
+    }
+    let mut tee = Tee {
+        out,
+        md5: Md5::new(),
+        failed: false,
+    };
+    let copied = client
+        .read_body(reply.size, &mut tee, |_| {})
+        .and_then(|()| tee.flush());
+    if let Err(e) = copied {
+        return Err(if tee.failed {
+            // The rest of the body is unread.
+            CmdError::Local {
+                message: format!("output: {e}"),
+                broken: true,
+            }
+        } else {
+            cmd::io_error(e)
+        });
+    }
+    let got = hex(&tee.md5.finalize());
+    if got != want {
+        return Err(CmdError::Server {
+            code: "checksum_mismatch".into(),
+            message: format!("{remote}: received bytes have MD5 {got}, the server says {want}"),
+        });
+    }
+    Ok(())
+}
+
 /// The last line of a transfer: size, and on a terminal (or with `-v`)
 /// how long it took and how fast it went.
 struct Summary {
@@ -955,7 +1023,7 @@ fn put_target(
 /// Whether `path` is a directory on the server. Found out with `cd`, which
 /// costs the same however many entries the directory has (`ls` would list
 /// them all), and then undone, so the session's cwd does not change.
-fn is_remote_dir(client: &mut Client, path: &str, push: Push) -> Result<bool, CmdError> {
+pub fn is_remote_dir(client: &mut Client, path: &str, push: Push) -> Result<bool, CmdError> {
     let cwd = pwd(client, &mut *push)?;
     match cd(client, path, &mut *push) {
         Ok(_) => {
@@ -1016,8 +1084,30 @@ pub fn put(
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
+    put_as(
+        client,
+        local,
+        &local.display().to_string(),
+        remote,
+        opts,
+        push,
+        out,
+    )
+}
+
+/// [`put`], naming the local file `shown` in messages (a spooled stdin
+/// is `-`, not its temporary file).
+pub fn put_as(
+    client: &mut Client,
+    local: &Path,
+    shown: &str,
+    remote: Option<&str>,
+    opts: Opts,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
     let started = Instant::now();
-    let shown = local.display().to_string();
+    let shown = shown.to_string();
     let mut file = File::open(local).map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
     let meta = file
         .metadata()

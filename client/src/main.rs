@@ -4,6 +4,7 @@
 //! (or a transfer's local file failed), 2 for usage errors and when no usable answer came (connection refused
 //! or lost, timeout, a reply that breaks the protocol).
 
+mod batch;
 mod cmd;
 mod exec;
 mod files;
@@ -15,7 +16,6 @@ mod sys;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -88,20 +88,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download REMOTE into LOCAL (default: its name here), resuming LOCAL.part
+    /// Download REMOTE into LOCAL (default: its name here), resuming
+    /// LOCAL.part. With several REMOTEs, LOCAL must be a directory;
+    /// LOCAL `-` writes one file to stdout
     Get {
-        /// The file on the server
-        remote: String,
-        /// Where to store it (a directory keeps the remote name)
-        local: Option<PathBuf>,
+        /// Copy directories whole, recreating their tree here
+        #[arg(short, long)]
+        recursive: bool,
+        /// The files on the server, then where to store them (a directory
+        /// keeps the remote names)
+        #[arg(required = true, value_name = "REMOTE... [LOCAL]")]
+        paths: Vec<String>,
     },
     /// Upload LOCAL to REMOTE (default: its name in the home), resuming
-    /// an interrupted upload
+    /// an interrupted upload. With several LOCALs, REMOTE must be a
+    /// directory. LOCAL `-` reads stdin, which is first copied to a
+    /// temporary file: put must tell the length and MD5 before it sends
     Put {
-        /// The file to send
-        local: PathBuf,
-        /// Where to store it on the server (ending in / keeps the name)
-        remote: Option<String>,
+        /// Copy directories whole, making the remote directories as needed
+        #[arg(short, long)]
+        recursive: bool,
+        /// The files to send, then where to store them on the server
+        /// (an existing directory, or a name ending in /, keeps the names)
+        #[arg(required = true, value_name = "LOCAL... [REMOTE]")]
+        paths: Vec<String>,
     },
     /// List a directory on the server (the home by default)
     Ls {
@@ -227,16 +237,16 @@ fn main() {
             ))
         }
         Command::Get {
-            ref remote,
-            ref local,
+            recursive,
+            ref paths,
         } => with_login(&cli, |c, push, out| {
-            files::get(c, remote, local.as_deref(), opts, push, out)
+            batch::get(c, paths, recursive, opts, push, out)
         }),
         Command::Put {
-            ref local,
-            ref remote,
+            recursive,
+            ref paths,
         } => with_login(&cli, |c, push, out| {
-            files::put(c, local, remote.as_deref(), opts, push, out)
+            batch::put(c, paths, recursive, opts, push, out)
         }),
         Command::Ls { ref path } => with_login(&cli, |c, push, out| {
             files::print_ls(c, path.as_deref(), push, out)

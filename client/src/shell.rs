@@ -39,7 +39,7 @@ mod watch;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -49,6 +49,7 @@ use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor, ExternalPrinter};
 use skiff::client::{Client, Stream};
 
+use crate::batch;
 use crate::cmd::{self, CmdError};
 use crate::exec;
 use crate::files;
@@ -199,15 +200,15 @@ pub const COMMANDS: &[Entry] = &[
     Entry {
         name: "get",
         aliases: &[],
-        usage: "REMOTE [LOCAL]",
-        about: "download a file (resumes LOCAL.part)",
+        usage: "[-r] REMOTE... [LOCAL]",
+        about: "download files, -r directories (resumes LOCAL.part); LOCAL - is stdout",
         run: run_get,
     },
     Entry {
         name: "put",
         aliases: &[],
-        usage: "LOCAL [REMOTE]",
-        about: "upload a file (resumes an interrupted upload)",
+        usage: "[-r] LOCAL... [REMOTE]",
+        about: "upload files, -r directories (resumes an interrupted upload)",
         run: run_put,
     },
     Entry {
@@ -613,29 +614,55 @@ fn run_quota(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     Ok(Flow::Continue)
 }
 
+/// The arguments of `get`/`put` after an optional leading `-r`.
+fn transfer_args(line: &Line) -> (bool, &[String]) {
+    match line.args.split_first() {
+        Some((flag, rest)) if flag == "-r" => (true, rest),
+        _ => (false, &line.args),
+    }
+}
+
 fn run_get(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let (remote, local) = match line.args.as_slice() {
-        [r] => (r, None),
-        [r, l] => (r, Some(Path::new(l))),
-        _ => return Err(CmdError::Usage("get REMOTE [LOCAL]".into())),
-    };
+    let (recursive, paths) = transfer_args(line);
+    if paths.is_empty() {
+        return Err(CmdError::Usage("get [-r] REMOTE... [LOCAL]".into()));
+    }
     let opts = shell.opts;
     interruptible(shell, "get", |client| {
         let mut out = io::stdout().lock();
-        files::get(client, remote, local, opts, &mut files::show_push, &mut out)
+        batch::get(
+            client,
+            paths,
+            recursive,
+            opts,
+            &mut files::show_push,
+            &mut out,
+        )
     })
 }
 
 fn run_put(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let (local, remote) = match line.args.as_slice() {
-        [l] => (Path::new(l), None),
-        [l, r] => (Path::new(l), Some(r.as_str())),
-        _ => return Err(CmdError::Usage("put LOCAL [REMOTE]".into())),
-    };
+    let (recursive, paths) = transfer_args(line);
+    if paths.is_empty() {
+        return Err(CmdError::Usage("put [-r] LOCAL... [REMOTE]".into()));
+    }
+    // The shell's stdin is its own input (the terminal, or the script).
+    if paths.iter().any(|p| p == "-") {
+        return Err(CmdError::Usage(
+            "put - reads stdin, which is the shell's own input: use skiff put - REMOTE".into(),
+        ));
+    }
     let opts = shell.opts;
     interruptible(shell, "put", |client| {
         let mut out = io::stdout().lock();
-        files::put(client, local, remote, opts, &mut files::show_push, &mut out)
+        batch::put(
+            client,
+            paths,
+            recursive,
+            opts,
+            &mut files::show_push,
+            &mut out,
+        )
     })
 }
 
