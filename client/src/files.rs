@@ -335,17 +335,32 @@ impl Entry {
 
     /// As `ls -l` shows it: kind, size, local date, name.
     pub fn line(&self) -> String {
+        self.line_in(false)
+    }
+
+    /// [`Entry::line`], the size in binary units (`1.5 KiB`) when `human`.
+    pub fn line_in(&self, human: bool) -> String {
         let kind = match self.kind.as_str() {
             "dir" => 'd',
             "file" => '-',
             _ => '?',
         };
+        let size = if human {
+            human_size(self.size)
+        } else {
+            self.size.to_string()
+        };
         format!(
-            "{kind} {:>12} {} {}",
-            self.size,
+            "{kind} {size:>12} {} {}",
             crate::sys::local_time(self.mtime),
             self.name
         )
+    }
+
+    /// One line of JSON, with the fields of the protocol's `ls` entry.
+    pub fn json(&self) -> String {
+        json!({"name": self.name, "kind": self.kind, "size": self.size, "mtime": self.mtime})
+            .to_string()
     }
 }
 
@@ -369,15 +384,59 @@ pub fn ls(client: &mut Client, path: Option<&str>, push: Push) -> Result<Vec<Ent
         .collect()
 }
 
+/// How `ls` prints its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LsFormat {
+    /// Kind, size in bytes, date, name (`ls -l`).
+    #[default]
+    Long,
+    /// The same with sizes in binary units (`ls -lh`).
+    Human,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+impl LsFormat {
+    /// The format asked for by `ls` options (`-l`, `-h`, `-lh`, `--json`);
+    /// `None` for a word that is not one of them.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Option<LsFormat> {
+        let (mut human, mut json) = (false, false);
+        for flag in flags {
+            match flag {
+                "-l" | "--long" => {}
+                "-h" | "-lh" | "-hl" | "--human" => human = true,
+                "--json" => json = true,
+                _ => return None,
+            }
+        }
+        // JSON carries exact numbers; a human size would only lose digits.
+        Some(match (json, human) {
+            (true, _) => LsFormat::Json,
+            (false, true) => LsFormat::Human,
+            (false, false) => LsFormat::Long,
+        })
+    }
+
+    /// One entry in this format.
+    pub fn line(self, e: &Entry) -> String {
+        match self {
+            LsFormat::Long => e.line_in(false),
+            LsFormat::Human => e.line_in(true),
+            LsFormat::Json => e.json(),
+        }
+    }
+}
+
 /// `ls` printed one entry per line.
 pub fn print_ls(
     client: &mut Client,
     path: Option<&str>,
+    format: LsFormat,
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
     for e in ls(client, path, push)? {
-        writeln!(out, "{}", e.line()).map_err(output_error)?;
+        writeln!(out, "{}", format.line(&e)).map_err(output_error)?;
     }
     Ok(())
 }
@@ -1268,6 +1327,21 @@ mod tests {
         assert!(line.ends_with(" a b"), "{line}");
         assert_eq!(crate::sys::local_time(0).len(), 16);
         assert!(Entry::from_json(&json!({"kind": "file"})).is_none());
+        let f = Entry::from_json(&json!({"name": "f", "kind": "file", "size": 1536, "mtime": 7}))
+            .unwrap();
+        assert!(
+            f.line_in(true).starts_with("-      1.5 KiB "),
+            "{}",
+            f.line_in(true)
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.json()).unwrap(),
+            json!({"name": "f", "kind": "file", "size": 1536, "mtime": 7})
+        );
+        assert_eq!(LsFormat::from_flags(["-l"]), Some(LsFormat::Long));
+        assert_eq!(LsFormat::from_flags(["-lh"]), Some(LsFormat::Human));
+        assert_eq!(LsFormat::from_flags(["-h", "--json"]), Some(LsFormat::Json));
+        assert_eq!(LsFormat::from_flags(["-x"]), None);
     }
 
     #[test]

@@ -113,10 +113,26 @@ enum Command {
         #[arg(required = true, value_name = "LOCAL... [REMOTE]")]
         paths: Vec<String>,
     },
-    /// List a directory on the server (the home by default)
+    /// List a directory on the server (the home by default): kind, size,
+    /// date, name
+    // -h means human sizes here, as in ls, so help is --help only.
+    #[command(disable_help_flag = true)]
     Ls {
         /// The directory (or file) to list
         path: Option<String>,
+        /// The long listing (the default; accepted as ls takes it)
+        #[arg(short, long)]
+        long: bool,
+        /// Sizes in binary units (1.5 KiB)
+        #[arg(short = 'h', long)]
+        human: bool,
+        /// One JSON object per entry and line: name, kind, size, mtime
+        /// (exact sizes, whatever -h says)
+        #[arg(long)]
+        json: bool,
+        /// Print help
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
     /// Create a directory on the server
     Mkdir {
@@ -248,9 +264,21 @@ fn main() {
         } => with_login(&cli, |c, push, out| {
             batch::put(c, paths, recursive, opts, push, out)
         }),
-        Command::Ls { ref path } => with_login(&cli, |c, push, out| {
-            files::print_ls(c, path.as_deref(), push, out)
-        }),
+        Command::Ls {
+            ref path,
+            human,
+            json,
+            ..
+        } => {
+            let format = match (json, human) {
+                (true, _) => files::LsFormat::Json,
+                (false, true) => files::LsFormat::Human,
+                (false, false) => files::LsFormat::Long,
+            };
+            with_login(&cli, |c, push, out| {
+                files::print_ls(c, path.as_deref(), format, push, out)
+            })
+        }
         Command::Mkdir { ref path } => with_login(&cli, |c, push, _| files::mkdir(c, path, push)),
         Command::Rm { ref path } => with_login(&cli, |c, push, _| files::rm(c, path, push)),
         Command::Quota => with_login(&cli, |c, push, out| files::print_quota(c, push, out)),

@@ -172,8 +172,8 @@ pub const COMMANDS: &[Entry] = &[
     Entry {
         name: "ls",
         aliases: &["dir"],
-        usage: "[PATH]",
-        about: "list a directory: kind, size, date, name",
+        usage: "[-h] [--json] [PATH]",
+        about: "list a directory: kind, size, date, name (-h: human sizes)",
         run: run_ls,
     },
     Entry {
@@ -585,13 +585,23 @@ fn run_cd(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
 }
 
 fn run_ls(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let path = match line.args.as_slice() {
+    let usage = || CmdError::Usage("ls [-l] [-h] [--json] [PATH]".into());
+    let (flags, paths): (Vec<&String>, Vec<&String>) =
+        line.args.iter().partition(|a| a.starts_with('-'));
+    let format = files::LsFormat::from_flags(flags.iter().map(|f| f.as_str())).ok_or_else(usage)?;
+    let path = match paths.as_slice() {
         [] => None,
         [p] => Some(p.as_str()),
-        _ => return Err(CmdError::Usage("ls [PATH]".into())),
+        _ => return Err(usage()),
     };
     let mut out = io::stdout().lock();
-    files::print_ls(shell.client()?, path, &mut files::show_push, &mut out)?;
+    files::print_ls(
+        shell.client()?,
+        path,
+        format,
+        &mut files::show_push,
+        &mut out,
+    )?;
     Ok(Flow::Continue)
 }
 
