@@ -9,6 +9,9 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+use skiff::client::Client;
+
 use common::pty::Pty;
 use common::{Server, TempDir, data_dir_with_users, run, skiff_command, skiffd, success_stdout};
 
@@ -83,6 +86,29 @@ fn messages_appear_above_the_prompt_while_it_waits() {
     pty.send("o --upper done\r");
     pty.expect("DONE", DRAW);
     pty.expect(PROMPT, DRAW);
+
+    // Two messages sent back to back (likely one read for the shell):
+    // both show, and the next line still runs at once.
+    let mut bob = Client::connect(&server.addr).expect("connect");
+    bob.request(
+        json!({"op": "login", "user": "bob", "password": PASSWORD}),
+        &[],
+    )
+    .expect("login");
+    for (id, text) in [(10, "first"), (11, "second")] {
+        let Value::Object(say) = json!({"op": "say", "id": id, "to": "alice"}) else {
+            unreachable!()
+        };
+        bob.send(say, text.as_bytes()).expect("say");
+    }
+    for _ in 0..2 {
+        let reply = bob.recv().expect("say reply");
+        assert_eq!(reply.header.op, "ok");
+    }
+    pty.expect("[bob] first", DRAW);
+    pty.expect("[bob] second", DRAW);
+    pty.send("echo --upper quick\r");
+    pty.expect("QUICK", Duration::from_secs(5));
     quit(pty);
 }
 

@@ -43,8 +43,11 @@ const LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// After a message, how long to wait for more that may already sit in
 /// the client's read buffer, where `poll` cannot see them (see
-/// [`Watch::more_buffered`]).
+/// [`Watch::take_frame`]).
 const BUFFERED_PROBE: Duration = Duration::from_millis(200);
+
+/// Most messages shown in a row before the thread looks at its requests.
+const MAX_BURST: usize = 256;
 
 /// Where the thread shows what it has to say, above the prompt.
 pub type Printer = Box<dyn FnMut(String) + Send>;
@@ -257,12 +260,46 @@ impl Watch {
 
     /// Reads the frame the socket announced, and any more already received.
     fn read_pushes(&mut self) {
-        let Some(client) = self.client.as_mut() else {
+        if !self.take_frame(false) {
             return;
+        }
+        // Bounded: a flood of messages cannot keep the line from coming back.
+        for _ in 0..MAX_BURST {
+            if !self.take_frame(true) {
+                return;
+            }
+        }
+    }
+
+    /// Reads one frame and shows it; true if it was a message.
+    ///
+    /// With `probe`, the frame may not be there at all. `poll` sees only
+    /// the socket, not the frames the client already pulled into its read
+    /// buffer, so the read is tried with a short timeout: a frame already
+    /// there returns at once, an empty buffer fails after
+    /// [`BUFFERED_PROBE`] without consuming anything.
+    fn take_frame(&mut self, probe: bool) -> bool {
+        let Some(client) = self.client.as_mut() else {
+            return false;
         };
-        match client.recv() {
+        let probe = probe && !crate::sys::readable_now(socket_fd(client));
+        if probe
+            && client
+                .stream()
+                .set_read_timeout(Some(BUFFERED_PROBE))
+                .is_err()
+        {
+            return false;
+        }
+        let got = client.recv();
+        if probe {
+            // If restoring fails the socket is broken, and the next use says so.
+            let _ = client.stream().set_read_timeout(Some(cmd::REPLY_TIMEOUT));
+        }
+        match got {
             Ok(f) if f.header.op == "msg" && f.header.id.is_none() => {
                 (self.print)(files::push_text(&f));
+                true
             }
             // Nothing was asked, so any other frame is the server's last
             // word before it closes (an idle timeout, a shutdown).
@@ -271,55 +308,20 @@ impl Watch {
                     (Some(code), Some(message)) => format!(" ({code}: {message})"),
                     _ => format!(" (after a {:?} frame)", f.header.op),
                 };
-                return self.closed(&why);
-            }
-            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return self.closed("");
-            }
-            Err(e) => return self.closed(&format!(" ({e})")),
-        }
-        if self.more_buffered() {
-            self.read_pushes();
-        }
-    }
-
-    /// True if another frame can be read at once. `poll` sees only the
-    /// socket, not the frames the client already pulled into its read
-    /// buffer, so the next read is tried with a short timeout: a frame
-    /// already there returns at once, an empty buffer fails after
-    /// [`BUFFERED_PROBE`] without consuming anything.
-    fn more_buffered(&mut self) -> bool {
-        let Some(client) = self.client.as_mut() else {
-            return false;
-        };
-        if crate::sys::readable_now(socket_fd(client)) {
-            return true;
-        }
-        if client
-            .stream()
-            .set_read_timeout(Some(BUFFERED_PROBE))
-            .is_err()
-        {
-            return false;
-        }
-        let got = client.recv();
-        // If restoring fails the socket is broken, and the next use says so.
-        let _ = client.stream().set_read_timeout(Some(cmd::REPLY_TIMEOUT));
-        match got {
-            Ok(f) if f.header.op == "msg" && f.header.id.is_none() => {
-                (self.print)(files::push_text(&f));
-                true
-            }
-            Ok(f) => {
-                self.closed(&format!(" (after a {:?} frame)", f.header.op));
+                self.closed(&why);
                 false
             }
             Err(ClientError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
+                if probe
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
             {
+                false
+            }
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.closed("");
                 false
             }
             Err(e) => {
