@@ -48,6 +48,9 @@ pub enum CmdError {
     BadReply(String),
     /// Writing our own output failed.
     Output(io::Error),
+    /// Ctrl-C stopped the command (a shell transfer); the connection is
+    /// out of step.
+    Interrupted(String),
     /// A local file could not be read or written (a transfer's source or
     /// target).
     Local {
@@ -69,6 +72,7 @@ impl CmdError {
             CmdError::Timeout(_) => "timeout",
             CmdError::BadReply(_) => "bad_reply",
             CmdError::Output(_) => "output",
+            CmdError::Interrupted(_) => "interrupted",
             CmdError::Local { .. } => "local",
         }
     }
@@ -88,6 +92,8 @@ impl CmdError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CmdError::Server { .. } | CmdError::Local { .. } => 1,
+            // As a shell reports a command ended by SIGINT.
+            CmdError::Interrupted(_) => 130,
             _ => 2,
         }
     }
@@ -96,7 +102,10 @@ impl CmdError {
     /// sync and must be dropped (the shell reconnects on the next command).
     pub fn breaks_connection(&self) -> bool {
         match self {
-            CmdError::Connection(_) | CmdError::Timeout(_) | CmdError::BadReply(_) => true,
+            CmdError::Connection(_)
+            | CmdError::Timeout(_)
+            | CmdError::BadReply(_)
+            | CmdError::Interrupted(_) => true,
             CmdError::Server { code, .. } => code == "bad_frame",
             CmdError::Local { broken, .. } => *broken,
             CmdError::Usage(_) | CmdError::Output(_) => false,
@@ -112,6 +121,7 @@ impl fmt::Display for CmdError {
             | CmdError::Connection(m)
             | CmdError::Timeout(m)
             | CmdError::BadReply(m)
+            | CmdError::Interrupted(m)
             | CmdError::Local { message: m, .. } => m,
             CmdError::Output(e) => e,
         };

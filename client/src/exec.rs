@@ -15,16 +15,13 @@
 //! out; frames from the two threads never interleave because, once the
 //! writer exists, only it writes.
 //!
-//! Ctrl-C: SIGINT is handled (from the first exec on) by `signal-hook`:
-//! while a command runs, the first Ctrl-C sends `cancel` and the command's
-//! `exit` frame is still awaited; a second one, or any Ctrl-C while no
-//! command runs, takes the default action (skiff dies of SIGINT), so
-//! Ctrl-C keeps working as before for everything else.
+//! Ctrl-C (see [`crate::interrupt`]): while a command runs, the first
+//! Ctrl-C sends `cancel` and the command's `exit` frame is still awaited;
+//! a second one, or any Ctrl-C while no command runs, takes the default
+//! action (skiff dies of SIGINT).
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -34,6 +31,7 @@ use skiff::frame::Header;
 
 use crate::cmd::{self, CmdError, output_error};
 use crate::files::Push;
+use crate::interrupt::OnInterrupt;
 
 /// Bytes of local stdin read (and sent as one `stdin` frame) per step.
 const STDIN_CHUNK: usize = 64 * 1024;
@@ -100,71 +98,6 @@ enum ToServer {
     Cancel,
     /// The command ended: the writer thread stops.
     Stop,
-}
-
-/// SIGINT handling, installed once per process by the first exec.
-struct Interrupts {
-    /// True when Ctrl-C should act as if we had no handler: no command
-    /// runs, or its cancel was already sent.
-    default: Arc<AtomicBool>,
-    /// Where the running command's cancel goes; taken by the first Ctrl-C.
-    target: Arc<Mutex<Option<SyncSender<ToServer>>>>,
-}
-
-/// The process's [`Interrupts`]; `None` if they could not be installed
-/// (then Ctrl-C simply kills skiff, and the server ends the command when
-/// the connection drops).
-fn interrupts() -> Option<&'static Interrupts> {
-    static CELL: OnceLock<Option<Interrupts>> = OnceLock::new();
-    CELL.get_or_init(|| {
-        use signal_hook::consts::SIGINT;
-        let default = Arc::new(AtomicBool::new(true));
-        let target: Arc<Mutex<Option<SyncSender<ToServer>>>> = Arc::default();
-        // Order matters: the default action must be registered first, so
-        // an armed Ctrl-C ends us before the iterator sees it.
-        signal_hook::flag::register_conditional_default(SIGINT, Arc::clone(&default)).ok()?;
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT]).ok()?;
-        let (flag, slot) = (Arc::clone(&default), Arc::clone(&target));
-        thread::Builder::new()
-            .name("sigint".into())
-            .spawn(move || {
-                for _ in signals.forever() {
-                    let tx = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(tx) = tx {
-                        // The next Ctrl-C is not ours to soften.
-                        flag.store(true, Ordering::SeqCst);
-                        eprintln!("^C: cancelling the remote command");
-                        let _ = tx.send(ToServer::Cancel);
-                    }
-                }
-            })
-            .ok()?;
-        Some(Interrupts { default, target })
-    })
-    .as_ref()
-}
-
-/// While alive, Ctrl-C cancels the command behind `tx`.
-struct CancelOnInterrupt(Option<&'static Interrupts>);
-
-impl CancelOnInterrupt {
-    fn arm(tx: SyncSender<ToServer>) -> CancelOnInterrupt {
-        let ints = interrupts();
-        if let Some(i) = ints {
-            *i.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-            i.default.store(false, Ordering::SeqCst);
-        }
-        CancelOnInterrupt(ints)
-    }
-}
-
-impl Drop for CancelOnInterrupt {
-    fn drop(&mut self) {
-        if let Some(i) = self.0 {
-            i.default.store(true, Ordering::SeqCst);
-            i.target.lock().unwrap_or_else(|e| e.into_inner()).take();
-        }
-    }
 }
 
 /// Socket timeouts, put back on drop: a command may stay silent (or not
@@ -321,7 +254,11 @@ fn run_as(
         .map_err(cmd::io_error)?;
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     // Armed before the request goes out, so no Ctrl-C falls in between.
-    let interrupt = CancelOnInterrupt::arm(tx.clone());
+    let cancel = tx.clone();
+    let interrupt = OnInterrupt::arm(move || {
+        eprintln!("^C: cancelling the remote command");
+        let _ = cancel.send(ToServer::Cancel);
+    });
     client
         .send(header(json!({"op": "exec", "id": id, "cmd": cmd})), b"")
         .map_err(cmd::io_error)?;

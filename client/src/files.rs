@@ -75,11 +75,16 @@ impl Opts {
 
 /// Prints a pushed message as `[from] text` on stderr.
 pub fn show_push(frame: Frame) {
-    eprintln!(
+    eprintln!("{}", push_text(&frame));
+}
+
+/// A pushed message as a person reads it: `[from] text`.
+pub fn push_text(frame: &Frame) -> String {
+    format!(
         "[{}] {}",
         frame.header.str("from").unwrap_or("?"),
         String::from_utf8_lossy(&frame.body).trim_end_matches('\n')
-    );
+    )
 }
 
 /// Sends a request with no body and returns its `ok` reply.
@@ -330,17 +335,32 @@ impl Entry {
 
     /// As `ls -l` shows it: kind, size, local date, name.
     pub fn line(&self) -> String {
+        self.line_in(false)
+    }
+
+    /// [`Entry::line`], the size in binary units (`1.5 KiB`) when `human`.
+    pub fn line_in(&self, human: bool) -> String {
         let kind = match self.kind.as_str() {
             "dir" => 'd',
             "file" => '-',
             _ => '?',
         };
+        let size = if human {
+            human_size(self.size)
+        } else {
+            self.size.to_string()
+        };
         format!(
-            "{kind} {:>12} {} {}",
-            self.size,
+            "{kind} {size:>12} {} {}",
             crate::sys::local_time(self.mtime),
             self.name
         )
+    }
+
+    /// One line of JSON, with the fields of the protocol's `ls` entry.
+    pub fn json(&self) -> String {
+        json!({"name": self.name, "kind": self.kind, "size": self.size, "mtime": self.mtime})
+            .to_string()
     }
 }
 
@@ -364,15 +384,59 @@ pub fn ls(client: &mut Client, path: Option<&str>, push: Push) -> Result<Vec<Ent
         .collect()
 }
 
+/// How `ls` prints its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LsFormat {
+    /// Kind, size in bytes, date, name (`ls -l`).
+    #[default]
+    Long,
+    /// The same with sizes in binary units (`ls -lh`).
+    Human,
+    /// One JSON object per line, for scripts.
+    Json,
+}
+
+impl LsFormat {
+    /// The format asked for by `ls` options (`-l`, `-h`, `-lh`, `--json`);
+    /// `None` for a word that is not one of them.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Option<LsFormat> {
+        let (mut human, mut json) = (false, false);
+        for flag in flags {
+            match flag {
+                "-l" | "--long" => {}
+                "-h" | "-lh" | "-hl" | "--human" => human = true,
+                "--json" => json = true,
+                _ => return None,
+            }
+        }
+        // JSON carries exact numbers; a human size would only lose digits.
+        Some(match (json, human) {
+            (true, _) => LsFormat::Json,
+            (false, true) => LsFormat::Human,
+            (false, false) => LsFormat::Long,
+        })
+    }
+
+    /// One entry in this format.
+    pub fn line(self, e: &Entry) -> String {
+        match self {
+            LsFormat::Long => e.line_in(false),
+            LsFormat::Human => e.line_in(true),
+            LsFormat::Json => e.json(),
+        }
+    }
+}
+
 /// `ls` printed one entry per line.
 pub fn print_ls(
     client: &mut Client,
     path: Option<&str>,
+    format: LsFormat,
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
     for e in ls(client, path, push)? {
-        writeln!(out, "{}", e.line()).map_err(output_error)?;
+        writeln!(out, "{}", format.line(&e)).map_err(output_error)?;
     }
     Ok(())
 }
@@ -641,7 +705,7 @@ impl Write for PartWriter {
 
 /// The last component of a remote path (`a/b/c.txt` → `c.txt`), if it
 /// names something a local file can be called.
-fn remote_basename(remote: &str) -> Option<&str> {
+pub fn remote_basename(remote: &str) -> Option<&str> {
     let name = remote.rsplit('/').next()?;
     (!name.is_empty() && name != "." && name != "..").then_some(name)
 }
@@ -899,6 +963,74 @@ fn fetch(
     Ok(Fetched { length, offset })
 }
 
+/// `get REMOTE -`: the file's bytes straight to `out`, as `cat` would
+/// print them. No part file, so nothing to resume; the MD5 is still
+/// checked at the end, and a mismatch is an error (after the bytes went
+/// out: a pipe cannot take them back).
+pub fn cat(
+    client: &mut Client,
+    remote: &str,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
+    let id = send_request(client, json!({"op": "get", "path": remote}))?;
+    let reply = reply_header(client, id, push)?;
+    let length = need_u64(&reply, "length")?;
+    let want = reply
+        .str("md5")
+        .ok_or_else(|| CmdError::BadReply("get reply has no \"md5\"".into()))?
+        .to_ascii_lowercase();
+    if reply.size != length {
+        return Err(CmdError::BadReply(format!(
+            "asked for all of {remote}: got {} of {length} bytes",
+            reply.size
+        )));
+    }
+    /// Writes to `out` and hashes what was written.
+    struct Tee<'a> {
+        out: &'a mut dyn Write,
+        md5: Md5,
+        failed: bool,
+    }
+    impl Write for Tee<'_> {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let n = self.out.write(data).inspect_err(|_| self.failed = true)?;
+            self.md5.update(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.out.flush().inspect_err(|_| self.failed = true)
+        }
+    }
+    let mut tee = Tee {
+        out,
+        md5: Md5::new(),
+        failed: false,
+    };
+    let copied = client
+        .read_body(reply.size, &mut tee, |_| {})
+        .and_then(|()| tee.flush());
+    if let Err(e) = copied {
+        return Err(if tee.failed {
+            // The rest of the body is unread.
+            CmdError::Local {
+                message: format!("output: {e}"),
+                broken: true,
+            }
+        } else {
+            cmd::io_error(e)
+        });
+    }
+    let got = hex(&tee.md5.finalize());
+    if got != want {
+        return Err(CmdError::Server {
+            code: "checksum_mismatch".into(),
+            message: format!("{remote}: received bytes have MD5 {got}, the server says {want}"),
+        });
+    }
+    Ok(())
+}
+
 /// The last line of a transfer: size, and on a terminal (or with `-v`)
 /// how long it took and how fast it went.
 struct Summary {
@@ -950,7 +1082,7 @@ fn put_target(
 /// Whether `path` is a directory on the server. Found out with `cd`, which
 /// costs the same however many entries the directory has (`ls` would list
 /// them all), and then undone, so the session's cwd does not change.
-fn is_remote_dir(client: &mut Client, path: &str, push: Push) -> Result<bool, CmdError> {
+pub fn is_remote_dir(client: &mut Client, path: &str, push: Push) -> Result<bool, CmdError> {
     let cwd = pwd(client, &mut *push)?;
     match cd(client, path, &mut *push) {
         Ok(_) => {
@@ -1011,8 +1143,30 @@ pub fn put(
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
+    put_as(
+        client,
+        local,
+        &local.display().to_string(),
+        remote,
+        opts,
+        push,
+        out,
+    )
+}
+
+/// [`put`], naming the local file `shown` in messages (a spooled stdin
+/// is `-`, not its temporary file).
+pub fn put_as(
+    client: &mut Client,
+    local: &Path,
+    shown: &str,
+    remote: Option<&str>,
+    opts: Opts,
+    push: Push,
+    out: &mut dyn Write,
+) -> Result<(), CmdError> {
     let started = Instant::now();
-    let shown = local.display().to_string();
+    let shown = shown.to_string();
     let mut file = File::open(local).map_err(|e| CmdError::local(format!("{shown}: {e}")))?;
     let meta = file
         .metadata()
@@ -1173,6 +1327,21 @@ mod tests {
         assert!(line.ends_with(" a b"), "{line}");
         assert_eq!(crate::sys::local_time(0).len(), 16);
         assert!(Entry::from_json(&json!({"kind": "file"})).is_none());
+        let f = Entry::from_json(&json!({"name": "f", "kind": "file", "size": 1536, "mtime": 7}))
+            .unwrap();
+        assert!(
+            f.line_in(true).starts_with("-      1.5 KiB "),
+            "{}",
+            f.line_in(true)
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&f.json()).unwrap(),
+            json!({"name": "f", "kind": "file", "size": 1536, "mtime": 7})
+        );
+        assert_eq!(LsFormat::from_flags(["-l"]), Some(LsFormat::Long));
+        assert_eq!(LsFormat::from_flags(["-lh"]), Some(LsFormat::Human));
+        assert_eq!(LsFormat::from_flags(["-h", "--json"]), Some(LsFormat::Json));
+        assert_eq!(LsFormat::from_flags(["-x"]), None);
     }
 
     #[test]

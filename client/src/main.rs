@@ -6,9 +6,11 @@
 
 #![deny(unsafe_code)]
 
+mod batch;
 mod cmd;
 mod exec;
 mod files;
+mod interrupt;
 mod shell;
 mod swarm;
 #[allow(unsafe_code)] // the one module that calls libc directly
@@ -17,7 +19,6 @@ mod sys;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -90,25 +91,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download REMOTE into LOCAL (default: its name here), resuming LOCAL.part
+    /// Download REMOTE into LOCAL (default: its name here), resuming
+    /// LOCAL.part. With several REMOTEs, LOCAL must be a directory;
+    /// LOCAL `-` writes one file to stdout
     Get {
-        /// The file on the server
-        remote: String,
-        /// Where to store it (a directory keeps the remote name)
-        local: Option<PathBuf>,
+        /// Copy directories whole, recreating their tree here
+        #[arg(short, long)]
+        recursive: bool,
+        /// The files on the server, then where to store them (a directory
+        /// keeps the remote names)
+        #[arg(required = true, value_name = "REMOTE... [LOCAL]")]
+        paths: Vec<String>,
     },
     /// Upload LOCAL to REMOTE (default: its name in the home), resuming
-    /// an interrupted upload
+    /// an interrupted upload. With several LOCALs, REMOTE must be a
+    /// directory. LOCAL `-` reads stdin, which is first copied to a
+    /// temporary file: put must tell the length and MD5 before it sends
     Put {
-        /// The file to send
-        local: PathBuf,
-        /// Where to store it on the server (ending in / keeps the name)
-        remote: Option<String>,
+        /// Copy directories whole, making the remote directories as needed
+        #[arg(short, long)]
+        recursive: bool,
+        /// The files to send, then where to store them on the server
+        /// (an existing directory, or a name ending in /, keeps the names)
+        #[arg(required = true, value_name = "LOCAL... [REMOTE]")]
+        paths: Vec<String>,
     },
-    /// List a directory on the server (the home by default)
+    /// List a directory on the server (the home by default): kind, size,
+    /// date, name
+    // -h means human sizes here, as in ls, so help is --help only.
+    #[command(disable_help_flag = true)]
     Ls {
         /// The directory (or file) to list
         path: Option<String>,
+        /// The long listing (the default; accepted as ls takes it)
+        #[arg(short, long)]
+        long: bool,
+        /// Sizes in binary units (1.5 KiB)
+        #[arg(short = 'h', long)]
+        human: bool,
+        /// One JSON object per entry and line: name, kind, size, mtime
+        /// (exact sizes, whatever -h says)
+        #[arg(long)]
+        json: bool,
+        /// Print help
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
     /// Create a directory on the server
     Mkdir {
@@ -229,20 +256,32 @@ fn main() {
             ))
         }
         Command::Get {
-            ref remote,
-            ref local,
+            recursive,
+            ref paths,
         } => with_login(&cli, |c, push, out| {
-            files::get(c, remote, local.as_deref(), opts, push, out)
+            batch::get(c, paths, recursive, opts, push, out)
         }),
         Command::Put {
-            ref local,
-            ref remote,
+            recursive,
+            ref paths,
         } => with_login(&cli, |c, push, out| {
-            files::put(c, local, remote.as_deref(), opts, push, out)
+            batch::put(c, paths, recursive, opts, push, out)
         }),
-        Command::Ls { ref path } => with_login(&cli, |c, push, out| {
-            files::print_ls(c, path.as_deref(), push, out)
-        }),
+        Command::Ls {
+            ref path,
+            human,
+            json,
+            ..
+        } => {
+            let format = match (json, human) {
+                (true, _) => files::LsFormat::Json,
+                (false, true) => files::LsFormat::Human,
+                (false, false) => files::LsFormat::Long,
+            };
+            with_login(&cli, |c, push, out| {
+                files::print_ls(c, path.as_deref(), format, push, out)
+            })
+        }
         Command::Mkdir { ref path } => with_login(&cli, |c, push, _| files::mkdir(c, path, push)),
         Command::Rm { ref path } => with_login(&cli, |c, push, _| files::rm(c, path, push)),
         Command::Quota => with_login(&cli, |c, push, out| files::print_quota(c, push, out)),

@@ -21,21 +21,42 @@
 //!
 //! After `login` the prompt is `user:cwd>`, and the user and password are
 //! kept in memory for the session: when the connection breaks, the next
-//! command redials, logs in again and returns to the cwd. Messages pushed
-//! by `say` are shown on stderr as `[from] text` when they arrive with a
-//! reply, or, while the prompt waited, before the next command runs.
+//! command redials, logs in again and returns to the cwd.
+//!
+//! On a terminal, while the prompt waits, a second thread watches the
+//! connection ([`watch`]): messages pushed by `say` appear at once above
+//! the prompt, a keepalive keeps the server's idle timeout away, and a
+//! connection the server closes is redialled on the spot. Tab completes
+//! command names and paths ([`complete`]). Ctrl-C during `get` or `put`
+//! aborts only the transfer; what was moved stays for a resume. Without a
+//! terminal, messages are shown on stderr as `[from] text` with the next
+//! command.
+
+mod complete;
+mod local;
+mod session;
+mod watch;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{CompletionType, Config, Editor, ExternalPrinter};
 use skiff::client::{Client, Stream};
 
+use crate::batch;
 use crate::cmd::{self, CmdError};
 use crate::exec;
 use crate::files;
+use crate::interrupt::OnInterrupt;
+use complete::ShellHelper;
+use session::Session;
+use watch::Watcher;
 
 /// Options of `skiff shell`.
 #[derive(clap::Args)]
@@ -44,6 +65,11 @@ pub struct ShellArgs {
     /// of --addr, port 9998]
     #[arg(long = "udp", value_name = "ADDR")]
     pub udp_time: Option<String>,
+    /// On a terminal, send a keepalive this often while the prompt waits,
+    /// so the server's idle timeout (300 s by default) never closes the
+    /// shell; 0 sends none [default: 150s]
+    #[arg(long, value_name = "DURATION", value_parser = skiff::proto::parse_duration)]
+    pub keepalive: Option<Duration>,
 }
 
 /// Options of the shell that come from the global command line.
@@ -146,8 +172,8 @@ pub const COMMANDS: &[Entry] = &[
     Entry {
         name: "ls",
         aliases: &["dir"],
-        usage: "[PATH]",
-        about: "list a directory: kind, size, date, name",
+        usage: "[-h] [--json] [PATH]",
+        about: "list a directory: kind, size, date, name (-h: human sizes)",
         run: run_ls,
     },
     Entry {
@@ -174,16 +200,37 @@ pub const COMMANDS: &[Entry] = &[
     Entry {
         name: "get",
         aliases: &[],
-        usage: "REMOTE [LOCAL]",
-        about: "download a file (resumes LOCAL.part)",
+        usage: "[-r] REMOTE... [LOCAL]",
+        about: "download files, -r directories (resumes LOCAL.part); LOCAL - is stdout",
         run: run_get,
     },
     Entry {
         name: "put",
         aliases: &[],
-        usage: "LOCAL [REMOTE]",
-        about: "upload a file (resumes an interrupted upload)",
+        usage: "[-r] LOCAL... [REMOTE]",
+        about: "upload files, -r directories (resumes an interrupted upload)",
         run: run_put,
+    },
+    Entry {
+        name: "lcd",
+        aliases: &[],
+        usage: "[DIR]",
+        about: "change the local directory (default: HOME)",
+        run: run_lcd,
+    },
+    Entry {
+        name: "lpwd",
+        aliases: &[],
+        usage: "",
+        about: "show the local directory",
+        run: run_lpwd,
+    },
+    Entry {
+        name: "lls",
+        aliases: &[],
+        usage: "[PATH]",
+        about: "list a local directory, as ls does",
+        run: run_lls,
     },
     Entry {
         name: "say",
@@ -217,8 +264,8 @@ pub const COMMANDS: &[Entry] = &[
 
 /// The shell's state between commands.
 pub struct Shell {
-    /// Where the framed server is.
-    addr: String,
+    /// Where the server is, who is logged in, and the cwd.
+    session: Session,
     /// Where the UDP time service is.
     udp_time: String,
     /// The framed connection; `None` after it broke, until the next
@@ -229,15 +276,12 @@ pub struct Shell {
     /// The status a command that succeeded asks for instead of 0 (a
     /// remote command's own status).
     exit_status: Option<i32>,
-    /// User and password of the last successful login, to log in again
-    /// after a redial.
-    login: Option<(String, String)>,
-    /// The session's current directory, as the server last reported it.
-    cwd: String,
     /// Transfer options.
     opts: files::Opts,
     /// Stdin is a terminal (passwords are prompted for without echo).
     terminal: bool,
+    /// How often the prompt sends a keepalive; `None` for never.
+    keepalive: Option<Duration>,
 }
 
 impl Shell {
@@ -245,30 +289,7 @@ impl Shell {
     /// fresh session, so the login and the cwd are restored here.
     fn client(&mut self) -> Result<&mut Client, CmdError> {
         if self.client.is_none() {
-            let mut client = cmd::connect(&self.addr)?;
-            if let Some((user, password)) = &self.login {
-                match files::login(&mut client, user, password, &mut files::show_push) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        if e.code() == "auth_failed" {
-                            // The password changed: asking again is the user's call.
-                            self.login = None;
-                            self.cwd = "/".into();
-                        }
-                        return Err(e);
-                    }
-                }
-                eprintln!("reconnected; logged in again as {user}");
-                if self.cwd != "/" {
-                    match files::cd(&mut client, &self.cwd, &mut files::show_push) {
-                        Ok(cwd) => self.cwd = cwd,
-                        Err(e) => {
-                            eprintln!("warning: cannot return to {}: {e}", self.cwd);
-                            self.cwd = "/".into();
-                        }
-                    }
-                }
-            }
+            let client = self.session.redial(&mut |notice| eprintln!("{notice}"))?;
             self.client = Some(client);
         }
         // Just ensured above; the Option only exists to model "broken".
@@ -277,17 +298,10 @@ impl Shell {
             .ok_or_else(|| CmdError::Connection("not connected".into()))
     }
 
-    /// `user:cwd> ` after a login, `skiff> ` before.
-    fn prompt(&self) -> String {
-        match &self.login {
-            Some((user, _)) => format!("{user}:{}> ", self.cwd),
-            None => "skiff> ".to_string(),
-        }
-    }
-
-    /// Shows messages pushed while the prompt waited, without blocking.
-    /// A connection the server closed meanwhile (idle timeout) is dropped
-    /// quietly: the next command redials and logs in again.
+    /// Shows messages pushed while the prompt waited, without blocking
+    /// (when no watching thread did it already). A connection the server
+    /// closed meanwhile is dropped: the next command redials and logs in
+    /// again.
     fn drain_pushes(&mut self) {
         let Some(client) = self.client.as_mut() else {
             return;
@@ -303,15 +317,19 @@ impl Shell {
             }
             match client.recv() {
                 Ok(f) if f.header.op == "msg" && f.header.id.is_none() => files::show_push(f),
+                // Nothing was asked, so any other frame is the server's
+                // last word before it closes (an idle timeout, a shutdown).
                 Ok(f) => {
-                    eprintln!(
-                        "warning: unexpected {:?} frame from the server; reconnecting",
-                        f.header.op
-                    );
+                    let why = match (f.header.str("code"), f.header.str("message")) {
+                        (Some(code), Some(message)) => format!(" ({code}: {message})"),
+                        _ => format!(" (after a {:?} frame)", f.header.op),
+                    };
+                    eprintln!("the server closed the connection{why}; reconnecting");
                     self.client = None;
                     return;
                 }
                 Err(_) => {
+                    eprintln!("the server closed the connection; reconnecting");
                     self.client = None;
                     return;
                 }
@@ -348,8 +366,8 @@ impl Shell {
             files::PasswordSource::EnvOrPrompt => self.read_password(user)?,
         };
         let info = files::login(self.client()?, user, &password, &mut files::show_push)?;
-        self.login = Some((info.user.clone(), password));
-        self.cwd = info.cwd.clone();
+        self.session.login = Some((info.user.clone(), password));
+        self.session.cwd = info.cwd.clone();
         Ok(info)
     }
 
@@ -556,24 +574,34 @@ fn run_pwd(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     no_args(line)?;
     let cwd = files::pwd(shell.client()?, &mut files::show_push)?;
     println!("{cwd}");
-    shell.cwd = cwd;
+    shell.session.cwd = cwd;
     Ok(Flow::Continue)
 }
 
 fn run_cd(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     let path = one_arg(line, "PATH")?;
-    shell.cwd = files::cd(shell.client()?, path, &mut files::show_push)?;
+    shell.session.cwd = files::cd(shell.client()?, path, &mut files::show_push)?;
     Ok(Flow::Continue)
 }
 
 fn run_ls(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let path = match line.args.as_slice() {
+    let usage = || CmdError::Usage("ls [-l] [-h] [--json] [PATH]".into());
+    let (flags, paths): (Vec<&String>, Vec<&String>) =
+        line.args.iter().partition(|a| a.starts_with('-'));
+    let format = files::LsFormat::from_flags(flags.iter().map(|f| f.as_str())).ok_or_else(usage)?;
+    let path = match paths.as_slice() {
         [] => None,
         [p] => Some(p.as_str()),
-        _ => return Err(CmdError::Usage("ls [PATH]".into())),
+        _ => return Err(usage()),
     };
     let mut out = io::stdout().lock();
-    files::print_ls(shell.client()?, path, &mut files::show_push, &mut out)?;
+    files::print_ls(
+        shell.client()?,
+        path,
+        format,
+        &mut files::show_push,
+        &mut out,
+    )?;
     Ok(Flow::Continue)
 }
 
@@ -596,42 +624,95 @@ fn run_quota(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
     Ok(Flow::Continue)
 }
 
+/// The arguments of `get`/`put` after an optional leading `-r`.
+fn transfer_args(line: &Line) -> (bool, &[String]) {
+    match line.args.split_first() {
+        Some((flag, rest)) if flag == "-r" => (true, rest),
+        _ => (false, &line.args),
+    }
+}
+
 fn run_get(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let (remote, local) = match line.args.as_slice() {
-        [r] => (r, None),
-        [r, l] => (r, Some(Path::new(l))),
-        _ => return Err(CmdError::Usage("get REMOTE [LOCAL]".into())),
-    };
+    let (recursive, paths) = transfer_args(line);
+    if paths.is_empty() {
+        return Err(CmdError::Usage("get [-r] REMOTE... [LOCAL]".into()));
+    }
     let opts = shell.opts;
-    let mut out = io::stdout().lock();
-    files::get(
-        shell.client()?,
-        remote,
-        local,
-        opts,
-        &mut files::show_push,
-        &mut out,
-    )?;
-    Ok(Flow::Continue)
+    interruptible(shell, "get", |client| {
+        let mut out = io::stdout().lock();
+        batch::get(
+            client,
+            paths,
+            recursive,
+            opts,
+            &mut files::show_push,
+            &mut out,
+        )
+    })
 }
 
 fn run_put(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
-    let (local, remote) = match line.args.as_slice() {
-        [l] => (Path::new(l), None),
-        [l, r] => (Path::new(l), Some(r.as_str())),
-        _ => return Err(CmdError::Usage("put LOCAL [REMOTE]".into())),
-    };
+    let (recursive, paths) = transfer_args(line);
+    if paths.is_empty() {
+        return Err(CmdError::Usage("put [-r] LOCAL... [REMOTE]".into()));
+    }
+    // The shell's stdin is its own input (the terminal, or the script).
+    if paths.iter().any(|p| p == "-") {
+        return Err(CmdError::Usage(
+            "put - reads stdin, which is the shell's own input: use skiff put - REMOTE".into(),
+        ));
+    }
     let opts = shell.opts;
-    let mut out = io::stdout().lock();
-    files::put(
-        shell.client()?,
-        local,
-        remote,
-        opts,
-        &mut files::show_push,
-        &mut out,
-    )?;
-    Ok(Flow::Continue)
+    interruptible(shell, "put", |client| {
+        let mut out = io::stdout().lock();
+        batch::put(
+            client,
+            paths,
+            recursive,
+            opts,
+            &mut files::show_push,
+            &mut out,
+        )
+    })
+}
+
+/// Runs a transfer so that Ctrl-C on a terminal aborts it and nothing
+/// else. The socket is shut down, which ends the transfer's read or write
+/// at once, however long it would have waited; the connection is then
+/// out of step, so it is dropped and the next command redials. What was
+/// moved stays: `LOCAL.part` for `get`, the server's partial upload for
+/// `put`, and the same command resumes from there. (Hashing a large file
+/// before `put` touches no socket: Ctrl-C takes effect when it is done.)
+fn interruptible(
+    shell: &mut Shell,
+    what: &str,
+    transfer: impl FnOnce(&mut Client) -> Result<(), CmdError>,
+) -> Result<Flow, CmdError> {
+    let terminal = shell.terminal;
+    let client = shell.client()?;
+    let stopped = Arc::new(AtomicBool::new(false));
+    let armed = if terminal {
+        let socket = client.stream().try_clone().map_err(cmd::io_error)?;
+        let stopped = Arc::clone(&stopped);
+        Some(OnInterrupt::arm(move || {
+            stopped.store(true, Ordering::SeqCst);
+            let _ = match &socket {
+                Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+                Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            };
+        }))
+    } else {
+        None
+    };
+    let result = transfer(client);
+    drop(armed);
+    if stopped.load(Ordering::SeqCst) {
+        shell.client = None;
+        return Err(CmdError::Interrupted(format!(
+            "{what} stopped by Ctrl-C; the same {what} resumes where it stopped"
+        )));
+    }
+    result.map(|()| Flow::Continue)
 }
 
 fn run_say(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
@@ -671,6 +752,32 @@ fn run_exec(shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
             Err(e)
         }
     }
+}
+
+fn run_lcd(_shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let dir = match line.args.as_slice() {
+        [] => None,
+        [d] => Some(d.as_str()),
+        _ => return Err(CmdError::Usage("lcd [DIR]".into())),
+    };
+    println!("{}", local::lcd(dir)?.display());
+    Ok(Flow::Continue)
+}
+
+fn run_lpwd(_shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    no_args(line)?;
+    println!("{}", local::lpwd()?.display());
+    Ok(Flow::Continue)
+}
+
+fn run_lls(_shell: &mut Shell, line: &Line) -> Result<Flow, CmdError> {
+    let path = match line.args.as_slice() {
+        [] => None,
+        [p] => Some(p.as_str()),
+        _ => return Err(CmdError::Usage("lls [PATH]".into())),
+    };
+    local::lls(path, &mut io::stdout().lock())?;
+    Ok(Flow::Continue)
 }
 
 fn run_help(_shell: &mut Shell, _line: &Line) -> Result<Flow, CmdError> {
@@ -716,15 +823,22 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     };
     let terminal = io::stdin().is_terminal();
     let mut shell = Shell {
-        addr: addr.to_string(),
+        session: Session {
+            addr: addr.to_string(),
+            login: None,
+            cwd: "/".into(),
+        },
         udp_time: cmd::udp_service_addr(args.udp_time.as_deref(), addr, cmd::UDP_TIME_PORT),
         client: Some(client),
         status: 0,
         exit_status: None,
-        login: None,
-        cwd: "/".into(),
         opts: options.opts,
         terminal,
+        keepalive: match args.keepalive {
+            None => Some(watch::KEEPALIVE_EVERY),
+            Some(every) if every.is_zero() => None,
+            every => every,
+        },
     };
     if let Some(user) = &options.user {
         // A shell that cannot log in as asked would only fail command after command.
@@ -747,16 +861,23 @@ pub fn run(addr: &str, args: ShellArgs, options: Options) -> i32 {
     shell.status
 }
 
-/// Terminal input: line editing and history. Falls back to plain reading
+/// Terminal input: line editing, history and completion, with the
+/// connection watched while the prompt waits. Falls back to plain reading
 /// if the terminal cannot be driven.
 fn interactive(shell: &mut Shell) {
-    let mut editor = match DefaultEditor::new() {
+    // List: Tab completes what all candidates share, a second Tab lists
+    // them, as in bash.
+    let config = Config::builder()
+        .completion_type(CompletionType::List)
+        .build();
+    let mut editor: Editor<ShellHelper, FileHistory> = match Editor::with_config(config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("skiff: no line editing ({e}); reading plain lines");
             return scripted(shell);
         }
     };
+    editor.set_helper(Some(ShellHelper::default()));
     let history = history_path();
     if let Some(path) = &history {
         // A missing or unreadable history file is normal on first use.
@@ -764,10 +885,21 @@ fn interactive(shell: &mut Shell) {
     }
     println!(
         "connected to {}; type help for commands, quit or Ctrl-D to leave",
-        shell.addr
+        shell.session.addr
     );
     loop {
-        match editor.readline(&shell.prompt()) {
+        let watcher = start_watch(shell, &mut editor);
+        if let Some(helper) = editor.helper() {
+            helper.begin_line(watcher.as_ref().map(Watcher::lister));
+        }
+        let read = editor.readline(&shell.session.prompt());
+        if let Some(helper) = editor.helper() {
+            helper.begin_line(None);
+        }
+        if let Some(watcher) = watcher {
+            (shell.client, shell.session) = watcher.stop();
+        }
+        match read {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
@@ -794,6 +926,33 @@ fn interactive(shell: &mut Shell) {
     if let Some(path) = &history {
         // History is a convenience; failing to save it must not fail the shell.
         let _ = editor.save_history(path);
+    }
+}
+
+/// Hands the connection to a watching thread for the time the prompt
+/// waits. `None` when the editor cannot print from another thread (its
+/// output is not a terminal): then messages wait for the next command.
+fn start_watch(
+    shell: &mut Shell,
+    editor: &mut Editor<ShellHelper, FileHistory>,
+) -> Option<Watcher> {
+    let mut printer = editor.create_external_printer().ok()?;
+    let print: watch::Printer = Box::new(move |text| {
+        // A lost message is not worth stopping for.
+        let _ = printer.print(text);
+    });
+    match Watcher::start(
+        shell.client.take(),
+        shell.session.clone(),
+        shell.keepalive,
+        print,
+    ) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            // The connection went with the failed start; the next command redials.
+            eprintln!("warning: cannot watch the connection ({e}); messages wait for Enter");
+            None
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //! `unsafe` of `skiff` sits in one screenful (the calls the server makes
 //! too are in the shared library's `skiff::os`).
 
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::Duration;
 
 /// True if standard error is a terminal (live progress makes sense).
 pub fn stderr_is_tty() -> bool {
@@ -46,6 +48,47 @@ pub fn readable_now(fd: RawFd) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
     ready > 0 && pfd.revents != 0
+}
+
+/// Which of `fds` are readable (or closed, or in error), waiting at most
+/// `timeout` (`None`: until one is). An interrupted wait reports none, so
+/// callers simply loop.
+pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        // Rounded up, so a wait for 0.5 ms does not spin at 0.
+        Some(t) => libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX),
+    };
+    // SAFETY: `pfds` is a live array of exactly `pfds.len()` pollfds.
+    let ready = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if ready < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// A pipe, read end first, closed on exec: a thread blocked in `poll` is
+/// woken by a byte written to it.
+pub fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened and belong to no one else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
 /// Unix seconds as a local `YYYY-MM-DD HH:MM`.

@@ -214,6 +214,42 @@ fn directories_ls_cd_pwd_mkdir_rm() {
 }
 
 #[test]
+fn ls_long_human_and_json() {
+    let server = Server::start();
+    let local = TempDir::new("local");
+    std::fs::write(local.path("k.bin"), vec![7u8; 1536]).unwrap();
+    server.alice_ok(&["put", &local.str("k.bin")]);
+    server.alice_ok(&["mkdir", "d"]);
+
+    let long = server.alice_ok(&["ls"]);
+    assert_eq!(server.alice_ok(&["ls", "-l"]), long);
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with('-') && l.contains(" 1536 ")),
+        "{long}"
+    );
+    let human = server.alice_ok(&["ls", "-h"]);
+    let line = human.lines().find(|l| l.ends_with(" k.bin")).unwrap();
+    assert!(line.contains(" 1.5 KiB "), "{human}");
+    assert_eq!(names(&human), ["d", "k.bin"]);
+
+    let json = server.alice_ok(&["ls", "--json"]);
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(entries.len(), 2, "{json}");
+    assert_eq!(entries[0]["name"], "d");
+    assert_eq!(entries[0]["kind"], "dir");
+    assert_eq!(entries[1]["name"], "k.bin");
+    assert_eq!(entries[1]["size"], 1536);
+    assert!(entries[1]["mtime"].as_i64().unwrap() > 1_000_000_000);
+    // --help still works with -h taken.
+    let help = server.alice_ok(&["ls", "--help"]);
+    assert!(help.contains("--json"), "{help}");
+}
+
+#[test]
 fn over_quota_is_refused_and_stores_nothing() {
     let server = Server::start();
     let local = TempDir::new("local");

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -179,6 +181,11 @@ impl Server {
         server.wait_listeners(&needed);
         server.addr = server.listener("framed").to_string();
         server
+    }
+
+    /// The server's data directory (`homes/USER` are the users' homes).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.root()
     }
 
     /// The address of one listener.
