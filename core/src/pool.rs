@@ -65,8 +65,6 @@ pub const QUEUE_LIMIT: usize = 4096;
 /// What the server runs in every worker thread, besides jobs.
 #[derive(Clone, Copy)]
 pub struct Hooks {
-    /// Once, when the thread starts (the server lowers its priority).
-    pub start: fn(),
     /// Each time the thread finds no job waiting, before it sleeps (the
     /// server frees per-thread caches, such as argon2's working area).
     pub idle: fn(),
@@ -75,10 +73,7 @@ pub struct Hooks {
 #[cfg(test)]
 impl Hooks {
     /// No hooks.
-    pub const NONE: Hooks = Hooks {
-        start: || {},
-        idle: || {},
-    };
+    pub const NONE: Hooks = Hooks { idle: || {} };
 }
 
 /// A job on its way to a worker.
@@ -112,7 +107,7 @@ pub struct Pool {
 impl Pool {
     /// Starts the worker threads. `wake` is called after every finished
     /// job (a `mio::Waker`, so the loop's `poll` returns); `hooks` run in
-    /// each worker at its start and whenever it runs out of work.
+    /// each worker whenever it runs out of work.
     pub fn start(wake: Arc<dyn Fn() + Send + Sync>, hooks: Hooks) -> io::Result<Pool> {
         let (done_tx, finished) = mpsc::channel();
         let quick = Self::lane("quick", &done_tx, &wake, hooks)?;
@@ -141,10 +136,7 @@ impl Pool {
             let wake = wake.clone();
             std::thread::Builder::new()
                 .name(format!("skiffd-{name}-{i}"))
-                .spawn(move || {
-                    (hooks.start)();
-                    worker(&rx, &done, &*wake, hooks.idle)
-                })?;
+                .spawn(move || worker(&rx, &done, &*wake, hooks.idle))?;
         }
         Ok(tx)
     }

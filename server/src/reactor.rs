@@ -212,7 +212,6 @@ impl Reactor {
                 let _ = waker.wake();
             }),
             crate::pool::Hooks {
-                start: crate::sys::lower_thread_priority,
                 idle: crate::users::release_kdf_memory,
             },
         )?;

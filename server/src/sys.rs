@@ -49,21 +49,6 @@ pub fn return_large_frees_to_os() {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to nice 10. Worker
-/// threads call it at start, so that when they and the loop want the same
-/// core, the kernel runs the loop first (CFS gives nice 10 about a tenth
-/// of nice 0's share): a burst of argon2 or hashing slows the jobs, not
-/// every client's replies. Failure only leaves the priority as it was.
-pub fn lower_thread_priority() {
-    // SAFETY: gettid has no arguments and cannot fail; setpriority only
-    // reads its integer arguments. PRIO_PROCESS with a thread id applies
-    // to that one thread on Linux.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
 /// Gives free heap memory back to the kernel (glibc's `malloc_trim`).
 /// glibc returns memory on its own only from the top of the heap; free
 /// blocks below a block still in use stay resident until this call,
