@@ -18,7 +18,7 @@ mod usercli;
 use skiffd_core::{buffer, conn, handlers, pool, stats, users};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -181,8 +181,7 @@ impl ServeArgs {
 fn serve(args: ServeArgs) -> Result<(), String> {
     sys::return_large_frees_to_os();
     let mut config = args.config()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+    let data_dir = absolute_data_dir(&args.data_dir)?;
     match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep a few descriptors for listeners, files and pipes.
@@ -197,12 +196,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         Err(e) => warn!("cannot read the open-file limit: {e}"),
     }
-    let mut users = users::UserDb::load(&args.data_dir)
-        .map_err(|e| format!("cannot read users from {}: {e}", args.data_dir.display()))?;
-    let demo_password = users::ensure_demo_user(&mut users, &args.data_dir)
-        .map_err(|e| format!("cannot create the demo user: {e}"))?;
-    let services = handlers::Services::new(args.data_dir.clone(), users);
+    let mut users = users::UserDb::load(&data_dir)
+        .map_err(|e| format!("cannot read users from {}: {e}", data_dir.display()))?;
+    // The demo user is made in memory now and written only once every
+    // listener is bound: a start that fails must leave no user behind
+    // whose password nobody saw.
+    let demo_password = users::add_demo_user(&mut users);
+    let users_to_save = demo_password.as_ref().map(|_| users.clone());
+    let services = handlers::Services::new(data_dir.clone(), users);
     let mut reactor = Reactor::bind(config, services).map_err(|e| e.to_string())?;
+    if let Some(users) = users_to_save {
+        users::save_demo_user(&users, &data_dir)
+            .map_err(|e| format!("cannot create the demo user: {e}"))?;
+    }
     for (name, addr) in reactor.local_addrs() {
         println!("listening {name} {addr}");
     }
@@ -210,8 +216,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         // Shown once: only its hash is stored.
         println!("created user demo with password {password}");
     }
-    info!("data dir {}", args.data_dir.display());
+    info!("data dir {}", data_dir.display());
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// Creates the data directory if needed and returns its absolute, real
+/// path. Everything after startup uses this path: commands get their
+/// home from it as `HOME`, and a relative one would mean nothing to them
+/// (`cd && pwd` in a command's own working directory).
+fn absolute_data_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))
 }
 
 fn main() -> ExitCode {

@@ -699,6 +699,40 @@ fn first_start_creates_demo_once() {
 }
 
 #[test]
+fn a_start_that_cannot_bind_creates_no_demo() {
+    let dir = temp_dir("demo-busy");
+    let data = dir.join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--data-dir", &data.display().to_string()])
+        .args(["--listen", &busy_addr])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&busy_addr), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("created user demo"),
+        "a password was printed for a server that never ran"
+    );
+    assert!(!data.join("users.json").exists(), "demo saved anyway");
+    assert!(!data.join("homes").join("demo").exists());
+
+    // The next start, with a free port, creates demo and shows its password.
+    drop(busy);
+    let args: Vec<String> = ["serve", "--data-dir", &data.display().to_string()]
+        .into_iter()
+        .chain(["--listen", "127.0.0.1:0"])
+        .map(str::to_string)
+        .collect();
+    let server = Server::start_with(&args, dir);
+    assert!(server.demo_password.is_some(), "the second start hid demo");
+    server.demo_client();
+}
+
+#[test]
 fn requests_pipelined_behind_a_get_are_answered_after_its_body() {
     let server = server_with_users("64M");
     let mut c = login(&server, "alice");
