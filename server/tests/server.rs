@@ -618,3 +618,70 @@ fn no_arguments_means_loopback_defaults_and_bad_flags_fail_cleanly() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
 }
+
+#[test]
+fn serve_flags_without_the_serve_command_serve() {
+    let dir = common::temp_dir("no-serve");
+    let args: Vec<String> = [
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = Server::start_with(&args, dir);
+    let mut c = server.client();
+    let f = c.request(json!({"op":"hello"}), b"").unwrap();
+    assert_eq!(f.header.str("server"), Some("skiffd"));
+}
+
+#[test]
+fn a_listener_without_a_host_is_a_usage_error_with_a_hint() {
+    for args in [
+        &["serve", "--listen", "9999"][..],
+        &["--listen", "9999"],
+        &["serve", "--udp-time", "9998"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let port = args.last().unwrap();
+        assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_help_shows_every_default_and_how_listeners_combine() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for default in [
+        "127.0.0.1:9999",
+        "127.0.0.1:9998",
+        "127.0.0.1:9997",
+        "127.0.0.1:9996",
+        "./skiff-data",
+        "[default: 64G]",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(default), "{default} missing from:\n{help}");
+    }
+    // Every flag but --help says its default.
+    let options = help
+        .split("\n\n")
+        .find(|s| s.starts_with("Options:"))
+        .unwrap();
+    let flags = options.lines().filter(|l| l.trim_start().starts_with("--"));
+    for line in flags.filter(|l| !l.contains("--help")) {
+        assert!(line.contains("[default: "), "no default: {line}");
+    }
+    assert!(help.contains("nothing else"), "{help}");
+}
