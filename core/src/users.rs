@@ -425,6 +425,18 @@ impl UserDb {
         Ok(())
     }
 
+    /// Sets a user's quota (`None`: unlimited).
+    pub fn set_quota(&mut self, name: &str, quota: Option<u64>) -> Result<(), UserError> {
+        self.get_mut(name)?.quota = quota;
+        Ok(())
+    }
+
+    /// Grants or takes away the right to run commands.
+    pub fn set_exec(&mut self, name: &str, exec: bool) -> Result<(), UserError> {
+        self.get_mut(name)?.exec = exec;
+        Ok(())
+    }
+
     /// All users, sorted by name.
     pub fn names(&self) -> impl Iterator<Item = &UserRecord> {
         self.users.values()

@@ -663,6 +663,57 @@ fn users_added_while_running_can_log_in() {
 }
 
 #[test]
+fn user_mod_changes_quota_and_exec_for_the_next_login() {
+    let server = server_with_users("1M");
+    let skiffd_user = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(["user", "--data-dir"])
+            .arg(server.data_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let login_quota = |user: &str| {
+        let mut c = login(&server, user);
+        let quota = c.request(json!({"op":"quota"}), b"").unwrap();
+        let exec = code(c.request(json!({"op":"exec","id":1,"cmd":"true"}), b""));
+        (quota.header.u64("quota"), exec)
+    };
+    assert_eq!(login_quota("alice"), (Some(1 << 20), "forbidden".into()));
+
+    let out = skiffd_user(&["mod", "alice", "--quota", "2M", "--exec"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "changed alice: quota 2 MiB, exec yes\n"
+    );
+    let mut c = login(&server, "alice");
+    assert_eq!(
+        c.request(json!({"op":"quota"}), b"")
+            .unwrap()
+            .header
+            .u64("quota"),
+        Some(2 << 20)
+    );
+    c.send(obj(json!({"op":"exec","id":2,"cmd":"echo ran"})), b"")
+        .unwrap();
+    let f = c.recv().unwrap();
+    assert_eq!((f.header.op.as_str(), &f.body[..]), ("out", &b"ran\n"[..]));
+
+    let out = skiffd_user(&["mod", "alice", "--quota", "none", "--no-exec"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(login_quota("alice"), (None, "forbidden".into()));
+
+    // Nothing to change, both rights at once, or nobody: refused.
+    assert_eq!(skiffd_user(&["mod", "alice"]).status.code(), Some(2));
+    let both = skiffd_user(&["mod", "alice", "--exec", "--no-exec"]);
+    assert_eq!(both.status.code(), Some(2));
+    let nobody = skiffd_user(&["mod", "nobody", "--exec"]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no user nobody"));
+}
+
+#[test]
 fn first_start_creates_demo_once() {
     let dir = temp_dir("demo");
     let args: Vec<String> = [
