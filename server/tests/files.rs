@@ -260,6 +260,97 @@ fn navigation_and_listing() {
     assert_eq!(f.header.str("cwd"), Some("/"));
 }
 
+/// Sends one frame on a raw socket and returns the raw header of the reply
+/// (the replies here have no body).
+fn raw_request(s: &mut std::net::TcpStream, header: Value) -> String {
+    use std::io::{Read, Write};
+    let h = serde_json::to_vec(&header).unwrap();
+    s.write_all(&(h.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&h).unwrap();
+    let mut len = [0; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    String::from_utf8(reply).unwrap()
+}
+
+#[test]
+fn a_small_listing_is_one_reply_exactly_as_before_paging() {
+    let server = server_with_users("1M");
+    let home = server.data_dir().join("homes/alice");
+    std::fs::write(home.join("b.txt"), b"bee").unwrap();
+    std::fs::create_dir(home.join("sub")).unwrap();
+    let mtime = |name: &str| {
+        let m = std::fs::metadata(home.join(name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        m.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    };
+    let mut s = std::net::TcpStream::connect(&server.framed).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let login = json!({"op":"login","id":1,"user":"alice","password":PASSWORD});
+    assert!(raw_request(&mut s, login).starts_with(r#"{"op":"ok","id":1,"#));
+    assert_eq!(
+        raw_request(&mut s, json!({"op":"ls","id":2})),
+        format!(
+            r#"{{"op":"ok","id":2,"entries":[{{"name":"b.txt","kind":"file","size":3,"mtime":{}}},{{"name":"sub","kind":"dir","size":0,"mtime":{}}}]}}"#,
+            mtime("b.txt"),
+            mtime("sub")
+        )
+    );
+}
+
+#[test]
+fn ls_pages_with_offset_limit_and_next() {
+    let server = server_with_users("1M");
+    let big = server.data_dir().join("homes/alice/big");
+    // Short names, so that 1000 of them fit in one header.
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..2500 {
+        std::fs::write(big.join(format!("f{i:04}")), b"").unwrap();
+    }
+    let mut c = login(&server, "alice");
+    let mut page = |fields: Value| {
+        let mut header = json!({"op":"ls","path":"big"});
+        header.as_object_mut().unwrap().extend(obj(fields));
+        let f = c.request(header, b"").unwrap();
+        let names: Vec<String> = f.header.fields["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        (names, f.header.u64("next"))
+    };
+    // No offset or limit: the first 1000, and where to go on.
+    let (names, next) = page(json!({}));
+    assert_eq!((names.len(), next), (1000, Some(1000)));
+    assert_eq!(names[999], "f0999");
+    let (names, next) = page(json!({"offset": 2000}));
+    assert_eq!(
+        (names.len(), next),
+        (500, None),
+        "the last page has no next"
+    );
+    assert_eq!(names[0], "f2000");
+    let (names, next) = page(json!({"offset": 10, "limit": 3}));
+    assert_eq!(names, ["f0010", "f0011", "f0012"]);
+    assert_eq!(next, Some(13));
+    // A limit above the page size is capped; past the end is empty.
+    assert_eq!(page(json!({"limit": 5000})).0.len(), 1000);
+    assert_eq!(page(json!({"offset": 99999})), (vec![], None));
+    let mut c = login(&server, "alice");
+    assert_eq!(
+        code(c.request(json!({"op":"ls","limit":0}), b"")),
+        "bad_request"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"ls","offset":-1}), b"")),
+        "bad_request"
+    );
+}
+
 #[test]
 fn the_jail_holds() {
     let server = server_with_users("1M");

@@ -14,6 +14,7 @@ pub mod chat;
 pub mod digests;
 pub mod exec;
 pub mod files;
+pub mod listing;
 pub mod raw_echo;
 pub mod upload;
 
