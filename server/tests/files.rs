@@ -717,6 +717,47 @@ fn say_pushes_messages_between_replies() {
 }
 
 #[test]
+fn say_to_a_user_with_no_session_is_not_found() {
+    let server = server_with_users("1M");
+    let mut alice = login(&server, "alice");
+    let say_bob = |alice: &mut Client| alice.request(json!({"op":"say","to":"bob"}), b"hi");
+    let refused = say_bob(&mut alice).unwrap_err();
+    let ClientError::Server { code: c, message } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(c, "not_found");
+    assert!(message.contains("nobody is logged in as bob"), "{message}");
+
+    // Nor does the sender's own session, which never gets its message.
+    assert_eq!(
+        code(alice.request(json!({"op":"say","to":"alice"}), b"me")),
+        "not_found"
+    );
+
+    let mut bob = login(&server, "bob");
+    say_bob(&mut alice).unwrap();
+    assert_eq!(bob.recv().unwrap().body, b"hi");
+    // A second login on the same connection leaves bob's count.
+    bob.request(
+        json!({"op":"login","user":"alice","password":PASSWORD}),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code(say_bob(&mut alice)), "not_found");
+
+    // A closed connection leaves it too, once the server has seen it go.
+    let bob = login(&server, "bob");
+    say_bob(&mut alice).unwrap();
+    drop(bob);
+    eventually("bob's closed session to be forgotten", || {
+        match say_bob(&mut alice) {
+            Ok(_) => false,
+            Err(e) => e.code() == Some("not_found"),
+        }
+    });
+}
+
+#[test]
 fn a_recipient_that_never_reads_is_cut_off() {
     let server = server_with_users("1M");
     let mut alice = login(&server, "alice");
