@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{info, warn};
 
 use skiff::proto::{parse_duration, parse_size};
@@ -51,6 +51,14 @@ enum Command {
     /// Serve clients (the default when no command is given).
     #[command(after_help = LISTENER_HELP)]
     Serve(ServeArgs),
+    /// Print a completion script for SHELL (e.g. skiffd completions bash > ~/.local/share/bash-completion/completions/skiffd).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): skiffd man > skiffd.1
+    #[command(hide = true)]
+    Man,
     /// Manage users: add, del, mod, passwd, list.
     User {
         /// Directory for users, homes and uploads.
@@ -294,6 +302,17 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve(args) => serve(args),
         Command::User { data_dir, command } => usercli::run(&data_dir, command),
+        Command::Completions { shell } => {
+            // Built in memory: clap_complete panics if its writer fails
+            // (a closed pipe), a plain write does not.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "skiffd", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(|e| format!("cannot write the completion script: {e}"))
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| format!("cannot write the man page: {e}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -345,7 +364,6 @@ mod tests {
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

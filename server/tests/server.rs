@@ -685,3 +685,33 @@ fn serve_help_shows_every_default_and_how_listeners_combine() {
     }
     assert!(help.contains("nothing else"), "{help}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for word in ["serve", "user", "listen", "data-dir"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(page.contains(".TH skiffd 1"), "{page}");
+    assert!(page.contains("serve"), "{page}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
