@@ -364,24 +364,64 @@ impl Entry {
     }
 }
 
-/// `ls`: returns the entries of `path` (the cwd when None).
+/// `ls`: returns the entries of `path` (the cwd when None), every page of
+/// them.
 pub fn ls(client: &mut Client, path: Option<&str>, push: Push) -> Result<Vec<Entry>, CmdError> {
-    let header = match path {
-        Some(p) => json!({"op": "ls", "path": p}),
-        None => json!({"op": "ls"}),
-    };
-    let reply = call(client, header, push)?;
-    let Some(Value::Array(list)) = reply.header.fields.get("entries") else {
-        return Err(CmdError::BadReply(
-            "ls reply has no \"entries\" list".into(),
-        ));
-    };
-    list.iter()
-        .map(|v| {
-            Entry::from_json(v)
-                .ok_or_else(|| CmdError::BadReply(format!("ls entry without name or kind: {v}")))
-        })
-        .collect()
+    let mut all = Vec::new();
+    ls_pages(client, path, push, |page| {
+        all.extend(page);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// `ls`, page by page: a reply with `next` has more entries from that
+/// offset on, so `each` gets every page until one comes without `next`.
+/// A large directory is printed as it arrives, never held whole.
+pub fn ls_pages(
+    client: &mut Client,
+    path: Option<&str>,
+    push: Push,
+    mut each: impl FnMut(Vec<Entry>) -> Result<(), CmdError>,
+) -> Result<(), CmdError> {
+    let mut offset = 0;
+    loop {
+        let mut header = json!({"op": "ls"});
+        if let Some(p) = path {
+            header["path"] = json!(p);
+        }
+        if offset > 0 {
+            header["offset"] = json!(offset);
+        }
+        let reply = call(client, header, &mut *push)?;
+        let Some(Value::Array(list)) = reply.header.fields.get("entries") else {
+            return Err(CmdError::BadReply(
+                "ls reply has no \"entries\" list".into(),
+            ));
+        };
+        let page = list
+            .iter()
+            .map(|v| {
+                Entry::from_json(v).ok_or_else(|| {
+                    CmdError::BadReply(format!("ls entry without name or kind: {v}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        each(page)?;
+        match reply.header.fields.get("next") {
+            None | Some(Value::Null) => return Ok(()),
+            // Each page must move forward, or a confused server would
+            // keep us asking for ever.
+            Some(next) => match next.as_u64() {
+                Some(next) if next > offset => offset = next,
+                _ => {
+                    return Err(CmdError::BadReply(format!(
+                        "ls reply has \"next\": {next} after offset {offset}"
+                    )));
+                }
+            },
+        }
+    }
 }
 
 /// How `ls` prints its entries.
@@ -435,10 +475,12 @@ pub fn print_ls(
     push: Push,
     out: &mut dyn Write,
 ) -> Result<(), CmdError> {
-    for e in ls(client, path, push)? {
-        writeln!(out, "{}", format.line(&e)).map_err(output_error)?;
-    }
-    Ok(())
+    ls_pages(client, path, push, |page| {
+        for e in page {
+            writeln!(out, "{}", format.line(&e)).map_err(output_error)?;
+        }
+        Ok(())
+    })
 }
 
 /// `quota`: returns (quota, used, parked); `parked` (bytes kept for

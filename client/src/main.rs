@@ -169,6 +169,14 @@ enum Command {
     Shell(shell::ShellArgs),
     /// Drive the server with many connections and report what it takes
     Swarm(swarm::SwarmArgs),
+    /// Print a completion script for SHELL (e.g. skiff completions bash > ~/.local/share/bash-completion/completions/skiff)
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): skiff man > skiff.1
+    #[command(hide = true)]
+    Man,
 }
 
 impl Cli {
@@ -311,6 +319,30 @@ fn main() {
                 opts,
             },
         ),
+        Command::Completions { shell } => {
+            // Built in memory: clap_complete panics if its writer fails
+            // (a closed pipe), a plain write does not.
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "skiff", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff: cannot write the completion script: {e}");
+                    1
+                }
+            }
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            match page.render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("skiff: cannot write the man page: {e}");
+                    1
+                }
+            }
+        }
         Command::Swarm(args) => swarm::run(
             &cli.addr,
             args,

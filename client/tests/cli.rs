@@ -276,3 +276,17 @@ fn usage_errors_exit_2() {
     let out = skiff(&["no-such-command"], b"");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&["completions", shell]);
+        for word in ["ls", "put", "swarm", "addr", "password-stdin"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let page = ok(&["man"]);
+    assert!(page.contains(".TH skiff 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+    assert_eq!(skiff(&["completions", "tcsh"], b"").status.code(), Some(2));
+}

@@ -161,6 +161,20 @@ fn assert_rate_line(line: &str, head: &str) {
 }
 
 #[test]
+fn ls_lists_a_directory_larger_than_one_page() {
+    let server = Server::start();
+    // 10,001 entries: more than the old cap of 10,000, and many pages.
+    let make = "mkdir big && cd big && seq -f IMG_%05g.jpg 0 10000 | xargs touch";
+    server.alice_ok(&["exec", make]);
+    let ls = server.alice_ok(&["ls", "big"]);
+    let listed = names(&ls);
+    assert_eq!(listed.len(), 10_001);
+    assert_eq!(listed.first(), Some(&"IMG_00000.jpg"));
+    assert_eq!(listed.last(), Some(&"IMG_10000.jpg"));
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "out of order");
+}
+
+#[test]
 fn directories_ls_cd_pwd_mkdir_rm() {
     let server = Server::start();
     let local = TempDir::new("local");

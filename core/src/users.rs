@@ -135,7 +135,7 @@ impl From<io::Error> for UserError {
 }
 
 /// All users, by name, and where they are stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UserDb {
     /// Path of `users.json`; `save` writes here.
     path: PathBuf,
@@ -425,6 +425,18 @@ impl UserDb {
         Ok(())
     }
 
+    /// Sets a user's quota (`None`: unlimited).
+    pub fn set_quota(&mut self, name: &str, quota: Option<u64>) -> Result<(), UserError> {
+        self.get_mut(name)?.quota = quota;
+        Ok(())
+    }
+
+    /// Grants or takes away the right to run commands.
+    pub fn set_exec(&mut self, name: &str, exec: bool) -> Result<(), UserError> {
+        self.get_mut(name)?.exec = exec;
+        Ok(())
+    }
+
     /// All users, sorted by name.
     pub fn names(&self) -> impl Iterator<Item = &UserRecord> {
         self.users.values()
@@ -478,21 +490,31 @@ pub fn create_home(data_dir: &Path, name: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", home.display())))
 }
 
-/// On first start (no users at all): adds `demo` with a random 16-character
-/// password, the exec right and a 100 MiB quota, creates its home, saves,
-/// and returns the password, to be shown once (only its hash is kept).
-/// Returns `None` and changes nothing if there is any user.
-pub fn ensure_demo_user(db: &mut UserDb, data_dir: &Path) -> io::Result<Option<String>> {
+/// On a first start (no users at all): adds `demo` with a random
+/// 16-character password, the exec right and a 100 MiB quota, in memory
+/// only, and returns the password, to be shown once (only its hash is
+/// kept). Returns `None` and changes nothing if there is any user.
+///
+/// Nothing is written here: the server saves the store with
+/// [`save_demo_user`] only once every listener is bound. A start that
+/// fails (a port in use) must not leave a `demo` behind whose password
+/// nobody saw, because the next start would then never show one.
+pub fn add_demo_user(db: &mut UserDb) -> Option<String> {
     if !db.is_empty() {
-        return Ok(None);
+        return None;
     }
     let password = random_password();
+    db.add("demo", &password, Some(DEMO_QUOTA), true)
+        .expect("demo is a valid name, and the store is empty");
+    Some(password)
+}
+
+/// Creates the demo user's home and saves `db`, which holds it (see
+/// [`add_demo_user`]).
+pub fn save_demo_user(db: &UserDb, data_dir: &Path) -> io::Result<()> {
     // Home first: if the save then fails, an empty directory is all that is left.
     create_home(data_dir, "demo")?;
-    db.add("demo", &password, Some(DEMO_QUOTA), true)
-        .map_err(io::Error::other)?;
-    db.save()?;
-    Ok(Some(password))
+    db.save()
 }
 
 /// A random password from the system RNG, of letters and digits that
@@ -695,11 +717,16 @@ mod tests {
     fn demo_user_only_when_empty() {
         let d = dir("demo");
         let mut db = UserDb::load(&d).unwrap();
-        let pw = ensure_demo_user(&mut db, &d).unwrap().expect("created");
+        let pw = add_demo_user(&mut db).expect("created");
         assert_eq!(pw.len(), DEMO_PASSWORD_LEN);
         assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()));
         let demo = db.verify("demo", &pw).expect("demo logs in");
         assert_eq!((demo.quota, demo.exec), (Some(100 << 20), true));
+        // Only in memory until saved: a failed start leaves nothing.
+        assert!(UserDb::load(&d).unwrap().is_empty());
+        assert!(!UserDb::home(&d, "demo").exists());
+
+        save_demo_user(&db, &d).unwrap();
         let home = UserDb::home(&d, "demo");
         assert_eq!(
             fs::metadata(&home).unwrap().permissions().mode() & 0o777,
@@ -708,13 +735,12 @@ mod tests {
         // Saved: a restart finds it, and does not make another.
         let mut again = UserDb::load(&d).unwrap();
         assert!(again.verify("demo", &pw).is_some());
-        assert!(ensure_demo_user(&mut again, &d).unwrap().is_none());
+        assert!(add_demo_user(&mut again).is_none());
         assert_eq!(again.names().count(), 1);
 
-        let other = dir("demo-not");
-        let mut db = UserDb::load(&other).unwrap();
+        let mut db = UserDb::load(&dir("demo-not")).unwrap();
         db.add("root", "pw", None, true).unwrap();
-        assert!(ensure_demo_user(&mut db, &other).unwrap().is_none());
+        assert!(add_demo_user(&mut db).is_none());
         assert!(db.get("demo").is_none());
     }
 

@@ -17,12 +17,13 @@ mod usercli;
 // The sans-I/O core, under the names the server's modules use for it.
 use skiffd_core::{buffer, conn, handlers, pool, stats, users};
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{info, warn};
 
 use skiff::proto::{parse_duration, parse_size};
@@ -32,7 +33,14 @@ use crate::reactor::{Config, Reactor};
 
 /// skiffd: a small, fast, single-threaded server.
 #[derive(Parser)]
-#[command(name = "skiffd", version, about, long_about = None)]
+#[command(
+    name = "skiffd",
+    version,
+    about,
+    long_about = None,
+    after_help = "With no command, or with serve's flags and no command \
+                  (skiffd --listen 127.0.0.1:7000), skiffd serves."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -41,8 +49,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve clients (the default when no command is given).
+    #[command(after_help = LISTENER_HELP)]
     Serve(ServeArgs),
-    /// Manage users: add, del, passwd, list.
+    /// Print a completion script for SHELL (e.g. skiffd completions bash > ~/.local/share/bash-completion/completions/skiffd).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): skiffd man > skiffd.1
+    #[command(hide = true)]
+    Man,
+    /// Manage users: add, del, mod, passwd, list.
     User {
         /// Directory for users, homes and uploads.
         #[arg(long, default_value = "./skiff-data", global = true)]
@@ -52,67 +69,110 @@ enum Command {
     },
 }
 
-/// Listener options are repeatable. Give none to get the loopback defaults
-/// (framed 127.0.0.1:9999, udp-time :9998, udp-echo :9997, raw-echo :9996);
-/// give any, and exactly those are served.
+/// How the listener flags combine, shown below `skiffd serve --help`.
+const LISTENER_HELP: &str = "\
+Listeners: each listener flag may be given more than once. Give none of
+them and skiffd serves the loopback defaults shown above. Name any one,
+and skiffd serves exactly the listeners you named and nothing else:
+--listen 127.0.0.1:7000 alone serves no UDP and no raw echo.";
+
+/// The options of `skiffd serve`. Listener options are repeatable (see
+/// [`LISTENER_HELP`]); their defaults are in their help text, because a
+/// clap default would be served even when another listener is named.
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Directory for users, homes and uploads.
+    /// Directory for users, homes and uploads, made absolute at startup.
     #[arg(long, default_value = "./skiff-data")]
     data_dir: PathBuf,
-    /// Framed protocol over TCP, HOST:PORT (port 0 picks a free one).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Framed protocol over TCP, HOST:PORT (port 0 picks a free one)
+    /// [default: 127.0.0.1:9999, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     listen: Vec<String>,
-    /// Framed protocol over a Unix socket.
+    /// Framed protocol over a Unix socket [default: none]
     #[arg(long, value_name = "PATH")]
     unix: Vec<PathBuf>,
-    /// UDP time service: a datagram holding a strftime format gets the time.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// UDP time service: a datagram holding a strftime format gets the time
+    /// [default: 127.0.0.1:9998, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     udp_time: Vec<String>,
-    /// UDP echo service.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// UDP echo service
+    /// [default: 127.0.0.1:9997, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     udp_echo: Vec<String>,
-    /// Raw TCP upper-casing echo (no frames; try it with nc).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Raw TCP upper-casing echo (no frames; try it with nc)
+    /// [default: 127.0.0.1:9996, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     raw_echo: Vec<String>,
     /// Largest request body (bodies are streamed, so this can be large).
-    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
     max_body: u64,
     /// Close connections idle this long (e.g. 300, 5m, 30s).
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, default_value = "300s", value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Most connections at once; more get `too_busy`.
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, default_value_t = 65536, value_name = "N")]
     max_conns: usize,
     /// Most connections from one IP address; more get `too_busy`.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = 16384, value_name = "N")]
     max_conns_per_ip: usize,
     /// Queued output per connection above which its input is paused.
-    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    #[arg(long, default_value = "256K", value_name = "SIZE", value_parser = parse_size)]
     out_high_water: u64,
     /// Buffer memory all connections together may hold. Above half of it
     /// connections pause at 16 KiB of output; above it the ones holding
     /// the most are closed.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
     out_total: u64,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_name = "N")]
     backlog: i32,
     /// Most commands (exec) running at once per connection.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     exec_per_conn: usize,
     /// Most commands running at once in all.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_name = "N")]
     exec_max: usize,
     /// Longest a command may run; also caps a request's `timeout`.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     exec_max_time: Duration,
     /// Most output one command may produce before it is ended.
-    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = parse_size)]
     exec_max_output: u64,
     /// How long SIGINT/SIGTERM may take to flush clients before exiting.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Duration,
+}
+
+/// Checks that a listener address has the form HOST:PORT, so that a
+/// mistake is a usage error (exit 2) that says what to write. Names are
+/// resolved later, at startup.
+fn host_port(value: &str) -> Result<String, String> {
+    let port_only = value.parse::<u16>().is_ok();
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_string())
+        }
+        _ if port_only => Err(format!(
+            "a listener needs a host too: 127.0.0.1:{value} (this machine only) \
+             or 0.0.0.0:{value} (every network)"
+        )),
+        _ => Err("expected HOST:PORT, such as 127.0.0.1:9999".into()),
+    }
+}
+
+/// The command line with `serve` put in front when it starts with a flag
+/// of `serve` rather than a command: `skiffd --listen ...` is
+/// `skiffd serve --listen ...`. Help and version flags are left to the
+/// top level.
+fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let starts_with_flag = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-') && !["-h", "--help", "-V", "--version"].contains(&a));
+    if starts_with_flag {
+        args.insert(1, "serve".into());
+    }
+    args
 }
 
 impl ServeArgs {
@@ -181,8 +241,7 @@ impl ServeArgs {
 fn serve(args: ServeArgs) -> Result<(), String> {
     sys::return_large_frees_to_os();
     let mut config = args.config()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", args.data_dir.display()))?;
+    let data_dir = absolute_data_dir(&args.data_dir)?;
     match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep a few descriptors for listeners, files and pipes.
@@ -197,12 +256,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         Err(e) => warn!("cannot read the open-file limit: {e}"),
     }
-    let mut users = users::UserDb::load(&args.data_dir)
-        .map_err(|e| format!("cannot read users from {}: {e}", args.data_dir.display()))?;
-    let demo_password = users::ensure_demo_user(&mut users, &args.data_dir)
-        .map_err(|e| format!("cannot create the demo user: {e}"))?;
-    let services = handlers::Services::new(args.data_dir.clone(), users);
+    let mut users = users::UserDb::load(&data_dir)
+        .map_err(|e| format!("cannot read users from {}: {e}", data_dir.display()))?;
+    // The demo user is made in memory now and written only once every
+    // listener is bound: a start that fails must leave no user behind
+    // whose password nobody saw.
+    let demo_password = users::add_demo_user(&mut users);
+    let users_to_save = demo_password.as_ref().map(|_| users.clone());
+    let services = handlers::Services::new(data_dir.clone(), users);
     let mut reactor = Reactor::bind(config, services).map_err(|e| e.to_string())?;
+    if let Some(users) = users_to_save {
+        users::save_demo_user(&users, &data_dir)
+            .map_err(|e| format!("cannot create the demo user: {e}"))?;
+    }
     for (name, addr) in reactor.local_addrs() {
         println!("listening {name} {addr}");
     }
@@ -210,15 +276,25 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         // Shown once: only its hash is stored.
         println!("created user demo with password {password}");
     }
-    info!("data dir {}", args.data_dir.display());
+    info!("data dir {}", data_dir.display());
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// Creates the data directory if needed and returns its absolute, real
+/// path. Everything after startup uses this path: commands get their
+/// home from it as `HOME`, and a relative one would mean nothing to them
+/// (`cd && pwd` in a command's own working directory).
+fn absolute_data_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let command = cli.command.unwrap_or_else(|| {
         let Cli { command } = Cli::parse_from(["skiffd", "serve"]);
         command.expect("serve parses without arguments")
@@ -226,6 +302,17 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve(args) => serve(args),
         Command::User { data_dir, command } => usercli::run(&data_dir, command),
+        Command::Completions { shell } => {
+            // Built in memory: clap_complete panics if its writer fails
+            // (a closed pipe), a plain write does not.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "skiffd", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(|e| format!("cannot write the completion script: {e}"))
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| format!("cannot write the man page: {e}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -233,5 +320,50 @@ fn main() -> ExitCode {
             eprintln!("skiffd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_addresses_need_a_host_and_a_port() {
+        assert_eq!(host_port("127.0.0.1:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(host_port("[::1]:9999").as_deref(), Ok("[::1]:9999"));
+        assert_eq!(host_port("localhost:80").as_deref(), Ok("localhost:80"));
+        assert!(host_port("9999").unwrap_err().contains("127.0.0.1:9999"));
+        for bad in ["", ":9999", "host", "host:", "host:99999", "host:port"] {
+            assert!(host_port(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_leading_flag_means_serve() {
+        let line = |args: &[&str]| -> Vec<String> {
+            let args = args.iter().map(OsString::from).collect();
+            with_default_command(args)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            line(&["skiffd", "--listen", "x:1"]),
+            ["skiffd", "serve", "--listen", "x:1"]
+        );
+        for unchanged in [
+            &["skiffd"][..],
+            &["skiffd", "--help"],
+            &["skiffd", "-V"],
+            &["skiffd", "user", "list"],
+            &["skiffd", "serve", "--listen", "x:1"],
+        ] {
+            assert_eq!(line(unchanged), unchanged);
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

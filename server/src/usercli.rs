@@ -1,4 +1,4 @@
-//! `skiffd user add|del|passwd|list`: managing the user store from the
+//! `skiffd user add|del|mod|passwd|list`: managing the user store from the
 //! command line, while the server runs or not.
 //!
 //! Changes go through [`UserDb::save`], an atomic rename, so a running
@@ -14,7 +14,7 @@ use std::io::{self, BufRead};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 
 use crate::users::{UserDb, check_name, create_home};
 
@@ -42,6 +42,21 @@ pub enum UserCommand {
         /// Also delete the user's home and unfinished uploads
         #[arg(long)]
         purge: bool,
+    },
+    /// Change a quota or the right to run commands (at the user's next login)
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Mod {
+        /// Login name
+        name: String,
+        /// New disk quota: bytes, or with a suffix (10M = 10 MiB), or `none` for unlimited
+        #[arg(long, value_name = "SIZE|none", value_parser = parse_quota, group = "change")]
+        quota: Option<Quota>,
+        /// Allow running commands (exec)
+        #[arg(long, group = "change", conflicts_with = "no_exec")]
+        exec: bool,
+        /// Forbid running commands
+        #[arg(long, group = "change")]
+        no_exec: bool,
     },
     /// Change a password
     Passwd {
@@ -123,6 +138,29 @@ pub fn run(data_dir: &Path, command: UserCommand) -> Result<(), String> {
                 println!("deleted {name}");
             }
         }
+        UserCommand::Mod {
+            name,
+            quota,
+            exec,
+            no_exec,
+        } => {
+            let _lock = lock(data_dir)?;
+            let mut db = load(data_dir)?;
+            let change = |e: crate::users::UserError| e.to_string();
+            if let Some(Quota(quota)) = quota {
+                db.set_quota(&name, quota).map_err(change)?;
+            }
+            if exec || no_exec {
+                db.set_exec(&name, exec).map_err(change)?;
+            }
+            save(&db)?;
+            let user = db.get(&name).ok_or_else(|| format!("no user {name}"))?;
+            println!(
+                "changed {name}: quota {}, exec {}",
+                quota_text(user.quota),
+                yes_no(user.exec)
+            );
+        }
         UserCommand::Passwd {
             name,
             password_stdin,
@@ -149,6 +187,20 @@ pub fn run(data_dir: &Path, command: UserCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A quota on the command line: a size, or `none` for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota(pub Option<u64>);
+
+/// Parses `--quota` of `user mod`: `none`, or a size such as `10M`.
+fn parse_quota(value: &str) -> Result<Quota, String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(Quota(None));
+    }
+    skiff::proto::parse_size(value)
+        .map(|bytes| Quota(Some(bytes)))
+        .map_err(|e| format!("{e} (or `none` for unlimited)"))
 }
 
 /// The store, with an error that says which file failed.
@@ -376,6 +428,46 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(lock_mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn mod_changes_only_what_it_is_given() {
+        let d = dir("mod");
+        let mut db = UserDb::load(&d).unwrap();
+        db.add("erin", "pw", Some(1 << 20), false).unwrap();
+        db.save().unwrap();
+        let hash = db.get("erin").unwrap().hash.clone();
+        let change = |quota, exec, no_exec| UserCommand::Mod {
+            name: "erin".into(),
+            quota,
+            exec,
+            no_exec,
+        };
+        let erin = || UserDb::load(&d).unwrap().get("erin").cloned().unwrap();
+
+        run(&d, change(None, true, false)).unwrap();
+        assert_eq!((erin().quota, erin().exec), (Some(1 << 20), true));
+        run(&d, change(Some(Quota(None)), false, false)).unwrap();
+        assert_eq!((erin().quota, erin().exec), (None, true));
+        run(&d, change(Some(Quota(Some(5 << 30))), false, true)).unwrap();
+        assert_eq!((erin().quota, erin().exec), (Some(5 << 30), false));
+        assert_eq!(erin().hash, hash, "the password is untouched");
+
+        let ghost = UserCommand::Mod {
+            name: "ghost".into(),
+            quota: None,
+            exec: true,
+            no_exec: false,
+        };
+        assert!(run(&d, ghost).unwrap_err().contains("no user ghost"));
+    }
+
+    #[test]
+    fn quota_arguments() {
+        assert_eq!(parse_quota("none"), Ok(Quota(None)));
+        assert_eq!(parse_quota("NONE"), Ok(Quota(None)));
+        assert_eq!(parse_quota("10M"), Ok(Quota(Some(10 << 20))));
+        assert!(parse_quota("lots").unwrap_err().contains("none"));
     }
 
     #[test]

@@ -65,6 +65,27 @@ fn demo(server: &Server) -> Client {
 }
 
 #[test]
+fn a_relative_data_dir_gives_commands_an_absolute_home() {
+    let dir = common::temp_dir("relative");
+    let args: Vec<String> = ["serve", "--data-dir", "data", "--listen", "127.0.0.1:0"]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let server = Server::start_in(&args, dir.clone());
+    let mut c = demo(&server);
+    let home = dir.join("data/homes/demo").canonicalize().unwrap();
+    let r = exec(&mut c, "cd && pwd && echo x > ~/f && cat ~/f");
+    assert_eq!(
+        String::from_utf8_lossy(&r.out),
+        format!("{}\nx\n", home.display()),
+        "stderr: {}",
+        String::from_utf8_lossy(&r.err)
+    );
+    assert_eq!(r.code, Some(0));
+    assert_eq!(std::fs::read(home.join("f")).unwrap(), b"x\n");
+}
+
+#[test]
 fn output_streams_and_exit_codes_arrive() {
     let server = Server::start(&[]);
     let mut c = demo(&server);

@@ -260,6 +260,97 @@ fn navigation_and_listing() {
     assert_eq!(f.header.str("cwd"), Some("/"));
 }
 
+/// Sends one frame on a raw socket and returns the raw header of the reply
+/// (the replies here have no body).
+fn raw_request(s: &mut std::net::TcpStream, header: Value) -> String {
+    use std::io::{Read, Write};
+    let h = serde_json::to_vec(&header).unwrap();
+    s.write_all(&(h.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&h).unwrap();
+    let mut len = [0; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    String::from_utf8(reply).unwrap()
+}
+
+#[test]
+fn a_small_listing_is_one_reply_exactly_as_before_paging() {
+    let server = server_with_users("1M");
+    let home = server.data_dir().join("homes/alice");
+    std::fs::write(home.join("b.txt"), b"bee").unwrap();
+    std::fs::create_dir(home.join("sub")).unwrap();
+    let mtime = |name: &str| {
+        let m = std::fs::metadata(home.join(name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        m.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    };
+    let mut s = std::net::TcpStream::connect(&server.framed).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let login = json!({"op":"login","id":1,"user":"alice","password":PASSWORD});
+    assert!(raw_request(&mut s, login).starts_with(r#"{"op":"ok","id":1,"#));
+    assert_eq!(
+        raw_request(&mut s, json!({"op":"ls","id":2})),
+        format!(
+            r#"{{"op":"ok","id":2,"entries":[{{"name":"b.txt","kind":"file","size":3,"mtime":{}}},{{"name":"sub","kind":"dir","size":0,"mtime":{}}}]}}"#,
+            mtime("b.txt"),
+            mtime("sub")
+        )
+    );
+}
+
+#[test]
+fn ls_pages_with_offset_limit_and_next() {
+    let server = server_with_users("1M");
+    let big = server.data_dir().join("homes/alice/big");
+    // Short names, so that 1000 of them fit in one header.
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..2500 {
+        std::fs::write(big.join(format!("f{i:04}")), b"").unwrap();
+    }
+    let mut c = login(&server, "alice");
+    let mut page = |fields: Value| {
+        let mut header = json!({"op":"ls","path":"big"});
+        header.as_object_mut().unwrap().extend(obj(fields));
+        let f = c.request(header, b"").unwrap();
+        let names: Vec<String> = f.header.fields["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        (names, f.header.u64("next"))
+    };
+    // No offset or limit: the first 1000, and where to go on.
+    let (names, next) = page(json!({}));
+    assert_eq!((names.len(), next), (1000, Some(1000)));
+    assert_eq!(names[999], "f0999");
+    let (names, next) = page(json!({"offset": 2000}));
+    assert_eq!(
+        (names.len(), next),
+        (500, None),
+        "the last page has no next"
+    );
+    assert_eq!(names[0], "f2000");
+    let (names, next) = page(json!({"offset": 10, "limit": 3}));
+    assert_eq!(names, ["f0010", "f0011", "f0012"]);
+    assert_eq!(next, Some(13));
+    // A limit above the page size is capped; past the end is empty.
+    assert_eq!(page(json!({"limit": 5000})).0.len(), 1000);
+    assert_eq!(page(json!({"offset": 99999})), (vec![], None));
+    let mut c = login(&server, "alice");
+    assert_eq!(
+        code(c.request(json!({"op":"ls","limit":0}), b"")),
+        "bad_request"
+    );
+    assert_eq!(
+        code(c.request(json!({"op":"ls","offset":-1}), b"")),
+        "bad_request"
+    );
+}
+
 #[test]
 fn the_jail_holds() {
     let server = server_with_users("1M");
@@ -626,6 +717,47 @@ fn say_pushes_messages_between_replies() {
 }
 
 #[test]
+fn say_to_a_user_with_no_session_is_not_found() {
+    let server = server_with_users("1M");
+    let mut alice = login(&server, "alice");
+    let say_bob = |alice: &mut Client| alice.request(json!({"op":"say","to":"bob"}), b"hi");
+    let refused = say_bob(&mut alice).unwrap_err();
+    let ClientError::Server { code: c, message } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(c, "not_found");
+    assert!(message.contains("nobody is logged in as bob"), "{message}");
+
+    // Nor does the sender's own session, which never gets its message.
+    assert_eq!(
+        code(alice.request(json!({"op":"say","to":"alice"}), b"me")),
+        "not_found"
+    );
+
+    let mut bob = login(&server, "bob");
+    say_bob(&mut alice).unwrap();
+    assert_eq!(bob.recv().unwrap().body, b"hi");
+    // A second login on the same connection leaves bob's count.
+    bob.request(
+        json!({"op":"login","user":"alice","password":PASSWORD}),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code(say_bob(&mut alice)), "not_found");
+
+    // A closed connection leaves it too, once the server has seen it go.
+    let bob = login(&server, "bob");
+    say_bob(&mut alice).unwrap();
+    drop(bob);
+    eventually("bob's closed session to be forgotten", || {
+        match say_bob(&mut alice) {
+            Ok(_) => false,
+            Err(e) => e.code() == Some("not_found"),
+        }
+    });
+}
+
+#[test]
 fn a_recipient_that_never_reads_is_cut_off() {
     let server = server_with_users("1M");
     let mut alice = login(&server, "alice");
@@ -663,6 +795,57 @@ fn users_added_while_running_can_log_in() {
 }
 
 #[test]
+fn user_mod_changes_quota_and_exec_for_the_next_login() {
+    let server = server_with_users("1M");
+    let skiffd_user = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(["user", "--data-dir"])
+            .arg(server.data_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let login_quota = |user: &str| {
+        let mut c = login(&server, user);
+        let quota = c.request(json!({"op":"quota"}), b"").unwrap();
+        let exec = code(c.request(json!({"op":"exec","id":1,"cmd":"true"}), b""));
+        (quota.header.u64("quota"), exec)
+    };
+    assert_eq!(login_quota("alice"), (Some(1 << 20), "forbidden".into()));
+
+    let out = skiffd_user(&["mod", "alice", "--quota", "2M", "--exec"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "changed alice: quota 2 MiB, exec yes\n"
+    );
+    let mut c = login(&server, "alice");
+    assert_eq!(
+        c.request(json!({"op":"quota"}), b"")
+            .unwrap()
+            .header
+            .u64("quota"),
+        Some(2 << 20)
+    );
+    c.send(obj(json!({"op":"exec","id":2,"cmd":"echo ran"})), b"")
+        .unwrap();
+    let f = c.recv().unwrap();
+    assert_eq!((f.header.op.as_str(), &f.body[..]), ("out", &b"ran\n"[..]));
+
+    let out = skiffd_user(&["mod", "alice", "--quota", "none", "--no-exec"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(login_quota("alice"), (None, "forbidden".into()));
+
+    // Nothing to change, both rights at once, or nobody: refused.
+    assert_eq!(skiffd_user(&["mod", "alice"]).status.code(), Some(2));
+    let both = skiffd_user(&["mod", "alice", "--exec", "--no-exec"]);
+    assert_eq!(both.status.code(), Some(2));
+    let nobody = skiffd_user(&["mod", "nobody", "--exec"]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no user nobody"));
+}
+
+#[test]
 fn first_start_creates_demo_once() {
     let dir = temp_dir("demo");
     let args: Vec<String> = [
@@ -696,6 +879,40 @@ fn first_start_creates_demo_once() {
             .recv_timeout(Duration::from_millis(300))
             .is_err()
     );
+}
+
+#[test]
+fn a_start_that_cannot_bind_creates_no_demo() {
+    let dir = temp_dir("demo-busy");
+    let data = dir.join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--data-dir", &data.display().to_string()])
+        .args(["--listen", &busy_addr])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&busy_addr), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("created user demo"),
+        "a password was printed for a server that never ran"
+    );
+    assert!(!data.join("users.json").exists(), "demo saved anyway");
+    assert!(!data.join("homes").join("demo").exists());
+
+    // The next start, with a free port, creates demo and shows its password.
+    drop(busy);
+    let args: Vec<String> = ["serve", "--data-dir", &data.display().to_string()]
+        .into_iter()
+        .chain(["--listen", "127.0.0.1:0"])
+        .map(str::to_string)
+        .collect();
+    let server = Server::start_with(&args, dir);
+    assert!(server.demo_password.is_some(), "the second start hid demo");
+    server.demo_client();
 }
 
 #[test]

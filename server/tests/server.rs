@@ -618,3 +618,100 @@ fn no_arguments_means_loopback_defaults_and_bad_flags_fail_cleanly() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
 }
+
+#[test]
+fn serve_flags_without_the_serve_command_serve() {
+    let dir = common::temp_dir("no-serve");
+    let args: Vec<String> = [
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = Server::start_with(&args, dir);
+    let mut c = server.client();
+    let f = c.request(json!({"op":"hello"}), b"").unwrap();
+    assert_eq!(f.header.str("server"), Some("skiffd"));
+}
+
+#[test]
+fn a_listener_without_a_host_is_a_usage_error_with_a_hint() {
+    for args in [
+        &["serve", "--listen", "9999"][..],
+        &["--listen", "9999"],
+        &["serve", "--udp-time", "9998"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let port = args.last().unwrap();
+        assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    }
+}
+
+#[test]
+fn serve_help_shows_every_default_and_how_listeners_combine() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for default in [
+        "127.0.0.1:9999",
+        "127.0.0.1:9998",
+        "127.0.0.1:9997",
+        "127.0.0.1:9996",
+        "./skiff-data",
+        "[default: 64G]",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(default), "{default} missing from:\n{help}");
+    }
+    // Every flag but --help says its default.
+    let options = help
+        .split("\n\n")
+        .find(|s| s.starts_with("Options:"))
+        .unwrap();
+    let flags = options.lines().filter(|l| l.trim_start().starts_with("--"));
+    for line in flags.filter(|l| !l.contains("--help")) {
+        assert!(line.contains("[default: "), "no default: {line}");
+    }
+    assert!(help.contains("nothing else"), "{help}");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definition() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for word in ["serve", "user", "listen", "data-dir"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(page.contains(".TH skiffd 1"), "{page}");
+    assert!(page.contains("serve"), "{page}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

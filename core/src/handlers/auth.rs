@@ -156,6 +156,8 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
 
 /// The password was right: find the user's account, or open it on a
 /// worker (it walks the home to measure it), then finish the login.
+/// The session is counted as its user's from then on (replacing an
+/// earlier login's presence takes it off that user's count).
 fn open_account(
     user: String,
     quota: Option<u64>,
@@ -168,6 +170,7 @@ fn open_account(
     if let Some(a) = ctx.services.accounts.get(&user) {
         a.borrow_mut().quota = quota;
         let account = a.clone();
+        session.presence = Some(ctx.services.online.enter(&user));
         return logged_in(user, quota, exec, account, id, session, out);
     }
     let data_dir = ctx.services.data_dir.clone();
@@ -190,6 +193,7 @@ fn open_account(
                     return Next::Done;
                 }
             };
+            session.presence = Some(ctx.services.online.enter(&user));
             logged_in(user, quota, exec, account, id, session, out)
         },
     ))

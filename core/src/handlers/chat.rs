@@ -4,6 +4,17 @@
 //! frame. Pushed output cannot be paused at its source, so recipients
 //! that do not read are cut off by the output limits in [`crate::conn`],
 //! and a `say` is refused while the server's buffers are under pressure.
+//!
+//! A `say` to a user who has no session open is refused with `not_found`
+//! rather than answered `ok`: nothing is kept for later, so the sender
+//! must learn that nobody got the message. [`Online`] counts the sessions
+//! of each user; a session's [`Presence`] is counted from its login until
+//! it is dropped, which happens when the reactor removes the connection,
+//! so no close has to be reported to the core.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde_json::Number;
 
@@ -16,6 +27,38 @@ use crate::conn::Ctx;
 
 /// Longest message body, in bytes.
 pub const MAX_MESSAGE: u64 = 64 * 1024;
+
+/// How many sessions each user has open now.
+#[derive(Debug, Default)]
+pub struct Online {
+    /// Open sessions per user name; shared with each session's [`Presence`].
+    counts: HashMap<String, Rc<Cell<usize>>>,
+}
+
+impl Online {
+    /// Counts a new session of `user`, for as long as the result lives.
+    pub fn enter(&mut self, user: &str) -> Presence {
+        let count = self.counts.entry(user.to_string()).or_default().clone();
+        count.set(count.get() + 1);
+        Presence(count)
+    }
+
+    /// How many sessions `user` has open.
+    pub fn sessions(&self, user: &str) -> usize {
+        self.counts.get(user).map_or(0, |c| c.get())
+    }
+}
+
+/// One session's place in [`Online`]: it counts while it lives, and
+/// leaves the count when dropped (a new login, or the connection gone).
+#[derive(Debug)]
+pub struct Presence(Rc<Cell<usize>>);
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
 
 /// `say` with `to` and a body.
 pub fn say(header: &Header, out: &mut Vec<u8>) -> Next {
@@ -76,6 +119,18 @@ pub fn deliver(
         error(out, id, Code::NotFound, &format!("no user {to:?}"));
         return;
     }
+    // The sender's own connection never gets its message, so it does
+    // not count as a reader.
+    let own = usize::from(session.user.as_deref() == Some(to.as_str()));
+    if to != "*" && ctx.services.online.sessions(&to).saturating_sub(own) == 0 {
+        error(
+            out,
+            id,
+            Code::NotFound,
+            &format!("nobody is logged in as {to}; the message was not sent"),
+        );
+        return;
+    }
     let from = session.user.as_deref().unwrap_or_default();
     let mut frame = Vec::with_capacity(body.len() + 64);
     HeaderWriter::new(&mut frame, "msg")
@@ -109,4 +164,24 @@ pub fn deliver(
         frame: SharedFrame::new(frame, &ctx.stats.shared),
     });
     ok(out, id).finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_presence_counts_while_it_lives() {
+        let mut online = Online::default();
+        assert_eq!(online.sessions("bob"), 0);
+        let first = online.enter("bob");
+        let second = online.enter("bob");
+        let alice = online.enter("alice");
+        assert_eq!((online.sessions("bob"), online.sessions("alice")), (2, 1));
+        drop(first);
+        assert_eq!(online.sessions("bob"), 1);
+        drop(second);
+        drop(alice);
+        assert_eq!((online.sessions("bob"), online.sessions("alice")), (0, 0));
+    }
 }

@@ -1,6 +1,6 @@
-//! The file service: `pwd`, `cd`, `ls`, `mkdir`, `rm`, `quota`, `get`
-//! inside the user's jailed home (see [`crate::jail`]); `put` and `data`
-//! are in [`super::upload`].
+//! The file service: `pwd`, `cd`, `mkdir`, `rm`, `quota`, `get` inside
+//! the user's jailed home (see [`crate::jail`]); `ls` is in
+//! [`super::listing`], `put` and `data` in [`super::upload`].
 //!
 //! Every call that touches the disk runs in a [`Job`] on a worker: the
 //! handler checks the request on the loop, hands the blocking part owned
@@ -33,8 +33,6 @@ use crate::pool::Lane;
 
 /// Bytes read from a file per `read` while sending by copying.
 const SEND_CHUNK: usize = 64 * 1024;
-/// Most entries one `ls` lists.
-pub const MAX_ENTRIES: usize = 10_000;
 
 /// A refused request: the error code and message for the reply.
 pub type Refusal = (Code, String);
@@ -111,7 +109,7 @@ pub fn request(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &
             Ok(Next::Done)
         }
         "cd" => cd(header, session, &account.borrow()),
-        "ls" => ls(header, session, &account.borrow()),
+        "ls" => super::listing::ls(header, session, &account.borrow()),
         "mkdir" => mkdir(header, session, &account.borrow()),
         "rm" => rm(header, session, &account.borrow()),
         "get" => get(header, session, &account.borrow(), ctx),
@@ -148,7 +146,11 @@ pub fn resolve(header: &Header, session: &Session, required: bool) -> Result<Str
 }
 
 /// A job's result as an error reply, or the value for the next step.
-fn reply_or<T>(result: Result<T, Refusal>, id: Option<&Number>, out: &mut Vec<u8>) -> Option<T> {
+pub(super) fn reply_or<T>(
+    result: Result<T, Refusal>,
+    id: Option<&Number>,
+    out: &mut Vec<u8>,
+) -> Option<T> {
     match result {
         Ok(v) => Some(v),
         Err((code, message)) => {
@@ -182,107 +184,6 @@ fn cd(header: &Header, session: &Session, account: &Account) -> Result<Next, Ref
             Next::Done
         },
     )))
-}
-
-/// One `ls` entry as the protocol lists it.
-#[derive(serde::Serialize)]
-struct Entry {
-    name: String,
-    kind: &'static str,
-    size: u64,
-    mtime: i64,
-}
-
-impl Entry {
-    /// The entry for a file or directory; None for symlinks and special
-    /// files, which are not the user's files.
-    fn of(name: String, m: &cap_std::fs::Metadata) -> Option<Entry> {
-        let kind = if m.is_dir() {
-            "dir"
-        } else if m.is_file() {
-            "file"
-        } else {
-            return None;
-        };
-        let mtime = m
-            .modified()
-            .ok()
-            .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        Some(Entry {
-            name,
-            kind,
-            size: if m.is_dir() { 0 } else { m.len() },
-            mtime,
-        })
-    }
-}
-
-fn ls(header: &Header, session: &Session, account: &Account) -> Result<Next, Refusal> {
-    let target = resolve(header, session, false)?;
-    let home = account.home.clone();
-    let id = header.id.clone();
-    // The whole reply is built on the worker: listing, stat-ing, sorting
-    // and encoding 10,000 entries is milliseconds of work.
-    Ok(Next::Job(Job::new(
-        "ls",
-        Lane::Quick,
-        move || -> Result<Vec<u8>, Refusal> {
-            let entries = list(&home, &target)?;
-            let mut reply = Vec::new();
-            ok(&mut reply, id.as_ref())
-                .field("entries", &entries)
-                .try_finish()
-                .map_err(|_| {
-                    (
-                        Code::TooBusy,
-                        format!(
-                            "{target}: listing does not fit in one header; list a subdirectory"
-                        ),
-                    )
-                })?;
-            Ok(reply)
-        },
-        |result, id, _session, out, _ctx| {
-            if let Some(reply) = reply_or(result, id, out) {
-                out.extend_from_slice(&reply);
-            }
-            Next::Done
-        },
-    )))
-}
-
-/// The entries of `target` (or the one entry, if it is a file), sorted.
-fn list(home: &Dir, target: &str) -> Result<Vec<Entry>, Refusal> {
-    let rel = jail::relative(target);
-    let meta = home
-        .metadata(&rel)
-        .map_err(|e| jail::io_error(&e, target))?;
-    let mut entries = Vec::new();
-    if meta.is_file() {
-        entries.extend(Entry::of(
-            jail::file_name(target).unwrap_or("").to_string(),
-            &meta,
-        ));
-        return Ok(entries);
-    }
-    let dir = home
-        .read_dir(&rel)
-        .map_err(|e| jail::io_error(&e, target))?;
-    for entry in dir {
-        let entry = entry.map_err(|e| jail::io_error(&e, target))?;
-        let Ok(m) = entry.metadata() else { continue };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        entries.extend(Entry::of(name, &m));
-        if entries.len() > MAX_ENTRIES {
-            return Err((
-                Code::TooBusy,
-                format!("{target}: more than {MAX_ENTRIES} entries; list a subdirectory"),
-            ));
-        }
-    }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
 }
 
 fn mkdir(header: &Header, session: &Session, account: &Account) -> Result<Next, Refusal> {

@@ -14,6 +14,7 @@ pub mod chat;
 pub mod digests;
 pub mod exec;
 pub mod files;
+pub mod listing;
 pub mod raw_echo;
 pub mod upload;
 
@@ -48,6 +49,8 @@ pub struct Services {
     pub digests: Arc<digests::Digests>,
     /// Recent login failures per client address and user.
     pub throttle: auth::Throttle,
+    /// Sessions open per user, so `say` can tell when nobody will read.
+    pub online: chat::Online,
     /// Modification time of users.json when it was last read.
     users_mtime: Option<std::time::SystemTime>,
 }
@@ -62,6 +65,7 @@ impl Services {
             accounts: HashMap::new(),
             digests: Arc::default(),
             throttle: auth::Throttle::default(),
+            online: chat::Online::default(),
             users_mtime,
         }
     }
@@ -145,6 +149,8 @@ pub struct Session {
     pub upload: Option<Box<upload::Upload>>,
     /// Ids of this connection's commands still running.
     pub running: Vec<Number>,
+    /// Counts this session as one of its user's while it is logged in.
+    pub presence: Option<chat::Presence>,
 }
 
 impl Session {
@@ -159,6 +165,7 @@ impl Session {
             exec: false,
             upload: None,
             running: Vec::new(),
+            presence: None,
         }
     }
 }

@@ -74,10 +74,23 @@ impl Server {
         Server::start_with_env(args, dir, &[])
     }
 
+    /// Starts skiffd with exactly `args`, in `dir` as its working
+    /// directory, so relative paths in `args` start there.
+    pub fn start_in(args: &[String], dir: PathBuf) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skiffd"));
+        command.current_dir(&dir);
+        Server::spawn(command, args, dir, &[])
+    }
+
     /// Starts skiffd with exactly `args` and extra environment variables.
     pub fn start_with_env(args: &[String], dir: PathBuf, env: &[(&str, &str)]) -> Server {
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_skiffd")), args, dir, env)
+    }
+
+    /// Runs `command` (skiffd) with `args` and waits for its startup lines.
+    fn spawn(mut command: Command, args: &[String], dir: PathBuf, env: &[(&str, &str)]) -> Server {
         let fresh = !dir.join("data").join("users.json").exists();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        let mut child = command
             .args(args)
             .envs(env.iter().copied())
             .env(
