@@ -383,7 +383,10 @@ impl Reactor {
                         c.release_input(input, &mut env.ctx(now));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => client.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    debug!("conn {k}: nothing more to read");
+                    client.readable = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => client.fail(format!("read: {e}")),
             }
