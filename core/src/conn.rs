@@ -1,13 +1,37 @@
 //! One framed connection as a sans-I/O state machine.
 //!
-//! A [`Conn`] never sees a socket. The reactor hands it bytes that arrived
-//! ([`Conn::handle_input`]), tells it how many of its output bytes the
-//! socket took ([`Conn::handle_written`]), that the peer finished sending
-//! ([`Conn::handle_eof`]) or that its deadline passed
-//! ([`Conn::handle_timeout`]); and asks it what to write
-//! ([`Conn::output`]), whether to read ([`Conn::wants_read`]), when to wake
-//! it ([`Conn::deadline`]) and whether it is finished ([`Conn::is_done`]).
+//! A [`Conn`] never sees a socket, a disk or a clock. Its contract with
+//! the reactor, in the order the reactor calls it within one turn:
+//!
+//! ```text
+//!   start_turn()                      a new turn: MAX_REQUESTS_PER_TURN more requests may be decoded
+//!   work() if has_work()              copy a file into the output (no sendfile), or nothing
+//!   handle_input(bytes)               bytes read from the socket (only while wants_read())
+//!     output_parts(bytes) → handle_written(n) → release_input(bytes)
+//!                                     write what is queued, with echo bodies still lent from `bytes`
+//!   end_turn()                        the turn's reads are over: an upload's partial batch goes to a worker
+//!   output() → handle_written(n)      write what is queued; file_to_send() → handle_file_sent(n)
+//!
+//!   at any time, between turns:
+//!   handle_eof()                      the peer finished sending
+//!   handle_timeout()                  deadline() has passed
+//!   handle_job_done(result)           a job this connection handed out is back (see below)
+//!   handle_job_refused()              the pool's queue was full
+//!   handle_reset()                    the socket failed: drop what is queued
+//!   shut_down()                       the server is stopping
+//!
+//!   and it answers: wants_read(), deadline(), has_work(), job_in_flight(), is_done()
+//! ```
+//!
 //! Time comes in as `now` inside [`Ctx`], so tests run on virtual time.
+//!
+//! **Jobs.** A handler that needs the disk or a slow CPU job returns a
+//! [`Job`]; the connection pushes its blocking half onto `Ctx::jobs` for
+//! the reactor to give the worker pool, and waits (`Waiting`): it reads
+//! nothing and decodes nothing until [`Conn::handle_job_done`] brings the
+//! result to the job's `then`. A close decided meanwhile waits for that
+//! result too, because it may settle quota or land a file, and the
+//! reactor keeps the connection until [`Conn::job_in_flight`] is false.
 //!
 //! One exception to "the connection owns its bytes": a plain echo body
 //! that arrived in the reactor's read buffer is not copied into the
@@ -21,10 +45,14 @@
 //!            ┌───────────────────────────────────┐
 //!            ▼                                   │
 //!   ──▶   Idle ──── header with body ────▶  Body(sink) ── end of body ──┐
-//!            ▲                                                          │
-//!            └──────────────────────────────────────────────────────────┘
+//!          ▲ │ ▲                               │  ▲                     │
+//!          │ │ │                    batch full │  │ job back            │
+//!          │ │ │                               ▼  │                     │
+//!          │ │ └──── job back ─────────── Waiting(job) ◀── login, ls, get, put, end of upload
+//!          │ └──── get, MD5 known ──▶ Sending ──┐                       │
+//!          └────────────── file sent ◀──────────┘◀──────────────────────┘
 //!   any state ── bye, bad frame, peer gone, idle timeout ──▶ Closing ──▶ done
-//!                                              (output flushed first)
+//!                          (output flushed first; after a job in flight, once it is back)
 //! ```
 //!
 //! Orthogonal to the state is backpressure: once queued output passes the
