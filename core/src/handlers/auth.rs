@@ -37,11 +37,11 @@ use crate::pool::Lane;
 /// Failures for one (address, user) before logins for it are locked.
 pub const FREE_FAILURES: u32 = 3;
 /// Failures are forgotten this long after the last one.
-const FORGET_AFTER: Duration = Duration::from_secs(900);
+pub const FORGET_AFTER: Duration = Duration::from_secs(900);
 /// The first lock; it doubles with each further failure.
-const BASE_LOCK: Duration = Duration::from_secs(1);
+pub const BASE_LOCK: Duration = Duration::from_secs(1);
 /// The longest lock.
-const MAX_LOCK: Duration = Duration::from_secs(60);
+pub const MAX_LOCK: Duration = Duration::from_secs(60);
 /// Pairs remembered at most; beyond, forgotten ones are dropped first.
 const MAX_TRACKED: usize = 100_000;
 
