@@ -988,6 +988,30 @@ impl Conn {
         }
     }
 
+    /// users.json changed: a session whose user was deleted, or whose
+    /// password changed since the login, is told why (an `error` frame
+    /// with no id, `auth_required`) and closed. Its commands end with the
+    /// connection.
+    pub fn recheck_login(&mut self, users: &crate::users::UserDb) {
+        if self.is_closing() {
+            return;
+        }
+        let Some(why) = handlers::auth::revoked(&self.session, users) else {
+            return;
+        };
+        info!(
+            "conn {}: {}: {why}; closing",
+            self.key,
+            self.session.user.as_deref().unwrap_or("?")
+        );
+        // Inside a reply body a frame would corrupt the stream: then the
+        // close alone has to say it.
+        if self.at_frame_boundary() {
+            handlers::error(self.out.writer(), None, Code::AuthRequired, why);
+        }
+        self.close("account deleted or password changed");
+    }
+
     /// Memory held by buffers, in bytes (for the server's budget): input,
     /// output, queued pushes, and a chat message being collected. Shared
     /// frames count once for all holders (in `Stats::shared`), so here
