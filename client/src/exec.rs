@@ -296,6 +296,12 @@ fn read_until_exit(
             });
             continue;
         }
+        if skiff::client::is_shutdown(&header) {
+            // The command is being ended; its `exit` frame still comes.
+            body(client, &header, &mut buf)?;
+            eprintln!("skiff: the server is shutting down");
+            continue;
+        }
         if header.op == "error" && (header.id.is_none() || is_for(&header, id)) {
             // e.g. forbidden, too_busy; or the idle timeout (no id)
             body(client, &header, &mut buf)?;

@@ -178,3 +178,30 @@ fn on_a_terminal_typed_lines_reach_the_command_and_ctrl_d_closes_its_stdin() {
     let status = pty.wait(RUN_LIMIT);
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_server_shutdown_is_announced_and_the_command_status_still_arrives() {
+    let server = Server::start();
+    let child = server
+        .command("alice", &["exec", "echo started; sleep 30; echo never"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff");
+    let mut child = Guard(child);
+    let err = drain(child.0.stderr.take().expect("stderr was piped"));
+    let rx = lines(child.0.stdout.take().expect("stdout was piped"));
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("`started` did not arrive while the command ran");
+    assert_eq!(first, "started");
+    server.terminate();
+    let status = wait_bounded(&mut child.0, RUN_LIMIT, "skiff exec during a shutdown");
+    let err = text(&err.join().unwrap());
+    // The server ends the command with SIGTERM: 128 + 15, as a shell says,
+    // not the 1 of a lost connection.
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("the server is shutting down"), "{err}");
+    assert!(!err.contains("closed the connection"), "{err}");
+}
