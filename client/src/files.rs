@@ -375,7 +375,7 @@ impl Entry {
         format!(
             "{kind} {size:>12} {} {}",
             crate::sys::local_time(self.mtime),
-            self.name
+            escaped_name(&self.name)
         )
     }
 
@@ -384,6 +384,29 @@ impl Entry {
         json!({"name": self.name, "kind": self.kind, "size": self.size, "mtime": self.mtime})
             .to_string()
     }
+}
+
+/// A file name as one line of `ls -l` shows it: a newline (or any other
+/// control character) in a name would otherwise split the line and forge
+/// an entry, so these are written as escapes, and so is the backslash, so
+/// that the escapes cannot be confused with a name that holds them. Other
+/// names are shown as they are (`--json` always gives the exact name).
+pub fn escaped_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(|c| c.is_control() || c == '\\') {
+        return name.into();
+    }
+    let mut shown = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\t' => shown.push_str("\\t"),
+            '\r' => shown.push_str("\\r"),
+            '\\' => shown.push_str("\\\\"),
+            c if c.is_control() => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => shown.push(c),
+        }
+    }
+    shown.into()
 }
 
 /// `ls`: returns the entries of `path` (the cwd when None), every page of
@@ -1331,6 +1354,16 @@ pub fn put_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_control_characters_stay_on_one_line() {
+        assert_eq!(escaped_name("plain name.txt"), "plain name.txt");
+        assert_eq!(escaped_name("two\nlines"), "two\\nlines");
+        assert_eq!(escaped_name("tab\there"), "tab\\there");
+        assert_eq!(escaped_name("back\\slash"), "back\\\\slash");
+        assert_eq!(escaped_name("bell\u{7}"), "bell\\u{7}");
+        assert!(!escaped_name("a\nb\rc").contains(['\n', '\r']));
+    }
 
     #[test]
     fn human_sizes() {

@@ -386,7 +386,10 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
     let out = server.alice(&["get", "long.bin", &local.str("w.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.starts_with(&format!("resuming at {}\n", wrong.len())), "{err}");
+    assert!(
+        err.starts_with(&format!("resuming at {}\n", wrong.len())),
+        "{err}"
+    );
     assert!(err.ends_with("; starting over\n"), "{err}");
     assert!(std::fs::read(local.path("w.bin")).unwrap() == data);
     assert!(!local.path("w.bin.part").exists());

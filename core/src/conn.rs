@@ -1095,10 +1095,7 @@ impl Conn {
                     self.paused = true;
                     // Lent echo bodies are output too (they wait in the
                     // input buffer instead of being copied), so they count.
-                    debug!(
-                        "conn {}: backpressure on ({queued} bytes queued)",
-                        self.key
-                    );
+                    debug!("conn {}: backpressure on ({queued} bytes queued)", self.key);
                 }
                 break;
             }
