@@ -1910,7 +1910,12 @@ mod tests {
     #[test]
     fn a_message_header_alone_reserves_nothing_and_its_bytes_count() {
         let mut h = Harness::new(Limits::default());
+        // Logged in as demo, who is in the user list (a session whose
+        // user is not is ended at its next request).
+        h.services.users.add("demo", "pw", None, false).unwrap();
+        let hash = h.services.users.get("demo").unwrap().hash.clone();
         h.conn.session.user = Some("demo".into());
+        h.conn.session.login_hash = Some(hash.into_boxed_str());
         let size = 64 << 10;
         let whole = frame(json!({"op":"say","id":1,"to":"*"}), &vec![b'm'; size]);
         let head = whole.len() - size;

@@ -136,7 +136,7 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
                 if let Some(ip) = session.peer {
                     ctx.services.throttle.succeed(ip, &user);
                 }
-                session.login_hash = hash;
+                session.login_hash = hash.map(String::into_boxed_str);
                 open_account(user, quota, exec, id, session, out, ctx)
             }
             _ => {

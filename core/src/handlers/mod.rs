@@ -159,7 +159,8 @@ pub struct Session {
     pub presence: Option<chat::Presence>,
     /// The password hash the user logged in with: when users.json holds
     /// another one (or none), the session has lost its right to run.
-    pub login_hash: Option<String>,
+    /// (A boxed str: one idle connection should stay small.)
+    pub login_hash: Option<Box<str>>,
 }
 
 impl Session {
