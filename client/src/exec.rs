@@ -20,7 +20,7 @@
 //! a second one, or any Ctrl-C while no command runs, takes the default
 //! action (skiff dies of SIGINT).
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -49,19 +49,6 @@ pub enum Input {
     Forward,
     /// Send `eof` at once: a command reading stdin sees it empty.
     Closed,
-    /// Send nothing (our stdin is a terminal, as with `ssh host cmd`).
-    Nothing,
-}
-
-impl Input {
-    /// `Forward` unless our stdin is a terminal.
-    pub fn from_stdin() -> Input {
-        if io::stdin().is_terminal() {
-            Input::Nothing
-        } else {
-            Input::Forward
-        }
-    }
 }
 
 /// How the command ended, from its `exit` frame.
@@ -309,6 +296,12 @@ fn read_until_exit(
             });
             continue;
         }
+        if skiff::client::is_shutdown(&header) {
+            // The command is being ended; its `exit` frame still comes.
+            body(client, &header, &mut buf)?;
+            eprintln!("skiff: the server is shutting down");
+            continue;
+        }
         if header.op == "error" && (header.id.is_none() || is_for(&header, id)) {
             // e.g. forbidden, too_busy; or the idle timeout (no id)
             body(client, &header, &mut buf)?;
@@ -411,22 +404,21 @@ fn settle(client: &mut Client, exec_id: u64, push: Push) -> Result<(), CmdError>
     }
 }
 
-/// `skiff exec`: runs `cmd` with our stdin forwarded (unless it is a
-/// terminal) and returns the command's status.
+/// `skiff exec`: runs `cmd` with our stdin forwarded and returns the
+/// command's status.
+///
+/// As with `ssh host cmd`, a terminal is forwarded too: it stays in its
+/// usual line mode, so each line goes out when Enter is pressed, and
+/// Ctrl-D on an empty line reads as the end of stdin, which closes the
+/// command's. A command that never reads stdin is not affected: the
+/// thread reading our terminal simply ends with skiff.
 pub fn one_shot(
     client: &mut Client,
     cmd: &str,
     push: Push,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
-    let outcome = run(
-        client,
-        cmd,
-        Input::from_stdin(),
-        out,
-        &mut io::stderr(),
-        push,
-    )?;
+    let outcome = run(client, cmd, Input::Forward, out, &mut io::stderr(), push)?;
     Ok(outcome.status())
 }
 

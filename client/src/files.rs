@@ -60,7 +60,8 @@ const MAX_PUSH_BODY: u64 = 1 << 20;
 /// Options shared by the transfers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Opts {
-    /// Say on stderr what happens (resume offsets).
+    /// Tell the time and rate of each transfer even when stdout is not
+    /// a terminal.
     pub verbose: bool,
 }
 
@@ -79,6 +80,24 @@ pub fn show_push(frame: Frame) {
 }
 
 /// A pushed message as a person reads it: `[from] text`.
+/// Why the server ended a connection nobody was waiting on, from the last
+/// frame it sent: its shutdown notice, or an `error` (idle timeout,
+/// account deleted).
+pub fn last_word(frame: &Frame) -> String {
+    if skiff::client::is_shutdown(&frame.header) {
+        return "the server is shutting down".into();
+    }
+    match (frame.header.str("code"), frame.header.str("message")) {
+        (Some(code), Some(message)) => {
+            format!("the server closed the connection ({code}: {message})")
+        }
+        _ => format!(
+            "the server closed the connection (after a {:?} frame)",
+            frame.header.op
+        ),
+    }
+}
+
 pub fn push_text(frame: &Frame) -> String {
     format!(
         "[{}] {}",
@@ -134,6 +153,9 @@ fn reply_header(client: &mut Client, id: u64, push: Push) -> Result<Header, CmdE
                 .map_err(cmd::io_error)?;
             push(Frame { header, body });
             continue;
+        }
+        if skiff::client::is_shutdown(&header) {
+            return Err(cmd::io_error(skiff::client::shutting_down()));
         }
         if header.id.as_ref().and_then(|n| n.as_u64()) != Some(id) {
             return Err(CmdError::BadReply(format!(
@@ -353,7 +375,7 @@ impl Entry {
         format!(
             "{kind} {size:>12} {} {}",
             crate::sys::local_time(self.mtime),
-            self.name
+            escaped_name(&self.name)
         )
     }
 
@@ -362,6 +384,29 @@ impl Entry {
         json!({"name": self.name, "kind": self.kind, "size": self.size, "mtime": self.mtime})
             .to_string()
     }
+}
+
+/// A file name as one line of `ls -l` shows it: a newline (or any other
+/// control character) in a name would otherwise split the line and forge
+/// an entry, so these are written as escapes, and so is the backslash, so
+/// that the escapes cannot be confused with a name that holds them. Other
+/// names are shown as they are (`--json` always gives the exact name).
+pub fn escaped_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(|c| c.is_control() || c == '\\') {
+        return name.into();
+    }
+    let mut shown = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\t' => shown.push_str("\\t"),
+            '\r' => shown.push_str("\\r"),
+            '\\' => shown.push_str("\\\\"),
+            c if c.is_control() => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => shown.push(c),
+        }
+    }
+    shown.into()
 }
 
 /// `ls`: returns the entries of `path` (the cwd when None), every page of
@@ -834,15 +879,13 @@ pub fn get(
     let started = Instant::now();
     let target = local_target(remote, local)?;
     let part = part_path(&target);
-    let fetched = match fetch(client, remote, &target, &part, opts, &mut *push) {
+    let fetched = match fetch(client, remote, &target, &part, &mut *push) {
         Ok(fetched) => fetched,
         Err(FetchError::StalePart(why)) => {
-            if opts.verbose {
-                eprintln!("{why}; starting over");
-            }
+            eprintln!("{why}; starting over");
             fs::remove_file(&part)
                 .map_err(|e| CmdError::local(format!("{}: {e}", part.display())))?;
-            match fetch(client, remote, &target, &part, opts, push) {
+            match fetch(client, remote, &target, &part, push) {
                 Ok(fetched) => fetched,
                 Err(FetchError::Failed(e)) => return Err(e),
                 // Without a part there is nothing stale to blame.
@@ -879,7 +922,6 @@ fn fetch(
     remote: &str,
     target: &Path,
     part: &Path,
-    opts: Opts,
     push: Push,
 ) -> Result<Fetched, FetchError> {
     let mut hasher = HashThread::start()?;
@@ -908,7 +950,9 @@ fn fetch(
         }
         Err(e) => return Err(CmdError::local(format!("{}: {e}", part.display())).into()),
     };
-    if offset > 0 && opts.verbose {
+    if offset > 0 {
+        // Always said (on stderr): a transfer that skips most of a file
+        // should not look like a suspiciously fast one.
         eprintln!("resuming at {offset}");
     }
     let request = if offset > 0 {
@@ -1234,7 +1278,9 @@ pub fn put_as(
             "server holds {offset} bytes of a {length}-byte upload"
         )));
     }
-    if offset > 0 && opts.verbose {
+    if offset > 0 {
+        // Always said (on stderr): a transfer that skips most of a file
+        // should not look like a suspiciously fast one.
         eprintln!("resuming at {offset}");
     }
     file.seek(SeekFrom::Start(offset))
@@ -1308,6 +1354,16 @@ pub fn put_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_control_characters_stay_on_one_line() {
+        assert_eq!(escaped_name("plain name.txt"), "plain name.txt");
+        assert_eq!(escaped_name("two\nlines"), "two\\nlines");
+        assert_eq!(escaped_name("tab\there"), "tab\\there");
+        assert_eq!(escaped_name("back\\slash"), "back\\\\slash");
+        assert_eq!(escaped_name("bell\u{7}"), "bell\\u{7}");
+        assert!(!escaped_name("a\nb\rc").contains(['\n', '\r']));
+    }
 
     #[test]
     fn human_sizes() {

@@ -43,7 +43,7 @@ struct Cli {
     /// commands)
     #[arg(long, global = true)]
     password_stdin: bool,
-    /// Say more on stderr (e.g. where a transfer resumes)
+    /// Give each transfer's time and rate even when stdout is not a terminal
     #[arg(long, short, global = true)]
     verbose: bool,
     /// What to do.

@@ -320,11 +320,7 @@ impl Shell {
                 // Nothing was asked, so any other frame is the server's
                 // last word before it closes (an idle timeout, a shutdown).
                 Ok(f) => {
-                    let why = match (f.header.str("code"), f.header.str("message")) {
-                        (Some(code), Some(message)) => format!(" ({code}: {message})"),
-                        _ => format!(" (after a {:?} frame)", f.header.op),
-                    };
-                    eprintln!("the server closed the connection{why}; reconnecting");
+                    eprintln!("{}; reconnecting", files::last_word(&f));
                     self.client = None;
                     return;
                 }

@@ -10,6 +10,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pty::Pty;
 use common::{
     Guard, Server, data_dir_with_users, drain, lines, run, skiff_command, skiffd, wait_bounded,
 };
@@ -18,6 +19,8 @@ use common::{
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 /// The test users' password.
 const PASSWORD: &str = "s3cret pass";
+/// How long a command on a terminal may take to draw what a step expects.
+const DRAW: Duration = Duration::from_secs(20);
 
 impl Server {
     /// Creates `alice` (exec right) and `bob` (none), then serves the
@@ -150,4 +153,55 @@ fn the_shell_runs_commands_in_its_cwd() {
     assert!(lines[2].ends_with("/alice"), "{stdout}");
     // `!cat` ended (its stdin is empty); the status is the last command's.
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn on_a_terminal_typed_lines_reach_the_command_and_ctrl_d_closes_its_stdin() {
+    let server = Server::start();
+    let cmd = server.command(
+        "alice",
+        &["exec", "read x; echo \"got:$x\"; wc -l; echo stdin-closed"],
+    );
+    let mut pty = Pty::spawn(cmd);
+    pty.send("hello\r");
+    pty.expect("got:hello", DRAW);
+    // Two more lines for `wc -l`, then Ctrl-D on an empty line: the
+    // command's stdin must end, or `wc` (and this test) waits forever.
+    pty.send("one\rtwo\r");
+    pty.expect("two", DRAW);
+    pty.send("\x04");
+    let rest = pty.expect("stdin-closed", DRAW);
+    assert!(
+        rest.contains('2'),
+        "wc -l did not count two lines: {rest:?}"
+    );
+    let status = pty.wait(RUN_LIMIT);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_server_shutdown_is_announced_and_the_command_status_still_arrives() {
+    let server = Server::start();
+    let child = server
+        .command("alice", &["exec", "echo started; sleep 30; echo never"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start skiff");
+    let mut child = Guard(child);
+    let err = drain(child.0.stderr.take().expect("stderr was piped"));
+    let rx = lines(child.0.stdout.take().expect("stdout was piped"));
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("`started` did not arrive while the command ran");
+    assert_eq!(first, "started");
+    server.terminate();
+    let status = wait_bounded(&mut child.0, RUN_LIMIT, "skiff exec during a shutdown");
+    let err = text(&err.join().unwrap());
+    // The server ends the command with SIGTERM: 128 + 15, as a shell says,
+    // not the 1 of a lost connection.
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("the server is shutting down"), "{err}");
+    assert!(!err.contains("closed the connection"), "{err}");
 }

@@ -320,7 +320,8 @@ fn get_resumes_from_a_part_file() {
 
     let prefix = (1 << 20) + 123;
     std::fs::write(local.path("r.bin.part"), &data[..prefix]).unwrap();
-    let out = server.alice(&["--verbose", "get", "r.bin", &local.str("r.bin")]);
+    // Said without -v too.
+    let out = server.alice(&["get", "r.bin", &local.str("r.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("resuming at {prefix}")),
@@ -377,13 +378,19 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
     assert!(std::fs::read(local.path("e.bin")).unwrap() == data);
 
     // A wrong byte deep in a long part is caught; the download starts
-    // over, quietly without -v, and lands the right bytes.
+    // over (saying so on stderr, even without -v) and lands the right
+    // bytes.
     let mut wrong = data[..(3 << 20) + 7].to_vec();
     wrong[(3 << 20) - 5] ^= 1;
     std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
     let out = server.alice(&["get", "long.bin", &local.str("w.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out), "");
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("resuming at {}\n", wrong.len())),
+        "{err}"
+    );
+    assert!(err.ends_with("; starting over\n"), "{err}");
     assert!(std::fs::read(local.path("w.bin")).unwrap() == data);
     assert!(!local.path("w.bin.part").exists());
 }

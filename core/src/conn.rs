@@ -322,6 +322,10 @@ pub struct Conn {
     /// Decoding stopped at [`MAX_REQUESTS_PER_TURN`] with input left: the
     /// reactor owes this connection another turn.
     turn_limited: bool,
+    /// The server is shutting down and waits for this connection's
+    /// commands: no request is read, and the connection closes once the
+    /// last command's `exit` frame is queued.
+    draining: bool,
 }
 
 /// A range of the caller's input that belongs in the output right after
@@ -375,6 +379,7 @@ impl Conn {
             lent: Vec::new(),
             requests_this_turn: 0,
             turn_limited: false,
+            draining: false,
         }
     }
 
@@ -574,6 +579,7 @@ impl Conn {
             .field("signal", signal)
             .finish();
         self.push_frame(frame);
+        self.close_when_drained();
     }
 
     /// A command could not be started.
@@ -582,6 +588,7 @@ impl Conn {
         let mut frame = Vec::new();
         handlers::error(&mut frame, Some(id), code, message);
         self.push_frame(frame);
+        self.close_when_drained();
     }
 
     /// Queues a whole frame to go out at the next frame boundary.
@@ -932,6 +939,7 @@ impl Conn {
     /// Whether the reactor should read more from the socket.
     pub fn wants_read(&self) -> bool {
         !self.paused
+            && !self.draining
             && !self.held
             && !self.eof
             && self.input.len() < MAX_HEAD
@@ -1008,12 +1016,53 @@ impl Conn {
         matches!(self.state, State::Closing(_)) && self.out.is_empty() && self.lent.is_empty()
     }
 
-    /// Asks the connection to finish (server shutdown): no more requests
-    /// are read; queued output is still flushed.
+    /// Asks the connection to finish (server shutdown): the client is
+    /// told (`bye`, between frames), no more requests are read, queued
+    /// output is still flushed, and running commands (which the reactor
+    /// is ending) still get their `exit` frames out before the close.
     pub fn shut_down(&mut self) {
-        if !self.is_closing() {
+        if self.is_closing() || self.draining {
+            return;
+        }
+        let mut bye = Vec::with_capacity(64);
+        skiff::frame::HeaderWriter::new(&mut bye, "bye")
+            .field("reason", "server shutting down")
+            .finish();
+        self.push_frame(bye);
+        self.draining = true;
+        self.close_when_drained();
+    }
+
+    /// Shutting down and no command left: send what is queued and close.
+    fn close_when_drained(&mut self) {
+        if self.draining && self.session.running.is_empty() && !self.is_closing() {
+            self.emit_pushed();
             self.close("server shutting down");
         }
+    }
+
+    /// users.json changed: a session whose user was deleted, or whose
+    /// password changed since the login, is told why (an `error` frame
+    /// with no id, `auth_required`) and closed. Its commands end with the
+    /// connection.
+    pub fn recheck_login(&mut self, users: &crate::users::UserDb) {
+        if self.is_closing() {
+            return;
+        }
+        let Some(why) = handlers::auth::revoked(&self.session, users) else {
+            return;
+        };
+        info!(
+            "conn {}: {}: {why}; closing",
+            self.key,
+            self.session.user.as_deref().unwrap_or("?")
+        );
+        // Inside a reply body a frame would corrupt the stream: then the
+        // close alone has to say it.
+        if self.at_frame_boundary() {
+            handlers::error(self.out.writer(), None, Code::AuthRequired, why);
+        }
+        self.close("account deleted or password changed");
     }
 
     /// Memory held by buffers, in bytes (for the server's budget): input,
@@ -1058,6 +1107,7 @@ impl Conn {
     fn consume(&mut self, input: &[u8], may_lend: bool, ctx: &mut Ctx) -> usize {
         let mut used = 0;
         while !self.is_closing()
+            && !self.draining
             && !self.held
             && !matches!(self.state, State::Waiting(_) | State::Sending { .. })
         {
@@ -1067,14 +1117,13 @@ impl Conn {
                 self.turn_limited = used < input.len();
                 break;
             }
-            if self.out.len() + self.lent_len() >= water_marks(ctx).0 {
+            let queued = self.out.len() + self.lent_len();
+            if queued >= water_marks(ctx).0 {
                 if !self.paused {
                     self.paused = true;
-                    debug!(
-                        "conn {}: backpressure on ({} bytes queued)",
-                        self.key,
-                        self.out.len()
-                    );
+                    // Lent echo bodies are output too (they wait in the
+                    // input buffer instead of being copied), so they count.
+                    debug!("conn {}: backpressure on ({queued} bytes queued)", self.key);
                 }
                 break;
             }
@@ -1889,7 +1938,12 @@ mod tests {
     #[test]
     fn a_message_header_alone_reserves_nothing_and_its_bytes_count() {
         let mut h = Harness::new(Limits::default());
+        // Logged in as demo, who is in the user list (a session whose
+        // user is not is ended at its next request).
+        h.services.users.add("demo", "pw", None, false).unwrap();
+        let hash = h.services.users.get("demo").unwrap().hash.clone();
         h.conn.session.user = Some("demo".into());
+        h.conn.session.login_hash = Some(hash.into_boxed_str());
         let size = 64 << 10;
         let whole = frame(json!({"op":"say","id":1,"to":"*"}), &vec![b'm'; size]);
         let head = whole.len() - size;

@@ -302,6 +302,9 @@ impl Client {
                 on_push(frame);
                 continue;
             }
+            if is_shutdown(&frame.header) {
+                return Err(shutting_down().into());
+            }
             return frame.into_result();
         }
     }
@@ -319,4 +322,20 @@ impl Client {
             )
         })
     }
+}
+
+/// Whether `header` is the server's notice that it is shutting down: a
+/// `bye` it sends unprompted (no `id`), after which it sends only what it
+/// still owes (a running command's last frames) and closes.
+pub fn is_shutdown(header: &Header) -> bool {
+    header.op == "bye" && header.id.is_none()
+}
+
+/// The error a request gets when the server shut down instead of
+/// answering it.
+pub fn shutting_down() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the server is shutting down",
+    )
 }

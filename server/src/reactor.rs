@@ -41,6 +41,7 @@
 //! | `broadcast` | actions from handlers; `say` spread over turns |
 //! | `memory` | the `--out-total` budget: eviction, giving memory back |
 //! | `commands` | running commands: pipes, pidfd, timers, containment |
+//! | `accounts` | sessions of deleted or re-passworded users end |
 //! | `shutdown` | the first signal drains, the second exits |
 
 use std::cmp::Reverse;
@@ -60,6 +61,7 @@ use slab::Slab;
 
 use crate::children::{ChildProc, Fd};
 
+mod accounts;
 mod broadcast;
 mod client;
 mod commands;
@@ -188,6 +190,8 @@ pub struct Reactor {
     /// The most buffer bytes held since free heap memory was last given
     /// back to the kernel.
     buffered_peak: usize,
+    /// When users.json is next looked at (see `accounts`).
+    users_check_at: Instant,
 }
 
 impl Reactor {
@@ -241,6 +245,7 @@ impl Reactor {
             shutdown_by: None,
             broadcasts: VecDeque::new(),
             buffered_peak: 0,
+            users_check_at: now + accounts::USERS_CHECK_EVERY,
         })
     }
 
@@ -270,6 +275,7 @@ impl Reactor {
             self.serve_ready();
             self.fire_timers();
             self.fire_child_timers();
+            self.check_users();
             self.run_actions();
             self.evict_over_budget();
             self.close_finished();
@@ -301,10 +307,10 @@ impl Reactor {
             (a, b) => a.or(b).map(|Reverse((t, _))| *t),
         };
         let next = match (next, self.shutdown_by) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(self.users_check_at),
         };
-        next.map(|t| t.saturating_duration_since(now))
+        Some(next.min(self.users_check_at).saturating_duration_since(now))
     }
 
     fn dispatch(&mut self, event: &Event) {

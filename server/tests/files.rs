@@ -944,3 +944,16 @@ fn requests_pipelined_behind_a_get_are_answered_after_its_body() {
         (Some(902), &b"tail"[..])
     );
 }
+
+#[test]
+fn mkdir_under_a_missing_directory_names_the_missing_parent() {
+    let server = server_with_users("1M");
+    let mut c = login(&server, "alice");
+    match c.request(json!({"op":"mkdir","path":"a/b"}), b"") {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, "not_found");
+            assert!(message.starts_with("/a: no such directory"), "{message}");
+        }
+        other => panic!("expected not_found, got {other:?}"),
+    }
+}

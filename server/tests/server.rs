@@ -569,7 +569,7 @@ fn signal(server: &Server, sig: &str) {
 }
 
 #[test]
-fn sigterm_flushes_and_exits_zero() {
+fn sigterm_says_bye_flushes_and_exits_zero() {
     let mut server = Server::start(&["--shutdown-grace", "3s"]);
     let mut c = server.client();
     assert_eq!(
@@ -582,6 +582,11 @@ fn sigterm_flushes_and_exits_zero() {
         .wait_exit(Duration::from_secs(10))
         .expect("skiffd did not exit");
     assert!(status.success(), "{status:?}");
+    // The client is told before the close.
+    let bye = c.recv().expect("the shutdown notice");
+    assert_eq!(bye.header.op, "bye", "{:?}", bye.header);
+    assert_eq!(bye.header.str("reason"), Some("server shutting down"));
+    assert!(bye.header.id.is_none());
     assert_closed(&mut c);
     assert!(
         TcpStream::connect(&server.framed).is_err(),

@@ -304,11 +304,7 @@ impl Watch {
             // Nothing was asked, so any other frame is the server's last
             // word before it closes (an idle timeout, a shutdown).
             Ok(f) => {
-                let why = match (f.header.str("code"), f.header.str("message")) {
-                    (Some(code), Some(message)) => format!(" ({code}: {message})"),
-                    _ => format!(" (after a {:?} frame)", f.header.op),
-                };
-                self.closed(&why);
+                self.closed_because(files::last_word(&f));
                 false
             }
             Err(ClientError::Io(e))
@@ -352,10 +348,13 @@ impl Watch {
     /// The server closed the connection: say so, and dial again at once so
     /// that messages keep coming.
     fn closed(&mut self, why: &str) {
+        self.closed_because(format!("the server closed the connection{why}"));
+    }
+
+    /// [`Self::closed`], said as `what`.
+    fn closed_because(&mut self, what: String) {
         self.client = None;
-        (self.print)(format!(
-            "the server closed the connection{why}; reconnecting"
-        ));
+        (self.print)(format!("{what}; reconnecting"));
         let print = &mut self.print;
         match self.session.redial(&mut |s| print(s)) {
             Ok(client) => self.client = Some(client),

@@ -183,6 +183,13 @@ impl Server {
         server
     }
 
+    /// Sends SIGTERM: the server begins its graceful shutdown.
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.child.0.id()).expect("pid");
+        // SAFETY: a plain kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
     /// The server's data directory (`homes/USER` are the users' homes).
     pub fn data_dir(&self) -> &Path {
         self.dir.root()

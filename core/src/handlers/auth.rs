@@ -126,15 +126,17 @@ pub fn login(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &mu
     let hash = record.as_ref().map(|r| r.0.clone());
     let password = password.to_string();
     let user = user.to_string();
+    let checked = hash.clone();
     Next::Job(Job::new(
         "login",
         Lane::Quick,
-        move || crate::users::check_password(&password, hash.as_deref()),
+        move || crate::users::check_password(&password, checked.as_deref()),
         move |matches, id, session, out, ctx| match record {
             Some((_, quota, exec)) if matches => {
                 if let Some(ip) = session.peer {
                     ctx.services.throttle.succeed(ip, &user);
                 }
+                session.login_hash = hash.map(String::into_boxed_str);
                 open_account(user, quota, exec, id, session, out, ctx)
             }
             _ => {
@@ -197,6 +199,20 @@ fn open_account(
             logged_in(user, quota, exec, account, id, session, out)
         },
     ))
+}
+
+/// Why a logged-in session may no longer run anything: its user was
+/// deleted, or its password changed since the login (whoever changed it
+/// meant to shut the old holders of the password out). None if it may.
+pub fn revoked(session: &Session, users: &crate::users::UserDb) -> Option<&'static str> {
+    let user = session.user.as_deref()?;
+    match users.get(user) {
+        None => Some("your account was deleted"),
+        Some(record) if session.login_hash.as_deref() != Some(record.hash.as_str()) => {
+            Some("your password was changed; log in again")
+        }
+        Some(_) => None,
+    }
 }
 
 fn logged_in(

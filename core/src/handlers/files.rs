@@ -197,7 +197,18 @@ fn mkdir(header: &Header, session: &Session, account: &Account) -> Result<Next, 
         Lane::Quick,
         move || {
             home.create_dir(jail::relative(&target))
-                .map_err(|e| jail::io_error(&e, &target))
+                .map_err(|e| match e.kind() {
+                    // mkdir makes one level: "not found" is about the
+                    // parent, and naming the new directory would mislead.
+                    std::io::ErrorKind::NotFound => (
+                        Code::NotFound,
+                        format!(
+                            "{}: no such directory, so {target} cannot be made in it",
+                            jail::parent(&target)
+                        ),
+                    ),
+                    _ => jail::io_error(&e, &target),
+                })
                 .map(|()| target)
         },
         |result, id, session, out, _ctx| {

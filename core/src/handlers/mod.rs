@@ -76,21 +76,27 @@ impl Services {
             .ok()
     }
 
-    /// Rereads users.json if `skiffd user ...` changed it since: one
-    /// `stat` per login, so added users can log in without a restart.
-    pub fn reload_users_if_changed(&mut self) {
+    /// Rereads users.json if `skiffd user ...` changed it since, so that
+    /// added users can log in without a restart and deleted or
+    /// re-passworded ones lose their sessions. Costs one `stat` of the
+    /// server's own file (in the page cache: no wait on a disk), done at
+    /// each login and each request of a logged-in session, and once a
+    /// second by the reactor. True if the list was reloaded.
+    pub fn reload_users_if_changed(&mut self) -> bool {
         let mtime = Self::users_mtime(&self.data_dir);
         if mtime == self.users_mtime {
-            return;
+            return false;
         }
         match UserDb::load(&self.data_dir) {
             Ok(users) => {
                 log::info!("users.json changed: reloaded");
                 self.users = users;
                 self.users_mtime = mtime;
+                true
             }
             Err(e) => {
-                log::warn!("users.json changed but cannot be read ({e}); keeping the old list")
+                log::warn!("users.json changed but cannot be read ({e}); keeping the old list");
+                false
             }
         }
     }
@@ -151,6 +157,10 @@ pub struct Session {
     pub running: Vec<Number>,
     /// Counts this session as one of its user's while it is logged in.
     pub presence: Option<chat::Presence>,
+    /// The password hash the user logged in with: when users.json holds
+    /// another one (or none), the session has lost its right to run.
+    /// (A boxed str: one idle connection should stay small.)
+    pub login_hash: Option<Box<str>>,
 }
 
 impl Session {
@@ -166,6 +176,7 @@ impl Session {
             upload: None,
             running: Vec::new(),
             presence: None,
+            login_hash: None,
         }
     }
 }
@@ -341,6 +352,11 @@ pub fn request(header: Header, session: &mut Session, out: &mut Vec<u8>, ctx: &m
             unknown(&header.op, id, out);
         }
         return Next::Done;
+    }
+    ctx.services.reload_users_if_changed();
+    if let Some(why) = auth::revoked(session, &ctx.services.users) {
+        error(out, id, Code::AuthRequired, why);
+        return Next::Close("account deleted or password changed");
     }
     match header.op.as_str() {
         "stats" => basic::stats(id, out, ctx),

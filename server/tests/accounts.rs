@@ -1,0 +1,133 @@
+//! Sessions follow `skiffd user del` and `skiffd user passwd` on a
+//! running server: the sessions that lost their right are told why and
+//! closed, others go on.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use skiff::client::Client;
+
+use common::{Server, add_user, assert_closed, roundtrip, start_prepared};
+
+fn alice_and_bob() -> Server {
+    start_prepared(|data| {
+        add_user(data, "alice", "alice pw", &["--exec"]);
+        add_user(data, "bob", "bob pw", &[]);
+    })
+}
+
+fn logged_in(server: &Server, user: &str, password: &str) -> Client {
+    let mut c = server.client();
+    c.request(json!({"op":"login","user":user,"password":password}), b"")
+        .expect("login");
+    c
+}
+
+/// `skiffd user ARGS... --data-dir DATA`, with `stdin`, asserting success.
+fn user_cmd(data: &Path, args: &[&str], stdin: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "skiffd user {args:?} failed"
+    );
+}
+
+#[test]
+fn a_deleted_users_idle_session_is_told_why_and_closed() {
+    let server = alice_and_bob();
+    let mut alice = logged_in(&server, "alice", "alice pw");
+    let mut bob = logged_in(&server, "bob", "bob pw");
+    let start = Instant::now();
+    user_cmd(&server.data_dir(), &["del", "alice"], "");
+    // alice asks nothing: the server's own look at users.json must find it
+    // (the client's read timeout is 10 s; the check runs once a second).
+    let frame = alice.recv().expect("a frame before the close");
+    assert_eq!(frame.header.op, "error");
+    assert_eq!(frame.header.str("code"), Some("auth_required"));
+    assert_eq!(
+        frame.header.str("message"),
+        Some("your account was deleted")
+    );
+    assert!(frame.header.id.is_none(), "{:?}", frame.header);
+    assert_closed(&mut alice);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // bob is untouched.
+    let f = roundtrip(&mut bob, json!({"op":"pwd","id":1}), b"");
+    assert_eq!(f.header.op, "ok", "{:?}", f.header);
+}
+
+#[test]
+fn a_changed_password_ends_sessions_opened_with_the_old_one() {
+    let server = alice_and_bob();
+    let mut old = logged_in(&server, "alice", "alice pw");
+    user_cmd(
+        &server.data_dir(),
+        &["passwd", "alice", "--password-stdin"],
+        "new pw\n",
+    );
+    // Asked at once, before the once-a-second look: the request itself
+    // finds the change. Either way the answer is auth_required, then EOF.
+    let f = roundtrip(
+        &mut old,
+        json!({"op":"exec","id":5,"cmd":"echo still here"}),
+        b"",
+    );
+    assert_eq!(f.header.op, "error", "{:?}", f.header);
+    assert_eq!(f.header.str("code"), Some("auth_required"));
+    assert!(
+        f.header
+            .str("message")
+            .unwrap_or("")
+            .contains("password was changed"),
+        "{:?}",
+        f.header
+    );
+    assert_closed(&mut old);
+    // The new password opens a session that works and stays.
+    let mut new = logged_in(&server, "alice", "new pw");
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = roundtrip(&mut new, json!({"op":"pwd","id":2}), b"");
+    assert_eq!(f.header.op, "ok", "{:?}", f.header);
+}
+
+#[test]
+fn a_deleted_users_session_is_closed_while_its_command_runs() {
+    let server = alice_and_bob();
+    let mut alice = logged_in(&server, "alice", "alice pw");
+    let started = roundtrip(
+        &mut alice,
+        json!({"op":"exec","id":3,"cmd":"echo started; sleep 30"}),
+        b"",
+    );
+    assert_eq!(started.header.op, "out", "{:?}", started.header);
+    let start = Instant::now();
+    user_cmd(&server.data_dir(), &["del", "alice"], "");
+    let frame = alice.recv().expect("a frame before the close");
+    assert_eq!(
+        frame.header.str("code"),
+        Some("auth_required"),
+        "{:?}",
+        frame.header
+    );
+    assert_closed(&mut alice);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
