@@ -289,7 +289,7 @@ pub fn password_from_stdin(user: &str) -> Result<String, CmdError> {
 pub fn prompt_password(user: &str) -> Result<String, CmdError> {
     rpassword::prompt_password(format!("password for {user}: ")).map_err(|e| {
         CmdError::Usage(format!(
-            "cannot read a password from the terminal ({e}); set SKIFF_PASSWORD"
+            "cannot read a password from the terminal ({e}); set SKIFF_PASSWORD or use --password-stdin"
         ))
     })
 }
