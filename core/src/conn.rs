@@ -319,6 +319,9 @@ pub struct Conn {
     lent: Vec<Lent>,
     /// Requests decoded since the reactor's last [`Conn::start_turn`].
     requests_this_turn: u16,
+    /// A request's header is being handled: a job it asks for is its
+    /// first, which the pool may refuse (see [`Submission::must_run`]).
+    first_step: bool,
     /// Decoding stopped at [`MAX_REQUESTS_PER_TURN`] with input left: the
     /// reactor owes this connection another turn.
     turn_limited: bool,
@@ -378,6 +381,7 @@ impl Conn {
             last_active: now,
             lent: Vec::new(),
             requests_this_turn: 0,
+            first_step: false,
             turn_limited: false,
             draining: false,
         }
@@ -658,8 +662,13 @@ impl Conn {
             ctx,
         );
         self.apply(id, next, 0, ctx);
-        if self.job_in_flight() {
-            return; // the next step of the same request
+        if let State::Waiting(w) = &mut self.state {
+            // The next step of the same request: a close decided meanwhile
+            // waits for that one too.
+            if w.close_after.is_none() {
+                w.close_after = close_after;
+            }
+            return;
         }
         if let Some(why) = close_after {
             self.close(why);
@@ -678,7 +687,12 @@ impl Conn {
             self.state = state;
             return;
         };
-        let Waiting { id, job, .. } = *waiting;
+        let Waiting {
+            id,
+            job,
+            close_after,
+            ..
+        } = *waiting;
         info!(
             "conn {}: job {job} refused: the worker queue is full",
             self.key
@@ -689,6 +703,10 @@ impl Conn {
             Code::TooBusy,
             "the server's workers are busy; try again shortly",
         );
+        if let Some(why) = close_after {
+            self.close(why);
+            return;
+        }
         self.finish_request(ctx);
     }
 
@@ -1114,7 +1132,9 @@ impl Conn {
             if self.requests_this_turn >= MAX_REQUESTS_PER_TURN {
                 // Fair share: the rest waits for this connection's next
                 // turn (`has_work` tells the reactor it is owed one).
-                self.turn_limited = used < input.len();
+                // More may wait in the socket even if this input is used
+                // up, and no new edge would announce it: always owe a turn.
+                self.turn_limited = true;
                 break;
             }
             let queued = self.out.len() + self.lent_len();
@@ -1217,7 +1237,9 @@ impl Conn {
         let id = header.id.clone();
         let size = header.size;
         let next = handlers::request(header, &mut self.session, self.out.writer(), ctx);
+        self.first_step = true;
         self.apply(id, next, size, ctx);
+        self.first_step = false;
     }
 
     /// Moves to what a handler said comes next for request `id`, whose
@@ -1244,6 +1266,7 @@ impl Conn {
     /// waits for its result.
     fn start_job(&mut self, id: Option<Number>, job: Job, ctx: &mut Ctx) {
         ctx.jobs.push(Submission {
+            must_run: !self.first_step,
             conn: self.key,
             name: job.name,
             lane: job.lane,
@@ -2266,5 +2289,50 @@ mod tests {
             "{frames:?}"
         );
         assert_eq!(frames.last().unwrap().0.str("md5"), Some(md5.as_str()));
+    }
+
+    #[test]
+    fn a_share_used_up_exactly_still_owes_a_turn() {
+        // The turn's last request ends exactly where the read ended: the
+        // socket may hold the rest of the pipeline, and no new edge will
+        // say so, so the connection must still ask for another turn.
+        let mut h = Harness::new(Limits::default());
+        let mut bytes = Vec::new();
+        for i in 0..MAX_REQUESTS_PER_TURN {
+            bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
+        }
+        h.with(|conn, ctx| {
+            conn.start_turn();
+            conn.handle_input(&bytes, ctx);
+            conn.release_input(&bytes, ctx);
+        });
+        assert!(!h.conn.wants_read());
+        assert!(
+            h.conn.has_work(&h.limits),
+            "no turn owed: the pipeline would hang"
+        );
+    }
+
+    #[test]
+    fn a_close_decided_during_a_job_survives_the_next_step() {
+        // get of an unhashed file: open, then hash. A shutdown during the
+        // first job must still close after the second.
+        let mut h = logged_in();
+        feed_only(
+            &mut h,
+            &frame(json!({"op":"get","id":1,"path":"hello.txt"}), b""),
+        );
+        assert_eq!(h.jobs.len(), 1);
+        h.conn.shut_down();
+        let open = h.jobs.pop().unwrap();
+        let result = (open.work)();
+        h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+        assert!(h.conn.job_in_flight(), "the hash is the next step");
+        assert!(h.conn.is_closing());
+        h.settle();
+        h.conn.zero_copy_unavailable();
+        h.settle();
+        h.drain_all();
+        assert!(h.conn.is_done(), "the close was lost on the way");
     }
 }

@@ -149,12 +149,13 @@ impl Pool {
         name: &'static str,
         lane: Lane,
         work: Work,
+        must_run: bool,
     ) -> Result<(), Work> {
         let (queue, held) = match lane {
             Lane::Quick => (&self.quick, &self.held[0]),
             Lane::Bulk => (&self.bulk, &self.held[1]),
         };
-        if held.get() >= QUEUE_LIMIT {
+        if held.get() >= QUEUE_LIMIT && !must_run {
             return Err(work);
         }
         debug!("conn {conn}: job {name} queued ({lane:?} lane)");
@@ -255,7 +256,7 @@ mod tests {
                 Lane::Bulk
             };
             let work: Work = Box::new(move || Box::new(conn * 10));
-            assert!(pool.submit(conn, "test", lane, work).is_ok());
+            assert!(pool.submit(conn, "test", lane, work, false).is_ok());
         }
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -283,13 +284,15 @@ mod tests {
                 drop(g.lock());
                 Box::new(())
             });
-            pool.submit(0, "block", Lane::Quick, work).ok().unwrap();
+            pool.submit(0, "block", Lane::Quick, work, false)
+                .ok()
+                .unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
         let mut refused = 0;
         for _ in 0..QUEUE_LIMIT + 10 {
             if pool
-                .submit(0, "fill", Lane::Quick, Box::new(|| Box::new(())))
+                .submit(0, "fill", Lane::Quick, Box::new(|| Box::new(())), false)
                 .is_err()
             {
                 refused += 1;
@@ -298,7 +301,12 @@ mod tests {
         assert!(refused >= 10, "refused {refused}");
         // The bulk lane is not affected by a full quick lane.
         assert!(
-            pool.submit(1, "other", Lane::Bulk, Box::new(|| Box::new(())))
+            pool.submit(1, "other", Lane::Bulk, Box::new(|| Box::new(())), false)
+                .is_ok()
+        );
+        // The next step of a request under way is taken even when full.
+        assert!(
+            pool.submit(2, "next", Lane::Quick, Box::new(|| Box::new(())), true)
                 .is_ok()
         );
         drop(held);

@@ -80,8 +80,8 @@ impl Services {
     /// added users can log in without a restart and deleted or
     /// re-passworded ones lose their sessions. Costs one `stat` of the
     /// server's own file (in the page cache: no wait on a disk), done at
-    /// each login and each request of a logged-in session, and once a
-    /// second by the reactor. True if the list was reloaded.
+    /// each login and once a second by the reactor. True if the list was
+    /// reloaded.
     pub fn reload_users_if_changed(&mut self) -> bool {
         let mtime = Self::users_mtime(&self.data_dir);
         if mtime == self.users_mtime {
@@ -313,6 +313,11 @@ impl fmt::Debug for Job {
 
 /// A job's blocking part on its way to the pool.
 pub struct Submission {
+    /// The job continues a request already under way (its second step, a
+    /// batch of a body): the pool takes it even when full, because
+    /// refusing it would strand what the first steps hold (a partial
+    /// file, quota). Only a request's first job may be refused.
+    pub must_run: bool,
     /// Slab key of the connection that waits for it.
     pub conn: usize,
     /// For the log.
@@ -353,7 +358,8 @@ pub fn request(header: Header, session: &mut Session, out: &mut Vec<u8>, ctx: &m
         }
         return Next::Done;
     }
-    ctx.services.reload_users_if_changed();
+    // users.json is reread by the reactor once a second and at each
+    // login; a request only looks at what was read.
     if let Some(why) = auth::revoked(session, &ctx.services.users) {
         error(out, id, Code::AuthRequired, why);
         return Next::Close("account deleted or password changed");

@@ -17,8 +17,9 @@ impl Reactor {
                 name,
                 lane,
                 work,
+                must_run,
             } = job;
-            if self.pool.submit(conn, name, lane, work).is_err() {
+            if self.pool.submit(conn, name, lane, work, must_run).is_err() {
                 self.with_framed(conn, Instant::now(), |c, ctx| c.handle_job_refused(ctx));
                 if let Some(client) = self.clients.get_mut(conn)
                     && !client.queued
