@@ -12,6 +12,7 @@
 //!   ───────────                         ──────────────
 //!   handler returns a Job ──submit──▶  [quick queue] ─▶ quick-0, quick-1
 //!   (conn waits, unread)               [bulk queue]  ─▶ bulk-0,  bulk-1
+//!                                      [hash queue]  ─▶ hash-0,  hash-1
 //!                                              │ runs `work` on owned inputs
 //!   Waker event ◀──── wake ────────────────────┤
 //!   finished(): results ◀── channel ───────────┘
@@ -27,10 +28,11 @@
 //! - **One job per connection.** A connection with a job in flight is not
 //!   read, as if its output were full: a pipeline of 3,000 logins is
 //!   served one at a time, interleaved with everyone else's jobs.
-//! - **Two lanes.** Short jobs (a stat, argon2, an unlink) and long ones
-//!   (hashing a 64 GiB file, walking 200,000 files, fsyncing 1 GiB) have
-//!   their own queues and threads, so a few big files cannot make every
-//!   login wait behind them.
+//! - **Three lanes.** Short jobs (a stat, argon2, an unlink), the long steps
+//!   of requests under way (upload batches, fsync, a first login's walk of
+//!   200,000 files) and hashing files for `get` (as long as the file is
+//!   big, and anyone can ask) have their own queues and threads, so a few
+//!   clients fetching huge files hold up neither logins nor uploads.
 //! - **Bounded queues.** A lane holds at most [`QUEUE_LIMIT`] jobs, queued
 //!   or running; beyond that `submit` refuses and the request is answered
 //!   `too_busy`. The count lives on the loop thread (a job is counted from
@@ -53,11 +55,16 @@ pub type Work = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 pub enum Lane {
     /// Short work: a few syscalls on one file, or one password check.
     Quick,
-    /// Work that grows with a file or a tree: hashing, walking, fsync.
+    /// Work that grows with a file or a tree, for a request under way:
+    /// upload batches, fsync and rename, a first login's walk of a home.
     Bulk,
+    /// Hashing a stored file for `get`: as long as the file is big, and
+    /// any client can ask for it, so it gets threads of its own: two
+    /// clients fetching 8 GiB files must not hold up every upload.
+    Hash,
 }
 
-/// Worker threads per lane: two lanes of two on a small host.
+/// Worker threads per lane: three lanes of two on a small host.
 pub const THREADS_PER_LANE: usize = 2;
 /// Jobs one lane may hold, queued or running.
 pub const QUEUE_LIMIT: usize = 4096;
@@ -99,9 +106,10 @@ pub struct Finished {
 pub struct Pool {
     quick: Sender<Task>,
     bulk: Sender<Task>,
+    hash: Sender<Task>,
     finished: Receiver<Finished>,
-    /// Jobs submitted and not yet taken back, per lane (quick, bulk).
-    held: [Cell<usize>; 2],
+    /// Jobs submitted and not yet taken back, per lane (quick, bulk, hash).
+    held: [Cell<usize>; 3],
 }
 
 impl Pool {
@@ -112,11 +120,13 @@ impl Pool {
         let (done_tx, finished) = mpsc::channel();
         let quick = Self::lane("quick", &done_tx, &wake, hooks)?;
         let bulk = Self::lane("bulk", &done_tx, &wake, hooks)?;
+        let hash = Self::lane("hash", &done_tx, &wake, hooks)?;
         Ok(Pool {
             quick,
             bulk,
+            hash,
             finished,
-            held: [Cell::new(0), Cell::new(0)],
+            held: [Cell::new(0), Cell::new(0), Cell::new(0)],
         })
     }
 
@@ -154,6 +164,7 @@ impl Pool {
         let (queue, held) = match lane {
             Lane::Quick => (&self.quick, &self.held[0]),
             Lane::Bulk => (&self.bulk, &self.held[1]),
+            Lane::Hash => (&self.hash, &self.held[2]),
         };
         if held.get() >= QUEUE_LIMIT && !must_run {
             return Err(work);
@@ -176,6 +187,7 @@ impl Pool {
             let held = match f.lane {
                 Lane::Quick => &self.held[0],
                 Lane::Bulk => &self.held[1],
+                Lane::Hash => &self.held[2],
             };
             held.set(held.get().saturating_sub(1));
         })

@@ -331,7 +331,7 @@ fn get(header: &Header, session: &Session, account: &Account, ctx: &Ctx) -> Resu
             let shared = digests.clone();
             Next::Job(Job::new(
                 "hash",
-                Lane::Bulk,
+                Lane::Hash,
                 move || {
                     let digest = shared.digest_of(&file, key);
                     (file, digest)
