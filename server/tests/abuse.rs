@@ -397,3 +397,39 @@ fn requests_pipelined_by_a_client_that_reset_are_not_worked_on() {
         "{worked} requests worked on for 20 reset clients"
     );
 }
+
+#[test]
+fn uploads_and_removals_of_one_path_take_turns_so_quota_stays_exact() {
+    // Two stores (or a store and an rm) of one path at once both counted
+    // the file they replaced: `used` drifted from what the disk held.
+    let server = start_prepared(|data| add_user(data, "alice", PASSWORD, &["--quota", "64M"]));
+    let mut a = login(&server, "alice");
+    let mut b = login(&server, "alice");
+    put(&mut a, "p.bin", &vec![1u8; 300_000]).unwrap();
+    let first = vec![2u8; 100_000];
+    let id = a.next_id();
+    let header = json!({"op":"put","path":"p.bin","length":first.len(),"md5":md5_hex(&first)});
+    assert_eq!(
+        call(&mut a, id, header, b"").unwrap().header.u64("offset"),
+        Some(0)
+    );
+    // While A's upload of p.bin is under way, B may neither upload other
+    // content to it nor remove it.
+    assert_eq!(code(put(&mut b, "p.bin", &vec![3u8; 50_000])), "too_busy");
+    assert_eq!(
+        code(b.request(json!({"op":"rm","path":"p.bin"}), b"")),
+        "too_busy"
+    );
+    call(&mut a, id, json!({"op":"data"}), &first).unwrap();
+    // Then it may, and the numbers match the disk.
+    put(&mut b, "p.bin", &vec![3u8; 50_000]).unwrap();
+    let q = b.request(json!({"op":"quota"}), b"").unwrap();
+    let on_disk = std::fs::metadata(server.data_dir().join("homes/alice/p.bin"))
+        .unwrap()
+        .len();
+    assert_eq!(on_disk, 50_000);
+    assert_eq!(q.header.u64("used"), Some(on_disk));
+    b.request(json!({"op":"rm","path":"p.bin"}), b"").unwrap();
+    let q = b.request(json!({"op":"quota"}), b"").unwrap();
+    assert_eq!(q.header.u64("used"), Some(0));
+}

@@ -12,14 +12,18 @@
 //!           └ bytes of files in the home
 //! ```
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use cap_std::fs::Dir;
 use log::info;
+
+use skiff::proto::Code;
 
 /// One user's storage, shared by all their sessions.
 pub struct Account {
@@ -39,6 +43,9 @@ pub struct Account {
     /// Partial files that an upload has claimed (see `upload::Claim`):
     /// never shared, never discarded.
     pub active: Vec<String>,
+    /// Paths of the home an upload or an `rm` is changing now (see
+    /// [`PathLock`]).
+    pub changing: Vec<String>,
     /// Most bytes the home may hold (None: unlimited).
     pub quota: Option<u64>,
 }
@@ -82,6 +89,7 @@ impl Account {
             reserved: 0,
             parked,
             active: Vec::new(),
+            changing: Vec::new(),
             quota,
         })
     }
@@ -111,6 +119,47 @@ impl Account {
             .saturating_add(self.reserved)
             .saturating_add(self.parked.saturating_sub(own_parked));
         held.saturating_add(need).saturating_sub(quota)
+    }
+}
+
+/// A path of the home that one upload (from `put` until it lands or
+/// fails) or one `rm` is changing. `used` is adjusted by the size of the
+/// file a rename replaces or an unlink removes, measured on a worker just
+/// before; two of them at once on one path would both count the same old
+/// file. So while the lock lives, another `put` or `rm` of the path gets
+/// `too_busy`; dropping the lock releases it.
+#[derive(Debug)]
+pub struct PathLock {
+    account: Rc<RefCell<Account>>,
+    path: String,
+}
+
+impl PathLock {
+    /// Locks `path` (virtual) of `account`'s home, or says who holds it.
+    pub fn take(account: &Rc<RefCell<Account>>, path: &str) -> Result<PathLock, (Code, String)> {
+        let mut a = account.borrow_mut();
+        if a.changing.iter().any(|p| p == path) {
+            return Err((
+                Code::TooBusy,
+                format!(
+                    "{path}: another upload or rm of it is in progress; try again when it is done"
+                ),
+            ));
+        }
+        a.changing.push(path.to_string());
+        Ok(PathLock {
+            account: account.clone(),
+            path: path.to_string(),
+        })
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        let mut a = self.account.borrow_mut();
+        if let Some(i) = a.changing.iter().position(|p| *p == self.path) {
+            a.changing.swap_remove(i);
+        }
     }
 }
 
@@ -189,6 +238,7 @@ mod tests {
             reserved,
             parked,
             active: Vec::new(),
+            changing: Vec::new(),
             quota,
         }
     }

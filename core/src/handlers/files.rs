@@ -14,8 +14,10 @@
 //! file, see [`super::digests`]). Then the body goes out as the socket
 //! takes it ([`Sending`]), straight from the page cache where it can.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::rc::Rc;
 
 use cap_std::fs::{Dir, OpenOptionsExt};
 use log::{debug, info, warn};
@@ -24,7 +26,7 @@ use serde_json::{Number, Value};
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::account::Account;
+use super::account::{Account, PathLock};
 use super::digests::{FileKey, hex};
 use super::{Job, Next, Session, error, ok};
 use crate::conn::Ctx;
@@ -111,7 +113,7 @@ pub fn request(header: &Header, session: &mut Session, out: &mut Vec<u8>, ctx: &
         "cd" => cd(header, session, &account.borrow()),
         "ls" => super::listing::ls(header, session, &account.borrow()),
         "mkdir" => mkdir(header, session, &account.borrow()),
-        "rm" => rm(header, session, &account.borrow()),
+        "rm" => rm(header, session, &account),
         "get" => get(header, session, &account.borrow(), ctx),
         "put" => super::upload::put(header, session, account),
         "data" => super::upload::data(header, session),
@@ -224,12 +226,13 @@ fn mkdir(header: &Header, session: &Session, account: &Account) -> Result<Next, 
     )))
 }
 
-fn rm(header: &Header, session: &Session, account: &Account) -> Result<Next, Refusal> {
+fn rm(header: &Header, session: &Session, account: &Rc<RefCell<Account>>) -> Result<Next, Refusal> {
     let target = resolve(header, session, true)?;
     if target == "/" {
         return Err((Code::Forbidden, "/: your home cannot be removed".into()));
     }
-    let home = account.home.clone();
+    let lock = PathLock::take(account, &target)?;
+    let home = account.borrow().home.clone();
     Ok(Next::Job(Job::new(
         "rm",
         Lane::Quick,
@@ -249,7 +252,9 @@ fn rm(header: &Header, session: &Session, account: &Account) -> Result<Next, Ref
             let freed = if meta.is_file() { meta.len() } else { 0 };
             Ok((target, freed))
         },
-        |result, id, session, out, _ctx| {
+        move |result, id, session, out, _ctx| {
+            // Held until `used` is settled (see `PathLock`).
+            let _lock = lock;
             if let Some((target, freed)) = reply_or(result, id, out) {
                 if let Some(account) = &session.account {
                     let mut account = account.borrow_mut();

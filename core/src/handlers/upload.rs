@@ -40,7 +40,7 @@ use serde_json::Number;
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::account::{self, Account};
+use super::account::{self, Account, PathLock};
 use super::digests::{self, FileKey, hex, parse_md5};
 use super::files::{Refusal, resolve};
 use super::{Job, Next, Session, Sink, error, ok};
@@ -132,6 +132,9 @@ pub struct Upload {
     keeps_partial: bool,
     /// This upload's hold on its partial file (dropped after the above).
     claim: Claim,
+    /// This upload's hold on its target path, kept only to be dropped
+    /// with it.
+    _lock: PathLock,
 }
 
 /// An upload's partial file, as it travels to a worker and back.
@@ -256,6 +259,7 @@ struct Plan {
     length: u64,
     md5: [u8; 16],
     claim: Claim,
+    lock: PathLock,
     /// Quota it needs: its length less the file it replaces.
     need: u64,
     /// Size of its partial file when checked (counted in `parked`).
@@ -291,6 +295,7 @@ pub fn put(
     if header.flag("discard") {
         return Ok(discard(claim));
     }
+    let lock = PathLock::take(&account, &target)?;
     let (home, partial) = {
         let a = account.borrow();
         (a.home.clone(), a.partial.clone())
@@ -329,6 +334,7 @@ pub fn put(
                     length,
                     md5,
                     claim,
+                    lock,
                     // Replacing a file frees its bytes when the new one lands.
                     need: length.saturating_sub(facts.existing),
                     kept: facts.kept,
@@ -463,6 +469,7 @@ fn open_upload(plan: Plan) -> Next {
                 },
                 keeps_partial: true,
                 claim: plan.claim,
+                _lock: plan.lock,
             };
             ok(out, id).field("offset", kept).finish();
             session.upload = Some(Box::new(upload));
