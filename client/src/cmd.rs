@@ -134,7 +134,11 @@ impl From<ClientError> for CmdError {
         match e {
             ClientError::Server { code, message } => CmdError::Server { code, message },
             ClientError::Io(e) => io_error(e),
-            ClientError::Frame(e) => CmdError::BadReply(format!("bad frame from server: {e}")),
+            // Not frames at all: most likely another service on that port
+            // (the raw echo, an HTTP server), not a skiffd.
+            ClientError::Frame(e) => CmdError::BadReply(format!(
+                "the reply is not a skiff frame ({e}): is this skiffd's framed port?"
+            )),
         }
     }
 }
@@ -144,7 +148,7 @@ pub fn io_error(e: io::Error) -> CmdError {
     match e.kind() {
         // A read timeout shows up as either, depending on the platform.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CmdError::Timeout(format!(
-            "no reply from the server within {} s",
+            "no reply from the server within {} s (is this skiffd's framed port?)",
             REPLY_TIMEOUT.as_secs()
         )),
         io::ErrorKind::UnexpectedEof => {

@@ -290,3 +290,24 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
     assert!(page.contains("completions"), "{page}");
     assert_eq!(skiff(&["completions", "tcsh"], b"").status.code(), Some(2));
 }
+
+#[test]
+fn a_port_that_is_not_skiffd_says_so() {
+    // A stand-in that answers anything with an HTTP error, as a web
+    // server would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let http = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let out = skiff(&["--addr", &addr, "hello"], b"");
+    http.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is this skiffd's framed port?"), "{err}");
+}
