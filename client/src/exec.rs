@@ -243,7 +243,8 @@ fn run_as(
     // Armed before the request goes out, so no Ctrl-C falls in between.
     let cancel = tx.clone();
     let interrupt = OnInterrupt::arm(move || {
-        eprintln!("^C: cancelling the remote command");
+        // A terminal has already echoed "^C"; this finishes its line.
+        eprintln!(" cancelling the remote command");
         let _ = cancel.send(ToServer::Cancel);
     });
     client
