@@ -425,7 +425,7 @@ fn round_trip_of_a_large_file_with_offset() {
         b"",
     );
     assert_eq!(code(bad), "bad_request");
-    // a file placed by hand (no cached MD5) is hashed in steps, then served
+    // a file placed by hand (no cached MD5) is hashed on a worker, then served
     let home = server.data_dir().join("homes").join("alice");
     std::fs::write(home.join("byhand.bin"), &bytes[..3_000_000]).unwrap();
     let (got, md5) = get(&mut c, "byhand.bin").unwrap();
