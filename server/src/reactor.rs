@@ -313,6 +313,8 @@ impl Reactor {
         Some(next.min(self.users_check_at).saturating_duration_since(now))
     }
 
+    /// Routes one event to its source by token; an event for a source that is
+    /// gone is stale and ignored.
     fn dispatch(&mut self, event: &Event) {
         match Source::from_token(event.token()) {
             Some(Source::Signals) => self.on_signal(),
@@ -384,9 +386,6 @@ impl Reactor {
         }
     }
 
-    /// Accepts up to [`ACCEPT_BUDGET`] connections; true if more may wait.
-    /// Registers a new client, or refuses it with `too_busy`.
-    /// Answers up to [`DATAGRAM_BUDGET`] datagrams; true if more may wait.
     /// One turn for client `k`, then let its commands' output flow if it
     /// has room for it again.
     fn drive(&mut self, k: usize) {

@@ -27,6 +27,8 @@ pub(super) struct Broadcast {
 }
 
 impl Reactor {
+    /// Carries out what the state machines asked for this turn, and a
+    /// turn's share of delivering `say`s.
     pub(super) fn run_actions(&mut self) {
         self.run_pending_actions();
         self.fan_out();
@@ -43,6 +45,11 @@ impl Reactor {
         }
     }
 
+    /// Queues pending `say`s for their recipients, within the turn's
+    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_TIME`], [`FANOUT_SCAN`]),
+    /// oldest first, so each recipient gets messages in the order they
+    /// were sent. Every recipient holds a reference to the same frame,
+    /// and is given its turn at once, which writes what its socket takes.
     pub(super) fn fan_out(&mut self) {
         let started = Instant::now();
         let (mut reached, mut looked) = (0, 0);

@@ -185,14 +185,8 @@ impl Client {
 }
 
 impl Reactor {
-    /// Hands the jobs the state machines asked for to the pool; a job the
-    /// pool refuses (its queue is full) is answered `too_busy`.
-    /// Results of finished jobs go to the connections that wait for them,
-    /// which then get a turn (to write the reply, to take the next request).
-    /// Runs `f` on client `k`'s framed state machine, with the context
-    /// borrowed from the reactor; nothing if there is no such client.
-    /// One turn for client `k`: write, read within budget, feed the state
-    /// machine, write again; then update interest, ready list and timer.
+    /// Gives each client whose deadline has passed `handle_timeout` and a
+    /// turn; heap entries a later deadline replaced are skipped.
     pub(super) fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some(&Reverse((t, k))) = self.timers.peek() {
@@ -229,26 +223,9 @@ impl Reactor {
         }
     }
 
-    /// Carries out what the state machines asked for this turn, and a
-    /// turn's share of delivering `say`s.
-    /// Queues pending `say`s for their recipients, within the turn's
-    /// budget ([`FANOUT_RECIPIENTS`], [`FANOUT_TIME`], [`FANOUT_SCAN`]),
-    /// oldest first, so each recipient gets messages in the order they
-    /// were sent. Every recipient holds a reference to the same frame,
-    /// and is given its turn at once, which writes what its socket takes.
-    /// The hard bound on client buffers: while all connections together
-    /// hold more than `--out-total`, the ones holding the most are closed
-    /// without flushing (Redis's `maxmemory-clients` does the same). Below
-    /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`) and `say` is refused, which is logged as
-    /// it starts and ends.
-    /// glibc keeps freed memory on its heap for reuse, and gives back to
-    /// the kernel only what lies at the top of it: after a burst, the
-    /// buffers of many closed connections would stay resident for good.
-    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
-    /// and to half of it, free heap pages are returned (`malloc_trim`).
-    /// Each call needs another rise and fall of that size, so it runs
-    /// rarely; it costs a walk over the heap's free blocks.
+    /// Close late: removes the clients that finished during this batch (a
+    /// client whose job is still out stays until it is back), and lets
+    /// paused accepts resume now that descriptors are free.
     pub(super) fn close_finished(&mut self) {
         if self.accept_paused && !self.to_close.is_empty() {
             self.accept_paused = false;
@@ -295,6 +272,8 @@ impl Reactor {
         }
     }
 
+    /// One turn for client `k`: write, read within budget, feed the state
+    /// machine, write again; then update interest, ready list and timer.
     pub(super) fn drive_client(&mut self, k: usize) {
         let Reactor {
             clients,

@@ -10,6 +10,8 @@ use crate::conn::{Conn, Ctx};
 use crate::handlers::Submission;
 
 impl Reactor {
+    /// Hands the jobs the state machines asked for to the pool; a job the
+    /// pool refuses (its queue is full) is answered `too_busy`.
     pub(super) fn submit_jobs(&mut self) {
         while let Some(job) = self.jobs.pop() {
             let Submission {
@@ -31,6 +33,8 @@ impl Reactor {
         }
     }
 
+    /// Results of finished jobs go to the connections that wait for them,
+    /// which then get a turn (to write the reply, to take the next request).
     pub(super) fn on_jobs_done(&mut self) {
         let finished: Vec<_> = self.pool.finished().collect();
         let now = Instant::now();
@@ -41,6 +45,8 @@ impl Reactor {
         }
     }
 
+    /// Runs `f` on client `k`'s framed state machine, with the context
+    /// borrowed from the reactor; nothing if there is no such client.
     pub(super) fn with_framed(
         &mut self,
         k: usize,

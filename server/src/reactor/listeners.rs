@@ -110,6 +110,7 @@ impl Reactor {
         }
     }
 
+    /// Accepts up to [`ACCEPT_BUDGET`] connections; true if more may wait.
     fn accept(&mut self, i: usize) -> bool {
         for _ in 0..ACCEPT_BUDGET {
             let Some(Some(listener)) = self.listeners.get_mut(i) else {
@@ -148,6 +149,7 @@ impl Reactor {
         true
     }
 
+    /// Registers a new client, or refuses it with `too_busy`.
     fn admit(&mut self, mut stream: Stream, ip: Option<IpAddr>, peer: &str, raw: bool) {
         self.stats.accepted += 1;
         let over_total = self.clients.len() >= self.config.max_conns;
@@ -216,6 +218,7 @@ impl Reactor {
         self.drive(key);
     }
 
+    /// Answers up to [`DATAGRAM_BUDGET`] datagrams; true if more may wait.
     fn answer_datagrams(&mut self, i: usize) -> bool {
         let Some(Some(listener)) = self.listeners.get_mut(i) else {
             return false;

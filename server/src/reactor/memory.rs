@@ -10,6 +10,12 @@ use log::info;
 use super::{Reactor, TRIM_AFTER_FALL};
 
 impl Reactor {
+    /// The hard bound on client buffers: while all connections together
+    /// hold more than `--out-total`, the ones holding the most are closed
+    /// without flushing (Redis's `maxmemory-clients` does the same). Below
+    /// half of it nothing happens; in between, connections pause early
+    /// (see `conn::water_marks`) and `say` is refused, which is logged as
+    /// it starts and ends.
     pub(super) fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;
         // The peak before evictions: their memory is freed too.
@@ -59,6 +65,13 @@ impl Reactor {
         }
     }
 
+    /// glibc keeps freed memory on its heap for reuse, and gives back to
+    /// the kernel only what lies at the top of it: after a burst, the
+    /// buffers of many closed connections would stay resident for good.
+    /// So once buffers have fallen [`TRIM_AFTER_FALL`] below their peak,
+    /// and to half of it, free heap pages are returned (`malloc_trim`).
+    /// Each call needs another rise and fall of that size, so it runs
+    /// rarely; it costs a walk over the heap's free blocks.
     pub(super) fn give_back_memory(&mut self) {
         let held = self.stats.buffered_total();
         if self.buffered_peak - held < TRIM_AFTER_FALL || held > self.buffered_peak / 2 {

@@ -12,6 +12,8 @@ use super::client::Engine;
 use super::listeners::Listener;
 
 impl Reactor {
+    /// The first SIGINT or SIGTERM starts a graceful shutdown; a second one
+    /// exits at once.
     pub(super) fn on_signal(&mut self) {
         let got: Vec<i32> = self.signals.pending().collect();
         if got.is_empty() {
