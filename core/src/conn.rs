@@ -1285,11 +1285,15 @@ impl Conn {
         let State::Body { sink, .. } = &mut self.state else {
             return;
         };
-        if !handlers::body(sink, chunk, &self.session, self.out.writer(), ctx) {
-            return;
+        if handlers::body(sink, chunk, &self.session, self.out.writer(), ctx) {
+            // An upload's batch is full.
+            self.flush_sink(ctx);
         }
-        // The sink wants a worker (an upload's batch is full): the body
-        // waits, unread, until the job is back and says to go on.
+    }
+
+    /// Hands what the body's sink collected to a worker: the body waits,
+    /// unread, until the job is back and says to go on.
+    fn flush_sink(&mut self, ctx: &mut Ctx) {
         let state = std::mem::replace(&mut self.state, State::Idle);
         let State::Body { id, sink } = state else {
             self.state = state;
@@ -1307,16 +1311,9 @@ impl Conn {
         let State::Body { sink, .. } = &self.state else {
             return;
         };
-        if !sink.has_pending() {
-            return;
+        if sink.has_pending() {
+            self.flush_sink(ctx);
         }
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        let State::Body { id, sink } = state else {
-            self.state = state;
-            return;
-        };
-        let next = handlers::flush(sink);
-        self.apply(id, next, 0, ctx);
     }
 
     fn on_end(&mut self, ctx: &mut Ctx) {

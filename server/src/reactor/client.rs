@@ -201,24 +201,12 @@ impl Reactor {
                 continue; // superseded by an earlier deadline, or a reused key
             }
             client.timer = None;
-            let limits = &self.config.limits;
-            let mut env = Env {
-                limits,
-                stats: &mut self.stats,
-                services: &mut self.services,
-                actions: &mut self.actions,
-                jobs: &mut self.jobs,
-                children: &self.children,
-                splice_works: &mut self.splice_works,
-            };
-            match &mut client.engine {
-                Engine::Framed(c) => c.handle_timeout(&mut env.ctx(now)),
-                Engine::Raw(r) => {
-                    if now >= r.deadline(limits) {
-                        client.fail("idle timeout".into());
-                    }
-                }
+            if let Engine::Raw(r) = &client.engine
+                && now >= r.deadline(&self.config.limits)
+            {
+                client.fail("idle timeout".into());
             }
+            self.with_framed(k, now, |c, ctx| c.handle_timeout(ctx));
             self.drive(k);
         }
     }
