@@ -19,6 +19,7 @@
 pub mod buffer;
 pub mod command;
 pub mod conn;
+pub mod ftp;
 pub mod handlers;
 pub mod jail;
 pub mod pool;

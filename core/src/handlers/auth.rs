@@ -65,7 +65,8 @@ impl Throttle {
         }
     }
 
-    fn fail(&mut self, ip: IpAddr, user: &str, now: Instant) {
+    /// Counts a failed login as `user` from `ip`.
+    pub fn fail(&mut self, ip: IpAddr, user: &str, now: Instant) {
         if self.failures.len() >= MAX_TRACKED {
             self.failures
                 .retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
@@ -84,7 +85,8 @@ impl Throttle {
         e.1 = now;
     }
 
-    fn succeed(&mut self, ip: IpAddr, user: &str) {
+    /// Forgets the failures of `user` from `ip` (they logged in).
+    pub fn succeed(&mut self, ip: IpAddr, user: &str) {
         self.failures.remove(&(ip, user.to_string()));
     }
 }
@@ -182,15 +184,9 @@ fn open_account(
         Lane::Bulk,
         move || Account::open(&data_dir, &name, quota),
         move |opened, id, session, out, ctx| {
-            // Another session of the same user may have opened it first.
-            let account = match (ctx.services.accounts.get(&user), opened) {
-                (Some(a), _) => a.clone(),
-                (None, Ok(a)) => {
-                    let a = Rc::new(RefCell::new(a));
-                    ctx.services.accounts.insert(user.clone(), a.clone());
-                    a
-                }
-                (None, Err(e)) => {
+            let account = match adopt_account(&mut ctx.services.accounts, &user, opened) {
+                Ok(a) => a,
+                Err(e) => {
                     error(out, id, Code::Io, &format!("cannot open your home: {e}"));
                     return Next::Done;
                 }
@@ -199,6 +195,22 @@ fn open_account(
             logged_in(user, quota, exec, account, id, session, out)
         },
     ))
+}
+
+/// The account a worker opened for `user` (see [`Account::open`]), now
+/// shared by all their sessions; or the one another session of the same
+/// user opened first meanwhile.
+pub fn adopt_account(
+    accounts: &mut std::collections::HashMap<String, Rc<RefCell<Account>>>,
+    user: &str,
+    opened: std::io::Result<Account>,
+) -> std::io::Result<Rc<RefCell<Account>>> {
+    if let Some(a) = accounts.get(user) {
+        return Ok(a.clone());
+    }
+    let a = Rc::new(RefCell::new(opened?));
+    accounts.insert(user.to_string(), a.clone());
+    Ok(a)
 }
 
 /// Why a logged-in session may no longer run anything: its user was

@@ -146,31 +146,14 @@ fn reply(home: &Dir, target: &str, page: Page, id: Option<&Number>) -> Result<Ve
 /// One page of the entries of `target` (or the one entry, if it is a
 /// file), sorted by name, and the offset of the next page if any remain.
 fn list(home: &Dir, target: &str, page: Page) -> Result<(Vec<Entry>, Option<usize>), Refusal> {
-    let rel = jail::relative(target);
-    let meta = home
-        .metadata(&rel)
-        .map_err(|e| jail::io_error(&e, target))?;
-    if meta.is_file() {
-        let name = jail::file_name(target).unwrap_or("").to_string();
-        let entry = Entry::of(name, &meta).filter(|_| page.offset == 0);
-        return Ok((entry.into_iter().collect(), None));
-    }
-    let dir = home
-        .open_dir(&rel)
-        .map_err(|e| jail::io_error(&e, target))?;
-    let mut names = Vec::new();
-    for entry in dir.entries().map_err(|e| jail::io_error(&e, target))? {
-        let entry = entry.map_err(|e| jail::io_error(&e, target))?;
-        // The type comes with the name (d_type), so no `stat` is needed
-        // to leave out symlinks and special files.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() || kind.is_file() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+    let (dir, names) = match read_names(home, target)? {
+        Listed::File(meta) => {
+            let name = jail::file_name(target).unwrap_or("").to_string();
+            let entry = Entry::of(name, &meta).filter(|_| page.offset == 0);
+            return Ok((entry.into_iter().collect(), None));
         }
-    }
-    names.sort_unstable();
+        Listed::Dir(dir, names) => (dir, names),
+    };
     let mut entries = Vec::new();
     let mut bytes = 0;
     let mut index = page.offset;
@@ -196,6 +179,48 @@ fn list(home: &Dir, target: &str, page: Page) -> Result<(Vec<Entry>, Option<usiz
     }
     let next = (index < names.len()).then_some(index);
     Ok((entries, next))
+}
+
+/// What a listed path turned out to be.
+pub enum Listed {
+    /// A regular file (its metadata): it lists as itself.
+    File(cap_std::fs::Metadata),
+    /// A directory (open), and the names of its files and subdirectories
+    /// in name order; symlinks and special files are left out.
+    Dir(Dir, Vec<String>),
+}
+
+/// Reads the names in `target` (virtual) of `home`, sorted; reading names
+/// is cheap (no `stat`), so each caller `stat`s only the entries it shows.
+/// For a worker.
+pub fn read_names(home: &Dir, target: &str) -> Result<Listed, Refusal> {
+    let rel = jail::relative(target);
+    let meta = home
+        .metadata(&rel)
+        .map_err(|e| jail::io_error(&e, target))?;
+    if meta.is_file() {
+        return Ok(Listed::File(meta));
+    }
+    if !meta.is_dir() {
+        return Err((Code::Forbidden, format!("{target}: not a regular file")));
+    }
+    let dir = home
+        .open_dir(&rel)
+        .map_err(|e| jail::io_error(&e, target))?;
+    let mut names = Vec::new();
+    for entry in dir.entries().map_err(|e| jail::io_error(&e, target))? {
+        let entry = entry.map_err(|e| jail::io_error(&e, target))?;
+        // The type comes with the name (d_type), so no `stat` is needed
+        // to leave out symlinks and special files.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() || kind.is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort_unstable();
+    Ok(Listed::Dir(dir, names))
 }
 
 /// Bytes one entry takes in the header's `entries` list, its comma included.

@@ -52,7 +52,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// Body bytes collected before a worker appends and hashes them. Writing
 /// happens off the loop because a `write` can wait on the disk: once the
 /// kernel's dirty pages pass its limit, it makes writers sleep.
-const WRITE_BATCH: usize = 256 << 10;
+pub const WRITE_BATCH: usize = 256 << 10;
 
 /// A partial file claimed by one upload. While a claim lives, no other
 /// `put` can use the same partial, and discarding parked partials spares
@@ -64,7 +64,13 @@ pub struct Claim {
 }
 
 impl Claim {
-    fn take(account: &Rc<RefCell<Account>>, name: String, target: &str) -> Result<Claim, Refusal> {
+    /// Claims the partial file `name` (for an upload of `target`), or says
+    /// that another upload holds it.
+    pub fn take(
+        account: &Rc<RefCell<Account>>,
+        name: String,
+        target: &str,
+    ) -> Result<Claim, Refusal> {
         let mut a = account.borrow_mut();
         if a.active.contains(&name) {
             return Err((
@@ -80,6 +86,16 @@ impl Claim {
             name,
         })
     }
+
+    /// The claimed partial file's name (in the account's partial directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The account whose partial file this is.
+    pub fn account(&self) -> &Rc<RefCell<Account>> {
+        &self.account
+    }
 }
 
 impl Drop for Claim {
@@ -94,9 +110,33 @@ impl Drop for Claim {
 /// Bytes of quota held for an upload in progress; given back on drop,
 /// whether the upload lands, fails or its connection dies.
 #[derive(Debug)]
-struct Reservation {
+pub struct Reservation {
     account: Rc<RefCell<Account>>,
     bytes: u64,
+}
+
+impl Reservation {
+    /// Holds `bytes` of `account`'s quota (the caller checked they fit).
+    pub fn hold(account: &Rc<RefCell<Account>>, bytes: u64) -> Reservation {
+        let mut a = account.borrow_mut();
+        a.reserved = a.reserved.saturating_add(bytes);
+        Reservation {
+            account: account.clone(),
+            bytes,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Holds `more` bytes on top (the caller checked they fit).
+    pub fn grow(&mut self, more: u64) {
+        let mut a = self.account.borrow_mut();
+        a.reserved = a.reserved.saturating_add(more);
+        self.bytes = self.bytes.saturating_add(more);
+    }
 }
 
 impl Drop for Reservation {
@@ -139,20 +179,20 @@ pub struct Upload {
 
 /// An upload's partial file, as it travels to a worker and back.
 #[derive(Debug)]
-struct Partial {
+pub struct Partial {
     /// The file, open for appending.
-    file: File,
+    pub file: File,
     /// MD5 of the bytes written so far.
-    hasher: Md5,
+    pub hasher: Md5,
     /// Bytes in the file.
-    written: u64,
+    pub written: u64,
 }
 
 impl Partial {
     /// Appends and hashes `bytes` (on a worker: `write` may wait on the
     /// disk), and starts writeback of each finished 8 MiB, so the fsync
     /// before the rename finds little left to do.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.hasher.update(bytes);
         let before = self.written;
@@ -534,7 +574,7 @@ pub fn data(header: &Header, session: &mut Session) -> Result<Next, Refusal> {
 
 /// Whether a write failed because the disk (or the user's file-system
 /// quota) is full.
-fn disk_full(e: &io::Error) -> bool {
+pub fn disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
@@ -616,8 +656,35 @@ fn delete_partial(mut upload: Upload, code: Code, message: String) -> Next {
     ))
 }
 
-/// Makes a verified upload visible: fsync, rename into the home, fsync
-/// the directory (so the rename survives a crash too), all on a worker.
+/// Makes a whole partial file visible at `path` (virtual) of `home`:
+/// fsync, rename from `partial/name`, fsync the directory (so the rename
+/// survives a crash too). Returns the size of the file it replaced (0 if
+/// none) and the new file's key. For a worker.
+pub fn land(
+    file: File,
+    home: &cap_std::fs::Dir,
+    partial: &cap_std::fs::Dir,
+    name: &str,
+    path: &str,
+) -> Result<(u64, FileKey), Refusal> {
+    let rel = jail::relative(path);
+    file.sync_all().map_err(|e| jail::io_error(&e, path))?;
+    let replaced = home
+        .symlink_metadata(&rel)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len());
+    partial
+        .rename(name, home, &rel)
+        .map_err(|e| jail::io_error(&e, path))?;
+    if let Ok(parent) = home.open_dir(jail::relative(jail::parent(path))) {
+        let _ = parent.into_std_file().sync_all();
+    }
+    let meta = file.metadata().map_err(|e| jail::io_error(&e, path))?;
+    Ok((replaced, FileKey::of(&meta)))
+}
+
+/// Makes a verified upload visible ([`land`]) on a worker.
 fn store(mut upload: Upload, digest: [u8; 16]) -> Next {
     let (home, partial) = {
         let a = upload.claim.account.borrow();
@@ -632,23 +699,14 @@ fn store(mut upload: Upload, digest: [u8; 16]) -> Next {
     Next::Job(Job::new(
         "store",
         Lane::Bulk,
-        move || -> Result<(u64, FileKey), Refusal> {
-            let file = file.map_err(|e| (Code::Io, e.to_string()))?;
-            let rel = jail::relative(&path);
-            file.sync_all().map_err(|e| jail::io_error(&e, &path))?;
-            let replaced = home
-                .symlink_metadata(&rel)
-                .ok()
-                .filter(|m| m.is_file())
-                .map_or(0, |m| m.len());
-            partial
-                .rename(&name, &home, &rel)
-                .map_err(|e| jail::io_error(&e, &path))?;
-            if let Ok(parent) = home.open_dir(jail::relative(jail::parent(&path))) {
-                let _ = parent.into_std_file().sync_all();
-            }
-            let meta = file.metadata().map_err(|e| jail::io_error(&e, &path))?;
-            Ok((replaced, FileKey::of(&meta)))
+        move || {
+            land(
+                file.map_err(|e| (Code::Io, e.to_string()))?,
+                &home,
+                &partial,
+                &name,
+                &path,
+            )
         },
         move |stored, id, _session, out, ctx| {
             let (replaced, key) = match stored {

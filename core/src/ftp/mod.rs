@@ -1,0 +1,78 @@
+//! skiffd's FTP: one control connection as a sans-I/O state machine,
+//! with the data connection it owns, for the clients people already have
+//! (curl, lftp, FileZilla, rclone, wget, Python's `ftplib`).
+//!
+//! An [`FtpSession`] speaks RFC 959 with the extensions of RFC 2389
+//! (`FEAT`, `OPTS`), 2428 (`EPSV`), 3659 (`SIZE`, `MDTM`, `REST STREAM`,
+//! `MLST`, `MLSD`) and 2640 (`UTF8`), over the framed protocol's users,
+//! jail, quotas and atomic uploads (see `docs/ftp.md`). Like
+//! [`crate::conn::Conn`] it never sees a socket, a disk or a clock: the
+//! reactor reads and writes, the worker pool runs its jobs, and time comes
+//! in as `Ctx::now`.
+//!
+//! # The contract
+//!
+//! ```text
+//!   control connection (one per session)
+//!     start_turn()                  a new turn: MAX_COMMANDS_PER_TURN more commands
+//!     work() if has_work()          commands left over from the last turn; a file copied
+//!                                   to the data connection where sendfile is unavailable
+//!     handle_input(bytes)           bytes read from the control socket (only while wants_read())
+//!     output() → handle_written(n)  replies to write; write first, WRITABLE only while some remain
+//!     end_turn()                    the turn's reads are over: received upload bytes go to a worker
+//!     handle_eof() / handle_reset() the peer finished sending / the socket failed
+//!
+//!   data connection (at most one listener and one connection per session)
+//!     poll_data_request()           until None, after every call above:
+//!       Listen        bind a listener from --ftp-passive (closing this session's old
+//!                     listener and data connection), then handle_passive_bound(addr to
+//!                     announce: --ftp-advertise or the control socket's local IP, and
+//!                     the port) or handle_passive_failed()
+//!       CloseListener close the listener
+//!       CloseData     flush and close the data connection, then handle_data_closed()
+//!                     (always, even if it was already gone)
+//!     handle_data_connected(peer)   a connection was accepted on the listener: true keeps
+//!                                   it (close the listener), false refuses it (close it,
+//!                                   keep listening): only the control peer's IP is kept
+//!     data_output() → handle_data_written(n) / handle_data_file_sent(n)
+//!                                   Bytes to write, or a File range for sendfile;
+//!                                   data_zero_copy_unavailable() falls back to copying
+//!     wants_data_read() → handle_data_input(bytes), handle_data_eof()
+//!     handle_data_closed()          the data connection failed (reset) or was closed
+//!
+//!   jobs and time
+//!     ctx.jobs                      submissions to hand to the pool (conn = the session's key)
+//!     handle_job_done(result) / handle_job_refused()
+//!     deadline() → handle_timeout() idle control, passive listener nobody connects to,
+//!                                   stalled transfer, closing grace
+//!
+//!   and it answers: wants_read(), wants_data_read(), has_work(), job_in_flight(),
+//!                   is_closing(), is_done() (drop it, and any data socket it still has)
+//! ```
+//!
+//! Nothing is read from either connection while a job is out, and a
+//! session handles at most [`MAX_COMMANDS_PER_TURN`] commands per turn,
+//! so a pipeline of cheap commands waits like everyone else. A command
+//! that arrives during a transfer waits for its end, except `ABOR`,
+//! `STAT`, `NOOP` and `QUIT`.
+//!
+//! The modules: [`line`] cuts the input into command lines (Telnet
+//! commands out, a bound on length), [`command`] parses them, [`reply`]
+//! writes replies, [`verbs`] says what each command does, [`transfer`]
+//! drives the data connection, [`store`] is an upload, [`listing`] formats
+//! `LIST`, `NLST` and `MLSD`.
+
+pub mod command;
+pub mod line;
+pub mod listing;
+pub mod reply;
+mod session;
+pub mod store;
+mod transfer;
+mod verbs;
+
+#[cfg(test)]
+mod tests;
+
+pub use session::{FtpSession, MAX_COMMANDS_PER_TURN, PASSIVE_TIMEOUT};
+pub use transfer::{DataOut, DataRequest};

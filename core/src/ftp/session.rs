@@ -1,0 +1,529 @@
+//! [`FtpSession`]: the control connection's state, its input and output,
+//! its jobs and its timers. The commands are in [`super::verbs`], the
+//! data connection and transfers in [`super::transfer`].
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+
+use super::command::{self, Command, Refused};
+use super::line::{Line, LineReader};
+use super::reply;
+use super::transfer::Data;
+use crate::buffer::OutBuf;
+use crate::conn::Ctx;
+use crate::handlers::upload::Reservation;
+use crate::handlers::{Session, Submission};
+use crate::pool::{Lane, Work};
+use skiff::proto::Code;
+
+/// Most command lines handled per session per turn.
+pub const MAX_COMMANDS_PER_TURN: u16 = 8;
+/// How long a passive listener waits for the client to connect, and an
+/// open data connection for a transfer command, by default.
+pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Failed `PASS` commands after which the session is closed (the
+/// server-wide throttle then decides how soon the next try is answered).
+const MAX_LOGIN_FAILURES: u8 = 3;
+
+/// What a job's result does, back on the loop.
+pub(super) type Then = Box<dyn FnOnce(Box<dyn Any + Send>, &mut FtpSession, &mut Ctx)>;
+
+/// Work for the pool, and what to do with its result (an FTP session's
+/// counterpart of [`crate::handlers::Job`], whose `then` writes framed
+/// replies).
+pub(super) struct FtpJob {
+    name: &'static str,
+    lane: Lane,
+    work: Work,
+    then: Then,
+    /// Client bytes the job carries, for the buffer budget.
+    pub(super) holds: usize,
+}
+
+/// A job whose `work` returns a `T` that `then` takes back.
+pub(super) fn job<T: Send + 'static>(
+    name: &'static str,
+    lane: Lane,
+    work: impl FnOnce() -> T + Send + 'static,
+    then: impl FnOnce(T, &mut FtpSession, &mut Ctx) + 'static,
+) -> FtpJob {
+    FtpJob {
+        name,
+        lane,
+        holds: 0,
+        work: Box::new(move || Box::new(work()) as Box<dyn Any + Send>),
+        then: Box::new(move |result, session, ctx| match result.downcast::<T>() {
+            Ok(value) => then(*value, session, ctx),
+            // Cannot happen: `work` above made the box.
+            Err(_) => session.reply(451, "Internal error: a job returned the wrong type."),
+        }),
+    }
+}
+
+/// A job out on a worker.
+struct Waiting {
+    name: &'static str,
+    then: Then,
+    holds: usize,
+}
+
+/// One FTP control connection, with the data connection it owns.
+pub struct FtpSession {
+    /// Slab key of the control connection, for the log and the pool.
+    pub(super) key: usize,
+    /// The client's address: data connections must come from it.
+    pub(super) peer: IpAddr,
+    /// How long a passive listener or an unused data connection lives.
+    pub(super) passive_timeout: Duration,
+    /// Command lines being cut from the input.
+    lines: LineReader,
+    /// Input not yet cut into lines (it waits while a job is out).
+    input: Vec<u8>,
+    /// Replies waiting for the socket.
+    out: OutBuf,
+    /// Who is logged in, their account and cwd (the framed protocol's
+    /// session: same login, same revocation).
+    pub(super) session: Session,
+    /// The name `USER` gave, waiting for `PASS`.
+    pub(super) user_name: Option<String>,
+    /// Failed `PASS` on this connection.
+    pub(super) login_failures: u8,
+    /// `REST`'s offset for the next transfer.
+    pub(super) rest: u64,
+    /// `RNFR`'s path, for the `RNTO` right after it.
+    pub(super) rename_from: Option<String>,
+    /// Quota `ALLO` reserved for the next upload.
+    pub(super) allo: Option<Reservation>,
+    /// `EPSV ALL`: PASV is refused from now on.
+    pub(super) epsv_all: bool,
+    /// The job out on a worker, if any: nothing is read meanwhile.
+    job: Option<Waiting>,
+    /// A command line is being handled (its first job may be refused).
+    first_step: bool,
+    /// Commands handled since the reactor's last `start_turn`.
+    commands_this_turn: u16,
+    /// Stopped at [`MAX_COMMANDS_PER_TURN`] with input left.
+    turn_limited: bool,
+    /// A command that arrived during a transfer and waits for its end.
+    deferred: Option<Command>,
+    /// The data connection and the transfer on it.
+    pub(super) data: Data,
+    /// Last time bytes moved on the control or data connection.
+    pub(super) last_active: Instant,
+    /// Closing for this reason: replies are flushed, then done.
+    closing: Option<&'static str>,
+    /// The peer finished sending on the control connection.
+    eof: bool,
+}
+
+impl FtpSession {
+    /// A new session, greeting the client.
+    pub fn new(key: usize, peer: IpAddr, now: Instant, passive_timeout: Duration) -> FtpSession {
+        let peer = peer.to_canonical();
+        let mut s = FtpSession {
+            key,
+            peer,
+            passive_timeout,
+            lines: LineReader::default(),
+            input: Vec::new(),
+            out: OutBuf::default(),
+            session: Session::new(key, Some(peer)),
+            user_name: None,
+            login_failures: 0,
+            rest: 0,
+            rename_from: None,
+            allo: None,
+            epsv_all: false,
+            job: None,
+            first_step: false,
+            commands_this_turn: 0,
+            turn_limited: false,
+            deferred: None,
+            data: Data::new(now),
+            last_active: now,
+            closing: None,
+            eof: false,
+        };
+        s.reply(220, "skiffd FTP ready.");
+        s
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.session.user.as_deref()
+    }
+
+    // ----- control connection: input --------------------------------
+
+    /// A new turn of the reactor's loop: [`MAX_COMMANDS_PER_TURN`] more
+    /// commands may be handled.
+    pub fn start_turn(&mut self) {
+        self.commands_this_turn = 0;
+        self.turn_limited = false;
+    }
+
+    /// Bytes read from the control socket (only while [`Self::wants_read`]).
+    pub fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        self.last_active = ctx.now;
+        if self.closing.is_some() {
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.run(ctx);
+    }
+
+    /// The peer shut down its side of the control connection.
+    pub fn handle_eof(&mut self, ctx: &mut Ctx) {
+        self.eof = true;
+        self.run(ctx);
+    }
+
+    /// The control socket failed: nothing more can be written.
+    pub fn handle_reset(&mut self) {
+        self.out = OutBuf::default();
+        self.close("connection reset");
+    }
+
+    /// Whether the reactor should read the control socket.
+    pub fn wants_read(&self) -> bool {
+        self.closing.is_none()
+            && !self.eof
+            && self.job.is_none()
+            && !self.data.binding()
+            && self.input.is_empty()
+            && !self.lines.has_line()
+            && self.deferred.is_none()
+            && self.commands_this_turn < MAX_COMMANDS_PER_TURN
+    }
+
+    /// Whether the reactor owes this session a turn without a socket
+    /// event: commands wait past the turn's share, or a file is copied
+    /// to the data connection (no `sendfile`).
+    pub fn has_work(&self, limits: &crate::conn::Limits) -> bool {
+        self.turn_limited || self.data_has_work(limits)
+    }
+
+    /// One turn of that work (call after [`Self::start_turn`]).
+    pub fn work(&mut self, ctx: &mut Ctx) {
+        self.data_work(ctx);
+        self.run(ctx);
+    }
+
+    /// The reactor has read what it could this turn: received upload
+    /// bytes go to a worker now, rather than wait for a full batch.
+    pub fn end_turn(&mut self, ctx: &mut Ctx) {
+        self.flush_upload(ctx);
+    }
+
+    /// Handles buffered command lines while it may.
+    pub(super) fn run(&mut self, ctx: &mut Ctx) {
+        loop {
+            // A PASV's reply waits for the reactor's listener; later
+            // replies must not overtake it.
+            if self.closing.is_some() || self.job.is_some() || self.data.binding() {
+                break;
+            }
+            if let Some(cmd) = self.deferred.take() {
+                if self.data.busy() {
+                    self.deferred = Some(cmd);
+                    break;
+                }
+                self.dispatch(cmd, ctx);
+                continue;
+            }
+            if !self.lines.has_line() {
+                if self.input.is_empty() {
+                    break;
+                }
+                let used = self.lines.push(&self.input);
+                self.input.drain(..used);
+                continue;
+            }
+            if self.commands_this_turn >= MAX_COMMANDS_PER_TURN {
+                self.turn_limited = true;
+                break;
+            }
+            let Some(line) = self.lines.next_line() else {
+                break;
+            };
+            self.commands_this_turn += 1;
+            ctx.stats.requests += 1;
+            self.on_line(line, ctx);
+        }
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = Vec::new();
+        }
+        self.settle_eof();
+    }
+
+    fn settle_eof(&mut self) {
+        if self.eof
+            && self.closing.is_none()
+            && self.job.is_none()
+            && !self.data.binding()
+            && self.input.is_empty()
+            && !self.lines.has_line()
+            && self.deferred.is_none()
+            && !self.turn_limited
+        {
+            self.close("peer closed");
+        }
+    }
+
+    fn on_line(&mut self, line: Line, ctx: &mut Ctx) {
+        let bytes = match line {
+            Line::Command(bytes) => bytes,
+            Line::TooLong => {
+                self.reply(500, "Command line too long.");
+                return;
+            }
+        };
+        let cmd = match command::parse(&bytes) {
+            Ok(cmd) => cmd,
+            Err(Refused::Unknown(verb)) => {
+                debug!("ftp {}: unknown command {verb:?}", self.key);
+                self.reply(500, &format!("Unknown command {verb:?}."));
+                return;
+            }
+            Err(Refused::NotUtf8) => {
+                self.reply(501, "Arguments must be UTF-8.");
+                return;
+            }
+        };
+        if self.data.busy() && !cmd.verb.during_transfer() {
+            // Pipelined behind a transfer: it waits for its end.
+            self.deferred = Some(cmd);
+            return;
+        }
+        self.dispatch(cmd, ctx);
+    }
+
+    fn dispatch(&mut self, cmd: Command, ctx: &mut Ctx) {
+        if cmd.verb == command::Verb::Pass {
+            debug!("ftp {}: PASS ****", self.key);
+        } else {
+            debug!("ftp {}: {:?} {:?}", self.key, cmd.verb, cmd.arg);
+        }
+        self.last_active = ctx.now;
+        if self.session.user.is_some()
+            && let Some(why) = crate::handlers::auth::revoked(&self.session, &ctx.services.users)
+        {
+            self.reply(421, why);
+            self.close("account deleted or password changed");
+            return;
+        }
+        self.first_step = true;
+        self.command(cmd, ctx);
+        self.first_step = false;
+    }
+
+    // ----- control connection: output -------------------------------
+
+    /// Appends a one-line reply.
+    pub(super) fn reply(&mut self, code: u16, text: &str) {
+        reply::line(self.out.writer(), code, text);
+    }
+
+    /// Appends a multi-line reply.
+    pub(super) fn reply_multi<S: AsRef<str>>(
+        &mut self,
+        code: u16,
+        first: &str,
+        middle: &[S],
+        last: &str,
+    ) {
+        reply::multi(self.out.writer(), code, first, middle, last);
+    }
+
+    /// A refused request, as a reply.
+    pub(super) fn refuse(&mut self, (code, message): (Code, String)) {
+        self.reply(ftp_code(code), &message);
+    }
+
+    /// Replies waiting for the control socket.
+    pub fn output(&self) -> &[u8] {
+        self.out.pending()
+    }
+
+    /// The control socket took `n` bytes of [`Self::output`].
+    pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
+        self.out.consume(n);
+        self.last_active = ctx.now;
+    }
+
+    // ----- jobs --------------------------------------------------------
+
+    /// Hands a job to the reactor for the pool; nothing is read until its
+    /// result is back.
+    pub(super) fn start_job(&mut self, job: FtpJob, ctx: &mut Ctx) {
+        debug!("ftp {}: job {}", self.key, job.name);
+        ctx.jobs.push(Submission {
+            must_run: !self.first_step,
+            conn: self.key,
+            name: job.name,
+            lane: job.lane,
+            work: job.work,
+        });
+        self.job = Some(Waiting {
+            name: job.name,
+            then: job.then,
+            holds: job.holds,
+        });
+    }
+
+    /// A job of this session is on a worker: its result must come back
+    /// before the session may go.
+    pub fn job_in_flight(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// The result of this session's job.
+    pub fn handle_job_done(&mut self, result: Box<dyn Any + Send>, ctx: &mut Ctx) {
+        let Some(waiting) = self.job.take() else {
+            return; // a stray result
+        };
+        debug!("ftp {}: job {} done", self.key, waiting.name);
+        self.last_active = ctx.now;
+        (waiting.then)(result, self, ctx);
+        self.after_job(ctx);
+    }
+
+    /// The pool would not take this session's job (its queue is full).
+    pub fn handle_job_refused(&mut self, ctx: &mut Ctx) {
+        let Some(waiting) = self.job.take() else {
+            return;
+        };
+        info!(
+            "ftp {}: job {} refused: the worker queue is full",
+            self.key, waiting.name
+        );
+        self.reply(450, "The server is busy; try again shortly.");
+        self.after_job(ctx);
+    }
+
+    fn after_job(&mut self, ctx: &mut Ctx) {
+        if self.job.is_some() {
+            return;
+        }
+        self.after_data_step(ctx);
+        self.run(ctx);
+    }
+
+    // ----- time and the end ---------------------------------------------
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn deadline(&self, limits: &crate::conn::Limits) -> Instant {
+        let control = if self.closing.is_some() {
+            self.last_active + limits.close_grace
+        } else {
+            self.last_active + limits.idle_timeout
+        };
+        match self.data_deadline(limits) {
+            Some(at) => at.min(control),
+            None => control,
+        }
+    }
+
+    /// The deadline has passed (extra calls are harmless).
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
+        self.data_timeout(ctx);
+        if ctx.now < self.last_active + ctx.limits.idle_timeout
+            && !(self.closing.is_some() && ctx.now >= self.last_active + ctx.limits.close_grace)
+        {
+            return;
+        }
+        if self.job.is_some() || (self.data.busy() && self.closing.is_none()) {
+            // The client waits for us, or a transfer moves (its own
+            // clock is in `data_timeout`).
+            self.last_active = ctx.now;
+            return;
+        }
+        if self.closing.is_some() {
+            debug!("ftp {}: dropping {} unread bytes", self.key, self.out.len());
+            self.out = OutBuf::default();
+            return;
+        }
+        self.reply(421, "Timeout.");
+        self.close("idle timeout");
+    }
+
+    /// Closes: replies are flushed, the data connection and listener are
+    /// given up, and an upload in progress keeps its partial file.
+    pub(super) fn close(&mut self, why: &'static str) {
+        if self.closing.is_some() {
+            return;
+        }
+        debug!("ftp {}: closing ({why})", self.key);
+        self.closing = Some(why);
+        self.input = Vec::new();
+        self.lines = LineReader::default();
+        self.deferred = None;
+        self.drop_data();
+    }
+
+    /// Closing was decided.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// Closed, nothing left to write, no job out: the reactor may drop the
+    /// session (and any data socket or listener it still has for it).
+    pub fn is_done(&self) -> bool {
+        self.closing.is_some() && self.out.is_empty() && self.job.is_none()
+    }
+
+    /// The server is stopping: say so and close.
+    pub fn shut_down(&mut self) {
+        if self.closing.is_none() {
+            self.reply(421, "Server shutting down.");
+            self.close("server shutting down");
+        }
+    }
+
+    /// users.json changed: a session whose user was deleted or whose
+    /// password changed is told and closed.
+    pub fn recheck_login(&mut self, users: &crate::users::UserDb) {
+        if self.closing.is_some() {
+            return;
+        }
+        if let Some(why) = crate::handlers::auth::revoked(&self.session, users) {
+            self.reply(421, why);
+            self.close("account deleted or password changed");
+        }
+    }
+
+    /// Memory held by buffers, in bytes (for the server's budget).
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.capacity()
+            + self.lines.buffered_bytes()
+            + self.out.capacity()
+            + self.data.buffered_bytes()
+            + self.job.as_ref().map_or(0, |j| j.holds)
+    }
+
+    /// Counts a failed login; true if the session should close.
+    pub(super) fn login_failed(&mut self) -> bool {
+        self.login_failures = self.login_failures.saturating_add(1);
+        self.login_failures >= MAX_LOGIN_FAILURES
+    }
+}
+
+/// The FTP reply code for a refusal of the shared handlers.
+pub(super) fn ftp_code(code: Code) -> u16 {
+    match code {
+        Code::QuotaExceeded => 552,
+        Code::TooBusy => 450,
+        Code::BadRequest => 553,
+        Code::NotFound
+        | Code::Forbidden
+        | Code::Exists
+        | Code::NotADirectory
+        | Code::IsADirectory
+        | Code::NotEmpty
+        | Code::AuthRequired => 550,
+        _ => 451,
+    }
+}

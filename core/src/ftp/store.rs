@@ -1,0 +1,426 @@
+//! What `STOR` and `APPE` write into: the framed protocol's upload rules
+//! ([`crate::handlers::upload`]) with FTP's way of saying things.
+//!
+//! The bytes go into a partial file outside the home, hashed on the way,
+//! and the file appears at its path only when the client has closed the
+//! data connection: an interrupted `STOR` leaves the old file whole.
+//! FTP declares neither length nor MD5 up front, so the partial is named
+//! after the path alone, and kept when a transfer breaks off:
+//!
+//! ```text
+//!   what a path "has", for SIZE and for resuming:
+//!       the kept partial of an interrupted upload, if there is one,
+//!       else the stored file
+//!   STOR            starts from nothing (a kept partial is discarded)
+//!   REST n + STOR   keeps the first n bytes of that, then appends
+//!   APPE            keeps all of it, then appends
+//! ```
+//!
+//! So `curl -C -` (`SIZE`, then `APPE`) and `REST`+`STOR` clients resume
+//! an interrupted upload where it stopped, and appending to a stored file
+//! copies it into the partial first (on a worker), so even an `APPE`
+//! that breaks off leaves the stored file as it was.
+//!
+//! **Quota.** `ALLO n` reserves `n` bytes at once. Beyond what is
+//! reserved, each chunk is admitted only as far as the quota has room
+//! (the bytes of the file being replaced are credited, since they go when
+//! the new one lands): the transfer then stops with `552` and the partial
+//! is kept, for a `REST`+`STOR` once room is made.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
+
+use cap_std::fs::Dir;
+use md5::{Digest, Md5};
+
+use crate::handlers::account::{Account, PathLock};
+use crate::handlers::digests::{self, FileKey, hex};
+use crate::handlers::files::{Refusal, open_regular};
+use crate::handlers::upload::{self, Claim, Partial, Reservation};
+use crate::jail;
+use skiff::proto::Code;
+
+/// Bytes collected before a worker appends them (as for `put`).
+pub const WRITE_BATCH: usize = upload::WRITE_BATCH;
+
+/// The partial file's name for an FTP upload of `target`: one per path,
+/// never the name of a framed `put`'s partial (those end in `.part` after
+/// 32 hex digits; these start with `ftp-`).
+pub fn partial_name(target: &str) -> String {
+    let digest: [u8; 16] = Md5::digest(target.as_bytes()).into();
+    format!("ftp-{}.part", hex(&digest))
+}
+
+/// How the client asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// `STOR`: from nothing.
+    Fresh,
+    /// `REST n` then `STOR`: keep the first n bytes.
+    At(u64),
+    /// `APPE`: keep everything.
+    Append,
+}
+
+/// What the upload's first bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// Nothing: an empty partial.
+    Empty,
+    /// The first n bytes of the kept partial.
+    Kept(u64),
+    /// The first n bytes of the stored file, copied.
+    Stored(u64),
+}
+
+impl Base {
+    /// Bytes the partial holds once opened.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Base::Empty => 0,
+            Base::Kept(n) | Base::Stored(n) => n,
+        }
+    }
+}
+
+/// What the disk says about a planned upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    /// Size of the stored file it would replace (0 if none).
+    pub existing: u64,
+    /// Size of the kept partial (0 if none).
+    pub kept: u64,
+}
+
+/// Checks a planned upload of `target`: its parent must be a directory of
+/// the home, the target (if any) a regular file. For a worker.
+pub fn check(home: &Dir, partial: &Dir, name: &str, target: &str) -> Result<Facts, Refusal> {
+    let parent = jail::parent(target);
+    let pmeta = home
+        .metadata(jail::relative(parent))
+        .map_err(|e| jail::io_error(&e, parent))?;
+    if !pmeta.is_dir() {
+        return Err((Code::NotADirectory, format!("{parent}: not a directory")));
+    }
+    let existing = match home.symlink_metadata(jail::relative(target)) {
+        Ok(m) if m.is_dir() => {
+            return Err((Code::IsADirectory, format!("{target}: is a directory")));
+        }
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => return Err((Code::Forbidden, format!("{target}: not a regular file"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(jail::io_error(&e, target)),
+    };
+    let kept = partial.metadata(name).map_or(0, |m| m.len());
+    Ok(Facts { existing, kept })
+}
+
+/// Where the upload starts, or why it cannot (the text of a `554`).
+pub fn choose_base(start: Start, facts: Facts) -> Result<Base, String> {
+    let (from, have) = if facts.kept > 0 {
+        ("the interrupted upload", facts.kept)
+    } else {
+        ("the file", facts.existing)
+    };
+    let base = |n: u64| {
+        if n == 0 {
+            Base::Empty
+        } else if facts.kept > 0 {
+            Base::Kept(n)
+        } else {
+            Base::Stored(n)
+        }
+    };
+    match start {
+        Start::Fresh | Start::At(0) => Ok(Base::Empty),
+        Start::At(n) if n <= have => Ok(base(n)),
+        Start::At(n) => Err(format!("cannot restart at {n}: {from} has {have} bytes")),
+        Start::Append => Ok(base(have)),
+    }
+}
+
+/// Opens the partial file `name` holding `base`'s bytes, with their MD5,
+/// positioned at its end. For a worker (it may copy or hash a big file).
+pub fn open(
+    home: &Dir,
+    partial: &Dir,
+    name: &str,
+    target: &str,
+    base: Base,
+) -> io::Result<Partial> {
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true);
+    let mut file = partial.open_with(name, &options)?.into_std();
+    let (hasher, written) = match base {
+        Base::Empty => {
+            file.set_len(0)?;
+            (Md5::new(), 0)
+        }
+        Base::Kept(n) => {
+            if file.metadata()?.len() < n {
+                return Err(io::Error::other("the interrupted upload shrank"));
+            }
+            file.set_len(n)?;
+            digests::hash_prefix(&file, n)?
+        }
+        Base::Stored(n) => {
+            file.set_len(0)?;
+            let (stored, _) = open_regular(home, target).map_err(|(_, m)| io::Error::other(m))?;
+            (copy_prefix(&stored, &mut file, n)?, n)
+        }
+    };
+    file.seek(SeekFrom::Start(written))?;
+    Ok(Partial {
+        file,
+        hasher,
+        written,
+    })
+}
+
+/// Copies and hashes the first `len` bytes of `from` into `to`.
+fn copy_prefix(mut from: &File, to: &mut File, len: u64) -> io::Result<Md5> {
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        let got = from.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(io::Error::other("the file shrank while it was copied"));
+        }
+        to.write_all(&buf[..got])?;
+        hasher.update(&buf[..got]);
+        left -= got as u64;
+    }
+    Ok(hasher)
+}
+
+/// An upload in progress.
+#[derive(Debug)]
+pub struct Store {
+    /// The target, as the user sees it.
+    pub path: String,
+    /// The partial file; `None` while a worker appends to it.
+    disk: Option<Partial>,
+    /// Bytes received and not yet handed to a worker.
+    pending: Vec<u8>,
+    /// The first write error: the rest of the transfer is refused.
+    pub failed: Option<io::Error>,
+    /// Size of the file this upload replaces: credited against the quota.
+    existing: u64,
+    /// Quota held for this upload: `ALLO`'s, grown as bytes arrive.
+    reservation: Reservation,
+    /// The quota ran out: what fit was taken, the rest is refused.
+    pub over_quota: bool,
+    /// The partial is still there (not landed, not thrown away).
+    keeps_partial: bool,
+    /// This upload's hold on its partial file.
+    claim: Claim,
+    /// This upload's hold on its target path.
+    _lock: PathLock,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.keeps_partial {
+            let size = self
+                .disk
+                .as_ref()
+                .map_or(0, |d| d.file.metadata().map_or(d.written, |m| m.len()));
+            let mut account = self.claim.account().borrow_mut();
+            account.parked = account.parked.saturating_add(size);
+        }
+    }
+}
+
+/// A partial file and a batch of bytes on their way to a worker.
+pub type Batch = (Partial, Vec<u8>);
+
+impl Store {
+    /// An upload into `disk` (already holding its base), holding
+    /// `reservation`.
+    pub fn new(
+        path: String,
+        disk: Partial,
+        existing: u64,
+        reservation: Reservation,
+        claim: Claim,
+        lock: PathLock,
+    ) -> Store {
+        Store {
+            path,
+            disk: Some(disk),
+            pending: Vec::new(),
+            failed: None,
+            existing,
+            reservation,
+            over_quota: false,
+            keeps_partial: true,
+            claim,
+            _lock: lock,
+        }
+    }
+
+    /// Bytes received so far, the base included.
+    pub fn received(&self) -> u64 {
+        self.disk
+            .as_ref()
+            .map_or(0, |d| d.written)
+            .saturating_add(self.pending.len() as u64)
+    }
+
+    /// Takes as much of `chunk` as the quota admits; returns how much.
+    /// Less than all of it sets [`Store::over_quota`].
+    pub fn take(&mut self, chunk: &[u8]) -> usize {
+        if self.failed.is_some() || self.over_quota {
+            return 0;
+        }
+        let after = self.received().saturating_add(chunk.len() as u64);
+        let need = after.saturating_sub(self.existing);
+        let more = need.saturating_sub(self.reservation.bytes());
+        let admitted = if more == 0 {
+            chunk.len()
+        } else {
+            let room = room(&self.claim.account().borrow(), more);
+            self.reservation.grow(room);
+            if room < more {
+                self.over_quota = true;
+                // `room` fewer than `more`, and `more` ≤ chunk.len().
+                chunk.len() - usize::try_from(more - room).unwrap_or(chunk.len())
+            } else {
+                chunk.len()
+            }
+        };
+        self.pending.extend_from_slice(&chunk[..admitted]);
+        admitted
+    }
+
+    /// Whether a batch should go to a worker now.
+    pub fn batch_full(&self) -> bool {
+        self.pending.len() >= WRITE_BATCH
+    }
+
+    /// Whether bytes wait to be written (and the file is here to take them).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() && self.disk.is_some()
+    }
+
+    /// The partial and the collected bytes, for a worker to append.
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        let disk = self.disk.take()?;
+        Some((disk, std::mem::take(&mut self.pending)))
+    }
+
+    /// A batch is back from the worker.
+    pub fn put_back(&mut self, disk: Partial, mut batch: Vec<u8>, written: io::Result<()>) {
+        self.disk = Some(disk);
+        if let Err(e) = written {
+            self.failed.get_or_insert(e);
+        }
+        batch.clear();
+        if self.pending.is_empty() {
+            self.pending = batch;
+        }
+    }
+
+    /// Memory held for received bytes.
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.capacity()
+    }
+
+    /// What a worker needs to land the upload: the partial's directory and
+    /// name, and the home.
+    pub fn dirs(&self) -> (std::sync::Arc<Dir>, std::sync::Arc<Dir>, String) {
+        let a = self.claim.account().borrow();
+        (
+            a.home.clone(),
+            a.partial.clone(),
+            self.claim.name().to_string(),
+        )
+    }
+
+    /// The account the upload belongs to.
+    pub fn account(&self) -> Rc<RefCell<Account>> {
+        self.claim.account().clone()
+    }
+
+    /// The upload landed: the file it replaced (`replaced` bytes) is gone
+    /// and the new one counts as used; the reservation is given back.
+    pub fn landed(&mut self, replaced: u64, length: u64) {
+        self.keeps_partial = false;
+        let mut a = self.claim.account().borrow_mut();
+        a.used = a.used.saturating_sub(replaced).saturating_add(length);
+    }
+
+    /// The partial was deleted (a full disk): nothing stays parked.
+    pub fn discarded(&mut self) {
+        self.keeps_partial = false;
+    }
+}
+
+/// How many of `more` bytes the quota has room for.
+fn room(account: &Account, more: u64) -> u64 {
+    let Some(quota) = account.quota else {
+        return more;
+    };
+    let held = account
+        .used
+        .saturating_add(account.reserved)
+        .saturating_add(account.parked);
+    quota.saturating_sub(held).min(more)
+}
+
+/// What finishing on a worker came to.
+pub struct Finished {
+    /// The partial file, back.
+    pub disk: Partial,
+    /// The landed file's MD5, the size it replaced and its key; or why it
+    /// failed.
+    pub result: io::Result<([u8; 16], u64, FileKey)>,
+}
+
+/// Appends the last batch, finishes the MD5 and lands the file. For a worker.
+pub fn finish(
+    (mut disk, batch): Batch,
+    home: &Dir,
+    partial: &Dir,
+    name: &str,
+    path: &str,
+) -> Finished {
+    let result = (|| {
+        disk.append(&batch)?;
+        let digest: [u8; 16] = disk.hasher.clone().finalize().into();
+        let file = disk.file.try_clone()?;
+        let (replaced, key) =
+            upload::land(file, home, partial, name, path).map_err(|(_, m)| io::Error::other(m))?;
+        Ok((digest, replaced, key))
+    })();
+    Finished { disk, result }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_is_the_kept_partial_first_then_the_stored_file() {
+        let f = |existing, kept| Facts { existing, kept };
+        assert_eq!(choose_base(Start::Fresh, f(10, 5)), Ok(Base::Empty));
+        assert_eq!(choose_base(Start::At(0), f(10, 5)), Ok(Base::Empty));
+        assert_eq!(choose_base(Start::At(3), f(10, 5)), Ok(Base::Kept(3)));
+        assert!(choose_base(Start::At(6), f(10, 5)).is_err());
+        assert_eq!(choose_base(Start::At(10), f(10, 0)), Ok(Base::Stored(10)));
+        assert!(choose_base(Start::At(u64::MAX), f(10, 0)).is_err());
+        assert_eq!(choose_base(Start::Append, f(10, 5)), Ok(Base::Kept(5)));
+        assert_eq!(choose_base(Start::Append, f(10, 0)), Ok(Base::Stored(10)));
+        assert_eq!(choose_base(Start::Append, f(0, 0)), Ok(Base::Empty));
+    }
+
+    #[test]
+    fn partial_names_differ_by_path_and_from_framed_ones() {
+        assert_ne!(partial_name("/a"), partial_name("/b"));
+        assert!(partial_name("/a").starts_with("ftp-"));
+    }
+}

@@ -1,0 +1,901 @@
+//! FtpSession driven byte by byte, with virtual time, a temp data dir,
+//! jobs run inline and a pretend reactor for the data connection.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+
+use super::*;
+use crate::conn::{Ctx, Limits};
+use crate::handlers::{Action, Services, Submission};
+use crate::stats::Stats;
+
+const PEER: &str = "127.0.0.1";
+const ALICE_QUOTA: u64 = 1 << 20;
+
+/// A session and what the reactor would do around it.
+struct Harness {
+    s: FtpSession,
+    limits: Limits,
+    stats: Stats,
+    services: Services,
+    actions: Vec<Action>,
+    jobs: Vec<Submission>,
+    now: Instant,
+    dir: PathBuf,
+    /// Replies the client has read, not yet looked at.
+    replies: Vec<u8>,
+    /// Bytes the client got on the data connection.
+    data_in: Vec<u8>,
+    listening: bool,
+    connected: bool,
+    /// Data requests seen, in order.
+    seen: Vec<DataRequest>,
+    /// Run jobs as they come (false: leave them queued).
+    run_jobs: bool,
+    /// Read the data connection as bytes come (false: the client stalls).
+    read_data: bool,
+    /// The data connection has no sendfile.
+    copy_only: bool,
+    /// What the reactor says a new listener is announced as.
+    announce: SocketAddr,
+}
+
+impl Harness {
+    /// A data dir with `alice` (password `pw`, 1 MiB quota) and `hello.txt`
+    /// in her home; the session greeted, not logged in.
+    fn new() -> Harness {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-ftp-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut users = crate::users::UserDb::load(&dir).unwrap();
+        users.add("alice", "pw", Some(ALICE_QUOTA), false).unwrap();
+        users.save().unwrap();
+        crate::users::create_home(&dir, "alice").unwrap();
+        std::fs::write(dir.join("homes/alice/hello.txt"), b"hello").unwrap();
+        let now = Instant::now();
+        let mut h = Harness {
+            s: FtpSession::new(7, PEER.parse().unwrap(), now, PASSIVE_TIMEOUT),
+            limits: Limits::default(),
+            stats: Stats::new(now),
+            services: Services::new(dir.clone(), crate::users::UserDb::load(&dir).unwrap()),
+            actions: Vec::new(),
+            jobs: Vec::new(),
+            now,
+            dir,
+            replies: Vec::new(),
+            data_in: Vec::new(),
+            listening: false,
+            connected: false,
+            seen: Vec::new(),
+            run_jobs: true,
+            read_data: true,
+            copy_only: false,
+            announce: "127.0.0.1:50123".parse().unwrap(),
+        };
+        h.settle();
+        assert_eq!(h.take(), "220 skiffd FTP ready.\r\n");
+        h
+    }
+
+    /// Logged in as alice.
+    fn logged_in() -> Harness {
+        let mut h = Harness::new();
+        h.send("USER alice\r\nPASS pw\r\n");
+        assert_eq!(
+            h.take(),
+            "331 Please specify the password.\r\n230 Login successful.\r\n"
+        );
+        h
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join("homes/alice")
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut FtpSession, &mut Ctx) -> R) -> R {
+        let mut ctx = Ctx {
+            now: self.now,
+            limits: &self.limits,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            actions: &mut self.actions,
+            jobs: &mut self.jobs,
+        };
+        f(&mut self.s, &mut ctx)
+    }
+
+    /// What the reactor does until nothing moves: data requests, jobs,
+    /// owed turns, writes on both connections.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if self.step() {
+                continue;
+            }
+            self.with(|s, ctx| s.end_turn(ctx));
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the session never settled");
+    }
+
+    /// One thing the reactor would do; false if there was nothing.
+    fn step(&mut self) -> bool {
+        if let Some(r) = self.s.poll_data_request() {
+            self.seen.push(r);
+            match r {
+                DataRequest::Listen => {
+                    self.connected = false;
+                    self.listening = true;
+                    let addr = self.announce;
+                    self.with(|s, ctx| s.handle_passive_bound(addr, ctx));
+                }
+                DataRequest::CloseListener => self.listening = false,
+                DataRequest::CloseData => {
+                    self.connected = false;
+                    self.with(|s, ctx| s.handle_data_closed(ctx));
+                }
+            }
+            return true;
+        }
+        if self.run_jobs
+            && let Some(job) = self.jobs.pop()
+        {
+            let result = (job.work)();
+            self.with(|s, ctx| s.handle_job_done(result, ctx));
+            return true;
+        }
+        let out = self.s.output().to_vec();
+        if !out.is_empty() {
+            self.replies.extend_from_slice(&out);
+            self.with(|s, ctx| s.handle_written(out.len(), ctx));
+            return true;
+        }
+        if self.connected && self.read_data {
+            if self.copy_only {
+                self.s.data_zero_copy_unavailable();
+            }
+            match self.s.data_output() {
+                DataOut::Bytes(b) => {
+                    let b = b.to_vec();
+                    self.data_in.extend_from_slice(&b);
+                    self.with(|s, ctx| s.handle_data_written(b.len(), ctx));
+                    return true;
+                }
+                DataOut::File(mut file, n) => {
+                    let mut buf = vec![0u8; usize::try_from(n).unwrap().min(100_000)];
+                    let got = file.read(&mut buf).unwrap();
+                    self.data_in.extend_from_slice(&buf[..got]);
+                    self.with(|s, ctx| s.handle_data_file_sent(got, ctx));
+                    return true;
+                }
+                DataOut::Nothing => {}
+            }
+        }
+        if self.s.has_work(&self.limits) {
+            self.with(|s, ctx| {
+                s.start_turn();
+                s.work(ctx);
+            });
+            return true;
+        }
+        false
+    }
+
+    /// The client sends `text` on the control connection in one read.
+    fn send(&mut self, text: &str) {
+        self.feed(text.as_bytes());
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        assert!(self.s.wants_read(), "fed while the session does not read");
+        self.with(|s, ctx| {
+            s.start_turn();
+            s.handle_input(bytes, ctx);
+        });
+        self.settle();
+    }
+
+    /// Replies read since the last call.
+    fn take(&mut self) -> String {
+        String::from_utf8(std::mem::take(&mut self.replies)).unwrap()
+    }
+
+    /// The client connects to the passive port from `ip`.
+    fn connect_from(&mut self, ip: &str) -> bool {
+        assert!(self.listening, "no listener");
+        let ip: IpAddr = ip.parse().unwrap();
+        let kept = self.with(|s, ctx| s.handle_data_connected(ip, ctx));
+        if kept {
+            self.listening = false;
+            self.connected = true;
+        }
+        self.settle();
+        kept
+    }
+
+    fn connect(&mut self) {
+        assert!(self.connect_from(PEER));
+    }
+
+    /// EPSV, then connect.
+    fn open_data(&mut self) {
+        self.send("EPSV\r\n");
+        assert_eq!(
+            self.take(),
+            "229 Entering Extended Passive Mode (|||50123|)\r\n"
+        );
+        self.connect();
+    }
+
+    /// The client sends `bytes` on the data connection as fast as the
+    /// session reads them, in reads of `chunk` bytes; then closes it.
+    fn upload(&mut self, bytes: &[u8], chunk: usize) {
+        let mut at = 0;
+        while at < bytes.len() {
+            if !self.s.wants_data_read() {
+                break; // over quota, failed: the rest is refused
+            }
+            let end = (at + chunk).min(bytes.len());
+            self.with(|s, ctx| s.handle_data_input(&bytes[at..end], ctx));
+            at = end;
+            self.settle();
+        }
+        if self.connected {
+            self.with(|s, ctx| s.handle_data_eof(ctx));
+            self.settle();
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.with(|s, ctx| s.handle_timeout(ctx));
+        self.settle();
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    crate::handlers::digests::hex(&Md5::digest(bytes).into())
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn login_and_the_commands_every_client_sends_first() {
+    let mut h = Harness::new();
+    h.send("SYST\r\nFEAT\r\nPWD\r\n");
+    let feat = h.take();
+    assert!(
+        feat.starts_with("215 UNIX Type: L8\r\n211-Features:\r\n EPSV\r\n"),
+        "{feat}"
+    );
+    assert!(feat.contains(" REST STREAM\r\n") && feat.contains(" UTF8\r\n"));
+    assert!(feat.contains(" MLST type*;size*;modify*;perm*;unique*;\r\n"));
+    assert!(feat.ends_with("211 End\r\n530 Please log in with USER and PASS.\r\n"));
+    h.send("PASS pw\r\n");
+    assert_eq!(h.take(), "503 Login with USER first.\r\n");
+    h.send("user alice\r\npass pw\r\nPWD\r\nTYPE I\r\nTYPE A\r\nTYPE E\r\nMODE S\r\nSTRU F\r\nOPTS UTF8 ON\r\nNOOP\r\n");
+    assert_eq!(
+        h.take(),
+        "331 Please specify the password.\r\n\
+         230 Login successful.\r\n\
+         257 \"/\" is the current directory\r\n\
+         200 Switching to Binary mode.\r\n\
+         200 Switching to ASCII mode (files are sent as they are).\r\n\
+         504 TYPE A or I only.\r\n\
+         200 Mode set to S.\r\n\
+         200 Structure set to F.\r\n\
+         200 Always in UTF8 mode.\r\n\
+         200 NOOP ok.\r\n"
+    );
+    h.send("PORT 127,0,0,1,4,1\r\nEPRT |1|127.0.0.1|1025|\r\nAUTH TLS\r\nXYZZY\r\nQUIT\r\n");
+    assert_eq!(
+        h.take(),
+        "502 Active mode is off; use PASV or EPSV.\r\n\
+         502 Active mode is off; use PASV or EPSV.\r\n\
+         502 TLS is not available on this port.\r\n\
+         500 Unknown command \"XYZZY\".\r\n\
+         221 Goodbye.\r\n"
+    );
+    assert!(h.s.is_done());
+}
+
+#[test]
+fn one_byte_at_a_time_gives_the_same_replies() {
+    let script =
+        "USER alice\r\nPASS pw\nCWD /\r\nPWD\r\nSIZE hello.txt\r\nMDTM nothere\r\nQUIT\r\n";
+    let mut whole = Harness::new();
+    whole.send(script);
+    let expected = whole.take();
+    assert!(expected.contains("213 5\r\n"), "{expected}");
+    assert!(
+        expected.contains("550 /nothere: no such file or directory\r\n"),
+        "{expected}"
+    );
+    let mut h = Harness::new();
+    for b in script.bytes() {
+        if h.s.is_closing() {
+            break;
+        }
+        h.feed(&[b]);
+    }
+    assert_eq!(h.take(), expected);
+}
+
+#[test]
+fn pipelined_commands_are_served_a_share_per_turn() {
+    let mut h = Harness::logged_in();
+    let many = "NOOP\r\n".repeat(100);
+    h.with(|s, ctx| {
+        s.start_turn();
+        s.handle_input(many.as_bytes(), ctx);
+    });
+    let first = String::from_utf8(h.s.output().to_vec()).unwrap();
+    assert_eq!(
+        first.matches("200 NOOP ok.").count(),
+        usize::from(MAX_COMMANDS_PER_TURN)
+    );
+    assert!(!h.s.wants_read(), "reads past its share");
+    assert!(h.s.has_work(&h.limits), "owes itself a turn");
+    h.settle();
+    assert_eq!(h.take().matches("200 NOOP ok.").count(), 100);
+    assert!(h.s.wants_read());
+}
+
+#[test]
+fn overlong_lines_nul_and_bytes_that_are_not_utf8() {
+    let mut h = Harness::logged_in();
+    let long = format!("CWD {}\r\nNOOP\r\n", "a".repeat(100_000));
+    h.send(&long);
+    assert_eq!(h.take(), "500 Command line too long.\r\n200 NOOP ok.\r\n");
+    assert!(h.s.buffered_bytes() < 16 << 10, "{}", h.s.buffered_bytes());
+    h.feed(b"CWD \xc3\x28\r\nRETR a\x00b\r\n\x00\x01\r\nMKD \r\n");
+    assert_eq!(
+        h.take(),
+        "501 Arguments must be UTF-8.\r\n\
+         425 Use PASV or EPSV first.\r\n\
+         500 Unknown command \"??\".\r\n\
+         501 A path is required.\r\n"
+    );
+    h.open_data();
+    h.feed(b"RETR a\x00b\r\n");
+    assert_eq!(h.take(), "553 path contains a NUL byte\r\n");
+}
+
+#[test]
+fn rest_takes_any_u64_and_refuses_the_rest() {
+    let mut h = Harness::logged_in();
+    h.send(
+        "REST -1\r\nREST 18446744073709551616\r\nREST 1e3\r\nREST\r\nREST 18446744073709551615\r\n",
+    );
+    assert_eq!(
+        h.take(),
+        "501 REST needs a non-negative byte offset.\r\n\
+         501 REST needs a non-negative byte offset.\r\n\
+         501 REST needs a non-negative byte offset.\r\n\
+         501 REST needs a non-negative byte offset.\r\n\
+         350 Restart position accepted (18446744073709551615).\r\n"
+    );
+    h.open_data();
+    h.send("RETR hello.txt\r\n");
+    assert_eq!(
+        h.take(),
+        "554 Cannot restart at 18446744073709551615: /hello.txt has 5 bytes.\r\n"
+    );
+    h.send("REST 18446744073709551615\r\nSTOR hello.txt\r\n");
+    assert_eq!(
+        h.take(),
+        "350 Restart position accepted (18446744073709551615).\r\n\
+         554 cannot restart at 18446744073709551615: the file has 5 bytes\r\n"
+    );
+    // The refused REST was used up: a plain RETR starts at 0.
+    h.send("REST 2\r\nRETR hello.txt\r\n");
+    assert_eq!(h.data_in, b"llo");
+}
+
+#[test]
+fn failed_logins_are_throttled_like_the_framed_protocol() {
+    let mut h = Harness::new();
+    h.send("USER alice\r\nPASS wrong\r\nUSER alice\r\nPASS wrong\r\nUSER alice\r\nPASS wrong\r\n");
+    assert_eq!(
+        h.take(),
+        "331 Please specify the password.\r\n530 Login incorrect.\r\n\
+         331 Please specify the password.\r\n530 Login incorrect.\r\n\
+         331 Please specify the password.\r\n530 Login incorrect.\r\n421 Too many failed logins.\r\n"
+    );
+    assert!(h.s.is_done());
+    // A new session from the same address: refused at once, no password
+    // check (no job), even with the right password.
+    let now = h.now;
+    h.s = FtpSession::new(8, PEER.parse().unwrap(), now, PASSIVE_TIMEOUT);
+    h.send("USER alice\r\n");
+    h.take();
+    h.with(|s, ctx| {
+        s.start_turn();
+        s.handle_input(b"PASS pw\r\n", ctx);
+    });
+    assert!(h.jobs.is_empty(), "the KDF ran while locked");
+    h.settle();
+    assert!(
+        h.take()
+            .starts_with("530 Too many failed logins for alice; retry in ")
+    );
+    // Once the lock has run out, the right password works.
+    h.now += crate::handlers::auth::BASE_LOCK;
+    h.send("USER alice\r\nPASS pw\r\n");
+    assert!(h.take().ends_with("230 Login successful.\r\n"));
+}
+
+#[test]
+fn every_command_that_touches_the_disk_waits_for_a_job() {
+    let mut h = Harness::logged_in();
+    h.run_jobs = false;
+    for cmd in [
+        "CWD /",
+        "SIZE hello.txt",
+        "MDTM hello.txt",
+        "MLST hello.txt",
+        "MKD d",
+        "RMD d",
+        "DELE nothere",
+        "RNFR hello.txt",
+        "HASH hello.txt",
+        "XMD5 hello.txt",
+    ] {
+        h.send(&format!("{cmd}\r\nNOOP\r\n"));
+        assert_eq!(h.take(), "", "{cmd}: answered on the loop");
+        assert_eq!(h.jobs.len(), 1, "{cmd}: no job");
+        assert!(!h.s.wants_read(), "{cmd}: still reading");
+        h.run_jobs = true;
+        h.settle();
+        h.run_jobs = false;
+        let replies = h.take();
+        assert!(replies.ends_with("200 NOOP ok.\r\n"), "{cmd}: {replies}");
+    }
+}
+
+#[test]
+fn a_retr_sends_the_file_and_226_comes_after_the_data_connection_closed() {
+    let mut h = Harness::logged_in();
+    let body = pattern(300_000);
+    std::fs::write(h.home().join("big.bin"), &body).unwrap();
+    h.open_data();
+    // The client does not read yet: the 150 comes, the 226 does not.
+    h.read_data = false;
+    h.send("RETR big.bin\r\n");
+    assert_eq!(
+        h.take(),
+        "150 Opening BINARY mode data connection for /big.bin (300000 bytes).\r\n"
+    );
+    // NOOP is answered during the transfer; PWD waits for its end.
+    h.send("NOOP\r\nPWD\r\n");
+    assert_eq!(h.take(), "200 NOOP ok.\r\n");
+    h.read_data = true;
+    h.settle();
+    assert_eq!(h.data_in, body);
+    assert_eq!(h.seen.last(), Some(&DataRequest::CloseData));
+    assert_eq!(
+        h.take(),
+        "226 Transfer complete.\r\n257 \"/\" is the current directory\r\n"
+    );
+    // REST then RETR: the tail, by copying where sendfile is missing.
+    h.data_in.clear();
+    h.copy_only = true;
+    h.open_data();
+    h.send("REST 299990\r\nRETR big.bin\r\n");
+    assert_eq!(h.data_in, &body[299_990..]);
+    assert!(
+        h.take()
+            .ends_with("(300000 bytes).\r\n226 Transfer complete.\r\n")
+    );
+}
+
+#[test]
+fn the_passive_listener_lifecycle() {
+    let mut h = Harness::logged_in();
+    h.send("PASV\r\n");
+    assert_eq!(
+        h.take(),
+        "227 Entering Passive Mode (127,0,0,1,195,203).\r\n"
+    );
+    // A second PASV asks for a new listener (which replaces the first).
+    h.send("PASV\r\n");
+    assert_eq!(h.seen, [DataRequest::Listen, DataRequest::Listen]);
+    h.take();
+    // A connection from another address is refused; the listener stays.
+    assert!(!h.connect_from("10.9.8.7"));
+    assert!(h.listening);
+    // A transfer command with nobody connected waits ...
+    h.send("LIST\r\n");
+    assert_eq!(h.take(), "");
+    // ... and gets 425 when the listener times out, which frees the port.
+    h.advance(PASSIVE_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(h.take(), "");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.take(),
+        "425 No data connection came; the passive port is closed.\r\n"
+    );
+    assert!(!h.listening);
+    // The session goes on; without a new PASV, a transfer is refused.
+    h.send("NLST\r\n");
+    assert_eq!(h.take(), "425 Use PASV or EPSV first.\r\n");
+    // An open data connection nobody uses is closed too.
+    h.open_data();
+    h.advance(PASSIVE_TIMEOUT);
+    assert!(!h.connected);
+    // The listener is announced with the address the reactor gives; an
+    // IPv6 one cannot be said in a 227, only in a 229.
+    h.announce = "[2001:db8::1]:50000".parse().unwrap();
+    h.send("PASV\r\nEPSV\r\n");
+    assert_eq!(
+        h.take(),
+        "425 PASV needs IPv4; use EPSV.\r\n229 Entering Extended Passive Mode (|||50000|)\r\n"
+    );
+    assert!(h.seen.ends_with(&[
+        DataRequest::Listen,
+        DataRequest::CloseListener,
+        DataRequest::Listen
+    ]));
+    h.send("EPSV ALL\r\nPASV\r\nEPSV 3\r\n");
+    assert_eq!(
+        h.take(),
+        "200 EPSV ALL ok.\r\n501 PASV is refused after EPSV ALL.\r\n522 Network protocol not supported, use (1,2)\r\n"
+    );
+}
+
+#[test]
+fn listings_in_the_formats_clients_parse() {
+    let mut h = Harness::logged_in();
+    std::fs::create_dir(h.home().join("sub")).unwrap();
+    std::os::unix::fs::symlink("/etc", h.home().join("out")).unwrap();
+    h.open_data();
+    h.send("LIST -la\r\n");
+    assert_eq!(
+        h.take(),
+        "150 Here comes the directory listing.\r\n226 Transfer complete.\r\n"
+    );
+    let text = String::from_utf8(std::mem::take(&mut h.data_in)).unwrap();
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 2, "the symlink is left out: {text}");
+    assert!(lines[0].starts_with("-rw"), "{text}");
+    assert!(lines[0].ends_with(" hello.txt") && lines[1].starts_with("drwx"));
+    h.open_data();
+    h.send("NLST\r\n");
+    assert_eq!(h.data_in, b"hello.txt\r\nsub\r\n");
+    h.data_in.clear();
+    h.take();
+    h.open_data();
+    h.send("MLSD\r\n");
+    let text = String::from_utf8(std::mem::take(&mut h.data_in)).unwrap();
+    assert!(text.starts_with("type=file;size=5;modify="), "{text}");
+    assert!(text.contains("type=dir;") && text.ends_with("; sub\r\n"));
+    h.take();
+    h.open_data();
+    h.send("MLSD hello.txt\r\nMLST hello.txt\r\n");
+    let replies = h.take();
+    assert!(
+        replies.starts_with("550 /hello.txt: not a directory\r\n250-Listing\r\n type=file;size=5;"),
+        "{replies}"
+    );
+    assert!(replies.ends_with("; /hello.txt\r\n250 End\r\n"));
+    // A directory of many entries goes out page by page, each page a job.
+    for i in 0..3000 {
+        std::fs::write(h.home().join("sub").join(format!("file-{i:05}")), b"").unwrap();
+    }
+    h.send("LIST sub\r\n");
+    let text = String::from_utf8(std::mem::take(&mut h.data_in)).unwrap();
+    assert_eq!(text.lines().count(), 3000);
+    assert!(text.lines().all(|l| l.starts_with("-rw")));
+    assert!(h.take().ends_with("226 Transfer complete.\r\n"));
+}
+
+#[test]
+fn a_stor_lands_whole_on_close_and_its_md5_is_known() {
+    let mut h = Harness::logged_in();
+    std::fs::write(h.home().join("up.bin"), b"old").unwrap();
+    h.services.accounts["alice"].borrow_mut().used += 3;
+    let body = pattern(700_000);
+    h.open_data();
+    h.send("STOR up.bin\r\n");
+    assert_eq!(h.take(), "150 Ok to send data for /up.bin.\r\n");
+    let half = body.len() / 2;
+    for piece in body[..half].chunks(10_000) {
+        h.with(|s, ctx| s.handle_data_input(piece, ctx));
+        h.settle();
+    }
+    // Until the transfer ends, the old file is there.
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), b"old");
+    h.upload(&body[half..], 65536);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+    let used = h.services.accounts["alice"].borrow().used;
+    assert_eq!(used, 5 + body.len() as u64);
+    h.send("SIZE up.bin\r\nHASH up.bin\r\nXMD5 up.bin\r\nOPTS HASH MD5\r\nOPTS HASH SHA-1\r\n");
+    let md5 = md5_hex(&body);
+    assert_eq!(
+        h.take(),
+        format!(
+            "213 700000\r\n213 MD5 0-700000 {md5} /up.bin\r\n250 {md5}\r\n200 MD5\r\n504 Unsupported algorithm; MD5 only.\r\n"
+        )
+    );
+}
+
+#[test]
+fn an_interrupted_stor_keeps_the_old_file_and_resumes_both_ways() {
+    let mut h = Harness::logged_in();
+    std::fs::write(h.home().join("f.bin"), b"the old one").unwrap();
+    h.services.accounts["alice"].borrow_mut().used += 11;
+    let body = pattern(600_000);
+    h.open_data();
+    h.send("STOR f.bin\r\n");
+    h.take();
+    for piece in body[..400_000].chunks(50_000) {
+        h.with(|s, ctx| s.handle_data_input(piece, ctx));
+        h.settle();
+    }
+    // The client's connection breaks.
+    h.connected = false;
+    h.with(|s, ctx| s.handle_data_closed(ctx));
+    h.settle();
+    let reply = h.take();
+    assert!(
+        reply.starts_with("426 Data connection lost; transfer aborted. "),
+        "{reply}"
+    );
+    assert_eq!(
+        std::fs::read(h.home().join("f.bin")).unwrap(),
+        b"the old one"
+    );
+    // SIZE says where to resume; REST + STOR resumes there.
+    h.send("SIZE f.bin\r\n");
+    let size: u64 = h
+        .take()
+        .trim_end()
+        .strip_prefix("213 ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size > 0 && size <= 400_000, "{size}");
+    h.open_data();
+    h.send(&format!("REST {size}\r\nSTOR f.bin\r\n"));
+    assert_eq!(
+        h.take(),
+        format!(
+            "350 Restart position accepted ({size}).\r\n150 Ok to send data for /f.bin from byte {size}.\r\n"
+        )
+    );
+    let at = usize::try_from(size).unwrap();
+    h.upload(&body[at..500_000], 30_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(
+        std::fs::read(h.home().join("f.bin")).unwrap(),
+        &body[..500_000]
+    );
+    // curl -C -: SIZE, then APPE of the rest (copied from the stored file
+    // into a partial, so the stored file stays whole meanwhile).
+    h.send("SIZE f.bin\r\n");
+    assert_eq!(h.take(), "213 500000\r\n");
+    h.open_data();
+    h.send("APPE f.bin\r\n");
+    assert_eq!(
+        h.take(),
+        "150 Ok to send data for /f.bin from byte 500000.\r\n"
+    );
+    h.upload(&body[500_000..], 7_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("f.bin")).unwrap(), body);
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (5 + 600_000, 0, 0));
+}
+
+#[test]
+fn the_quota_stops_a_stor_with_552_and_keeps_the_partial() {
+    let mut h = Harness::logged_in();
+    let body = pattern(2 << 20);
+    h.send("ALLO 2097152\r\nALLO 1000\r\nALLO x\r\n");
+    assert_eq!(
+        h.take(),
+        "552 ALLO 2097152: quota exceeded (5 used, 0 reserved by uploads in progress, 0 parked in unfinished ones, quota 1048576).\r\n\
+         200 1000 bytes reserved.\r\n\
+         501 ALLO needs a size in bytes.\r\n"
+    );
+    assert_eq!(h.services.accounts["alice"].borrow().reserved, 1000);
+    h.open_data();
+    h.send("STOR big.bin\r\n");
+    h.take();
+    h.upload(&body, 100_000);
+    let room = ALICE_QUOTA - 5;
+    assert_eq!(
+        h.take(),
+        format!(
+            "552 Quota exceeded: {room} bytes are kept; REST {room} + STOR resumes once there is room.\r\n"
+        )
+    );
+    assert!(!h.home().join("big.bin").exists());
+    {
+        let a = h.services.accounts["alice"].borrow();
+        assert_eq!((a.used, a.reserved, a.parked), (5, 0, room));
+    }
+    // Room is made; the upload resumes where it stopped.
+    h.send("DELE hello.txt\r\n");
+    assert_eq!(h.take(), "250 Delete operation successful.\r\n");
+    h.send("SIZE big.bin\r\n");
+    assert_eq!(h.take(), format!("213 {room}\r\n"));
+    h.open_data();
+    h.send(&format!("REST {room}\r\nSTOR big.bin\r\n"));
+    h.take();
+    let end = usize::try_from(ALICE_QUOTA).unwrap();
+    h.upload(&body[usize::try_from(room).unwrap()..end], 100_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(
+        std::fs::read(h.home().join("big.bin")).unwrap(),
+        &body[..end]
+    );
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (ALICE_QUOTA, 0, 0));
+}
+
+#[test]
+fn abor_during_a_transfer_gives_426_then_226() {
+    let mut h = Harness::logged_in();
+    std::fs::write(h.home().join("big.bin"), pattern(1 << 20)).unwrap();
+    h.send("ABOR\r\n");
+    assert_eq!(h.take(), "225 No transfer to ABOR.\r\n");
+    h.open_data();
+    h.read_data = false;
+    h.send("RETR big.bin\r\n");
+    h.take();
+    // ftplib's abort: IAC IP IAC (DM out of band), then ABOR.
+    h.feed(b"\xff\xf4\xffABOR\r\n");
+    assert_eq!(
+        h.take(),
+        "426 Connection closed; transfer aborted.\r\n226 ABOR command successful.\r\n"
+    );
+    assert_eq!(h.seen.last(), Some(&DataRequest::CloseData));
+    // An upload aborted keeps what was written.
+    h.read_data = true;
+    h.open_data();
+    h.send("STOR part.bin\r\n");
+    h.take();
+    h.with(|s, ctx| s.handle_data_input(&pattern(300_000), ctx));
+    h.settle();
+    h.send("ABOR\r\n");
+    assert_eq!(
+        h.take(),
+        "426 Connection closed; transfer aborted.\r\n226 ABOR command successful.\r\n"
+    );
+    // What had arrived was written (a full batch goes to a worker at once).
+    h.send("SIZE part.bin\r\n");
+    assert_eq!(h.take(), "213 300000\r\n");
+    assert!(!h.home().join("part.bin").exists());
+}
+
+#[test]
+fn quit_during_a_transfer_waits_for_its_end() {
+    let mut h = Harness::logged_in();
+    h.open_data();
+    h.read_data = false;
+    h.send("RETR hello.txt\r\nQUIT\r\n");
+    assert_eq!(
+        h.take(),
+        "150 Opening BINARY mode data connection for /hello.txt (5 bytes).\r\n"
+    );
+    assert!(!h.s.is_closing());
+    h.read_data = true;
+    h.settle();
+    assert_eq!(h.take(), "226 Transfer complete.\r\n221 Goodbye.\r\n");
+    assert!(h.s.is_done());
+}
+
+#[test]
+fn the_jail_holds_against_dot_dot_absolute_paths_symlinks_and_fifos() {
+    let mut h = Harness::logged_in();
+    std::os::unix::fs::symlink("/etc/passwd", h.home().join("passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc", h.home().join("etc")).unwrap();
+    let fifo = h.home().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    h.send("CWD ../../..\r\nPWD\r\nCDUP\r\nSIZE /../hello.txt\r\nCWD /etc\r\nSIZE passwd\r\nMDTM /etc/passwd\r\n");
+    assert_eq!(
+        h.take(),
+        "250 Directory successfully changed.\r\n\
+         257 \"/\" is the current directory\r\n\
+         250 Directory successfully changed.\r\n\
+         213 5\r\n\
+         550 /etc: not accessible (it leads outside your home, or permission is denied)\r\n\
+         550 /passwd: not accessible (it leads outside your home, or permission is denied)\r\n\
+         550 /etc/passwd: not accessible (it leads outside your home, or permission is denied)\r\n"
+    );
+    h.open_data();
+    h.send("RETR fifo\r\nRETR passwd\r\nHASH fifo\r\n");
+    assert_eq!(
+        h.take(),
+        "550 /fifo: not a regular file (a FIFO, socket or device)\r\n\
+         550 /passwd: not accessible (it leads outside your home, or permission is denied)\r\n\
+         550 /fifo: not a regular file (a FIFO, socket or device)\r\n"
+    );
+    h.send("STOR fifo\r\nSTOR /etc/x\r\nSTOR .skiff-x\r\nDELE /\r\nRMD /\r\n");
+    assert_eq!(
+        h.take(),
+        "550 /fifo: not a regular file\r\n\
+         550 /etc: not accessible (it leads outside your home, or permission is denied)\r\n\
+         553 .skiff-x: names starting with .skiff are reserved.\r\n\
+         550 /: is a directory; use RMD\r\n\
+         550 /: your home cannot be removed.\r\n"
+    );
+}
+
+#[test]
+fn make_rename_and_remove() {
+    let mut h = Harness::logged_in();
+    h.send("MKD d\r\nMKD d\r\nMKD \"q\"\r\nRNTO x\r\nRNFR hello.txt\r\nRNTO d/hi.txt\r\nSIZE d/hi.txt\r\nRMD d\r\nDELE d/hi.txt\r\nRMD d\r\n");
+    assert_eq!(
+        h.take(),
+        "257 \"/d\" created\r\n\
+         550 /d: already exists\r\n\
+         257 \"/\"\"q\"\"\" created\r\n\
+         503 RNFR required first.\r\n\
+         350 Ready for RNTO.\r\n\
+         250 Rename successful.\r\n\
+         213 5\r\n\
+         550 /d: directory not empty\r\n\
+         250 Delete operation successful.\r\n\
+         250 Remove directory operation successful.\r\n"
+    );
+    assert_eq!(h.services.accounts["alice"].borrow().used, 0);
+    // A rename over a file frees the replaced file's bytes.
+    std::fs::write(h.home().join("a"), b"12345678").unwrap();
+    std::fs::write(h.home().join("b"), b"123").unwrap();
+    h.services.accounts["alice"].borrow_mut().used = 11;
+    h.send("RNFR a\r\nRNTO b\r\nRNFR b\r\nRNTO b\r\n");
+    assert!(h.take().ends_with("250 Rename successful.\r\n"));
+    assert_eq!(h.services.accounts["alice"].borrow().used, 8);
+}
+
+#[test]
+fn an_idle_session_is_told_and_closed() {
+    let mut h = Harness::logged_in();
+    h.advance(h.limits.idle_timeout - Duration::from_secs(1));
+    assert_eq!(h.take(), "");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take(), "421 Timeout.\r\n");
+    assert!(h.s.is_done());
+}
+
+#[test]
+fn a_peer_that_closes_after_pipelined_commands_gets_them_all() {
+    let mut h = Harness::logged_in();
+    h.with(|s, ctx| {
+        s.start_turn();
+        s.handle_input(b"SIZE hello.txt\r\nPWD\r\n", ctx);
+        s.handle_eof(ctx);
+    });
+    h.settle();
+    assert_eq!(h.take(), "213 5\r\n257 \"/\" is the current directory\r\n");
+    assert!(h.s.is_done());
+}
+
+#[test]
+fn an_idle_session_is_small() {
+    let h = Harness::logged_in();
+    assert_eq!(h.s.buffered_bytes(), 0);
+    let size = std::mem::size_of::<FtpSession>();
+    assert!(size < 1024, "{size} bytes");
+}

@@ -1,0 +1,813 @@
+//! The data connection and the transfers on it.
+//!
+//! The reactor owns the sockets; the session says what it wants done
+//! with them ([`DataRequest`]) and is told what happened (`handle_*`).
+//!
+//! ```text
+//!   passive side                      transfer side
+//!   ────────────                      ─────────────
+//!   Off ─PASV/EPSV─▶ Binding          Idle ─RETR/LIST/STOR─▶ (job: open, list, check)
+//!        (Listen)       │ bound: 227/229        │ ready
+//!                       ▼                       ▼
+//!                   Listening ── timeout ─▶ Off (425 to a waiting transfer)
+//!                       │ connected (from the control peer's IP only)
+//!                       ▼
+//!                   Connected ───────────▶ Running ── 150, bytes move ──┐
+//!                                             │ ABOR: CloseData          │ all sent / EOF and landed
+//!                                             ▼                          ▼
+//!                                          Aborting                   Closing(226 / 552 / 451)
+//!                                             │ closed: 426, 226         │ closed: the reply
+//!                                             └────────▶ Idle ◀──────────┘
+//! ```
+//!
+//! A reply that ends a transfer goes out only once the reactor says the
+//! data connection is closed, so a client that reads the reply knows it
+//! has every byte. One passive listener and one data connection per
+//! session: `PASV` again replaces both.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use log::{debug, info};
+
+use super::listing::Cursor;
+use super::session::{FtpSession, job};
+use super::store::{self, Store};
+use crate::buffer::OutBuf;
+use crate::conn::{Ctx, Limits};
+use crate::handlers::files::{Sending, Step};
+use crate::pool::Lane;
+
+/// What the session asks of the reactor's data sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataRequest {
+    /// Bind a passive listener (closing any listener and data connection
+    /// this session has), then call [`FtpSession::handle_passive_bound`]
+    /// with the address to announce, or
+    /// [`FtpSession::handle_passive_failed`].
+    Listen,
+    /// Close the passive listener.
+    CloseListener,
+    /// Close the data connection (after what was queued on it is
+    /// written), then call [`FtpSession::handle_data_closed`].
+    CloseData,
+}
+
+/// What to write to the data connection now.
+#[derive(Debug)]
+pub enum DataOut<'a> {
+    /// Nothing (yet).
+    Nothing,
+    /// These bytes; then [`FtpSession::handle_data_written`].
+    Bytes(&'a [u8]),
+    /// Up to this many bytes of this file, from its current position,
+    /// with `sendfile(2)`; then [`FtpSession::handle_data_file_sent`].
+    File(&'a File, u64),
+}
+
+/// The passive side: listener and connection.
+#[derive(Debug)]
+pub(super) enum Passive {
+    /// Neither.
+    Off,
+    /// A listener was asked for.
+    Binding { epsv: bool },
+    /// Announced; waiting for the client to connect.
+    Listening { since: Instant },
+    /// The client connected (the reactor dropped the listener).
+    Connected { since: Instant },
+}
+
+/// What moves on the data connection.
+pub(super) enum Flow {
+    /// Bytes (a listing, page by page) or a file, to the client.
+    Send {
+        /// A file being sent.
+        file: Option<Sending>,
+        /// A listing with pages still to build.
+        listing: Option<Box<Cursor>>,
+    },
+    /// An upload from the client.
+    Receive(Box<Store>),
+}
+
+/// The transfer.
+pub(super) enum Transfer {
+    /// None.
+    Idle,
+    /// Ready, waiting for the client's data connection; the text of the
+    /// `150` that starts it.
+    Awaiting(Flow, String),
+    /// Bytes move.
+    Running(Flow),
+    /// An upload's last batch is being written and landed (a job).
+    Finishing,
+    /// Done: the data connection is closing; this reply follows.
+    Closing(u16, String),
+    /// Aborted: the data connection is closing; `426`, `226` follow.
+    Aborting,
+}
+
+/// The data connection's side of a session.
+pub(super) struct Data {
+    pub(super) passive: Passive,
+    pub(super) transfer: Transfer,
+    /// Requests for the reactor, oldest first (at most a few).
+    requests: VecDeque<DataRequest>,
+    /// Bytes for the data connection (a listing page, a copied file).
+    out: OutBuf,
+    /// The client finished sending (an upload's end).
+    eof: bool,
+    /// The data connection went away on its own during a transfer.
+    lost: bool,
+    /// Last time bytes moved on the data connection.
+    progress: Instant,
+    /// `ABOR` came while the transfer was already finishing: its reply
+    /// follows the transfer's.
+    abor_after: bool,
+    /// `QUIT` came during the transfer: it closes the session after it.
+    quit: bool,
+}
+
+impl Data {
+    pub(super) fn new(now: Instant) -> Data {
+        Data {
+            passive: Passive::Off,
+            transfer: Transfer::Idle,
+            requests: VecDeque::new(),
+            out: OutBuf::default(),
+            eof: false,
+            lost: false,
+            progress: now,
+            abor_after: false,
+            quit: false,
+        }
+    }
+
+    /// A transfer command is under way: later commands (but ABOR, STAT,
+    /// QUIT, NOOP) wait.
+    pub(super) fn busy(&self) -> bool {
+        !matches!(self.transfer, Transfer::Idle)
+    }
+
+    /// A listener was asked for and not reported yet.
+    pub(super) fn binding(&self) -> bool {
+        matches!(self.passive, Passive::Binding { .. })
+    }
+
+    fn request(&mut self, r: DataRequest) {
+        if self.requests.back() != Some(&r) {
+            self.requests.push_back(r);
+        }
+    }
+
+    pub(super) fn buffered_bytes(&self) -> usize {
+        let flow = |f: &Flow| match f {
+            Flow::Send { listing, .. } => listing.as_ref().map_or(0, |c| c.held_bytes()),
+            Flow::Receive(store) => store.buffered_bytes(),
+        };
+        self.out.capacity()
+            + match &self.transfer {
+                Transfer::Awaiting(f, _) | Transfer::Running(f) => flow(f),
+                _ => 0,
+            }
+    }
+}
+
+impl FtpSession {
+    // ----- the reactor's side -----------------------------------------
+
+    /// The next thing to do with the data sockets, if any.
+    pub fn poll_data_request(&mut self) -> Option<DataRequest> {
+        self.data.requests.pop_front()
+    }
+
+    /// The passive listener is bound; `addr` is what to announce (the
+    /// `--ftp-advertise` address or the control socket's local address,
+    /// with the bound port).
+    pub fn handle_passive_bound(&mut self, addr: SocketAddr, ctx: &mut Ctx) {
+        let Passive::Binding { epsv } = self.data.passive else {
+            self.data.request(DataRequest::CloseListener);
+            return;
+        };
+        if epsv {
+            self.reply(
+                229,
+                &format!("Entering Extended Passive Mode (|||{}|)", addr.port()),
+            );
+        } else {
+            let ip = match addr.ip().to_canonical() {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => {
+                    self.data.passive = Passive::Off;
+                    self.data.request(DataRequest::CloseListener);
+                    self.reply(425, "PASV needs IPv4; use EPSV.");
+                    self.run(ctx);
+                    return;
+                }
+            };
+            let [a, b, c, d] = ip.octets();
+            let port = addr.port();
+            self.reply(
+                227,
+                &format!(
+                    "Entering Passive Mode ({a},{b},{c},{d},{},{}).",
+                    port >> 8,
+                    port & 0xff
+                ),
+            );
+        }
+        debug!("ftp {}: passive listener on port {}", self.key, addr.port());
+        self.data.passive = Passive::Listening { since: ctx.now };
+        self.run(ctx);
+    }
+
+    /// No passive port could be bound.
+    pub fn handle_passive_failed(&mut self, ctx: &mut Ctx) {
+        if matches!(self.data.passive, Passive::Binding { .. }) {
+            self.data.passive = Passive::Off;
+            self.reply(425, "No passive port is free; try again shortly.");
+            self.run(ctx);
+        }
+    }
+
+    /// A connection came to the passive listener from `peer`. False: the
+    /// reactor closes that connection (and keeps listening). True: it
+    /// keeps it as the data connection and closes the listener.
+    pub fn handle_data_connected(&mut self, peer: IpAddr, ctx: &mut Ctx) -> bool {
+        if !matches!(self.data.passive, Passive::Listening { .. }) {
+            return false;
+        }
+        if peer.to_canonical() != self.peer {
+            info!(
+                "ftp {}: data connection from {peer} refused: the control connection is from {}",
+                self.key, self.peer
+            );
+            return false;
+        }
+        debug!("ftp {}: data connection open", self.key);
+        self.data.passive = Passive::Connected { since: ctx.now };
+        self.data.progress = ctx.now;
+        self.data.eof = false;
+        self.data.lost = false;
+        if let Transfer::Awaiting(..) = self.data.transfer {
+            let Transfer::Awaiting(flow, opening) =
+                std::mem::replace(&mut self.data.transfer, Transfer::Idle)
+            else {
+                return true;
+            };
+            self.run_flow(flow, &opening, ctx);
+        }
+        true
+    }
+
+    /// What to write to the data connection now.
+    pub fn data_output(&self) -> DataOut<'_> {
+        if !matches!(self.data.transfer, Transfer::Running(_)) {
+            return DataOut::Nothing;
+        }
+        if !self.data.out.is_empty() {
+            return DataOut::Bytes(self.data.out.pending());
+        }
+        match &self.data.transfer {
+            Transfer::Running(Flow::Send {
+                file: Some(send), ..
+            }) if send.zero_copy && send.remaining > 0 => DataOut::File(&send.file, send.remaining),
+            _ => DataOut::Nothing,
+        }
+    }
+
+    /// The data connection took `n` bytes of [`DataOut::Bytes`].
+    pub fn handle_data_written(&mut self, n: usize, ctx: &mut Ctx) {
+        self.data.out.consume(n);
+        self.progress(ctx);
+        self.pump_send(ctx);
+    }
+
+    /// The data connection took `n` bytes of [`DataOut::File`]; 0 means
+    /// the file ended early (it shrank).
+    pub fn handle_data_file_sent(&mut self, n: usize, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Send {
+            file: Some(send), ..
+        }) = &mut self.data.transfer
+        else {
+            return;
+        };
+        if n == 0 {
+            info!("ftp {}: file ended early during RETR", self.key);
+            self.end_transfer(451, "The file changed while it was sent; transfer aborted.");
+            return;
+        }
+        send.remaining = send.remaining.saturating_sub(n as u64);
+        self.progress(ctx);
+        self.pump_send(ctx);
+    }
+
+    /// The data socket cannot take a file directly: copy through the buffer.
+    pub fn data_zero_copy_unavailable(&mut self) {
+        if let Transfer::Running(Flow::Send {
+            file: Some(send), ..
+        }) = &mut self.data.transfer
+        {
+            send.zero_copy = false;
+        }
+    }
+
+    /// Whether the reactor should read the data connection.
+    pub fn wants_data_read(&self) -> bool {
+        matches!(&self.data.transfer, Transfer::Running(Flow::Receive(store))
+            if !store.batch_full() && !store.over_quota && store.failed.is_none())
+            && !self.job_in_flight()
+            && !self.data.eof
+    }
+
+    /// Bytes read from the data connection.
+    pub fn handle_data_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
+            return; // not receiving: dropped
+        };
+        store.take(bytes);
+        self.progress(ctx);
+        self.settle_upload(ctx);
+    }
+
+    /// The client finished sending on the data connection.
+    pub fn handle_data_eof(&mut self, ctx: &mut Ctx) {
+        self.data.eof = true;
+        self.settle_upload(ctx);
+    }
+
+    /// The data connection is closed: asked for by [`DataRequest::CloseData`],
+    /// or lost (reset by the client).
+    pub fn handle_data_closed(&mut self, ctx: &mut Ctx) {
+        if matches!(self.data.passive, Passive::Connected { .. }) {
+            self.data.passive = Passive::Off;
+        }
+        match std::mem::replace(&mut self.data.transfer, Transfer::Idle) {
+            Transfer::Closing(code, text) => {
+                self.reply(code, &text);
+                if self.data.abor_after {
+                    self.reply(226, "ABOR command successful.");
+                }
+            }
+            Transfer::Aborting => {
+                self.reply(426, "Connection closed; transfer aborted.");
+                self.reply(226, "ABOR command successful.");
+            }
+            Transfer::Running(Flow::Send { .. }) => {
+                self.reply(426, "Data connection lost; transfer aborted.");
+            }
+            Transfer::Running(Flow::Receive(store)) => {
+                self.data.transfer = Transfer::Running(Flow::Receive(store));
+                self.data.lost = true;
+                self.settle_upload(ctx);
+                return;
+            }
+            Transfer::Finishing => {
+                // The upload is landing: its reply follows then.
+                self.data.transfer = Transfer::Finishing;
+                self.data.lost = true;
+                return;
+            }
+            other => self.data.transfer = other,
+        }
+        self.data.abor_after = false;
+        self.transfer_over(ctx);
+    }
+
+    // ----- starting a transfer ----------------------------------------
+
+    /// Queues bytes for the data connection (a listing's first page).
+    pub(super) fn queue_data(&mut self, bytes: &[u8]) {
+        self.data.out.writer().extend_from_slice(bytes);
+    }
+
+    /// Whether a transfer command may go ahead: a passive listener or data
+    /// connection must be there (active mode is off). Replies 425 if not.
+    pub(super) fn data_ready_or_refuse(&mut self) -> bool {
+        if matches!(self.data.passive, Passive::Off) {
+            self.reply(425, "Use PASV or EPSV first.");
+            return false;
+        }
+        true
+    }
+
+    /// Starts `flow` with a `150` as soon as the data connection is there.
+    pub(super) fn begin(&mut self, flow: Flow, opening: String, ctx: &mut Ctx) {
+        match self.data.passive {
+            Passive::Connected { .. } => self.run_flow(flow, &opening, ctx),
+            Passive::Binding { .. } | Passive::Listening { .. } => {
+                self.data.transfer = Transfer::Awaiting(flow, opening);
+            }
+            Passive::Off => {
+                // The listener timed out while the file was opened.
+                self.reply(425, "No data connection.");
+            }
+        }
+    }
+
+    fn run_flow(&mut self, flow: Flow, opening: &str, ctx: &mut Ctx) {
+        self.reply(150, opening);
+        self.data.transfer = Transfer::Running(flow);
+        self.data.progress = ctx.now;
+        self.pump_send(ctx);
+        self.settle_upload(ctx);
+    }
+
+    /// Ends the transfer: close the data connection, then this reply.
+    fn end_transfer(&mut self, code: u16, text: &str) {
+        self.data.transfer = Transfer::Closing(code, text.to_string());
+        self.data.request(DataRequest::CloseData);
+    }
+
+    fn progress(&mut self, ctx: &Ctx) {
+        self.data.progress = ctx.now;
+        self.last_active = ctx.now;
+    }
+
+    /// The transfer and its reply are over: what waited may run.
+    fn transfer_over(&mut self, ctx: &mut Ctx) {
+        if self.quit_after_transfer() {
+            return;
+        }
+        self.run(ctx);
+    }
+
+    fn quit_after_transfer(&mut self) -> bool {
+        if self.data.quit {
+            self.reply(221, "Goodbye.");
+            self.close("quit");
+            return true;
+        }
+        false
+    }
+
+    // ----- sending ----------------------------------------------------
+
+    /// Moves a send along: the next listing page, or the end.
+    fn pump_send(&mut self, ctx: &mut Ctx) {
+        if self.job_in_flight() || !self.data.out.is_empty() {
+            return;
+        }
+        let Transfer::Running(Flow::Send { file, listing }) = &mut self.data.transfer else {
+            return;
+        };
+        if file.as_ref().is_some_and(|f| f.remaining > 0) {
+            return;
+        }
+        if let Some(mut cursor) = listing.take() {
+            if cursor.more() {
+                let page = job(
+                    "list-page",
+                    Lane::Quick,
+                    move || {
+                        let page = cursor.page();
+                        (cursor, page)
+                    },
+                    |(cursor, page), s: &mut FtpSession, _ctx| {
+                        if let Transfer::Running(Flow::Send { listing, .. }) = &mut s.data.transfer
+                        {
+                            *listing = Some(cursor);
+                            s.data.out.writer().extend_from_slice(&page);
+                        }
+                    },
+                );
+                self.start_job(page, ctx);
+                return;
+            }
+            if cursor.truncated {
+                self.end_transfer(
+                    226,
+                    &format!(
+                        "Transfer complete; the listing stopped at {} entries.",
+                        super::listing::MAX_ENTRIES
+                    ),
+                );
+                return;
+            }
+        }
+        self.end_transfer(226, "Transfer complete.");
+    }
+
+    pub(super) fn data_has_work(&self, limits: &Limits) -> bool {
+        matches!(&self.data.transfer, Transfer::Running(Flow::Send { file: Some(send), .. })
+            if !send.zero_copy && send.remaining > 0 && self.data.out.len() <= limits.out_low)
+    }
+
+    /// Copies a buffer-full of the file (no `sendfile` on this socket).
+    pub(super) fn data_work(&mut self, ctx: &mut Ctx) {
+        if !self.data_has_work(ctx.limits) {
+            return;
+        }
+        let Transfer::Running(Flow::Send {
+            file: Some(send), ..
+        }) = &mut self.data.transfer
+        else {
+            return;
+        };
+        match send.step(self.data.out.writer(), ctx.limits.out_high, self.key) {
+            Step::More | Step::Done => {}
+            Step::Close(_) => {
+                self.data.out = OutBuf::default();
+                self.end_transfer(451, "The file changed while it was sent; transfer aborted.");
+            }
+        }
+    }
+
+    // ----- receiving --------------------------------------------------
+
+    /// The turn is over: received bytes go to a worker.
+    pub(super) fn flush_upload(&mut self, ctx: &mut Ctx) {
+        if self.job_in_flight() {
+            return;
+        }
+        if let Transfer::Running(Flow::Receive(store)) = &self.data.transfer
+            && store.has_pending()
+        {
+            self.write_batch(ctx);
+        }
+    }
+
+    /// A job came back: see what the transfer can do now.
+    pub(super) fn after_data_step(&mut self, ctx: &mut Ctx) {
+        self.pump_send(ctx);
+        self.settle_upload(ctx);
+    }
+
+    /// Decides an upload's next step once no job is out.
+    fn settle_upload(&mut self, ctx: &mut Ctx) {
+        if self.job_in_flight() {
+            return;
+        }
+        let Transfer::Running(Flow::Receive(store)) = &self.data.transfer else {
+            return;
+        };
+        let kept = store.received();
+        if self.data.lost && !self.data.eof {
+            // Reset mid-upload: what was written stays for a resume.
+            self.data.transfer = Transfer::Idle;
+            self.data.lost = false;
+            self.reply(
+                426,
+                &format!("Data connection lost; transfer aborted. {kept} bytes are kept: REST {kept} + STOR resumes."),
+            );
+            self.transfer_over(ctx);
+            return;
+        }
+        if let Some(e) = &store.failed {
+            let text = format!("Writing failed: {e}; transfer aborted.");
+            if crate::handlers::upload::disk_full(e) {
+                self.discard_partial(452, text, ctx);
+            } else {
+                self.end_transfer(451, &text);
+            }
+            return;
+        }
+        // What arrived goes to disk before the upload stops or ends.
+        if (store.over_quota || store.batch_full() || self.data.eof) && store.has_pending() {
+            self.write_batch(ctx);
+            return;
+        }
+        if store.over_quota {
+            let text = format!(
+                "Quota exceeded: {kept} bytes are kept; REST {kept} + STOR resumes once there is room."
+            );
+            self.end_transfer(552, &text);
+            return;
+        }
+        if self.data.eof {
+            self.finish_upload(ctx);
+        }
+    }
+
+    /// Hands the received bytes to a worker to append and hash.
+    fn write_batch(&mut self, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
+            return;
+        };
+        let Some((mut disk, batch)) = store.take_batch() else {
+            return;
+        };
+        let holds = batch.capacity();
+        let mut write = job(
+            "write",
+            Lane::Bulk,
+            move || {
+                let written = disk.append(&batch);
+                (disk, batch, written)
+            },
+            |(disk, batch, written), s: &mut FtpSession, _ctx| {
+                if let Transfer::Running(Flow::Receive(store)) = &mut s.data.transfer {
+                    store.put_back(disk, batch, written);
+                }
+            },
+        );
+        write.holds = holds;
+        self.start_job(write, ctx);
+    }
+
+    /// The client closed the data connection after the last byte: land
+    /// the file, then `226`.
+    fn finish_upload(&mut self, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(mut store)) =
+            std::mem::replace(&mut self.data.transfer, Transfer::Finishing)
+        else {
+            return;
+        };
+        let Some(batch) = store.take_batch() else {
+            self.data.transfer = Transfer::Idle;
+            self.reply(451, "The upload lost its file.");
+            return;
+        };
+        let (home, partial, name) = store.dirs();
+        let path = store.path.clone();
+        let finish = job(
+            "stor-finish",
+            Lane::Bulk,
+            move || store::finish(batch, &home, &partial, &name, &path),
+            move |finished, s: &mut FtpSession, ctx| {
+                let store::Finished { disk, result } = finished;
+                let length = disk.written;
+                let mut store = store;
+                store.put_back(disk, Vec::new(), Ok(()));
+                s.data.lost = false;
+                match result {
+                    Ok((digest, replaced, key)) => {
+                        store.landed(replaced, length);
+                        ctx.services.digests.remember(key, digest);
+                        info!(
+                            "ftp {}: stored {} ({length} bytes, md5 {})",
+                            s.key,
+                            store.path,
+                            crate::handlers::digests::hex(&digest)
+                        );
+                        drop(store);
+                        s.end_transfer(226, "Transfer complete.");
+                    }
+                    Err(e) => {
+                        store.failed = Some(e);
+                        s.data.transfer = Transfer::Running(Flow::Receive(store));
+                        s.data.eof = true;
+                        s.settle_upload(ctx);
+                    }
+                }
+            },
+        );
+        self.start_job(finish, ctx);
+    }
+
+    /// A full disk: the partial goes (keeping it would keep the disk full
+    /// for everyone), then this reply.
+    fn discard_partial(&mut self, code: u16, text: String, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(mut store)) =
+            std::mem::replace(&mut self.data.transfer, Transfer::Finishing)
+        else {
+            return;
+        };
+        store.discarded();
+        let (_, partial, name) = store.dirs();
+        let gone = job(
+            "discard",
+            Lane::Quick,
+            move || partial.remove_file(&name),
+            move |_removed, s: &mut FtpSession, _ctx| {
+                drop(store);
+                s.end_transfer(
+                    code,
+                    &format!("{text} The partial upload was discarded to give the space back."),
+                );
+            },
+        );
+        self.start_job(gone, ctx);
+    }
+
+    // ----- ABOR, timers, the end -------------------------------------
+
+    /// `ABOR`.
+    pub(super) fn abort(&mut self, ctx: &mut Ctx) {
+        match std::mem::replace(&mut self.data.transfer, Transfer::Idle) {
+            Transfer::Idle => {
+                self.drop_passive();
+                self.reply(225, "No transfer to ABOR.");
+            }
+            Transfer::Awaiting(..) => {
+                self.data.out = OutBuf::default();
+                self.drop_passive();
+                self.reply(426, "Transfer aborted.");
+                self.reply(226, "ABOR command successful.");
+                self.transfer_over(ctx);
+            }
+            Transfer::Running(_) => {
+                // An upload's partial is kept (the store parks it as it
+                // goes); bytes not yet written are dropped: SIZE says
+                // where to resume.
+                self.data.out = OutBuf::default();
+                self.data.transfer = Transfer::Aborting;
+                self.data.request(DataRequest::CloseData);
+            }
+            other => {
+                self.data.transfer = other;
+                self.data.abor_after = true;
+            }
+        }
+    }
+
+    /// Closes the passive listener and the data connection, if any.
+    fn drop_passive(&mut self) {
+        match self.data.passive {
+            Passive::Off => {}
+            Passive::Binding { .. } | Passive::Listening { .. } => {
+                self.data.request(DataRequest::CloseListener)
+            }
+            Passive::Connected { .. } => self.data.request(DataRequest::CloseData),
+        }
+        self.data.passive = Passive::Off;
+    }
+
+    /// `PASV` or `EPSV`: a new listener replaces what there was.
+    pub(super) fn listen(&mut self, epsv: bool) {
+        if let Passive::Connected { .. } = self.data.passive {
+            self.data.request(DataRequest::CloseData);
+        }
+        self.data.passive = Passive::Binding { epsv };
+        self.data.request(DataRequest::Listen);
+    }
+
+    /// Everything of the data side goes: the session is closing.
+    pub(super) fn drop_data(&mut self) {
+        self.data.transfer = Transfer::Idle;
+        self.data.out = OutBuf::default();
+        self.drop_passive();
+    }
+
+    /// `QUIT` during a transfer waits for its end.
+    pub(super) fn quit_when_done(&mut self) {
+        self.data.quit = true;
+    }
+
+    pub(super) fn data_deadline(&self, limits: &Limits) -> Option<Instant> {
+        let waiting = match self.data.passive {
+            Passive::Listening { since } => Some(since + self.passive_timeout),
+            Passive::Connected { since } if !self.data.busy() => Some(since + self.passive_timeout),
+            _ => None,
+        };
+        let stalled = match self.data.transfer {
+            Transfer::Running(_) | Transfer::Closing(..) | Transfer::Aborting => {
+                Some(self.data.progress + limits.idle_timeout)
+            }
+            _ => None,
+        };
+        match (waiting, stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(super) fn data_timeout(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        match self.data.passive {
+            Passive::Listening { since } if now >= since + self.passive_timeout => {
+                info!(
+                    "ftp {}: nobody connected to the passive port; closing it",
+                    self.key
+                );
+                self.data.passive = Passive::Off;
+                self.data.request(DataRequest::CloseListener);
+                if let Transfer::Awaiting(..) = self.data.transfer {
+                    self.data.transfer = Transfer::Idle;
+                    self.data.out = OutBuf::default();
+                    self.reply(425, "No data connection came; the passive port is closed.");
+                    self.transfer_over(ctx);
+                }
+                return;
+            }
+            Passive::Connected { since }
+                if !self.data.busy() && now >= since + self.passive_timeout =>
+            {
+                self.data.passive = Passive::Off;
+                self.data.request(DataRequest::CloseData);
+                return;
+            }
+            _ => {}
+        }
+        let stalled = now >= self.data.progress + ctx.limits.idle_timeout;
+        match &self.data.transfer {
+            Transfer::Running(_) if stalled && !self.job_in_flight() => {
+                info!(
+                    "ftp {}: data connection stalled; aborting the transfer",
+                    self.key
+                );
+                self.data.out = OutBuf::default();
+                self.end_transfer(426, "Data connection stalled; transfer aborted.");
+            }
+            Transfer::Closing(..) | Transfer::Aborting if stalled => {
+                // The reactor never reported the close: give up on it.
+                self.data.progress = now;
+                self.handle_data_closed(ctx);
+            }
+            _ => {}
+        }
+    }
+}
