@@ -24,6 +24,9 @@ pub const MAX_COMMANDS_PER_TURN: u16 = 8;
 /// How long a passive listener waits for the client to connect, and an
 /// open data connection for a transfer command, by default.
 pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Commands held back behind a transfer at most (each at most a line):
+/// more are not read until it ends.
+const MAX_DEFERRED: usize = 4;
 /// Failed `PASS` commands after which the session is closed (the
 /// server-wide throttle then decides how soon the next try is answered).
 const MAX_LOGIN_FAILURES: u8 = 3;
@@ -107,8 +110,8 @@ pub struct FtpSession {
     commands_this_turn: u16,
     /// Stopped at [`MAX_COMMANDS_PER_TURN`] with input left.
     turn_limited: bool,
-    /// A command that arrived during a transfer and waits for its end.
-    deferred: Option<Command>,
+    /// Commands that arrived during a transfer and wait for its end.
+    deferred: std::collections::VecDeque<Command>,
     /// The data connection and the transfer on it.
     pub(super) data: Data,
     /// Last time bytes moved on the control or data connection.
@@ -141,7 +144,7 @@ impl FtpSession {
             first_step: false,
             commands_this_turn: 0,
             turn_limited: false,
-            deferred: None,
+            deferred: std::collections::VecDeque::new(),
             data: Data::new(now),
             last_active: now,
             closing: None,
@@ -195,7 +198,7 @@ impl FtpSession {
             && !self.data.binding()
             && self.input.is_empty()
             && !self.lines.has_line()
-            && self.deferred.is_none()
+            && self.deferred.len() < MAX_DEFERRED
             && self.commands_this_turn < MAX_COMMANDS_PER_TURN
     }
 
@@ -226,13 +229,14 @@ impl FtpSession {
             if self.closing.is_some() || self.job.is_some() || self.data.binding() {
                 break;
             }
-            if let Some(cmd) = self.deferred.take() {
-                if self.data.busy() {
-                    self.deferred = Some(cmd);
-                    break;
-                }
+            if !self.data.busy()
+                && let Some(cmd) = self.deferred.pop_front()
+            {
                 self.dispatch(cmd, ctx);
                 continue;
+            }
+            if self.deferred.len() >= MAX_DEFERRED {
+                break;
             }
             if !self.lines.has_line() {
                 if self.input.is_empty() {
@@ -266,7 +270,7 @@ impl FtpSession {
             && !self.data.binding()
             && self.input.is_empty()
             && !self.lines.has_line()
-            && self.deferred.is_none()
+            && self.deferred.is_empty()
             && !self.turn_limited
         {
             self.close("peer closed");
@@ -293,9 +297,13 @@ impl FtpSession {
                 return;
             }
         };
-        if self.data.busy() && !cmd.verb.during_transfer() {
-            // Pipelined behind a transfer: it waits for its end.
-            self.deferred = Some(cmd);
+        // During a transfer only ABOR, STAT, NOOP and QUIT are answered
+        // (RFC 959 §4.1.3); the rest waits for its end, and so does
+        // everything behind a command that waits, but ABOR.
+        let waits = !cmd.verb.during_transfer()
+            || (!self.deferred.is_empty() && cmd.verb != command::Verb::Abor);
+        if self.data.busy() && waits {
+            self.deferred.push_back(cmd);
             return;
         }
         self.dispatch(cmd, ctx);
@@ -408,6 +416,10 @@ impl FtpSession {
         if self.job.is_some() {
             return;
         }
+        if self.closing.is_some() {
+            self.drop_data();
+            return;
+        }
         self.after_data_step(ctx);
         self.run(ctx);
     }
@@ -460,8 +472,12 @@ impl FtpSession {
         self.closing = Some(why);
         self.input = Vec::new();
         self.lines = LineReader::default();
-        self.deferred = None;
-        self.drop_data();
+        self.deferred = std::collections::VecDeque::new();
+        // A job out may hold an upload's file: its transfer goes when the
+        // job is back (see `after_job`), so the partial is counted.
+        if self.job.is_none() {
+            self.drop_data();
+        }
     }
 
     /// Closing was decided.
@@ -502,6 +518,11 @@ impl FtpSession {
             + self.out.capacity()
             + self.data.buffered_bytes()
             + self.job.as_ref().map_or(0, |j| j.holds)
+            + self
+                .deferred
+                .iter()
+                .map(|c| c.arg.capacity())
+                .sum::<usize>()
     }
 
     /// Counts a failed login; true if the session should close.

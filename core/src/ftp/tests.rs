@@ -899,3 +899,54 @@ fn an_idle_session_is_small() {
     let size = std::mem::size_of::<FtpSession>();
     assert!(size < 1024, "{size} bytes");
 }
+
+#[test]
+fn abor_overtakes_commands_waiting_behind_a_transfer() {
+    let mut h = Harness::logged_in();
+    std::fs::write(h.home().join("big.bin"), pattern(1 << 20)).unwrap();
+    h.open_data();
+    h.read_data = false;
+    h.send("RETR big.bin\r\nPWD\r\nSTAT\r\n");
+    assert!(h.take().starts_with("150 "));
+    h.send("ABOR\r\n");
+    let replies = h.take();
+    assert!(
+        replies.starts_with(
+            "426 Connection closed; transfer aborted.\r\n226 ABOR command successful.\r\n\
+             257 \"/\" is the current directory\r\n211-skiffd FTP status:\r\n"
+        ),
+        "{replies}"
+    );
+    // At most a few commands wait; then the session stops reading.
+    h.open_data();
+    h.send("RETR big.bin\r\n");
+    h.take();
+    h.send("PWD\r\nPWD\r\nPWD\r\nPWD\r\nPWD\r\n");
+    assert!(!h.s.wants_read());
+    assert_eq!(h.take(), "");
+    h.read_data = true;
+    h.settle();
+    assert_eq!(h.take().matches("257 ").count(), 5);
+}
+
+#[test]
+fn a_session_closed_while_a_batch_is_on_a_worker_parks_its_partial() {
+    let mut h = Harness::logged_in();
+    h.open_data();
+    h.send("STOR up.bin\r\n");
+    h.take();
+    h.run_jobs = false;
+    h.with(|s, ctx| s.handle_data_input(&pattern(300_000), ctx));
+    assert_eq!(h.jobs.len(), 1, "a full batch goes to a worker");
+    h.s.handle_reset();
+    assert!(!h.s.is_done(), "done with a job out");
+    h.run_jobs = true;
+    h.settle();
+    assert!(h.s.is_done());
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (5, 0, 300_000));
+    assert!(
+        a.active.is_empty() && a.changing.is_empty(),
+        "claims released"
+    );
+}
