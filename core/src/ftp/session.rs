@@ -254,6 +254,11 @@ impl FtpSession {
                 break;
             };
             self.commands_this_turn += 1;
+            if self.commands_this_turn >= MAX_COMMANDS_PER_TURN {
+                // More may wait in the socket with no new edge to say so:
+                // the reactor owes this session a turn either way.
+                self.turn_limited = true;
+            }
             ctx.stats.requests += 1;
             self.on_line(line, ctx);
         }

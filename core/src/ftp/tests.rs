@@ -950,3 +950,99 @@ fn a_session_closed_while_a_batch_is_on_a_worker_parks_its_partial() {
         "claims released"
     );
 }
+
+/// Random command lines with hostile arguments, cut at random places, to
+/// a logged-in session (no data connection ever comes: transfers wait for
+/// the passive timeout). Every line must be answered with well-formed
+/// replies and nothing may panic or stall. Set `SKIFF_SEED` to replay.
+#[test]
+fn random_hostile_commands_in_random_pieces_are_all_answered() {
+    use rand::{RngExt, SeedableRng};
+    let seed: u64 = std::env::var("SKIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("seed {seed} (SKIFF_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut h = Harness::logged_in();
+    let verbs: Vec<&str> = super::command::VERBS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != "QUIT")
+        .chain(["", "FOO", "retr", "Stor"])
+        .collect();
+    let args: [&[u8]; 16] = [
+        b"",
+        b"..",
+        b"/../../etc/passwd",
+        b"hello.txt",
+        b"-la",
+        b"d",
+        b"d/e",
+        b"a\x00b",
+        b"\xc3\x28",
+        b"18446744073709551616",
+        b"99999999999999999999999",
+        b"-1",
+        b"0",
+        b"\xff\xf4\xff\xf2",
+        b"UTF8 ON",
+        b"  spaced  name  ",
+    ];
+    let mut script = Vec::new();
+    let mut lines = 0;
+    for _ in 0..300 {
+        let verb = verbs[rng.random_range(0..verbs.len())];
+        script.extend_from_slice(verb.as_bytes());
+        let arg = args[rng.random_range(0..args.len())];
+        if !arg.is_empty() {
+            script.push(b' ');
+            script.extend_from_slice(arg);
+        }
+        script.extend_from_slice(if rng.random_range(0..4) == 0 {
+            b"\n"
+        } else {
+            b"\r\n"
+        });
+        lines += 1;
+    }
+    let mut pos = 0;
+    let mut waits = 0;
+    while pos < script.len() {
+        if !h.s.wants_read() {
+            waits += 1;
+            assert!(waits < 1000, "the session stopped reading for good");
+            h.advance(PASSIVE_TIMEOUT);
+            continue;
+        }
+        let n = rng.random_range(1..=(script.len() - pos).min(200));
+        h.feed(&script[pos..pos + n]);
+        pos += n;
+    }
+    for _ in 0..100 {
+        if h.s.wants_read() {
+            break;
+        }
+        h.advance(PASSIVE_TIMEOUT);
+    }
+    assert!(h.s.wants_read() && !h.s.is_closing());
+    let replies = h.take();
+    let mut finals = 0;
+    for line in replies.split_terminator("\r\n") {
+        let b = line.as_bytes();
+        let code = b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit);
+        assert!(
+            (code && (b[3] == b' ' || b[3] == b'-')) || line.starts_with(' '),
+            "malformed reply line {line:?}"
+        );
+        if code && b[3] == b' ' {
+            finals += 1;
+        }
+    }
+    assert!(finals >= lines, "{finals} final replies for {lines} lines");
+    let a = h.services.accounts["alice"].borrow();
+    assert!(
+        a.active.is_empty() && a.changing.is_empty(),
+        "a claim or lock leaked"
+    );
+}
