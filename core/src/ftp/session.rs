@@ -24,6 +24,10 @@ pub const MAX_COMMANDS_PER_TURN: u16 = 8;
 /// How long a passive listener waits for the client to connect, and an
 /// open data connection for a transfer command, by default.
 pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replies queued above which no more commands are handled until the
+/// client has read some: a client that pipelines without reading its
+/// replies fills its socket, not the server's memory.
+pub const REPLIES_HIGH: usize = 64 << 10;
 /// Commands held back behind a transfer at most (each at most a line):
 /// more are not read until it ends.
 const MAX_DEFERRED: usize = 4;
@@ -108,8 +112,6 @@ pub struct FtpSession {
     first_step: bool,
     /// Commands handled since the reactor's last `start_turn`.
     commands_this_turn: u16,
-    /// Stopped at [`MAX_COMMANDS_PER_TURN`] with input left.
-    turn_limited: bool,
     /// Commands that arrived during a transfer and wait for its end.
     deferred: std::collections::VecDeque<Command>,
     /// The data connection and the transfer on it.
@@ -143,7 +145,6 @@ impl FtpSession {
             job: None,
             first_step: false,
             commands_this_turn: 0,
-            turn_limited: false,
             deferred: std::collections::VecDeque::new(),
             data: Data::new(now),
             last_active: now,
@@ -165,7 +166,6 @@ impl FtpSession {
     /// commands may be handled.
     pub fn start_turn(&mut self) {
         self.commands_this_turn = 0;
-        self.turn_limited = false;
     }
 
     /// Bytes read from the control socket (only while [`Self::wants_read`]).
@@ -199,6 +199,7 @@ impl FtpSession {
             && self.input.is_empty()
             && !self.lines.has_line()
             && self.deferred.len() < MAX_DEFERRED
+            && self.out.len() < REPLIES_HIGH
             && self.commands_this_turn < MAX_COMMANDS_PER_TURN
     }
 
@@ -206,7 +207,10 @@ impl FtpSession {
     /// event: commands wait past the turn's share, or a file is copied
     /// to the data connection (no `sendfile`).
     pub fn has_work(&self, limits: &crate::conn::Limits) -> bool {
-        self.turn_limited || self.data_has_work(limits)
+        // A share used up owes a turn even with nothing buffered: more may
+        // wait in the socket, and no new edge would say so.
+        let owed = self.commands_this_turn >= MAX_COMMANDS_PER_TURN && !self.eof;
+        ((self.has_commands() || owed) && self.may_handle()) || self.data_has_work(limits)
     }
 
     /// One turn of that work (call after [`Self::start_turn`]).
@@ -224,9 +228,7 @@ impl FtpSession {
     /// Handles buffered command lines while it may.
     pub(super) fn run(&mut self, ctx: &mut Ctx) {
         loop {
-            // A PASV's reply waits for the reactor's listener; later
-            // replies must not overtake it.
-            if self.closing.is_some() || self.job.is_some() || self.data.binding() {
+            if !self.may_handle() {
                 break;
             }
             if !self.data.busy()
@@ -247,18 +249,12 @@ impl FtpSession {
                 continue;
             }
             if self.commands_this_turn >= MAX_COMMANDS_PER_TURN {
-                self.turn_limited = true;
-                break;
+                break; // the rest waits for the next turn (see `has_work`)
             }
             let Some(line) = self.lines.next_line() else {
                 break;
             };
             self.commands_this_turn += 1;
-            if self.commands_this_turn >= MAX_COMMANDS_PER_TURN {
-                // More may wait in the socket with no new edge to say so:
-                // the reactor owes this session a turn either way.
-                self.turn_limited = true;
-            }
             ctx.stats.requests += 1;
             self.on_line(line, ctx);
         }
@@ -268,6 +264,25 @@ impl FtpSession {
         self.settle_eof();
     }
 
+    /// Whether commands wait to be handled: input not cut yet, a line,
+    /// or commands that waited for a transfer that has ended.
+    fn has_commands(&self) -> bool {
+        let busy = self.data.busy();
+        let unread = !self.input.is_empty() || self.lines.has_line();
+        (!self.deferred.is_empty() && !busy)
+            || (unread && (!busy || self.deferred.len() < MAX_DEFERRED))
+    }
+
+    /// Whether a command may be handled now: not closing, no job out, no
+    /// listener being bound (a PASV's reply must come first), and the
+    /// client reads its replies.
+    fn may_handle(&self) -> bool {
+        self.closing.is_none()
+            && self.job.is_none()
+            && !self.data.binding()
+            && self.out.len() < REPLIES_HIGH
+    }
+
     fn settle_eof(&mut self) {
         if self.eof
             && self.closing.is_none()
@@ -275,8 +290,7 @@ impl FtpSession {
             && !self.data.binding()
             && self.input.is_empty()
             && !self.lines.has_line()
-            && self.deferred.is_empty()
-            && !self.turn_limited
+            && !self.has_commands()
         {
             self.close("peer closed");
         }
@@ -363,8 +377,13 @@ impl FtpSession {
 
     /// The control socket took `n` bytes of [`Self::output`].
     pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
+        let before = self.out.len();
         self.out.consume(n);
         self.last_active = ctx.now;
+        if before >= REPLIES_HIGH && self.out.len() < REPLIES_HIGH {
+            // Commands that waited for the client to read may go on.
+            self.run(ctx);
+        }
     }
 
     // ----- jobs --------------------------------------------------------

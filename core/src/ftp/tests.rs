@@ -1019,8 +1019,10 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
         h.feed(&script[pos..pos + n]);
         pos += n;
     }
+    // A transfer still waiting for its data connection (and what waits
+    // behind it) ends with the passive timeout.
     for _ in 0..100 {
-        if h.s.wants_read() {
+        if h.s.wants_read() && !h.s.data.busy() {
             break;
         }
         h.advance(PASSIVE_TIMEOUT);
@@ -1045,4 +1047,46 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
         a.active.is_empty() && a.changing.is_empty(),
         "a claim or lock leaked"
     );
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_cannot_grow_them() {
+    let mut h = Harness::logged_in();
+    let flood = "HELP\r\n".repeat(20_000);
+    let mut fed = 0;
+    for _ in 0..100_000 {
+        if fed == flood.len() {
+            break;
+        }
+        if h.s.wants_read() {
+            let n = (flood.len() - fed).min(64 << 10);
+            h.with(|s, ctx| s.handle_input(&flood.as_bytes()[fed..fed + n], ctx));
+            fed += n;
+        }
+        // The reactor's next turn, with a client that reads nothing.
+        h.with(|s, ctx| {
+            s.start_turn();
+            s.work(ctx);
+        });
+        if !h.s.wants_read() && !h.s.has_work(&h.limits) {
+            break;
+        }
+    }
+    assert!(fed < flood.len(), "all of it was read");
+    let held = h.s.output().len();
+    assert!(held < REPLIES_HIGH + 4096, "{held} bytes of replies held");
+    // One read of input waits, and the replies buffer's capacity.
+    assert!(
+        h.s.buffered_bytes() <= 4 * REPLIES_HIGH,
+        "{}",
+        h.s.buffered_bytes()
+    );
+    // The client reads: the rest is served.
+    h.settle();
+    while fed < flood.len() {
+        let n = (flood.len() - fed).min(64 << 10);
+        h.feed(&flood.as_bytes()[fed..fed + n]);
+        fed += n;
+    }
+    assert_eq!(h.take().matches("214 Help OK.\r\n").count(), 20_000);
 }
