@@ -15,8 +15,10 @@
 //! ```text
 //!   control connection (one per session)
 //!     start_turn()                  a new turn: MAX_COMMANDS_PER_TURN more commands
-//!     work() if has_work()          commands left over from the last turn; a file copied
-//!                                   to the data connection where sendfile is unavailable
+//!     work() if has_work()          commands waiting (past the last turn's share, or behind
+//!                                   a transfer that ended), a turn owed after a full share
+//!                                   (more may wait in the socket with no new edge), a file
+//!                                   copied to the data connection where sendfile is missing
 //!     handle_input(bytes)           bytes read from the control socket (only while wants_read())
 //!     output() → handle_written(n)  replies to write; write first, WRITABLE only while some remain
 //!     end_turn()                    the turn's reads are over: received upload bytes go to a worker
@@ -50,15 +52,22 @@
 //!                   is_closing(), is_done() (drop it, and any data socket it still has)
 //! ```
 //!
-//! Nothing is read from either connection while a job is out, and a
-//! session handles at most [`MAX_COMMANDS_PER_TURN`] commands per turn,
-//! so a pipeline of cheap commands waits like everyone else. A command
-//! that arrives during a transfer waits for its end, except `ABOR`,
-//! `STAT`, `NOOP` and `QUIT`.
+//! Nothing is read from either connection while a job is out or a `PASV`
+//! waits for its listener (its reply must come first). A session handles
+//! at most [`MAX_COMMANDS_PER_TURN`] commands per turn, so a pipeline of
+//! cheap commands waits like everyone else, and none while
+//! [`REPLIES_HIGH`] bytes of replies wait for a client that does not read
+//! them. A command that arrives during a transfer waits for its end
+//! (a few at most), except `ABOR`, `STAT`, `NOOP` and `QUIT`.
 //!
-//! The modules: [`line`] cuts the input into command lines (Telnet
+//! ```text
+//!   control:  220 ─USER/PASS (argon2 job)─▶ logged in ─ commands ─▶ QUIT/421 ─▶ closing ─▶ done
+//!   data:     (transfer.rs) Off ─PASV─▶ Listening ─connect─▶ Connected ─▶ transfer ─▶ Off
+//! ```
+//!
+//! The modules: [`line`](mod@line) cuts the input into command lines (Telnet
 //! commands out, a bound on length), [`command`] parses them, [`reply`]
-//! writes replies, [`verbs`] says what each command does, [`transfer`]
+//! writes replies, `verbs` says what each command does, `transfer`
 //! drives the data connection, [`store`] is an upload, [`listing`] formats
 //! `LIST`, `NLST` and `MLSD`.
 

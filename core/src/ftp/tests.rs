@@ -764,6 +764,16 @@ fn abor_during_a_transfer_gives_426_then_226() {
         "426 Connection closed; transfer aborted.\r\n226 ABOR command successful.\r\n"
     );
     assert_eq!(h.seen.last(), Some(&DataRequest::CloseData));
+    // Two ABORs in a row: each gets its reply.
+    h.open_data();
+    h.send("RETR big.bin\r\n");
+    h.take();
+    h.send("ABOR\r\nABOR\r\n");
+    assert_eq!(
+        h.take(),
+        "426 Connection closed; transfer aborted.\r\n226 ABOR command successful.\r\n\
+         226 ABOR command successful.\r\n"
+    );
     // An upload aborted keeps what was written.
     h.read_data = true;
     h.open_data();

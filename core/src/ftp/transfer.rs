@@ -131,6 +131,21 @@ pub(super) struct Data {
     quit: bool,
 }
 
+impl Transfer {
+    fn name(&self) -> &'static str {
+        match self {
+            Transfer::Idle => "idle",
+            Transfer::Awaiting(Flow::Send { .. }, _) => "awaiting-connection (send)",
+            Transfer::Awaiting(Flow::Receive(_), _) => "awaiting-connection (receive)",
+            Transfer::Running(Flow::Send { .. }) => "sending",
+            Transfer::Running(Flow::Receive(_)) => "receiving",
+            Transfer::Finishing => "landing",
+            Transfer::Closing(..) => "closing-data",
+            Transfer::Aborting => "aborting",
+        }
+    }
+}
+
 impl Data {
     pub(super) fn new(now: Instant) -> Data {
         Data {
@@ -253,9 +268,7 @@ impl FtpSession {
         self.data.eof = false;
         self.data.lost = false;
         if let Transfer::Awaiting(..) = self.data.transfer {
-            let Transfer::Awaiting(flow, opening) =
-                std::mem::replace(&mut self.data.transfer, Transfer::Idle)
-            else {
+            let Transfer::Awaiting(flow, opening) = self.set_transfer(Transfer::Idle) else {
                 return true;
             };
             self.run_flow(flow, &opening, ctx);
@@ -345,36 +358,49 @@ impl FtpSession {
         if matches!(self.data.passive, Passive::Connected { .. }) {
             self.data.passive = Passive::Off;
         }
-        match std::mem::replace(&mut self.data.transfer, Transfer::Idle) {
-            Transfer::Closing(code, text) => {
-                self.reply(code, &text);
-                if self.data.abor_after {
-                    self.reply(226, "ABOR command successful.");
-                }
-            }
-            Transfer::Aborting => {
-                self.reply(426, "Connection closed; transfer aborted.");
-                self.reply(226, "ABOR command successful.");
-            }
-            Transfer::Running(Flow::Send { .. }) => {
-                self.reply(426, "Data connection lost; transfer aborted.");
-            }
-            Transfer::Running(Flow::Receive(store)) => {
-                self.data.transfer = Transfer::Running(Flow::Receive(store));
+        match &self.data.transfer {
+            Transfer::Running(Flow::Receive(_)) => {
+                // An upload ends on EOF; a close without one is a break
+                // (what was written is kept).
                 self.data.lost = true;
                 self.settle_upload(ctx);
                 return;
             }
             Transfer::Finishing => {
                 // The upload is landing: its reply follows then.
-                self.data.transfer = Transfer::Finishing;
                 self.data.lost = true;
                 return;
             }
-            other => self.data.transfer = other,
+            Transfer::Idle | Transfer::Awaiting(..) => return,
+            _ => {}
         }
-        self.data.abor_after = false;
+        match self.set_transfer(Transfer::Idle) {
+            Transfer::Closing(code, text) => self.reply(code, &text),
+            Transfer::Aborting => {
+                self.reply(426, "Connection closed; transfer aborted.");
+                self.reply(226, "ABOR command successful.");
+            }
+            _ => self.reply(426, "Data connection lost; transfer aborted."),
+        }
+        if std::mem::take(&mut self.data.abor_after) {
+            self.reply(226, "ABOR command successful.");
+        }
         self.transfer_over(ctx);
+    }
+
+    /// The one place the transfer changes, so the log tells its story.
+    /// Returns what it was.
+    pub(super) fn set_transfer(&mut self, to: Transfer) -> Transfer {
+        let from = std::mem::replace(&mut self.data.transfer, to);
+        if from.name() != self.data.transfer.name() {
+            debug!(
+                "ftp {}: transfer {} -> {}",
+                self.key,
+                from.name(),
+                self.data.transfer.name()
+            );
+        }
+        from
     }
 
     // ----- starting a transfer ----------------------------------------
@@ -399,7 +425,7 @@ impl FtpSession {
         match self.data.passive {
             Passive::Connected { .. } => self.run_flow(flow, &opening, ctx),
             Passive::Binding { .. } | Passive::Listening { .. } => {
-                self.data.transfer = Transfer::Awaiting(flow, opening);
+                self.set_transfer(Transfer::Awaiting(flow, opening));
             }
             Passive::Off => {
                 // The listener timed out while the file was opened.
@@ -410,7 +436,7 @@ impl FtpSession {
 
     fn run_flow(&mut self, flow: Flow, opening: &str, ctx: &mut Ctx) {
         self.reply(150, opening);
-        self.data.transfer = Transfer::Running(flow);
+        self.set_transfer(Transfer::Running(flow));
         self.data.progress = ctx.now;
         self.pump_send(ctx);
         self.settle_upload(ctx);
@@ -418,7 +444,7 @@ impl FtpSession {
 
     /// Ends the transfer: close the data connection, then this reply.
     fn end_transfer(&mut self, code: u16, text: &str) {
-        self.data.transfer = Transfer::Closing(code, text.to_string());
+        self.set_transfer(Transfer::Closing(code, text.to_string()));
         self.data.request(DataRequest::CloseData);
     }
 
@@ -547,7 +573,7 @@ impl FtpSession {
         let kept = store.received();
         if self.data.lost && !self.data.eof {
             // Reset mid-upload: what was written stays for a resume.
-            self.data.transfer = Transfer::Idle;
+            self.set_transfer(Transfer::Idle);
             self.data.lost = false;
             self.reply(
                 426,
@@ -611,13 +637,12 @@ impl FtpSession {
     /// The client closed the data connection after the last byte: land
     /// the file, then `226`.
     fn finish_upload(&mut self, ctx: &mut Ctx) {
-        let Transfer::Running(Flow::Receive(mut store)) =
-            std::mem::replace(&mut self.data.transfer, Transfer::Finishing)
+        let Transfer::Running(Flow::Receive(mut store)) = self.set_transfer(Transfer::Finishing)
         else {
             return;
         };
         let Some(batch) = store.take_batch() else {
-            self.data.transfer = Transfer::Idle;
+            self.set_transfer(Transfer::Idle);
             self.reply(451, "The upload lost its file.");
             return;
         };
@@ -648,7 +673,7 @@ impl FtpSession {
                     }
                     Err(e) => {
                         store.failed = Some(e);
-                        s.data.transfer = Transfer::Running(Flow::Receive(store));
+                        s.set_transfer(Transfer::Running(Flow::Receive(store)));
                         s.data.eof = true;
                         s.settle_upload(ctx);
                     }
@@ -661,8 +686,7 @@ impl FtpSession {
     /// A full disk: the partial goes (keeping it would keep the disk full
     /// for everyone), then this reply.
     fn discard_partial(&mut self, code: u16, text: String, ctx: &mut Ctx) {
-        let Transfer::Running(Flow::Receive(mut store)) =
-            std::mem::replace(&mut self.data.transfer, Transfer::Finishing)
+        let Transfer::Running(Flow::Receive(mut store)) = self.set_transfer(Transfer::Finishing)
         else {
             return;
         };
@@ -687,12 +711,13 @@ impl FtpSession {
 
     /// `ABOR`.
     pub(super) fn abort(&mut self, ctx: &mut Ctx) {
-        match std::mem::replace(&mut self.data.transfer, Transfer::Idle) {
+        match &self.data.transfer {
             Transfer::Idle => {
                 self.drop_passive();
                 self.reply(225, "No transfer to ABOR.");
             }
             Transfer::Awaiting(..) => {
+                self.set_transfer(Transfer::Idle);
                 self.data.out = OutBuf::default();
                 self.drop_passive();
                 self.reply(426, "Transfer aborted.");
@@ -700,17 +725,16 @@ impl FtpSession {
                 self.transfer_over(ctx);
             }
             Transfer::Running(_) => {
-                // An upload's partial is kept (the store parks it as it
+                // An upload's partial is kept (the store parks it when it
                 // goes); bytes not yet written are dropped: SIZE says
                 // where to resume.
+                self.set_transfer(Transfer::Aborting);
                 self.data.out = OutBuf::default();
-                self.data.transfer = Transfer::Aborting;
                 self.data.request(DataRequest::CloseData);
             }
-            other => {
-                self.data.transfer = other;
-                self.data.abor_after = true;
-            }
+            // Finishing, or closing already: ABOR's reply follows the
+            // transfer's.
+            _ => self.data.abor_after = true,
         }
     }
 
@@ -737,7 +761,7 @@ impl FtpSession {
 
     /// Everything of the data side goes: the session is closing.
     pub(super) fn drop_data(&mut self) {
-        self.data.transfer = Transfer::Idle;
+        self.set_transfer(Transfer::Idle);
         self.data.out = OutBuf::default();
         self.drop_passive();
     }
@@ -776,7 +800,7 @@ impl FtpSession {
                 self.data.passive = Passive::Off;
                 self.data.request(DataRequest::CloseListener);
                 if let Transfer::Awaiting(..) = self.data.transfer {
-                    self.data.transfer = Transfer::Idle;
+                    self.set_transfer(Transfer::Idle);
                     self.data.out = OutBuf::default();
                     self.reply(425, "No data connection came; the passive port is closed.");
                     self.transfer_over(ctx);
