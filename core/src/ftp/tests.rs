@@ -1100,3 +1100,25 @@ fn a_client_that_never_reads_its_replies_cannot_grow_them() {
     }
     assert_eq!(h.take().matches("214 Help OK.\r\n").count(), 20_000);
 }
+
+#[test]
+fn a_session_whose_password_changed_is_told_and_closed() {
+    let mut h = Harness::logged_in();
+    let mut users = crate::users::UserDb::load(&h.dir).unwrap();
+    users.set_password("alice", "new").unwrap();
+    // A later mtime than the one the server read.
+    std::thread::sleep(Duration::from_millis(20));
+    users.save().unwrap();
+    assert!(h.services.reload_users_if_changed());
+    h.send("PWD\r\n");
+    assert_eq!(h.take(), "421 your password was changed; log in again\r\n");
+    assert!(h.s.is_done());
+    // The reactor's once-a-second check says the same to an idle session.
+    let mut h2 = Harness::logged_in();
+    let mut users = crate::users::UserDb::load(&h2.dir).unwrap();
+    users.remove("alice").unwrap();
+    h2.s.recheck_login(&users);
+    h2.settle();
+    assert_eq!(h2.take(), "421 your account was deleted\r\n");
+    assert!(h2.s.is_done());
+}
