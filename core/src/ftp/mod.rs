@@ -67,14 +67,19 @@
 //!
 //! The modules: [`line`](mod@line) cuts the input into command lines (Telnet
 //! commands out, a bound on length), [`command`] parses them, [`reply`]
-//! writes replies, `verbs` says what each command does, `transfer`
-//! drives the data connection, [`store`] is an upload, [`listing`] formats
+//! writes replies, `verbs` dispatches them to `login`, `files` and
+//! `retr_stor`, `transfer` drives the data connection (`receive`, an
+//! upload on it), [`store`] is an upload, [`listing`] formats
 //! `LIST`, `NLST` and `MLSD`.
 
 pub mod command;
+mod files;
 pub mod line;
 pub mod listing;
+mod login;
+mod receive;
 pub mod reply;
+mod retr_stor;
 mod session;
 pub mod store;
 mod transfer;

@@ -1,0 +1,289 @@
+//! The commands that use the data connection: `LIST`, `NLST`, `MLSD`,
+//! `RETR`, `STOR`, `APPE`; and `ALLO`, which reserves quota for the next
+//! upload. Each checks the request, runs what needs the disk as a job
+//! (open, list, check and open the partial), then hands the transfer to
+//! [`super::transfer`] to start when the data connection is there.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+
+use super::listing::{Cursor, Format};
+use super::session::{FtpSession, job};
+use super::store::{self, Start, Store};
+use super::transfer::Flow;
+use crate::conn::Ctx;
+use crate::handlers::account::{self, Account, PathLock};
+use crate::handlers::files::{Refusal, Sending, open_regular};
+use crate::handlers::upload::{Claim, Reservation};
+use crate::jail;
+use crate::pool::Lane;
+use skiff::proto::Code;
+
+impl FtpSession {
+    pub(super) fn list(&mut self, arg: &str, format: Format, ctx: &mut Ctx) {
+        // `ls` options some clients send (`-a`, `-la`): ignored.
+        let mut arg = arg;
+        while arg.starts_with('-') {
+            arg = arg.find(' ').map_or("", |i| arg[i + 1..].trim_start());
+        }
+        if !self.data_ready_or_refuse() {
+            return;
+        }
+        let Some(target) = self.path(arg, false) else {
+            return;
+        };
+        self.rest = 0;
+        self.home_job(
+            "list",
+            move |home| {
+                if format == Format::Facts
+                    && !home
+                        .metadata(jail::relative(&target))
+                        .map_err(|e| jail::io_error(&e, &target))?
+                        .is_dir()
+                {
+                    return Err((Code::NotADirectory, format!("{target}: not a directory")));
+                }
+                Cursor::open(home, &target, format)
+            },
+            |(cursor, page), s, ctx| {
+                s.queue_data(&page);
+                let flow = Flow::Send {
+                    file: None,
+                    listing: Some(Box::new(cursor)),
+                };
+                s.begin(flow, "Here comes the directory listing.".into(), ctx);
+            },
+            ctx,
+        );
+    }
+
+    pub(super) fn retr(&mut self, arg: &str, ctx: &mut Ctx) {
+        if !self.data_ready_or_refuse() {
+            return;
+        }
+        let Some(target) = self.path(arg, true) else {
+            return;
+        };
+        let offset = std::mem::take(&mut self.rest);
+        let shown = target.clone();
+        self.home_job(
+            "retr-open",
+            move |home| -> Result<Result<(File, u64), String>, Refusal> {
+                let (mut file, meta) = open_regular(home, &target)?;
+                let len = meta.len();
+                if offset > len {
+                    return Ok(Err(format!(
+                        "Cannot restart at {offset}: {target} has {len} bytes."
+                    )));
+                }
+                // lseek moves a number in the kernel: no disk wait.
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| jail::io_error(&e, &target))?;
+                Ok(Ok((file, len)))
+            },
+            move |opened, s, ctx| match opened {
+                Err(text) => s.reply(554, &text),
+                Ok((file, len)) => {
+                    let flow = Flow::Send {
+                        file: Some(Sending {
+                            file,
+                            remaining: len - offset,
+                            zero_copy: true,
+                        }),
+                        listing: None,
+                    };
+                    let opening =
+                        format!("Opening BINARY mode data connection for {shown} ({len} bytes).");
+                    s.begin(flow, opening, ctx);
+                }
+            },
+            ctx,
+        );
+    }
+
+    pub(super) fn store(&mut self, arg: &str, start: Start, ctx: &mut Ctx) {
+        if !self.data_ready_or_refuse() {
+            return;
+        }
+        let Some(target) = self.path(arg, true) else {
+            return;
+        };
+        let Some(account) = self.account() else {
+            return;
+        };
+        let Some(name) = jail::file_name(&target) else {
+            self.reply(553, "/: is a directory.");
+            return;
+        };
+        if name.starts_with(".skiff") {
+            self.reply(
+                553,
+                &format!("{name}: names starting with .skiff are reserved."),
+            );
+            return;
+        }
+        let claim = match Claim::take(&account, store::partial_name(&target), &target) {
+            Ok(c) => c,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        let lock = match PathLock::take(&account, &target) {
+            Ok(l) => l,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        let allo = self.allo.take();
+        let (home, partial) = {
+            let a = account.borrow();
+            (a.home.clone(), a.partial.clone())
+        };
+        let partial_file = claim.name().to_string();
+        let checked = target.clone();
+        let check = job(
+            "stor-check",
+            Lane::Quick,
+            move || store::check(&home, &partial, &partial_file, &checked),
+            move |facts, s: &mut FtpSession, ctx| {
+                let facts = match facts {
+                    Ok(f) => f,
+                    Err(refusal) => return s.refuse(refusal),
+                };
+                let base = match store::choose_base(start, facts) {
+                    Ok(b) => b,
+                    Err(text) => return s.reply(554, &text),
+                };
+                let allo_bytes = allo.as_ref().map_or(0, Reservation::bytes);
+                let need = base
+                    .bytes()
+                    .saturating_sub(facts.existing)
+                    .saturating_sub(allo_bytes);
+                {
+                    let a = account.borrow();
+                    let own_parked = facts.kept.min(a.parked);
+                    if !a.fits(need, own_parked) {
+                        return s.reply(552, &quota_text(&target, &a));
+                    }
+                }
+                let (home, partial) = {
+                    let a = account.borrow();
+                    (a.home.clone(), a.partial.clone())
+                };
+                let name = claim.name().to_string();
+                let opened_target = target.clone();
+                let open = job(
+                    "stor-open",
+                    Lane::Bulk,
+                    move || store::open(&home, &partial, &name, &opened_target, base),
+                    move |opened, s: &mut FtpSession, ctx| {
+                        let disk = match opened {
+                            Ok(d) => d,
+                            Err(e) => {
+                                return s.reply(451, &format!("Cannot start the upload: {e}"));
+                            }
+                        };
+                        {
+                            let mut a = account.borrow_mut();
+                            let own_parked = facts.kept.min(a.parked);
+                            if !a.fits(need, own_parked) {
+                                // Others reserved meanwhile.
+                                let text = quota_text(&target, &a);
+                                drop(a);
+                                return s.reply(552, &text);
+                            }
+                            a.parked -= own_parked;
+                        }
+                        let mut reservation =
+                            allo.unwrap_or_else(|| Reservation::hold(&account, 0));
+                        reservation.grow(need);
+                        let from = disk.written;
+                        let store = Store::new(
+                            target.clone(),
+                            disk,
+                            facts.existing,
+                            reservation,
+                            claim,
+                            lock,
+                        );
+                        let opening = if from > 0 {
+                            format!("Ok to send data for {target} from byte {from}.")
+                        } else {
+                            format!("Ok to send data for {target}.")
+                        };
+                        s.begin(Flow::Receive(Box::new(store)), opening, ctx);
+                    },
+                );
+                s.start_job(open, ctx);
+            },
+        );
+        self.start_job(check, ctx);
+    }
+
+    pub(super) fn allo(&mut self, arg: &str, ctx: &mut Ctx) {
+        // "ALLO n" or "ALLO n R m": the first number is the size.
+        let Some(Ok(bytes)) = arg.split_whitespace().next().map(str::parse::<u64>) else {
+            self.reply(501, "ALLO needs a size in bytes.");
+            return;
+        };
+        self.allo = None;
+        let Some(account) = self.account() else {
+            return;
+        };
+        if account.borrow().quota.is_none() || bytes == 0 {
+            self.reply(202, "No storage allocation necessary.");
+            return;
+        }
+        self.reserve(account, bytes, true, ctx);
+    }
+
+    /// Reserves `bytes` for the next upload; if the quota has no room but
+    /// parked partials of abandoned uploads hold some, discards them
+    /// (oldest first, as `put` does) and tries once more.
+    fn reserve(
+        &mut self,
+        account: std::rc::Rc<std::cell::RefCell<Account>>,
+        bytes: u64,
+        may_discard: bool,
+        ctx: &mut Ctx,
+    ) {
+        let a = account.borrow();
+        if a.fits(bytes, 0) {
+            drop(a);
+            self.allo = Some(Reservation::hold(&account, bytes));
+            self.reply(200, &format!("{bytes} bytes reserved."));
+            return;
+        }
+        if !may_discard || a.parked == 0 {
+            let text = quota_text(&format!("ALLO {bytes}"), &a);
+            drop(a);
+            self.reply(552, &text);
+            return;
+        }
+        let want = a.shortfall(bytes, 0);
+        let partial = a.partial.clone();
+        let spare = a.active.clone();
+        drop(a);
+        let discard = job(
+            "discard-parked",
+            Lane::Quick,
+            move || account::discard_parked(&partial, want, &spare),
+            move |freed, s: &mut FtpSession, ctx| {
+                {
+                    let mut a = account.borrow_mut();
+                    a.parked = a.parked.saturating_sub(freed);
+                }
+                s.reserve(account, bytes, false, ctx);
+            },
+        );
+        self.start_job(discard, ctx);
+    }
+}
+
+/// Why an upload does not fit, with the numbers.
+fn quota_text(what: &str, a: &Account) -> String {
+    format!(
+        "{what}: quota exceeded ({} used, {} reserved by uploads in progress, {} parked in unfinished ones, quota {}).",
+        a.used,
+        a.reserved,
+        a.parked,
+        a.quota.unwrap_or(0)
+    )
+}
