@@ -67,7 +67,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info};
 use serde_json::Number;
@@ -76,9 +76,10 @@ use skiff::frame::{Decoded, Decoder, Header, MAX_HEAD};
 use skiff::proto::Code;
 
 use crate::buffer::{OutBuf, SharedFrame};
+use crate::ctx::{Ctx, Submission};
 use crate::handlers::files::{Sending, Step};
-use crate::handlers::{self, Action, Job, Next, Services, Session, Sink, Submission, Then};
-use crate::stats::Stats;
+use crate::handlers::{self, Job, Next, Session, Sink, Then};
+use crate::limits::{Limits, PRESSURE_HIGH};
 
 /// Most requests decoded per connection per turn: a pipeline of cheap
 /// requests waits for the next turn like everyone else.
@@ -92,83 +93,6 @@ const LEND_MIN: usize = 1024;
 /// recipients share; smaller ones are cheaper to copy than to reference
 /// (and write with a `write` of their own).
 const SHARE_MIN: usize = 1024;
-
-/// The high-water mark while all connections together hold more than half
-/// of [`Limits::out_total`]: a connection then stops taking requests as
-/// soon as this much of its output waits.
-pub const PRESSURE_HIGH: usize = 16 << 10;
-
-/// Per-connection limits, fixed at startup.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest request body accepted (a larger `size` is a bad frame).
-    pub max_body: u64,
-    /// Queued output above which input is no longer consumed.
-    pub out_high: usize,
-    /// Queued output below which input is consumed again.
-    pub out_low: usize,
-    /// Buffer bytes all connections together may hold. Above half of it
-    /// the high-water mark drops to [`PRESSURE_HIGH`]; above all of it
-    /// the reactor closes the connections holding the most.
-    pub out_total: usize,
-    /// A connection with no traffic for this long is closed.
-    pub idle_timeout: Duration,
-    /// How long a closing connection may take to read its last bytes.
-    pub close_grace: Duration,
-    /// Pushed output (chat) above which the connection is cut at once.
-    pub push_hard: usize,
-    /// Pushed output above which the connection is cut if it stays there
-    /// for [`Limits::push_soft_time`].
-    pub push_soft: usize,
-    /// See [`Limits::push_soft`].
-    pub push_soft_time: Duration,
-    /// Most commands running at once per connection.
-    pub exec_per_conn: usize,
-    /// Longest a command may run (also the cap on its `timeout`).
-    pub exec_max_time: Duration,
-}
-
-impl Limits {
-    /// Connections together hold more than half the buffer budget: each
-    /// then pauses at [`PRESSURE_HIGH`].
-    pub fn under_pressure(&self, buffered: usize) -> bool {
-        buffered > self.out_total / 2
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_body: 64 << 30,
-            out_high: 256 << 10,
-            out_low: 64 << 10,
-            out_total: 64 << 20,
-            idle_timeout: Duration::from_secs(300),
-            close_grace: Duration::from_secs(10),
-            push_hard: 1 << 20,
-            push_soft: 256 << 10,
-            push_soft_time: Duration::from_secs(10),
-            exec_per_conn: 8,
-            exec_max_time: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// What a connection may read and change beyond itself.
-pub struct Ctx<'a> {
-    /// The loop's idea of the current time.
-    pub now: Instant,
-    /// Limits for every connection.
-    pub limits: &'a Limits,
-    /// Server-wide counters (read by `stats`).
-    pub stats: &'a mut Stats,
-    /// Users, accounts and caches.
-    pub services: &'a mut Services,
-    /// Work for the reactor, collected during this call.
-    pub actions: &'a mut Vec<Action>,
-    /// Jobs for the worker pool, collected during this call.
-    pub jobs: &'a mut Vec<Submission>,
-}
 
 /// Where in the conversation a connection is.
 enum State {
@@ -1363,9 +1287,13 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctx::Action;
+    use crate::services::Services;
+    use crate::stats::Stats;
     use rand::RngExt;
     use serde_json::{Value, json};
     use skiff::frame::encode_header;
+    use std::time::Duration;
 
     fn frame(mut header: Value, body: &[u8]) -> Vec<u8> {
         header["size"] = body.len().into();
@@ -2071,7 +1999,7 @@ mod tests {
     fn every_op_that_touches_the_disk_waits_for_a_job() {
         let mut h = logged_in();
         let body = b"uploaded";
-        let md5 = crate::handlers::digests::hex(&<md5::Md5 as md5::Digest>::digest(body).into());
+        let md5 = crate::services::digests::hex(&<md5::Md5 as md5::Digest>::digest(body).into());
         let requests = [
             json!({"op":"cd","id":1,"path":"/"}),
             json!({"op":"ls","id":2}),
@@ -2245,7 +2173,7 @@ mod tests {
         if let Some(account) = &h.conn.session.account {
             account.borrow_mut().quota = None;
         }
-        let md5 = crate::handlers::digests::hex(&<md5::Md5 as md5::Digest>::digest(&body).into());
+        let md5 = crate::services::digests::hex(&<md5::Md5 as md5::Digest>::digest(&body).into());
         h.feed(&frame(
             json!({"op":"put","id":7,"path":"big.bin","length":body.len(),"md5":md5}),
             b"",

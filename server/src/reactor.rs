@@ -72,9 +72,10 @@ mod output;
 mod shutdown;
 mod source;
 
-use crate::conn::Limits;
-use crate::handlers::{Action, Services, Submission};
+use crate::ctx::{Action, Submission};
+use crate::limits::Limits;
 use crate::pool::Pool;
+use crate::services::Services;
 use crate::stats::Stats;
 use broadcast::Broadcast;
 use client::{Client, Engine};

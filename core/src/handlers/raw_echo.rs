@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::buffer::OutBuf;
-use crate::conn::Limits;
+use crate::limits::Limits;
 
 /// One raw echo connection: no state beyond its output.
 #[derive(Debug)]

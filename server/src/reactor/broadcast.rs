@@ -9,7 +9,7 @@ use log::debug;
 use super::client::{Client, Engine};
 use super::{FANOUT_RECIPIENTS, FANOUT_SCAN, FANOUT_TIME, Reactor};
 use crate::buffer::SharedFrame;
-use crate::handlers::Action;
+use crate::ctx::Action;
 
 /// A `say` on its way to its recipients, at most a turn's fan-out
 /// budget at a time.

@@ -18,8 +18,12 @@ use slab::Slab;
 use super::output::{flush, flush_with};
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
 use crate::children::ChildProc;
-use crate::conn::{Conn, Ctx, Limits};
-use crate::handlers::{Action, Services, Submission, raw_echo::RawEcho};
+use crate::conn::Conn;
+use crate::ctx::Ctx;
+use crate::ctx::{Action, Submission};
+use crate::handlers::raw_echo::RawEcho;
+use crate::limits::Limits;
+use crate::services::Services;
 use crate::stats::Stats;
 
 /// A connected stream socket.

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use super::client::{Client, Engine, Env};
 use super::{Reactor, Source};
-use crate::conn::{Conn, Ctx};
-use crate::handlers::Submission;
+use crate::conn::Conn;
+use crate::ctx::Ctx;
+use crate::ctx::Submission;
 
 impl Reactor {
     /// Hands the jobs the state machines asked for to the pool; a job the
