@@ -65,7 +65,6 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -77,6 +76,7 @@ use skiff::proto::Code;
 
 use crate::buffer::{OutBuf, SharedFrame};
 use crate::ctx::{Ctx, Submission};
+use crate::engine::{Engine, Lent, MAX_LENT, Parts, Transmit};
 use crate::handlers::files::{Sending, Step};
 use crate::handlers::{self, Job, Next, Session, Sink, Then};
 use crate::limits::{Limits, PRESSURE_HIGH};
@@ -255,25 +255,6 @@ pub struct Conn {
     draining: bool,
 }
 
-/// A range of the caller's input that belongs in the output right after
-/// its first `at` queued bytes. `u32` keeps the list small; lending is
-/// skipped past 4 GiB.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Lent {
-    at: u32,
-    range: Range<u32>,
-}
-
-/// At most this many bodies are lent per read (each is an iovec); later
-/// ones are copied.
-pub const MAX_LENT: usize = 32;
-
-impl Lent {
-    fn range(&self) -> Range<usize> {
-        self.range.start as usize..self.range.end as usize
-    }
-}
-
 /// The high- and low-water marks for output now: the configured ones, or
 /// [`PRESSURE_HIGH`] while connections together hold more than half the
 /// server's budget (so a swarm of slow readers cannot each fill 256 KiB).
@@ -313,7 +294,7 @@ impl Conn {
 
     /// A new turn of the reactor's loop begins for this connection: it
     /// may decode [`MAX_REQUESTS_PER_TURN`] more requests.
-    pub fn start_turn(&mut self) {
+    fn begin_turn(&mut self) {
         self.requests_this_turn = 0;
         self.turn_limited = false;
     }
@@ -397,7 +378,7 @@ impl Conn {
     }
 
     /// Consumes input that waited while it was held back.
-    pub fn resume(&mut self, ctx: &mut Ctx) {
+    fn resume(&mut self, ctx: &mut Ctx) {
         if !self.held && !self.paused && !self.input.is_empty() && !self.is_closing() {
             self.consume_buffered(ctx);
             self.settle_eof();
@@ -475,20 +456,23 @@ impl Conn {
         });
     }
 
-    /// The spliced body to move now (once its header is written).
-    pub fn splice_pending(&self) -> Option<Splice> {
-        self.splice.filter(|_| self.out.is_empty())
-    }
-
     /// Whether a spliced frame from command `child` is in flight: the
     /// command's pipes must stay open until it is done.
     pub fn splicing_from(&self, child: usize) -> bool {
         self.splice.is_some_and(|s| s.child == child)
     }
 
-    /// The socket took `n` spliced bytes.
-    pub fn handle_spliced(&mut self, n: usize, now: Instant) {
+    /// The socket took `n` bytes of the spliced body; 0 means the pipe
+    /// ended before the length its header promised.
+    fn spliced(&mut self, n: usize, now: Instant) {
         let Some(s) = &mut self.splice else { return };
+        if n == 0 {
+            info!("conn {}: a command's output ended mid-frame", self.key);
+            self.splice = None;
+            self.drop_output();
+            self.close("a command's output ended mid-frame");
+            return;
+        }
         s.remaining -= n.min(s.remaining);
         self.last_active = now;
         if s.remaining == 0 {
@@ -528,7 +512,7 @@ impl Conn {
     /// without a socket event: it copies a file through its buffer
     /// ([`Conn::work`]), or it has decoded its share of requests for this
     /// turn and more are buffered.
-    pub fn has_work(&self, limits: &Limits) -> bool {
+    fn has_work(&self, limits: &Limits) -> bool {
         match &self.state {
             State::Sending { send, .. } => !send.zero_copy && self.out.len() <= limits.out_low,
             _ => self.turn_limited,
@@ -537,7 +521,7 @@ impl Conn {
 
     /// One bounded step of copying a file into the output; then, if it
     /// finished, the requests that waited behind it.
-    pub fn work(&mut self, ctx: &mut Ctx) {
+    fn work(&mut self, ctx: &mut Ctx) {
         let State::Sending { send, .. } = &mut self.state else {
             return;
         };
@@ -556,99 +540,9 @@ impl Conn {
         self.settle_eof();
     }
 
-    /// A job of this connection is on a worker: its result must come back
-    /// through [`Conn::handle_job_done`] before the connection may go.
-    pub fn job_in_flight(&self) -> bool {
-        matches!(self.state, State::Waiting(_))
-    }
-
-    /// The result of the job this connection waits for.
-    pub fn handle_job_done(&mut self, result: Box<dyn Any + Send>, ctx: &mut Ctx) {
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        let State::Waiting(waiting) = state else {
-            self.state = state; // not waiting: a stray result, ignored
-            return;
-        };
-        let Waiting {
-            id,
-            job,
-            then,
-            close_after,
-            ..
-        } = *waiting;
-        debug!("conn {}: job {job} done", self.key);
-        self.last_active = ctx.now;
-        let next = then(
-            result,
-            id.as_ref(),
-            &mut self.session,
-            self.out.writer(),
-            ctx,
-        );
-        self.apply(id, next, 0, ctx);
-        if let State::Waiting(w) = &mut self.state {
-            // The next step of the same request: a close decided meanwhile
-            // waits for that one too.
-            if w.close_after.is_none() {
-                w.close_after = close_after;
-            }
-            return;
-        }
-        if let Some(why) = close_after {
-            self.close(why);
-            return;
-        }
-        self.emit_pushed();
-        self.consume_buffered(ctx);
-        self.settle_eof();
-    }
-
-    /// The pool would not take this connection's job (its queue is full):
-    /// the request is answered `too_busy` and the next one may run.
-    pub fn handle_job_refused(&mut self, ctx: &mut Ctx) {
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        let State::Waiting(waiting) = state else {
-            self.state = state;
-            return;
-        };
-        let Waiting {
-            id,
-            job,
-            close_after,
-            ..
-        } = *waiting;
-        info!(
-            "conn {}: job {job} refused: the worker queue is full",
-            self.key
-        );
-        handlers::error(
-            self.out.writer(),
-            id.as_ref(),
-            Code::TooBusy,
-            "the server's workers are busy; try again shortly",
-        );
-        if let Some(why) = close_after {
-            self.close(why);
-            return;
-        }
-        self.finish_request(ctx);
-    }
-
-    /// A file whose bytes the socket should take straight from the page
-    /// cache (`sendfile`), and how many: only once every queued byte before
-    /// it (the `get` reply header) is written.
-    pub fn file_to_send(&self) -> Option<(&std::fs::File, u64)> {
-        match &self.state {
-            State::Sending { send, .. } if send.zero_copy && self.out.is_empty() => {
-                Some((&send.file, send.remaining))
-            }
-            _ => None,
-        }
-    }
-
-    /// The socket took `n` bytes of [`Conn::file_to_send`]; 0 means the
-    /// file ended early (it shrank), which leaves the stream out of sync.
-    pub fn handle_file_sent(&mut self, n: usize, ctx: &mut Ctx) {
+    /// The socket took `n` bytes of the file being sent; 0 means the file
+    /// ended early (it shrank), which leaves the stream out of sync.
+    fn file_sent(&mut self, n: usize, ctx: &mut Ctx) {
         let State::Sending { send, .. } = &mut self.state else {
             return;
         };
@@ -665,54 +559,18 @@ impl Conn {
     }
 
     /// The socket cannot take a file directly: copy through the buffer.
-    pub fn zero_copy_unavailable(&mut self) {
+    fn zero_copy_unavailable(&mut self) {
         if let State::Sending { send, .. } = &mut self.state {
             debug!("conn {}: no sendfile here; copying instead", self.key);
             send.zero_copy = false;
         }
     }
 
-    /// Takes bytes read from the socket.
-    pub fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+    /// The socket took `n` queued bytes, with lent ones among them (more
+    /// than are queued counts as all of them).
+    fn bytes_written(&mut self, n: usize, ctx: &mut Ctx) {
         self.last_active = ctx.now;
-        if matches!(self.state, State::Closing(_)) {
-            return;
-        }
-        debug_assert!(self.lent.is_empty(), "release_input was not called");
-        if self.input.is_empty() {
-            // The common case: consume straight from the reactor's read
-            // buffer and keep only a partial frame head, if any.
-            let used = self.consume(bytes, true, ctx);
-            if !matches!(self.state, State::Closing(_)) {
-                self.input.extend_from_slice(&bytes[used..]);
-            }
-        } else {
-            self.input.extend_from_slice(bytes);
-            self.consume_buffered(ctx);
-        }
-        self.settle_eof();
-    }
-
-    /// The socket failed (the peer reset it): nothing more can be read or
-    /// written, so queued output and pipelined requests are dropped. A job
-    /// in flight still comes back first.
-    pub fn handle_reset(&mut self) {
-        self.drop_output();
-        if !self.is_closing() {
-            self.close("connection reset");
-        }
-    }
-
-    /// The peer shut down its sending side.
-    pub fn handle_eof(&mut self) {
-        self.eof = true;
-        self.settle_eof();
-    }
-
-    /// The socket took `n` bytes of [`Conn::output`] (or of
-    /// [`Conn::output_parts`], in order).
-    pub fn handle_written(&mut self, mut n: usize, ctx: &mut Ctx) {
-        self.last_active = ctx.now;
+        let mut n = n.min(self.out.len() + self.lent_len());
         if self.lent.is_empty() {
             self.out.consume(n);
             self.after_written(ctx);
@@ -751,27 +609,25 @@ impl Conn {
         // `release_input` finishes the job.
     }
 
-    /// The reactor is done with the input it passed to `handle_input`:
-    /// whatever lent part of it was not written yet is copied now.
-    pub fn release_input(&mut self, input: &[u8], ctx: &mut Ctx) {
-        if self.lent.is_empty() {
-            return;
-        }
-        // Shared frames are never placed while input is lent (see
-        // `emit_pushed`), so the queued bytes are all in one piece.
-        debug_assert!(!self.out.has_shared());
-        let mut rebuilt = Vec::with_capacity(self.out.len() + self.lent_len());
-        let queued = self.out.pending();
-        let mut from = 0;
-        for lent in &self.lent {
-            rebuilt.extend_from_slice(&queued[from..lent.at as usize]);
-            rebuilt.extend_from_slice(&input[lent.range()]);
-            from = lent.at as usize;
-        }
-        rebuilt.extend_from_slice(&queued[from..]);
-        self.out = OutBuf::from(rebuilt);
+    /// Whether `input` can be the input bodies are lent from: it holds
+    /// every lent range. (Anything shorter is another buffer, or none.)
+    fn lent_fits(&self, input: &[u8]) -> bool {
+        self.lent
+            .last()
+            .is_none_or(|last| last.range.end as usize <= input.len())
+    }
+
+    /// Input lent to the output was not handed back (see the contract in
+    /// [`crate::engine`]): those bytes are gone, so the stream cannot be
+    /// completed. Drop the output and close.
+    fn lose_lent_input(&mut self) {
+        info!(
+            "conn {}: input lent to the output was not released; closing",
+            self.key
+        );
         self.lent = Vec::new();
-        self.after_written(ctx);
+        self.drop_output();
+        self.close("lent input lost");
     }
 
     /// What output may do once some of it is gone: lift the soft-limit
@@ -797,106 +653,16 @@ impl Conn {
         }
     }
 
-    /// The deadline from [`Conn::deadline`] has passed.
-    pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
-        if let Some(since) = self.over_soft_since
-            && ctx.now >= since + ctx.limits.push_soft_time
-            && !self.is_closing()
-        {
-            info!(
-                "conn {}: output over the soft limit for {:?}",
-                self.key, ctx.limits.push_soft_time
-            );
-            self.drop_output();
-            self.close("output over the soft limit too long");
-            return;
-        }
-        if ctx.now < self.idle_deadline(ctx.limits) {
-            return;
-        }
-        if self.job_in_flight() {
-            // The client waits for us, not the other way round.
-            self.last_active = ctx.now;
-            return;
-        }
-        if !self.session.running.is_empty() && !self.is_closing() {
-            // A quiet command is not an idle client: its run time is
-            // bounded by --exec-max-time instead.
-            self.last_active = ctx.now;
-            return;
-        }
-        match self.state {
-            State::Closing(_) => {
-                // The peer would not read its last bytes: give up on them.
-                debug!(
-                    "conn {}: dropping {} unread bytes",
-                    self.key,
-                    self.out.len()
-                );
-                self.out = OutBuf::default();
-            }
-            _ => {
-                // Say why, unless a reply body is half sent: a frame
-                // inside it would corrupt the stream, so then just close.
-                if self.at_frame_boundary() {
-                    let message = format!("idle for {:?}", ctx.limits.idle_timeout);
-                    handlers::error(self.out.writer(), None, Code::Timeout, &message);
-                }
-                self.close("idle timeout");
-            }
-        }
-    }
-
     /// Some output is still in the input given to `handle_input`: write
     /// it with [`Conn::output_parts`] before `release_input`.
-    pub fn is_lending(&self) -> bool {
+    fn is_lending(&self) -> bool {
         !self.lent.is_empty()
     }
 
-    /// Bytes to write to the socket now (never called while input is
-    /// lent). This may be only the first part of the output (up to or
-    /// inside a shared frame): write, call [`Conn::handle_written`], and
-    /// ask again.
-    pub fn output(&self) -> &[u8] {
-        debug_assert!(self.lent.is_empty(), "output() while input is lent");
+    /// The first piece of the queued bytes (tests look at it directly).
+    #[cfg(test)]
+    fn output(&self) -> &[u8] {
         self.out.pending()
-    }
-
-    /// Bytes to write to the socket now, in order, as up to
-    /// `2 * MAX_LENT + 1` non-empty parts: queued output interleaved with
-    /// bodies still lent from `input` (what `handle_input` was given).
-    pub fn output_parts<'a>(&'a self, input: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-        let queued = self.out.pending();
-        let lent = &self.lent;
-        let at = move |i: usize| if i == 0 { 0 } else { lent[i - 1].at as usize };
-        (0..lent.len())
-            .flat_map(move |i| {
-                let before = &queued[at(i)..lent[i].at as usize];
-                [before, &input[lent[i].range()]]
-            })
-            .chain(std::iter::once(&queued[at(lent.len())..]))
-            .filter(|part| !part.is_empty())
-    }
-
-    /// Whether the reactor should read more from the socket.
-    pub fn wants_read(&self) -> bool {
-        !self.paused
-            && !self.draining
-            && !self.held
-            && !self.eof
-            && self.input.len() < MAX_HEAD
-            && !self.is_closing()
-            && !self.job_in_flight()
-            && self.requests_this_turn < MAX_REQUESTS_PER_TURN
-    }
-
-    /// When [`Conn::handle_timeout`] should next be called.
-    pub fn deadline(&self, limits: &Limits) -> Instant {
-        let mut at = self.idle_deadline(limits);
-        if let Some(since) = self.over_soft_since {
-            at = at.min(since + limits.push_soft_time);
-        }
-        at
     }
 
     fn idle_deadline(&self, limits: &Limits) -> Instant {
@@ -953,28 +719,6 @@ impl Conn {
         }
     }
 
-    /// Closed, nothing left to write and no job out: the reactor may drop it.
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing(_)) && self.out.is_empty() && self.lent.is_empty()
-    }
-
-    /// Asks the connection to finish (server shutdown): the client is
-    /// told (`bye`, between frames), no more requests are read, queued
-    /// output is still flushed, and running commands (which the reactor
-    /// is ending) still get their `exit` frames out before the close.
-    pub fn shut_down(&mut self) {
-        if self.is_closing() || self.draining {
-            return;
-        }
-        let mut bye = Vec::with_capacity(64);
-        skiff::frame::HeaderWriter::new(&mut bye, "bye")
-            .field("reason", "server shutting down")
-            .finish();
-        self.push_frame(bye);
-        self.draining = true;
-        self.close_when_drained();
-    }
-
     /// Shutting down and no command left: send what is queued and close.
     fn close_when_drained(&mut self) {
         if self.draining && self.session.running.is_empty() && !self.is_closing() {
@@ -1005,27 +749,6 @@ impl Conn {
             handlers::error(self.out.writer(), None, Code::AuthRequired, why);
         }
         self.close("account deleted or password changed");
-    }
-
-    /// Memory held by buffers, in bytes (for the server's budget): input,
-    /// output, queued pushes, and a chat message being collected. Shared
-    /// frames count once for all holders (in `Stats::shared`), so here
-    /// only the references to them count.
-    pub fn buffered_bytes(&self) -> usize {
-        let sink = match &self.state {
-            State::Body { sink, .. } => sink.buffered_bytes(),
-            State::Waiting(w) => w.holds,
-            _ => 0,
-        };
-        self.input.capacity()
-            + self.out.capacity()
-            + self.pushed.as_ref().map_or(0, |queue| {
-                std::mem::size_of::<PushQueue>()
-                    + queue.frames.capacity() * std::mem::size_of::<Pushed>()
-                    + (queue.bytes - queue.shared)
-            })
-            + self.lent.capacity() * std::mem::size_of::<Lent>()
-            + sink
     }
 
     fn consume_buffered(&mut self, ctx: &mut Ctx) {
@@ -1227,19 +950,6 @@ impl Conn {
         self.apply(id, next, 0, ctx);
     }
 
-    /// The reactor has read what it could this turn: body bytes a sink
-    /// collected (an upload's partial batch) go to a worker now rather than
-    /// wait for more, so what arrived is on disk even if the client stops
-    /// sending here.
-    pub fn end_turn(&mut self, ctx: &mut Ctx) {
-        let State::Body { sink, .. } = &self.state else {
-            return;
-        };
-        if sink.has_pending() {
-            self.flush_sink(ctx);
-        }
-    }
-
     fn on_end(&mut self, ctx: &mut Ctx) {
         let state = std::mem::replace(&mut self.state, State::Idle);
         let State::Body { id, sink } = state else {
@@ -1284,6 +994,348 @@ impl Conn {
     }
 }
 
+impl Engine for Conn {
+    /// A new turn: [`MAX_REQUESTS_PER_TURN`] more requests may be decoded;
+    /// one bounded step of copying a file into the output, and the input
+    /// that waited while it was held back.
+    fn start_turn(&mut self, ctx: &mut Ctx) {
+        self.begin_turn();
+        if self.has_work(ctx.limits) {
+            self.work(ctx);
+        }
+        self.resume(ctx);
+    }
+
+    /// Takes bytes read from the socket.
+    fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        self.last_active = ctx.now;
+        if matches!(self.state, State::Closing(_)) {
+            return;
+        }
+        if self.is_lending() {
+            // The bytes lent from the previous input are gone.
+            self.lose_lent_input();
+            return;
+        }
+        if self.input.is_empty() {
+            // The common case: consume straight from the reactor's read
+            // buffer and keep only a partial frame head, if any.
+            let used = self.consume(bytes, true, ctx);
+            if !matches!(self.state, State::Closing(_)) {
+                self.input.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            self.input.extend_from_slice(bytes);
+            self.consume_buffered(ctx);
+        }
+        self.settle_eof();
+    }
+
+    /// The reactor is done with the input it passed to `handle_input`:
+    /// whatever lent part of it was not written yet is copied now.
+    fn release_input(&mut self, input: &[u8], ctx: &mut Ctx) {
+        if self.lent.is_empty() {
+            return;
+        }
+        if !self.lent_fits(input) {
+            self.lose_lent_input();
+            return;
+        }
+        // Shared frames are never placed while input is lent (see
+        // `emit_pushed`), so the queued bytes are all in one piece.
+        debug_assert!(!self.out.has_shared());
+        let mut rebuilt = Vec::with_capacity(self.out.len() + self.lent_len());
+        let queued = self.out.pending();
+        let mut from = 0;
+        for lent in &self.lent {
+            rebuilt.extend_from_slice(&queued[from..lent.at as usize]);
+            rebuilt.extend_from_slice(&input[lent.range()]);
+            from = lent.at as usize;
+        }
+        rebuilt.extend_from_slice(&queued[from..]);
+        self.out = OutBuf::from(rebuilt);
+        self.lent = Vec::new();
+        self.after_written(ctx);
+    }
+
+    /// The reactor has read what it could this turn: body bytes a sink
+    /// collected (an upload's partial batch) go to a worker now rather than
+    /// wait for more, so what arrived is on disk even if the client stops
+    /// sending here.
+    fn end_turn(&mut self, ctx: &mut Ctx) {
+        let State::Body { sink, .. } = &self.state else {
+            return;
+        };
+        if sink.has_pending() {
+            self.flush_sink(ctx);
+        }
+    }
+
+    /// Queued bytes (with bodies still lent from `input`) first; once
+    /// they are gone, a file being sent, or a command's output being spliced.
+    fn poll_transmit<'a>(&'a mut self, input: &'a [u8]) -> Option<Transmit<'a>> {
+        if self.is_lending() {
+            if !self.lent_fits(input) {
+                return None; // the reactor must pass the input it lent us
+            }
+            return Some(Transmit::Bytes(Parts::lending(
+                self.out.pending(),
+                &self.lent,
+                input,
+            )));
+        }
+        if !self.out.is_empty() {
+            return Some(Transmit::Bytes(Parts::single(self.out.pending())));
+        }
+        if let State::Sending { send } = &self.state
+            && send.zero_copy
+        {
+            return Some(Transmit::File {
+                file: &send.file,
+                len: send.remaining,
+            });
+        }
+        self.splice.map(|s| Transmit::Pipe {
+            child: s.child,
+            fd: s.fd,
+            len: s.remaining,
+        })
+    }
+
+    /// The socket took `n` bytes of [`Conn::output`] (or of
+    /// [`Conn::output_parts`], in order).
+    fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
+        if self.is_lending() || !self.out.is_empty() {
+            self.bytes_written(n, ctx);
+        } else if matches!(&self.state, State::Sending { send } if send.zero_copy) {
+            self.file_sent(n, ctx);
+        } else if self.splice.is_some() {
+            self.spliced(n, ctx.now);
+        } else {
+            // Nothing was offered: nothing to count, but output may move on.
+            self.after_written(ctx);
+        }
+    }
+
+    fn handle_zero_copy_refused(&mut self) {
+        self.zero_copy_unavailable();
+    }
+
+    /// The peer shut down its sending side.
+    fn handle_eof(&mut self, _ctx: &mut Ctx) {
+        self.eof = true;
+        self.settle_eof();
+    }
+
+    /// The deadline from [`Conn::deadline`] has passed.
+    fn handle_timeout(&mut self, ctx: &mut Ctx) {
+        if let Some(since) = self.over_soft_since
+            && ctx.now >= since + ctx.limits.push_soft_time
+            && !self.is_closing()
+        {
+            info!(
+                "conn {}: output over the soft limit for {:?}",
+                self.key, ctx.limits.push_soft_time
+            );
+            self.drop_output();
+            self.close("output over the soft limit too long");
+            return;
+        }
+        if ctx.now < self.idle_deadline(ctx.limits) {
+            return;
+        }
+        if self.job_in_flight() {
+            // The client waits for us, not the other way round.
+            self.last_active = ctx.now;
+            return;
+        }
+        if !self.session.running.is_empty() && !self.is_closing() {
+            // A quiet command is not an idle client: its run time is
+            // bounded by --exec-max-time instead.
+            self.last_active = ctx.now;
+            return;
+        }
+        match self.state {
+            State::Closing(_) => {
+                // The peer would not read its last bytes: give up on them.
+                debug!(
+                    "conn {}: dropping {} unread bytes",
+                    self.key,
+                    self.out.len()
+                );
+                self.out = OutBuf::default();
+            }
+            _ => {
+                // Say why, unless a reply body is half sent: a frame
+                // inside it would corrupt the stream, so then just close.
+                if self.at_frame_boundary() {
+                    let message = format!("idle for {:?}", ctx.limits.idle_timeout);
+                    handlers::error(self.out.writer(), None, Code::Timeout, &message);
+                }
+                self.close("idle timeout");
+            }
+        }
+    }
+
+    /// The result of the job this connection waits for.
+    fn handle_job_done(&mut self, result: Box<dyn Any + Send>, ctx: &mut Ctx) {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let State::Waiting(waiting) = state else {
+            self.state = state; // not waiting: a stray result, ignored
+            return;
+        };
+        let Waiting {
+            id,
+            job,
+            then,
+            close_after,
+            ..
+        } = *waiting;
+        debug!("conn {}: job {job} done", self.key);
+        self.last_active = ctx.now;
+        let next = then(
+            result,
+            id.as_ref(),
+            &mut self.session,
+            self.out.writer(),
+            ctx,
+        );
+        self.apply(id, next, 0, ctx);
+        if let State::Waiting(w) = &mut self.state {
+            // The next step of the same request: a close decided meanwhile
+            // waits for that one too.
+            if w.close_after.is_none() {
+                w.close_after = close_after;
+            }
+            return;
+        }
+        if let Some(why) = close_after {
+            self.close(why);
+            return;
+        }
+        self.emit_pushed();
+        self.consume_buffered(ctx);
+        self.settle_eof();
+    }
+
+    /// The pool would not take this connection's job (its queue is full):
+    /// the request is answered `too_busy` and the next one may run.
+    fn handle_job_refused(&mut self, ctx: &mut Ctx) {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let State::Waiting(waiting) = state else {
+            self.state = state;
+            return;
+        };
+        let Waiting {
+            id,
+            job,
+            close_after,
+            ..
+        } = *waiting;
+        info!(
+            "conn {}: job {job} refused: the worker queue is full",
+            self.key
+        );
+        handlers::error(
+            self.out.writer(),
+            id.as_ref(),
+            Code::TooBusy,
+            "the server's workers are busy; try again shortly",
+        );
+        if let Some(why) = close_after {
+            self.close(why);
+            return;
+        }
+        self.finish_request(ctx);
+    }
+
+    /// The socket failed (the peer reset it): nothing more can be read or
+    /// written, so queued output and pipelined requests are dropped. A job
+    /// in flight still comes back first.
+    fn handle_reset(&mut self) {
+        self.drop_output();
+        if !self.is_closing() {
+            self.close("connection reset");
+        }
+    }
+
+    /// Asks the connection to finish (server shutdown): the client is
+    /// told (`bye`, between frames), no more requests are read, queued
+    /// output is still flushed, and running commands (which the reactor
+    /// is ending) still get their `exit` frames out before the close.
+    fn shut_down(&mut self) {
+        if self.is_closing() || self.draining {
+            return;
+        }
+        let mut bye = Vec::with_capacity(64);
+        skiff::frame::HeaderWriter::new(&mut bye, "bye")
+            .field("reason", "server shutting down")
+            .finish();
+        self.push_frame(bye);
+        self.draining = true;
+        self.close_when_drained();
+    }
+
+    /// Whether the reactor should read more from the socket.
+    fn wants_read(&self, _limits: &Limits) -> bool {
+        !self.paused
+            && !self.draining
+            && !self.held
+            && !self.eof
+            && self.input.len() < MAX_HEAD
+            && !self.is_closing()
+            && !self.job_in_flight()
+            && self.requests_this_turn < MAX_REQUESTS_PER_TURN
+    }
+
+    /// Owed a turn without a socket event: it copies a file through its
+    /// buffer, or it decoded its share of requests and more are buffered.
+    fn wants_turn(&self, limits: &Limits) -> bool {
+        self.has_work(limits)
+    }
+
+    /// When [`Conn::handle_timeout`] should next be called.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let mut at = self.idle_deadline(limits);
+        if let Some(since) = self.over_soft_since {
+            at = at.min(since + limits.push_soft_time);
+        }
+        Some(at)
+    }
+
+    /// Closed, nothing left to write and no job out: the reactor may drop it.
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Closing(_)) && self.out.is_empty() && self.lent.is_empty()
+    }
+
+    /// A job of this connection is on a worker: its result must come back
+    /// through [`Conn::handle_job_done`] before the connection may go.
+    fn job_in_flight(&self) -> bool {
+        matches!(self.state, State::Waiting(_))
+    }
+
+    /// Memory held by buffers, in bytes (for the server's budget): input,
+    /// output, queued pushes, and a chat message being collected. Shared
+    /// frames count once for all holders (in `Stats::shared`), so here
+    /// only the references to them count.
+    fn buffered_bytes(&self) -> usize {
+        let sink = match &self.state {
+            State::Body { sink, .. } => sink.buffered_bytes(),
+            State::Waiting(w) => w.holds,
+            _ => 0,
+        };
+        self.input.capacity()
+            + self.out.capacity()
+            + self.pushed.as_ref().map_or(0, |queue| {
+                std::mem::size_of::<PushQueue>()
+                    + queue.frames.capacity() * std::mem::size_of::<Pushed>()
+                    + (queue.bytes - queue.shared)
+            })
+            + self.lent.capacity() * std::mem::size_of::<Lent>()
+            + sink
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1294,6 +1346,16 @@ mod tests {
     use serde_json::{Value, json};
     use skiff::frame::encode_header;
     use std::time::Duration;
+
+    /// The byte slices the connection offers the socket now (with bodies
+    /// lent from `input`), as the reactor would write them.
+    fn transmitted<'a>(conn: &'a mut Conn, input: &'a [u8]) -> Vec<&'a [u8]> {
+        match conn.poll_transmit(input) {
+            Some(Transmit::Bytes(parts)) => parts.collect(),
+            None => Vec::new(),
+            Some(other) => panic!("expected bytes, got {other:?}"),
+        }
+    }
 
     fn frame(mut header: Value, body: &[u8]) -> Vec<u8> {
         header["size"] = body.len().into();
@@ -1340,11 +1402,7 @@ mod tests {
                     let result = (job.work)();
                     self.with(|conn, ctx| conn.handle_job_done(result, ctx));
                 } else if self.conn.has_work(&self.limits) {
-                    self.with(|conn, ctx| {
-                        conn.start_turn();
-                        conn.work(ctx);
-                        conn.resume(ctx);
-                    });
+                    self.with(|conn, ctx| conn.start_turn(ctx));
                 } else {
                     // The turn ends: a partial batch goes to its worker.
                     self.with(|conn, ctx| conn.end_turn(ctx));
@@ -1382,7 +1440,7 @@ mod tests {
         fn feed_and_drain(&mut self, bytes: &[u8], max: usize) -> usize {
             self.with(|conn, ctx| conn.handle_input(bytes, ctx));
             let mut n = 0;
-            for part in self.conn.output_parts(bytes) {
+            for part in transmitted(&mut self.conn, bytes) {
                 let take = part.len().min(max - n);
                 self.received.extend_from_slice(&part[..take]);
                 n += take;
@@ -1397,8 +1455,14 @@ mod tests {
 
         /// The peer reads up to `max` bytes.
         fn drain(&mut self, max: usize) -> usize {
-            let n = self.conn.output().len().min(max);
-            self.received.extend_from_slice(&self.conn.output()[..n]);
+            // Bytes only: a file or a pipe is the reactor's to move.
+            let part = match self.conn.poll_transmit(&[]) {
+                Some(Transmit::Bytes(mut parts)) => parts.next().unwrap_or_default(),
+                None => &[],
+                Some(_) => return 0,
+            };
+            let n = part.len().min(max);
+            self.received.extend_from_slice(&part[..n]);
             self.with(|conn, ctx| conn.handle_written(n, ctx));
             self.settle();
             n
@@ -1527,7 +1591,7 @@ mod tests {
             while pos < input.len() || !h.conn.output().is_empty() {
                 rounds += 1;
                 assert!(rounds < 100_000);
-                if h.conn.wants_read() && pos < input.len() {
+                if h.conn.wants_read(&h.limits) && pos < input.len() {
                     let n = rng.random_range(1..=(input.len() - pos).min(70_000));
                     h.feed_and_drain(&input[pos..pos + n], rng.random_range(0..20_000));
                     pos += n;
@@ -1568,7 +1632,12 @@ mod tests {
         let mut h = Harness::new(Limits::default());
         let input = frame(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
         h.with(|conn, ctx| conn.handle_input(&input, ctx));
-        let parts: Vec<&[u8]> = h.conn.output_parts(&input).collect();
+        assert!(
+            h.conn.buffered_bytes() < 1024,
+            "{}",
+            h.conn.buffered_bytes()
+        );
+        let parts = transmitted(&mut h.conn, &input);
         let [queued, lent] = parts[..] else {
             panic!("{} parts", parts.len())
         };
@@ -1576,11 +1645,6 @@ mod tests {
         assert!(queued.len() < 64, "queued {} bytes", queued.len());
         assert_eq!(lent.len(), 16 << 10);
         assert_eq!(lent.as_ptr(), input[input.len() - (16 << 10)..].as_ptr());
-        assert!(
-            h.conn.buffered_bytes() < 1024,
-            "{}",
-            h.conn.buffered_bytes()
-        );
         // The socket takes the header and part of the body; the rest is
         // copied when the input is released.
         let n = queued.len() + 1000;
@@ -1608,7 +1672,7 @@ mod tests {
         }
         h.with(|conn, ctx| conn.handle_input(&input, ctx));
         // Reply header, lent body, five times over: nothing copied.
-        let parts: Vec<&[u8]> = h.conn.output_parts(&input).collect();
+        let parts = transmitted(&mut h.conn, &input);
         assert_eq!(parts.len(), 10);
         for (i, body) in parts.iter().skip(1).step_by(2).enumerate() {
             let within = body.as_ptr() as usize - input.as_ptr() as usize;
@@ -1642,7 +1706,7 @@ mod tests {
             &vec![b'a'; 1 << 20],
         );
         let mut pos = 0;
-        while pos < input.len() && h.conn.wants_read() {
+        while pos < input.len() && h.conn.wants_read(&h.limits) {
             let n = (64 << 10).min(input.len() - pos);
             h.feed(&input[pos..pos + n]);
             pos += n;
@@ -1664,7 +1728,7 @@ mod tests {
         // Once the pressure is gone and the peer reads, it all flows.
         pressed.stats.buffered = 0;
         pressed.drain_all();
-        assert!(pressed.conn.wants_read());
+        assert!(pressed.conn.wants_read(&pressed.limits));
     }
 
     #[test]
@@ -1690,7 +1754,7 @@ mod tests {
         // The "socket" delivers 64 KiB at a time, but only while the
         // connection asks for more, as the reactor does.
         let mut pos = 0;
-        while pos < input.len() && h.conn.wants_read() {
+        while pos < input.len() && h.conn.wants_read(&h.limits) {
             let n = (64 << 10).min(input.len() - pos);
             h.feed(&input[pos..pos + n]);
             pos += n;
@@ -1709,7 +1773,7 @@ mod tests {
         while pos < input.len() || !h.conn.output().is_empty() {
             rounds += 1;
             assert!(rounds < 100_000);
-            if h.conn.wants_read() && pos < input.len() {
+            if h.conn.wants_read(&h.limits) && pos < input.len() {
                 let n = (64 << 10).min(input.len() - pos);
                 h.feed_and_drain(&input[pos..pos + n], 16 << 10);
                 pos += n;
@@ -1797,7 +1861,7 @@ mod tests {
     fn eof_after_pipelined_requests_answers_them_all() {
         let mut h = Harness::new(Limits::default());
         h.feed(&script());
-        h.conn.handle_eof();
+        h.with(|conn, ctx| conn.handle_eof(ctx));
         assert!(h.conn.is_closing());
         h.drain_all();
         check_script_replies(&h.frames());
@@ -1809,7 +1873,7 @@ mod tests {
         let mut h = Harness::new(Limits::default());
         h.feed(&frame(json!({"op":"echo","id":1}), b"x")[..7]);
         let deadline = h.conn.deadline(&h.limits);
-        assert_eq!(deadline, h.now + Duration::from_secs(300));
+        assert_eq!(deadline, Some(h.now + Duration::from_secs(300)));
         h.now += Duration::from_secs(299);
         h.tick();
         assert!(!h.conn.is_closing());
@@ -2016,10 +2080,10 @@ mod tests {
                 "{request}: answered on the loop"
             );
             assert_eq!(h.jobs.len(), 1, "{request}: no job");
-            assert!(!h.conn.wants_read(), "{request}: still reading");
+            assert!(!h.conn.wants_read(&h.limits), "{request}: still reading");
             h.settle();
             // No sendfile here: the body is copied through the buffer.
-            h.conn.zero_copy_unavailable();
+            h.conn.handle_zero_copy_refused();
             h.settle();
             h.drain_all();
             let frames = h.frames();
@@ -2046,7 +2110,7 @@ mod tests {
         let mut bytes = frame(json!({"op":"ls","id":1}), b"");
         bytes.extend(frame(json!({"op":"echo","id":2}), b"after"));
         feed_only(&mut h, &bytes);
-        h.with(|conn, _| conn.handle_eof());
+        h.with(|conn, ctx| conn.handle_eof(ctx));
         // The peer is gone, but the job's result must still come back.
         assert!(h.conn.job_in_flight());
         assert!(!h.conn.is_done());
@@ -2067,13 +2131,13 @@ mod tests {
             bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
         }
         h.with(|conn, ctx| {
-            conn.start_turn();
+            conn.start_turn(ctx);
             conn.handle_input(&bytes, ctx);
             conn.release_input(&bytes, ctx);
         });
         assert_eq!(h.stats.requests, u64::from(MAX_REQUESTS_PER_TURN));
         assert!(h.conn.has_work(&h.limits), "owed another turn");
-        assert!(!h.conn.wants_read(), "its share is used up");
+        assert!(!h.conn.wants_read(&h.limits), "its share is used up");
         h.settle();
         h.drain_all();
         assert_eq!(h.frames().len(), 100);
@@ -2144,7 +2208,7 @@ mod tests {
                 at += n;
             }
             // No sendfile in memory: a `get` body is copied instead.
-            h.conn.zero_copy_unavailable();
+            h.conn.handle_zero_copy_refused();
             h.settle();
             h.drain_all();
             sent += 1;
@@ -2191,9 +2255,9 @@ mod tests {
             if bytes.is_empty() && h.jobs.is_empty() {
                 break;
             }
-            h.with(|conn, _| conn.start_turn());
+            h.with(|conn, ctx| conn.start_turn(ctx));
             for _ in 0..4 {
-                if bytes.is_empty() || !h.conn.wants_read() {
+                if bytes.is_empty() || !h.conn.wants_read(&h.limits) {
                     break;
                 }
                 let n = bytes.len().min(64 << 10);
@@ -2227,11 +2291,11 @@ mod tests {
             bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
         }
         h.with(|conn, ctx| {
-            conn.start_turn();
+            conn.start_turn(ctx);
             conn.handle_input(&bytes, ctx);
             conn.release_input(&bytes, ctx);
         });
-        assert!(!h.conn.wants_read());
+        assert!(!h.conn.wants_read(&h.limits));
         assert!(
             h.conn.has_work(&h.limits),
             "no turn owed: the pipeline would hang"
@@ -2255,9 +2319,106 @@ mod tests {
         assert!(h.conn.job_in_flight(), "the hash is the next step");
         assert!(h.conn.is_closing());
         h.settle();
-        h.conn.zero_copy_unavailable();
+        h.conn.handle_zero_copy_refused();
         h.settle();
         h.drain_all();
         assert!(h.conn.is_done(), "the close was lost on the way");
+    }
+
+    /// An echo whose 16 KiB body is lent from `input`, after `handle_input`.
+    fn lending(h: &mut Harness) -> Vec<u8> {
+        let input = frame(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
+        h.with(|conn, ctx| conn.handle_input(&input, ctx));
+        assert_eq!(transmitted(&mut h.conn, &input).len(), 2, "lent");
+        input
+    }
+
+    #[test]
+    fn asking_for_output_without_the_lent_input_gets_nothing_until_released() {
+        let mut h = Harness::new(Limits::default());
+        let input = lending(&mut h);
+        assert!(h.conn.poll_transmit(&[]).is_none());
+        assert!(h.conn.poll_transmit(&input[..100]).is_none());
+        h.with(|conn, ctx| conn.release_input(&input, ctx));
+        h.drain_all();
+        assert_eq!(h.frames()[0].1, vec![b'z'; 16 << 10]);
+        assert!(!h.conn.is_closing());
+    }
+
+    #[test]
+    fn input_before_the_lent_input_is_released_closes_without_output() {
+        let mut h = Harness::new(Limits::default());
+        let input = lending(&mut h);
+        let next = frame(json!({"op":"echo","id":2}), b"x");
+        h.with(|conn, ctx| conn.handle_input(&next, ctx));
+        assert!(h.conn.is_done(), "the stream cannot be completed");
+        assert!(h.conn.poll_transmit(&input).is_none());
+        // Later calls are ignored.
+        h.with(|conn, ctx| conn.release_input(&input, ctx));
+        h.with(|conn, ctx| conn.handle_input(&next, ctx));
+        assert!(h.conn.is_done() && h.received.is_empty());
+    }
+
+    #[test]
+    fn releasing_other_bytes_than_the_lent_input_closes_without_output() {
+        let mut h = Harness::new(Limits::default());
+        lending(&mut h);
+        h.with(|conn, ctx| conn.release_input(&[], ctx));
+        assert!(h.conn.is_done());
+        assert_eq!(h.conn.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn more_written_than_offered_counts_as_all_of_it() {
+        let mut h = Harness::new(Limits::default());
+        let input = lending(&mut h);
+        h.with(|conn, ctx| conn.handle_written(usize::MAX, ctx));
+        h.with(|conn, ctx| conn.release_input(&input, ctx));
+        assert!(h.conn.poll_transmit(&[]).is_none());
+        h.feed(&frame(json!({"op":"echo","id":2}), b"ok"));
+        h.drain_all();
+        let frames = h.frames();
+        assert_eq!(frames.len(), 1, "the first reply counted as sent");
+        assert_eq!(frames[0].1, b"ok");
+    }
+
+    #[test]
+    fn stray_job_results_and_early_timeouts_change_nothing() {
+        let mut h = Harness::new(Limits::default());
+        h.with(|conn, ctx| conn.handle_job_done(Box::new(7u32), ctx));
+        h.with(|conn, ctx| conn.handle_job_refused(ctx));
+        h.tick();
+        assert!(!h.conn.is_closing() && !h.conn.job_in_flight());
+        assert!(
+            h.conn.poll_transmit(&[]).is_none(),
+            "no reply to a stray result"
+        );
+        h.feed(&frame(json!({"op":"echo","id":1}), b"still here"));
+        h.drain_all();
+        assert_eq!(h.frames()[0].1, b"still here");
+    }
+
+    #[test]
+    fn a_pipe_that_ends_before_its_frame_closes_the_connection() {
+        let mut h = Harness::new(Limits::default());
+        let id = Number::from(9);
+        assert!(h.conn.can_splice());
+        h.conn
+            .begin_splice(&id, "out", 100, 3, crate::command::Fd::Stdout);
+        h.drain_all(); // the frame's header
+        match h.conn.poll_transmit(&[]) {
+            Some(Transmit::Pipe { child, fd, len }) => {
+                assert_eq!((child, fd, len), (3, crate::command::Fd::Stdout, 100));
+            }
+            other => panic!("expected the pipe, got {other:?}"),
+        }
+        h.with(|conn, ctx| conn.handle_written(40, ctx));
+        assert!(h.conn.splicing_from(3) && !h.conn.is_closing());
+        h.with(|conn, ctx| conn.handle_written(0, ctx));
+        assert!(
+            h.conn.is_done(),
+            "60 bytes short: the stream is out of sync"
+        );
+        assert!(!h.conn.splicing_from(3));
     }
 }

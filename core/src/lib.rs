@@ -30,6 +30,7 @@ pub mod buffer;
 pub mod command;
 pub mod conn;
 pub mod ctx;
+pub mod engine;
 pub mod handlers;
 pub mod jail;
 pub mod limits;

@@ -15,7 +15,7 @@ mod udp;
 mod usercli;
 
 // The sans-I/O core, under the names the server's modules use for it.
-use skiffd_core::{buffer, conn, ctx, handlers, limits, pool, services, stats, users};
+use skiffd_core::{buffer, conn, ctx, engine, handlers, limits, pool, services, stats, users};
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

@@ -78,7 +78,7 @@ use crate::pool::Pool;
 use crate::services::Services;
 use crate::stats::Stats;
 use broadcast::Broadcast;
-use client::{Client, Engine};
+use client::{Client, Protocol};
 use listeners::Listener;
 use source::Source;
 

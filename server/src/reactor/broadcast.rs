@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::client::{Client, Engine};
+use super::client::{Client, Protocol};
 use super::{FANOUT_RECIPIENTS, FANOUT_SCAN, FANOUT_TIME, Reactor};
 use crate::buffer::SharedFrame;
 use crate::ctx::Action;
@@ -66,7 +66,7 @@ impl Reactor {
             b.next += 1;
             looked += 1;
             let Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) = self.clients.get_mut(k)
             else {
