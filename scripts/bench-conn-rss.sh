@@ -35,8 +35,10 @@ for conns in "$@"; do
     taskset -c 0 "$SKIFFD" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/out" 2>"$WORK/err" &
     SERVER_PID=$!
     port=$(framed_port "$WORK/out")
-    taskset -c 1 python3 - "$SERVER_PID" "$port" "$conns" <<'PY'
-import socket, struct, sys, time, json
+    PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+        taskset -c 1 python3 - "$SERVER_PID" "$port" "$conns" <<'PY'
+import socket, sys, time
+import skiffwire
 
 pid, port, conns = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 
@@ -61,24 +63,16 @@ for i in range(conns):
     socks.append(s)
 time.sleep(1)
 idle = rss()
-head = json.dumps({"op": "echo", "size": 64}).encode()
-frame = struct.pack(">I", len(head)) + head + b"x" * 64
+frame = skiffwire.frame({"op": "echo"}, b"x" * 64)
 for s in socks:
     s.sendall(frame)
 for s in socks:
-    want, got = None, b""
-    while want is None or len(got) < want:
-        chunk = s.recv(65536)
-        if not chunk:
-            sys.exit(f"connection closed after {len(got)} bytes")
-        got += chunk
-        if want is None and len(got) >= 4:
-            hlen = struct.unpack(">I", got[:4])[0]
-            if len(got) >= 4 + hlen:
-                reply = json.loads(got[4:4 + hlen])
-                if reply["op"] != "ok":
-                    sys.exit(f"connection refused or failed: {reply}")
-                want = 4 + hlen + reply["size"]
+    try:
+        reply, _ = skiffwire.recv(s)
+    except ConnectionError as e:
+        sys.exit(f"connection closed: {e}")
+    if reply["op"] != "ok":
+        sys.exit(f"connection refused or failed: {reply}")
 time.sleep(1)
 after = rss()
 per_idle = (idle["VmRSS"] - before["VmRSS"]) * 1024 / conns

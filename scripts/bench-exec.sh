@@ -18,21 +18,30 @@
 #                 client, Rust; client CPU from getrusage)
 #   stall         exec `yes`, the client reads nothing for 10 s: server
 #                 VmRSS sampled every 50 ms (max); then cancel and drain
-# Binaries: SKIFFD, SKIFF (default target/release/...); a fresh server per
-# run, stopped by PID when the run ends (also on SIGTERM/SIGINT/SIGHUP).
+# Binaries: SKIFFD, SKIFF (default target/release/...), and SKIFFD_BASE:
+# an earlier skiffd, the contender "skiffd-base", run exactly like skiffd
+# (the order of the two rotates every run), to compare two versions in one
+# run; the table then gives both medians and the median of the per-run
+# ratios skiffd / skiffd-base. A fresh server per run and contender,
+# stopped by PID when its part ends (also on SIGTERM/SIGINT/SIGHUP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 STREAM_MIB=${2:-1024}
 export SKIFFD=${SKIFFD:-$PWD/target/release/skiffd}
 export SKIFF=${SKIFF:-$PWD/target/release/skiff}
+export SKIFFD_BASE=${SKIFFD_BASE:-}
 export WORK=${WORK:-/tmp/bench-exec}
 export RUNS STREAM_MIB
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"   # skiffwire.py
 exec python3 - <<'PY'
-import faulthandler, json, os, re, shutil, socket, statistics, struct, subprocess, sys, threading, time
+import faulthandler, json, os, re, shutil, statistics, subprocess, sys, threading, time
+import skiffwire
+from skiffwire import send
 faulthandler.dump_traceback_later(int(os.environ.get("BENCH_WATCHDOG", "900")), exit=True)
 
 SKIFFD, SKIFF, WORK = os.environ["SKIFFD"], os.environ["SKIFF"], os.environ["WORK"]
+CONTENDERS = [("skiffd", SKIFFD)] + ([("skiffd-base", os.environ["SKIFFD_BASE"])] if os.environ["SKIFFD_BASE"] else [])
 RUNS, SIZE = int(os.environ["RUNS"]), int(os.environ["STREAM_MIB"]) << 20
 TICK = os.sysconf("SC_CLK_TCK")
 import signal
@@ -47,42 +56,6 @@ os.makedirs(WORK, exist_ok=True)
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
-def send(s, header, body=b""):
-    h = json.dumps(dict(header, size=len(body))).encode()
-    s.sendall(struct.pack("!I", len(h)) + h + body)
-
-class Reader:
-    """Frames from a socket, read in big gulps."""
-    def __init__(self, s):
-        self.s, self.buf, self.pos = s, bytearray(), 0
-    def fill(self, n):
-        while len(self.buf) - self.pos < n:
-            if self.pos > (1 << 20):
-                del self.buf[: self.pos]; self.pos = 0
-            chunk = self.s.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-    def frame(self):
-        """(header, body length) -- the body is skipped, not kept."""
-        self.fill(4)
-        (n,) = struct.unpack_from("!I", self.buf, self.pos)
-        self.fill(4 + n)
-        h = json.loads(bytes(self.buf[self.pos + 4 : self.pos + 4 + n]))
-        self.pos += 4 + n
-        size = h.get("size", 0)
-        have = min(size, len(self.buf) - self.pos)
-        self.pos += have
-        left = size - have
-        if left:
-            del self.buf[: self.pos]; self.pos = 0
-            while left:
-                chunk = self.s.recv(min(left, 1 << 20))
-                if not chunk:
-                    raise ConnectionError("closed")
-                left -= len(chunk)
-        return h, size
-
 def cpu(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / TICK
@@ -93,11 +66,11 @@ def rss(pid):
             return int(line.split()[1])
     return 0
 
-def start_server():
+def start_server(skiffd):
     shutil.rmtree(DATA, ignore_errors=True)
-    subprocess.run([SKIFFD, "user", "add", "bench", "--exec", "--password-stdin", "--data-dir", DATA],
+    subprocess.run([skiffd, "user", "add", "bench", "--exec", "--password-stdin", "--data-dir", DATA],
                    input="pw\n", text=True, check=True, capture_output=True)
-    p = subprocess.Popen([SKIFFD, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:0"],
+    p = subprocess.Popen([skiffd, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:0"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in p.stdout:
         m = re.search(r"listening framed 127\.0\.0\.1:(\d+)", line)
@@ -107,19 +80,17 @@ def start_server():
     return p, int(m.group(1))
 
 def connect(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    r = Reader(s)
-    send(s, {"op": "login", "id": 0, "user": "bench", "password": "pw"})
-    h, _ = r.frame()
-    assert h["op"] == "ok", h
-    return s, r
+    """A logged-in connection and a Reader that drops bodies (they are
+    only counted)."""
+    s = skiffwire.connect(port)
+    skiffwire.login(s, "bench", "pw")
+    return s, skiffwire.Reader(s)
 
 def run_to_exit(s, r, i, cmd):
     send(s, {"op": "exec", "id": i, "cmd": cmd})
     out = 0
     while True:
-        h, n = r.frame()
+        h, n = r.next()
         if h["op"] == "exit":
             assert h.get("code") == 0, h
             return out
@@ -191,16 +162,16 @@ def stall(port, pid, secs=10.0):
         time.sleep(0.05)
     send(s, {"op": "cancel", "id": 1})
     while True:  # drain to the exit frame
-        h, _ = r.frame()
+        h, _ = r.next()
         if h["op"] == "exit":
             break
     after = rss(pid)
     s.close()
     return base / 1024, mx / 1024, after / 1024
 
-rows = []
-for run in range(1, RUNS + 1):
-    srv, port = start_server()
+def serve(skiffd):
+    """A fresh server from the binary skiffd, every step against it."""
+    srv, port = start_server(skiffd)
     pid = srv.pid
     x = {}
     try:
@@ -230,12 +201,27 @@ for run in range(1, RUNS + 1):
     x["pipe_ratio"] = x["pipe_remote_MBps"] / loc_pipe
     x["spawn_cli_ratio"] = x["spawn_cli_per_s"] / loc_spawn
     x["pipe_cli_ratio"] = x["pipe_cli_MBps"] / loc_pipe
-    log(f"run {run}: " + json.dumps({k: round(v, 3) for k, v in x.items()}))
-    rows.append(x)
+    return x
 
-print("| figure | median | runs |")
-print("|---|---|---|")
-for k in rows[0]:
-    vals = [r[k] for r in rows]
-    print(f"| {k} | {statistics.median(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)} |")
+rows = {label: [] for label, _ in CONTENDERS}
+for run in range(1, RUNS + 1):
+    k = (run - 1) % len(CONTENDERS)
+    for label, skiffd in CONTENDERS[k:] + CONTENDERS[:k]:
+        x = serve(skiffd)
+        log(f"run {run} {label}: " + json.dumps({k: round(v, 3) for k, v in x.items()}))
+        rows[label].append(x)
+
+med = statistics.median
+labels = [label for label, _ in CONTENDERS]
+print("| figure | " + " | ".join(f"{l} median | runs" for l in labels) + (" | ratio skiffd / skiffd-base (median of runs) |" if len(labels) > 1 else " |"))
+print("|---|" + "---|---|" * len(labels) + ("---|" if len(labels) > 1 else ""))
+for key in rows["skiffd"][0]:
+    cells = []
+    for l in labels:
+        vals = [r[key] for r in rows[l] if key in r]
+        cells.append(f"{med(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)}")
+    if len(labels) > 1:
+        pairs = [a[key] / b[key] for a, b in zip(rows["skiffd"], rows["skiffd-base"]) if key in a and key in b and b[key]]
+        cells.append(f"{med(pairs):.2f}" if pairs else "")
+    print(f"| {key} | " + " | ".join(cells) + " |")
 PY

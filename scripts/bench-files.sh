@@ -18,8 +18,13 @@
 #     login    50 logins on one connection (median, p90), with a second
 #              client timing `echo` round trips meanwhile
 # Server CPU per phase: utime+stime from /proc/PID/stat before/after.
-# Server RSS per phase: VmRSS sampled every 50 ms (max), plus VmHWM.
-# Binaries: SKIFFD, SKIFF (default target/release/...). Work dir: WORK
+# Server RSS per phase: VmRSS sampled every 50 ms (max), plus VmHWM read
+# before the login phase (the file service alone) and at the end.
+# Binaries: SKIFFD, SKIFF (default target/release/...), and SKIFFD_BASE:
+# an earlier skiffd, the contender "skiffd-base", run exactly like skiffd
+# after the same run's ceilings (the order of the two rotates every run),
+# to compare two versions in one run; the table then gives both medians
+# and the median of the per-run ratios skiffd / skiffd-base. Work dir: WORK
 # (default /tmp/bench-files; the test file lives there, ~SIZE*3 of disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +32,17 @@ RUNS=${1:-3}
 SIZE_MIB=${2:-1024}
 export SKIFFD=${SKIFFD:-$PWD/target/release/skiffd}
 export SKIFF=${SKIFF:-$PWD/target/release/skiff}
+export SKIFFD_BASE=${SKIFFD_BASE:-}
 export WORK=${WORK:-/tmp/bench-files}
 export RUNS SIZE_MIB
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"   # skiffwire.py
 exec python3 - <<'PY'
-import hashlib, json, os, re, shutil, socket, statistics, struct, subprocess, sys, threading, time
+import hashlib, json, os, re, shutil, statistics, subprocess, sys, threading, time
+import skiffwire
+from skiffwire import recv, send
 
 SKIFFD, SKIFF, WORK = os.environ["SKIFFD"], os.environ["SKIFF"], os.environ["WORK"]
+CONTENDERS = [("skiffd", SKIFFD)] + ([("skiffd-base", os.environ["SKIFFD_BASE"])] if os.environ["SKIFFD_BASE"] else [])
 RUNS, SIZE = int(os.environ["RUNS"]), int(os.environ["SIZE_MIB"]) << 20
 TICK = os.sysconf("SC_CLK_TCK")
 import signal
@@ -61,49 +71,11 @@ if not os.path.exists(BIG) or os.path.getsize(BIG) != SIZE:
 subprocess.run(["cat", BIG], stdout=subprocess.DEVNULL, check=True)  # page cache
 BIG_MD5 = subprocess.run(["md5sum", BIG], capture_output=True, text=True, check=True).stdout.split()[0]
 
-# ---- protocol ----------------------------------------------------------
-def send(s, header, body=b""):
-    header = dict(header, size=len(body)) if body or "size" not in header else header
-    h = json.dumps(header).encode()
-    s.sendall(struct.pack("!I", len(h)) + h + body)
-
-def recv_exact(s, n):
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = s.recv_into(view[got:])
-        if not k:
-            raise ConnectionError("closed")
-        got += k
-    return bytes(buf)
-
-def recv(s):
-    (hlen,) = struct.unpack("!I", recv_exact(s, 4))
-    header = json.loads(recv_exact(s, hlen))
-    return header, recv_exact(s, header.get("size", 0))
-
-def recv_header_discard_body(s, hasher=None):
-    (hlen,) = struct.unpack("!I", recv_exact(s, 4))
-    header = json.loads(recv_exact(s, hlen))
-    left = header.get("size", 0)
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    while left:
-        k = s.recv_into(view[: min(left, len(buf))])
-        if not k:
-            raise ConnectionError("closed")
-        if hasher:
-            hasher.update(view[:k])
-        left -= k
-    return header
-
+# ---- protocol (framing: scripts/skiffwire.py) -------------------------
 def connect(port, login=True):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s = skiffwire.connect(port)
     if login:
-        send(s, {"op": "login", "id": 0, "user": "bench", "password": PW})
-        h, _ = recv(s)
-        assert h["op"] == "ok", h
+        skiffwire.login(s, "bench", PW)
     return s
 
 # ---- server ------------------------------------------------------------
@@ -135,11 +107,11 @@ class Sampler:
         self.t.join()
         return self.max
 
-def start_server():
+def start_server(skiffd):
     shutil.rmtree(DATA, ignore_errors=True)
-    subprocess.run([SKIFFD, "user", "add", "bench", "--exec", "--password-stdin", "--data-dir", DATA],
+    subprocess.run([skiffd, "user", "add", "bench", "--exec", "--password-stdin", "--data-dir", DATA],
                    input=PW + "\n", text=True, check=True, capture_output=True)
-    p = subprocess.Popen([SKIFFD, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:0"],
+    p = subprocess.Popen([skiffd, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:0"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = p.stdout.readline()
     m = re.search(r"listening framed 127\.0\.0\.1:(\d+)", line)
@@ -168,8 +140,7 @@ def put_py(port, remote):
     send(s, {"op": "put", "id": 1, "path": remote, "length": SIZE, "md5": BIG_MD5})
     h, _ = recv(s)
     assert h["op"] == "ok" and h["offset"] == 0, h
-    hd = json.dumps({"op": "data", "id": 1, "size": SIZE}).encode()
-    s.sendall(struct.pack("!I", len(hd)) + hd)
+    s.sendall(skiffwire.frame({"op": "data", "id": 1, "size": SIZE}))  # its body: sendfile below
     with open(BIG, "rb") as f:
         s.sendfile(f)
     t_sent = time.perf_counter()
@@ -183,7 +154,8 @@ def get_py(port, remote):
     s = connect(port)
     t0 = time.perf_counter()
     send(s, {"op": "get", "id": 1, "path": remote})
-    h = recv_header_discard_body(s)
+    h, size = skiffwire.recv_header(s)
+    skiffwire.skip_body(s, size)
     t1 = time.perf_counter()
     assert h["op"] == "ok" and h["length"] == SIZE, h
     s.close()
@@ -205,17 +177,15 @@ def timed(cmd):
     return time.perf_counter() - t0
 
 PROBER = r"""
-import json, socket, struct, sys, time
+import json, sys, time
+import skiffwire
 port, dur = int(sys.argv[1]), float(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-h = json.dumps({"op": "echo", "id": 9, "size": 16}).encode()
-frame = struct.pack("!I", len(h)) + h + b"x" * 16
+s = skiffwire.connect(port)
+frame = skiffwire.frame({"op": "echo", "id": 9}, b"x" * 16)
 out, end = [], time.time() + dur
 while time.time() < end:
     t0 = time.perf_counter(); s.sendall(frame)
-    (n,) = struct.unpack("!I", s.recv(4, socket.MSG_WAITALL)); hd = json.loads(s.recv(n, socket.MSG_WAITALL))
-    s.recv(hd["size"], socket.MSG_WAITALL); t1 = time.perf_counter()
+    skiffwire.recv(s); t1 = time.perf_counter()
     out.append((time.time(), t1 - t0)); time.sleep(0.002)
 print(json.dumps(out))
 """
@@ -248,15 +218,14 @@ def login_loop(port, n=50):
             "echo_during_login_max_ms": max(busy) * 1e3 if busy else float("nan")}
 
 # ---- runs --------------------------------------------------------------
-have_iperf = shutil.which("iperf3") is not None
-rows = []
-for run in range(1, RUNS + 1):
+def ceilings():
+    """MD5 and loopback TCP speed, for this run's ratios."""
     r = {}
     r["md5sum_MBps"] = SIZE / timed(["md5sum", BIG]) / MB
     r["openssl_md5_MBps"] = SIZE / timed(["openssl", "md5", BIG]) / MB
     t0 = time.perf_counter(); hashlib.md5(open(BIG, "rb").read()).hexdigest()
     r["hashlib_md5_MBps"] = SIZE / (time.perf_counter() - t0) / MB
-    if have_iperf:
+    if shutil.which("iperf3"):
         ip = subprocess.Popen(["iperf3", "-s", "-1", "-p", "5299"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(0.3)
@@ -267,7 +236,11 @@ for run in range(1, RUNS + 1):
         finally:
             if ip.poll() is None:
                 ip.kill(); ip.wait()
-    srv, port = start_server()
+    return r
+
+def serve(skiffd, run, r):
+    """A fresh server from the binary skiffd, every phase against it."""
+    srv, port = start_server(skiffd)
     pid = srv.pid
     try:
         dt, c, rss, (whole, tail) = phase(pid, lambda: put_py(port, "big.bin"))
@@ -289,6 +262,7 @@ for run in range(1, RUNS + 1):
         shutil.copyfile(BIG, cold)
         dt, c, rss, _ = phase(pid, lambda: get_py(port, f"cold{run}.bin"))
         r.update(get_cold_MBps=SIZE / dt / MB, get_cold_cpu_s=c, get_cold_rss_MiB=rss)
+        r["VmHWM_before_logins_MiB"] = status(pid, "VmHWM") / 1024
         r.update(login_loop(port))
         r["VmHWM_MiB"] = status(pid, "VmHWM") / 1024
         r["server_total_cpu_s"] = cpu(pid)
@@ -302,12 +276,28 @@ for run in range(1, RUNS + 1):
     r["get_cli_vs_md5"] = r["get_cli_MBps"] / r["openssl_md5_MBps"]
     r["get_py_vs_md5"] = r["get_py_MBps"] / r["openssl_md5_MBps"]
     r["get_cpu_vs_hash"] = r["get_py_cpu_s"] / (SIZE / (r["openssl_md5_MBps"] * MB))
-    log(f"run {run}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
-    rows.append(r)
+    return r
 
-print(f"| figure | median | runs |")
-print(f"|---|---|---|")
-for k in rows[0]:
-    vals = [r[k] for r in rows if k in r]
-    print(f"| {k} | {statistics.median(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)} |")
+rows = {label: [] for label, _ in CONTENDERS}
+for run in range(1, RUNS + 1):
+    ceiling = ceilings()
+    k = (run - 1) % len(CONTENDERS)
+    for label, skiffd in CONTENDERS[k:] + CONTENDERS[:k]:
+        r = serve(skiffd, run, dict(ceiling))
+        log(f"run {run} {label}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+        rows[label].append(r)
+
+med = statistics.median
+labels = [label for label, _ in CONTENDERS]
+print("| figure | " + " | ".join(f"{l} median | runs" for l in labels) + (" | ratio skiffd / skiffd-base (median of runs) |" if len(labels) > 1 else " |"))
+print("|---|" + "---|---|" * len(labels) + ("---|" if len(labels) > 1 else ""))
+for key in rows["skiffd"][0]:
+    cells = []
+    for l in labels:
+        vals = [r[key] for r in rows[l] if key in r]
+        cells.append(f"{med(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)}")
+    if len(labels) > 1:
+        pairs = [a[key] / b[key] for a, b in zip(rows["skiffd"], rows["skiffd-base"]) if key in a and key in b and b[key]]
+        cells.append(f"{med(pairs):.2f}" if pairs else "")
+    print(f"| {key} | " + " | ".join(cells) + " |")
 PY

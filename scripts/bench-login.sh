@@ -16,24 +16,15 @@ cd "$(dirname "$0")/.."
 export RUNS=${1:-3} LOGINS=${2:-100}
 export SERVERS=${SERVERS:-main=$PWD/target/release/skiffd}
 export WORK=${WORK:-/tmp/bench-login}
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"   # skiffwire.py
 exec taskset -c 1 python3 - <<'PY'
-import json, os, re, shutil, signal, socket, statistics, struct, subprocess, sys, threading, time
+import json, os, re, shutil, signal, statistics, subprocess, sys, threading, time
+import skiffwire
 for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
     signal.signal(_sig, lambda n, f: sys.exit(128 + n))
 RUNS, N, WORK = int(os.environ["RUNS"]), int(os.environ["LOGINS"]), os.environ["WORK"]
 SERVERS = [tuple(x.split("=", 1)) for x in os.environ["SERVERS"].split()]
 TICK = os.sysconf("SC_CLK_TCK")
-
-def send(s, h):
-    b = json.dumps(dict(h, size=0)).encode()
-    s.sendall(struct.pack("!I", len(b)) + b)
-
-def recv(s):
-    (n,) = struct.unpack("!I", s.recv(4, socket.MSG_WAITALL))
-    h = json.loads(s.recv(n, socket.MSG_WAITALL))
-    if h.get("size"):
-        s.recv(h["size"], socket.MSG_WAITALL)
-    return h
 
 def stat(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -64,16 +55,14 @@ for run in range(1, RUNS + 1):
                 if m:
                     break
             threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-            s = socket.create_connection(("127.0.0.1", int(m.group(1))))
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            send(s, {"op": "login", "id": 0, "user": "bench", "password": "pw"})  # warm-up
-            assert recv(s)["op"] == "ok"
+            s = skiffwire.connect(int(m.group(1)))
+            skiffwire.login(s, "bench", "pw")  # warm-up
             u0, s0, _ = stat(p.pid); f0 = minflt(p.pid)
             times = []
             for i in range(N):
                 t0 = time.perf_counter()
-                send(s, {"op": "login", "id": i + 1, "user": "bench", "password": "pw"})
-                h = recv(s)
+                skiffwire.send(s, {"op": "login", "id": i + 1, "user": "bench", "password": "pw"})
+                h, _ = skiffwire.recv(s)
                 times.append(time.perf_counter() - t0)
                 assert h["op"] == "ok", h
             u1, s1, _ = stat(p.pid); f1 = minflt(p.pid)

@@ -26,96 +26,28 @@ import select
 import selectors
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
+
+import skiffwire
+from skiffwire import frame, recv
 
 now = time.monotonic
 PW = "stall-pw"  # every user's password; only correct passwords are sent
 IO_TIMEOUT = 300.0  # no single wait in this script may exceed this
 
 
-# ---- framing (PROTOCOL.md section 1/5) ---------------------------------
-
-def frame(header, body=b""):
-    if "size" not in header:
-        header = dict(header, size=len(body))
-    h = json.dumps(header, separators=(",", ":")).encode()
-    return struct.pack("!I", len(h)) + h + body
-
-
-def recv_exact(s, n):
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = s.recv_into(view[got:])
-        if not k:
-            raise ConnectionError("server closed the connection")
-        got += k
-    return bytes(buf)
-
-
-def recv(s):
-    """One frame: (header, body)."""
-    (hlen,) = struct.unpack("!I", recv_exact(s, 4))
-    header = json.loads(recv_exact(s, hlen))
-    return header, recv_exact(s, header.get("size", 0) or 0)
-
+# ---- connections (framing: scripts/skiffwire.py) ----------------------
 
 def connect(port, timeout=IO_TIMEOUT):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
+    return skiffwire.connect(port, timeout=timeout)
 
 
 def login(s, user, rid=0):
-    s.sendall(frame({"op": "login", "id": rid, "user": user, "password": PW}))
-    h, _ = recv(s)
-    if h.get("op") != "ok":
-        raise RuntimeError(f"login {user}: {h}")
-    return h
-
-
-class Reader:
-    """Incremental frame parser for non-blocking, many-connection waits."""
-
-    def __init__(self, sock):
-        self.sock, self.buf, self.frames, self.skip = sock, bytearray(), [], 0
-
-    def feed(self):
-        """Reads what is there; returns False on EOF/reset."""
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except ConnectionError:
-            return False
-        if not chunk:
-            return False
-        self.buf += chunk
-        if self.skip:  # the rest of a big body we do not keep
-            k = min(self.skip, len(self.buf))
-            del self.buf[:k]
-            self.skip -= k
-        while len(self.buf) >= 4:
-            (hlen,) = struct.unpack("!I", self.buf[:4])
-            if len(self.buf) < 4 + hlen:
-                break
-            h = json.loads(self.buf[4:4 + hlen])
-            size = h.get("size", 0) or 0
-            if len(self.buf) < 4 + hlen + size:
-                if size > (1 << 20):  # a big body: keep the header, skip the body
-                    self.frames.append(h)
-                    self.skip = 4 + hlen + size - len(self.buf)
-                    self.buf.clear()
-                break
-            self.frames.append(h)
-            del self.buf[:4 + hlen + size]
-        return True
+    return skiffwire.login(s, user, PW, rid)
 
 
 def wait_frames(readers, want, deadline, on_frame=None):
@@ -160,7 +92,7 @@ def open_sessions(port, n, user):
     for _ in range(n):
         s = connect(port)
         s.sendall(frame({"op": "login", "id": 0, "user": user, "password": PW}))
-        readers.append(Reader(s))
+        readers.append(skiffwire.Reader(s))
     ended = wait_frames(readers, 1, now() + IO_TIMEOUT)
     bad = [r.frames[0] for r in readers if not r.frames or r.frames[0].get("op") != "ok"]
     if ended or bad:

@@ -11,7 +11,8 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Server, data_dir_with_users, run, skiff_command, skiffd, success_stdout};
+use common::{skiff_command, skiffd, success_stdout};
+use testkit::{Server, data_dir_with_users, run};
 
 /// How long one `skiff` run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
@@ -19,27 +20,22 @@ const RUN_LIMIT: Duration = Duration::from_secs(20);
 const USER: &str = "tester";
 const PASSWORD: &str = "tester-password";
 
-impl Server {
-    /// Creates [`USER`], then starts skiffd on port 0 everywhere and waits
-    /// for the listeners every test needs.
-    fn start() -> Server {
-        let bin = skiffd();
-        let dir = data_dir_with_users(&bin, &[&[USER]], PASSWORD, RUN_LIMIT);
-        Server::serve(
-            &bin,
-            dir,
-            &[
-                "--udp-time",
-                "127.0.0.1:0",
-                "--udp-echo",
-                "127.0.0.1:0",
-                "--raw-echo",
-                "127.0.0.1:0",
-            ],
-            Stdio::inherit(),
-            &["udp-time", "udp-echo"],
-        )
-    }
+/// Creates [`USER`], then starts skiffd on port 0 everywhere.
+fn start() -> Server {
+    let bin = skiffd();
+    let dir = data_dir_with_users(&bin, &[&[USER]], PASSWORD, RUN_LIMIT);
+    Server::serve(
+        &bin,
+        dir,
+        &[
+            "--udp-time",
+            "127.0.0.1:0",
+            "--udp-echo",
+            "127.0.0.1:0",
+            "--raw-echo",
+            "127.0.0.1:0",
+        ],
+    )
 }
 
 /// Runs `skiff` with `args` and `stdin`, bounded by [`RUN_LIMIT`]; the
@@ -60,8 +56,8 @@ fn ok_with_stdin(args: &[&str], stdin: &[u8]) -> String {
 
 #[test]
 fn hello_reports_the_protocol() {
-    let server = Server::start();
-    let out = ok(&["--addr", &server.addr, "hello"]);
+    let server = start();
+    let out = ok(&["--addr", &server.framed, "hello"]);
     assert!(out.contains("proto: 1\n"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("server: ")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("version: ")), "{out}");
@@ -77,8 +73,8 @@ fn hello_reports_the_protocol() {
 
 #[test]
 fn echo_prints_the_body_and_a_newline() {
-    let server = Server::start();
-    let addr = &server.addr;
+    let server = start();
+    let addr = &server.framed;
     assert_eq!(
         ok(&["--addr", addr, "echo", "hello, World"]),
         "hello, World\n"
@@ -93,10 +89,10 @@ fn echo_prints_the_body_and_a_newline() {
 
 #[test]
 fn address_comes_from_the_environment_too() {
-    let server = Server::start();
+    let server = start();
     let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["echo", "via env"])
-        .env("SKIFF_ADDR", &server.addr)
+        .env("SKIFF_ADDR", &server.framed)
         .stdin(Stdio::null())
         .output()
         .expect("run skiff");
@@ -106,7 +102,7 @@ fn address_comes_from_the_environment_too() {
 
 #[test]
 fn time_and_udp_echo() {
-    let server = Server::start();
+    let server = start();
     let udp = server.listener("udp-time");
     let year = Command::new("date").arg("+%Y").output().expect("run date");
     let year = String::from_utf8_lossy(&year.stdout).trim().to_string();
@@ -180,8 +176,8 @@ fn udp_services_default_to_the_host_of_the_server_address() {
 
 #[test]
 fn stats_pretty_and_json() {
-    let server = Server::start();
-    let addr = &server.addr;
+    let server = start();
+    let addr = &server.framed;
     // Without a login the server refuses, and says why.
     let out = skiff(&["--addr", addr, "stats"], b"");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -211,9 +207,9 @@ fn stats_pretty_and_json() {
 
 #[test]
 fn shell_reads_commands_from_a_pipe() {
-    let server = Server::start();
+    let server = start();
     let out = ok_with_stdin(
-        &["--addr", &server.addr, "shell"],
+        &["--addr", &server.framed, "shell"],
         b"echo hi\necho --upper 'a  b'\nquit\necho never\n",
     );
     assert_eq!(out, "hi\nA  B\n");
@@ -221,7 +217,7 @@ fn shell_reads_commands_from_a_pipe() {
     let out = ok_with_stdin(
         &[
             "--addr",
-            &server.addr,
+            &server.framed,
             "shell",
             "--udp",
             server.listener("udp-time"),
@@ -234,9 +230,9 @@ fn shell_reads_commands_from_a_pipe() {
 
 #[test]
 fn shell_reports_errors_and_keeps_going() {
-    let server = Server::start();
+    let server = start();
     let out = skiff(
-        &["--addr", &server.addr, "shell"],
+        &["--addr", &server.framed, "shell"],
         b"frobnicate\necho still here\n",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -246,7 +242,7 @@ fn shell_reports_errors_and_keeps_going() {
     // The status is that of the last command, which succeeded.
     assert!(out.status.success());
 
-    let out = skiff(&["--addr", &server.addr, "shell"], b"bogus\n");
+    let out = skiff(&["--addr", &server.framed, "shell"], b"bogus\n");
     assert_eq!(out.status.code(), Some(2));
 }
 

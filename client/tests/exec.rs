@@ -11,9 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pty::Pty;
-use common::{
-    Guard, Server, data_dir_with_users, drain, lines, run, skiff_command, skiffd, wait_bounded,
-};
+use common::{skiff_command, skiffd};
+use testkit::{Guard, Server, data_dir_with_users, drain, lines, run, wait_bounded};
 
 /// How long one `skiff` (or `skiffd user add`) run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -22,28 +21,26 @@ const PASSWORD: &str = "s3cret pass";
 /// How long a command on a terminal may take to draw what a step expects.
 const DRAW: Duration = Duration::from_secs(20);
 
-impl Server {
-    /// Creates `alice` (exec right) and `bob` (none), then serves the
-    /// framed protocol on a free loopback port.
-    fn start() -> Server {
-        let bin = skiffd();
-        let users: &[&[&str]] = &[&["alice", "--exec"], &["bob"]];
-        let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
-        Server::serve(&bin, dir, &[], Stdio::null(), &[])
-    }
+/// Creates `alice` (exec right) and `bob` (none), then serves the framed
+/// protocol on a free loopback port.
+fn start() -> Server {
+    let bin = skiffd();
+    let users: &[&[&str]] = &[&["alice", "--exec"], &["bob"]];
+    let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
+    Server::serve(&bin, dir, &[])
+}
 
-    /// `skiff --addr ADDR --user USER ARGS...`, password from the
-    /// environment.
-    fn command(&self, user: &str, args: &[&str]) -> Command {
-        let mut all = vec!["--addr", &self.addr, "--user", user];
-        all.extend_from_slice(args);
-        skiff_command(&all, Some(PASSWORD))
-    }
+/// `skiff --addr ADDR --user USER ARGS...` against `server`, password
+/// from the environment.
+fn command(server: &Server, user: &str, args: &[&str]) -> Command {
+    let mut all = vec!["--addr", &server.framed, "--user", user];
+    all.extend_from_slice(args);
+    skiff_command(&all, Some(PASSWORD))
+}
 
-    /// Runs `skiff --user USER ARGS...` with `stdin`.
-    fn skiff(&self, user: &str, args: &[&str], stdin: &[u8]) -> Output {
-        run(&mut self.command(user, args), stdin, RUN_LIMIT)
-    }
+/// Runs `skiff --user USER ARGS...` against `server` with `stdin`.
+fn skiff(server: &Server, user: &str, args: &[&str], stdin: &[u8]) -> Output {
+    run(&mut command(server, user, args), stdin, RUN_LIMIT)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -52,36 +49,41 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn streams_go_to_their_places_and_the_exit_code_comes_back() {
-    let server = Server::start();
-    let out = server.skiff("alice", &["exec", "echo out; echo err >&2; exit 7"], b"");
+    let server = start();
+    let out = skiff(
+        &server,
+        "alice",
+        &["exec", "echo out; echo err >&2; exit 7"],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out\n");
     assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
     // Words are joined as ssh joins them; options after CMD are its own.
-    let out = server.skiff("alice", &["exec", "echo", "-n", "a", "b"], b"");
+    let out = skiff(&server, "alice", &["exec", "echo", "-n", "a", "b"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "a b");
 }
 
 #[test]
 fn a_signal_becomes_128_plus_its_number() {
-    let server = Server::start();
-    let out = server.skiff("alice", &["exec", "kill -TERM $$"], b"");
+    let server = start();
+    let out = skiff(&server, "alice", &["exec", "kill -TERM $$"], b"");
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
 }
 
 #[test]
 fn stdin_is_forwarded_to_its_end() {
-    let server = Server::start();
-    let out = server.skiff("alice", &["exec", "tr a-z A-Z"], b"hello\n");
+    let server = start();
+    let out = skiff(&server, "alice", &["exec", "tr a-z A-Z"], b"hello\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "HELLO\n");
     // Many chunks, in order, then eof.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let out = server.skiff("alice", &["exec", "tr a-z A-Z | wc -c"], &data);
+    let out = skiff(&server, "alice", &["exec", "tr a-z A-Z | wc -c"], &data);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "3000000");
-    let out = server.skiff("alice", &["exec", "cksum"], &data);
+    let out = skiff(&server, "alice", &["exec", "cksum"], &data);
     let local = run(
         Command::new("cksum").stdin(Stdio::piped()),
         &data,
@@ -92,8 +94,8 @@ fn stdin_is_forwarded_to_its_end() {
 
 #[test]
 fn without_the_exec_right_it_is_forbidden() {
-    let server = Server::start();
-    let out = server.skiff("bob", &["exec", "true"], b"");
+    let server = start();
+    let out = skiff(&server, "bob", &["exec", "true"], b"");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).starts_with("error: forbidden: "),
@@ -101,7 +103,7 @@ fn without_the_exec_right_it_is_forbidden() {
         text(&out.stderr)
     );
     // In the shell too, and the session goes on in step.
-    let out = server.skiff("bob", &["shell"], b"!true\npwd\n");
+    let out = skiff(&server, "bob", &["shell"], b"!true\npwd\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("forbidden"),
@@ -113,14 +115,17 @@ fn without_the_exec_right_it_is_forbidden() {
 
 #[test]
 fn ctrl_c_cancels_the_remote_command() {
-    let server = Server::start();
-    let child = server
-        .command("alice", &["exec", "echo started; sleep 30; echo never"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start skiff");
+    let server = start();
+    let child = command(
+        &server,
+        "alice",
+        &["exec", "echo started; sleep 30; echo never"],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start skiff");
     let mut child = Guard(child);
     let err = drain(child.0.stderr.take().expect("stderr was piped"));
     // Output arrives as it is written, long before the command ends.
@@ -141,9 +146,9 @@ fn ctrl_c_cancels_the_remote_command() {
 
 #[test]
 fn the_shell_runs_commands_in_its_cwd() {
-    let server = Server::start();
+    let server = start();
     let script = "!echo hi\nmkdir docs\ncd docs\n!pwd\n!cat\ncd ..\n!pwd; exit 3\n";
-    let out = server.skiff("alice", &["shell"], script.as_bytes());
+    let out = skiff(&server, "alice", &["shell"], script.as_bytes());
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}\n{}", text(&out.stderr));
@@ -157,8 +162,9 @@ fn the_shell_runs_commands_in_its_cwd() {
 
 #[test]
 fn on_a_terminal_typed_lines_reach_the_command_and_ctrl_d_closes_its_stdin() {
-    let server = Server::start();
-    let cmd = server.command(
+    let server = start();
+    let cmd = command(
+        &server,
         "alice",
         &["exec", "read x; echo \"got:$x\"; wc -l; echo stdin-closed"],
     );
@@ -181,14 +187,17 @@ fn on_a_terminal_typed_lines_reach_the_command_and_ctrl_d_closes_its_stdin() {
 
 #[test]
 fn a_server_shutdown_is_announced_and_the_command_status_still_arrives() {
-    let server = Server::start();
-    let child = server
-        .command("alice", &["exec", "echo started; sleep 30; echo never"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start skiff");
+    let server = start();
+    let child = command(
+        &server,
+        "alice",
+        &["exec", "echo started; sleep 30; echo never"],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start skiff");
     let mut child = Guard(child);
     let err = drain(child.0.stderr.take().expect("stderr was piped"));
     let rx = lines(child.0.stdout.take().expect("stdout was piped"));

@@ -13,55 +13,42 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
 use serde_json::json;
 use skiff::client::Client;
 
-use common::{
-    Guard, Server, TempDir, data_dir_with_users, drain, lines, run, skiff_command, skiffd,
-    success_stdout,
-};
+use common::{skiff_command, skiffd, success_stdout};
+use testkit::{Guard, Server, TempDir, data_dir_with_users, drain, lines, md5_hex, run};
 
 /// How long one `skiff` (or `skiffd user add`) run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// The test users' password.
 const PASSWORD: &str = "s3cret pass";
 
-impl Server {
-    /// Creates `alice` (10M quota, exec) and `bob` (no quota), then serves
-    /// the framed protocol on a free loopback port.
-    fn start() -> Server {
-        let bin = skiffd();
-        let users: &[&[&str]] = &[&["alice", "--quota", "10M", "--exec"], &["bob"]];
-        let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
-        Server::serve(&bin, dir, &[], Stdio::null(), &[])
-    }
+/// Creates `alice` (10M quota, exec) and `bob` (no quota), then serves the
+/// framed protocol on a free loopback port.
+fn start() -> Server {
+    let bin = skiffd();
+    let users: &[&[&str]] = &[&["alice", "--quota", "10M", "--exec"], &["bob"]];
+    let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
+    Server::serve(&bin, dir, &[])
+}
 
-    /// Runs `skiff --addr ADDR --user alice ARGS`, password from the
-    /// environment.
-    fn alice(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--addr", &self.addr, "--user", "alice"];
-        all.extend_from_slice(args);
-        skiff(&all, b"", Some(PASSWORD))
-    }
+/// Runs `skiff --addr ADDR --user alice ARGS` against `server`, password
+/// from the environment.
+fn alice(server: &Server, args: &[&str]) -> Output {
+    let mut all = vec!["--addr", &server.framed, "--user", "alice"];
+    all.extend_from_slice(args);
+    skiff(&all, b"", Some(PASSWORD))
+}
 
-    /// [`Server::alice`], asserting success; returns stdout.
-    fn alice_ok(&self, args: &[&str]) -> String {
-        success_stdout(args, self.alice(args))
-    }
-    /// A library connection logged in as `user`.
-    fn login(&self, user: &str) -> Client {
-        let mut c = Client::connect(&self.addr).expect("connect");
-        c.stream()
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c.request(
-            json!({"op": "login", "user": user, "password": PASSWORD}),
-            &[],
-        )
-        .expect("login");
-        c
-    }
+/// [`alice`], asserting success; returns stdout.
+fn alice_ok(server: &Server, args: &[&str]) -> String {
+    success_stdout(args, alice(server, args))
+}
+
+/// A library connection logged in as `user`.
+fn login(server: &Server, user: &str) -> Client {
+    testkit::login(&server.framed, user, PASSWORD).0
 }
 
 /// `len` pseudo-random bytes (xorshift; random enough to defeat any
@@ -88,13 +75,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The names `ls` printed (the last word of each line).
 fn names(ls: &str) -> Vec<&str> {
     ls.lines()
@@ -104,13 +84,13 @@ fn names(ls: &str) -> Vec<&str> {
 
 #[test]
 fn put_then_get_round_trips_three_mib() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let data = random_bytes(3 << 20 | 12345, 7);
     std::fs::write(local.path("big.bin"), &data).unwrap();
 
-    server.alice_ok(&["put", &local.str("big.bin")]);
-    let ls = server.alice_ok(&["ls"]);
+    alice_ok(&server, &["put", &local.str("big.bin")]);
+    let ls = alice_ok(&server, &["ls"]);
     let line = ls
         .lines()
         .find(|l| l.ends_with(" big.bin"))
@@ -118,14 +98,14 @@ fn put_then_get_round_trips_three_mib() {
     assert!(line.starts_with('-'), "{line}");
     assert!(line.contains(&format!(" {} ", data.len())), "{line}");
 
-    server.alice_ok(&["get", "big.bin", &local.str("copy.bin")]);
+    alice_ok(&server, &["get", "big.bin", &local.str("copy.bin")]);
     let copy = std::fs::read(local.path("copy.bin")).unwrap();
     assert!(copy == data, "the copy differs from the original");
     assert!(!local.path("copy.bin.part").exists(), "the .part was left");
 
     // A second put of the same file is a plain, complete upload. With -v
     // (or on a terminal) its last line tells the time and the rate.
-    let out = server.alice(&["--verbose", "put", &local.str("big.bin")]);
+    let out = alice(&server, &["--verbose", "put", &local.str("big.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("resuming"), "{}", stderr(&out));
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -133,14 +113,14 @@ fn put_then_get_round_trips_three_mib() {
         &line,
         &format!("big.bin: 3.0 MiB ({} bytes) in ", data.len()),
     );
-    let out = server.alice(&["-v", "get", "big.bin", &local.str("again.bin")]);
+    let out = alice(&server, &["-v", "get", "big.bin", &local.str("again.bin")]);
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_rate_line(
         &line,
         &format!("again.bin: 3.0 MiB ({} bytes) in ", data.len()),
     );
     // Piped without -v, the line stays as scripts know it.
-    let line = server.alice_ok(&["put", &local.str("big.bin")]);
+    let line = alice_ok(&server, &["put", &local.str("big.bin")]);
     assert!(
         line.ends_with(&format!("big.bin: 3.0 MiB ({} bytes)\n", data.len())),
         "{line}"
@@ -162,11 +142,11 @@ fn assert_rate_line(line: &str, head: &str) {
 
 #[test]
 fn ls_lists_a_directory_larger_than_one_page() {
-    let server = Server::start();
+    let server = start();
     // 10,001 entries: more than the old cap of 10,000, and many pages.
     let make = "mkdir big && cd big && seq -f IMG_%05g.jpg 0 10000 | xargs touch";
-    server.alice_ok(&["exec", make]);
-    let ls = server.alice_ok(&["ls", "big"]);
+    alice_ok(&server, &["exec", make]);
+    let ls = alice_ok(&server, &["ls", "big"]);
     let listed = names(&ls);
     assert_eq!(listed.len(), 10_001);
     assert_eq!(listed.first(), Some(&"IMG_00000.jpg"));
@@ -176,36 +156,36 @@ fn ls_lists_a_directory_larger_than_one_page() {
 
 #[test]
 fn directories_ls_cd_pwd_mkdir_rm() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     std::fs::write(local.path("note.txt"), b"hello\n").unwrap();
 
-    server.alice_ok(&["mkdir", "docs"]);
-    server.alice_ok(&["put", &local.str("note.txt"), "docs/"]);
-    let ls = server.alice_ok(&["ls"]);
+    alice_ok(&server, &["mkdir", "docs"]);
+    alice_ok(&server, &["put", &local.str("note.txt"), "docs/"]);
+    let ls = alice_ok(&server, &["ls"]);
     assert!(
         ls.lines()
             .any(|l| l.starts_with("d ") && l.ends_with(" docs")),
         "{ls}"
     );
-    let ls = server.alice_ok(&["ls", "docs"]);
+    let ls = alice_ok(&server, &["ls", "docs"]);
     assert_eq!(names(&ls), ["note.txt"], "{ls}");
     assert!(ls.contains(" 6 "), "size 6 in {ls}");
 
-    let out = server.alice(&["mkdir", "docs"]);
+    let out = alice(&server, &["mkdir", "docs"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).starts_with("error: exists: "),
         "{}",
         stderr(&out)
     );
-    let out = server.alice(&["rm", "docs"]);
+    let out = alice(&server, &["rm", "docs"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("not_empty"), "{}", stderr(&out));
 
     // cd and pwd only mean something within one session: the shell.
     let out = skiff(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         b"pwd\ncd docs\npwd\nls\ncd ..\ncd ..\npwd\n",
         Some(PASSWORD),
     );
@@ -220,34 +200,34 @@ fn directories_ls_cd_pwd_mkdir_rm() {
     // `..` never climbs above the home.
     assert_eq!(lines[3], "/", "{stdout}");
 
-    server.alice_ok(&["rm", "docs/note.txt"]);
-    server.alice_ok(&["rm", "docs"]);
-    assert_eq!(server.alice_ok(&["ls"]), "");
-    let quota = server.alice_ok(&["quota"]);
+    alice_ok(&server, &["rm", "docs/note.txt"]);
+    alice_ok(&server, &["rm", "docs"]);
+    assert_eq!(alice_ok(&server, &["ls"]), "");
+    let quota = alice_ok(&server, &["quota"]);
     assert!(quota.starts_with("used 0 B of 10.0 MiB"), "{quota}");
 }
 
 #[test]
 fn ls_long_human_and_json() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     std::fs::write(local.path("k.bin"), vec![7u8; 1536]).unwrap();
-    server.alice_ok(&["put", &local.str("k.bin")]);
-    server.alice_ok(&["mkdir", "d"]);
+    alice_ok(&server, &["put", &local.str("k.bin")]);
+    alice_ok(&server, &["mkdir", "d"]);
 
-    let long = server.alice_ok(&["ls"]);
-    assert_eq!(server.alice_ok(&["ls", "-l"]), long);
+    let long = alice_ok(&server, &["ls"]);
+    assert_eq!(alice_ok(&server, &["ls", "-l"]), long);
     assert!(
         long.lines()
             .any(|l| l.starts_with('-') && l.contains(" 1536 ")),
         "{long}"
     );
-    let human = server.alice_ok(&["ls", "-h"]);
+    let human = alice_ok(&server, &["ls", "-h"]);
     let line = human.lines().find(|l| l.ends_with(" k.bin")).unwrap();
     assert!(line.contains(" 1.5 KiB "), "{human}");
     assert_eq!(names(&human), ["d", "k.bin"]);
 
-    let json = server.alice_ok(&["ls", "--json"]);
+    let json = alice_ok(&server, &["ls", "--json"]);
     let entries: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
@@ -259,31 +239,31 @@ fn ls_long_human_and_json() {
     assert_eq!(entries[1]["size"], 1536);
     assert!(entries[1]["mtime"].as_i64().unwrap() > 1_000_000_000);
     // --help still works with -h taken.
-    let help = server.alice_ok(&["ls", "--help"]);
+    let help = alice_ok(&server, &["ls", "--help"]);
     assert!(help.contains("--json"), "{help}");
 }
 
 #[test]
 fn over_quota_is_refused_and_stores_nothing() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     std::fs::write(local.path("huge.bin"), random_bytes(11 << 20, 3)).unwrap();
-    let out = server.alice(&["put", &local.str("huge.bin")]);
+    let out = alice(&server, &["put", &local.str("huge.bin")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).starts_with("error: quota_exceeded: "),
         "{}",
         stderr(&out)
     );
-    assert_eq!(server.alice_ok(&["ls"]), "");
-    assert!(server.alice_ok(&["quota"]).starts_with("used 0 B"));
+    assert_eq!(alice_ok(&server, &["ls"]), "");
+    assert!(alice_ok(&server, &["quota"]).starts_with("used 0 B"));
 }
 
 #[test]
 fn missing_file_and_bad_password() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
-    let out = server.alice(&["get", "nope.txt", &local.str("nope.txt")]);
+    let out = alice(&server, &["get", "nope.txt", &local.str("nope.txt")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).starts_with("error: not_found: "),
@@ -294,7 +274,7 @@ fn missing_file_and_bad_password() {
     assert!(!local.path("nope.txt.part").exists());
 
     let out = skiff(
-        &["--addr", &server.addr, "--user", "alice", "ls"],
+        &["--addr", &server.framed, "--user", "alice", "ls"],
         b"",
         Some("wrong"),
     );
@@ -306,22 +286,22 @@ fn missing_file_and_bad_password() {
     );
 
     // No user at all is a usage error.
-    let out = skiff(&["--addr", &server.addr, "ls"], b"", Some(PASSWORD));
+    let out = skiff(&["--addr", &server.framed, "ls"], b"", Some(PASSWORD));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[test]
 fn get_resumes_from_a_part_file() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let data = random_bytes((2 << 20) + 777, 11);
     std::fs::write(local.path("src.bin"), &data).unwrap();
-    server.alice_ok(&["put", &local.str("src.bin"), "r.bin"]);
+    alice_ok(&server, &["put", &local.str("src.bin"), "r.bin"]);
 
     let prefix = (1 << 20) + 123;
     std::fs::write(local.path("r.bin.part"), &data[..prefix]).unwrap();
     // Said without -v too.
-    let out = server.alice(&["get", "r.bin", &local.str("r.bin")]);
+    let out = alice(&server, &["get", "r.bin", &local.str("r.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("resuming at {prefix}")),
@@ -336,7 +316,7 @@ fn get_resumes_from_a_part_file() {
     let mut wrong = data[..prefix].to_vec();
     wrong[5] ^= 0xff;
     std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
-    let out = server.alice(&["--verbose", "get", "r.bin", &local.str("w.bin")]);
+    let out = alice(&server, &["--verbose", "get", "r.bin", &local.str("w.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("starting over"), "{}", stderr(&out));
     assert!(std::fs::read(local.path("w.bin")).unwrap() == data);
@@ -349,11 +329,11 @@ fn get_resumes_from_a_part_file() {
 /// the whole file: all verify and land.
 #[test]
 fn resumed_get_with_long_prefix_and_body_verifies() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let data = random_bytes((5 << 20) + 4099, 23);
     std::fs::write(local.path("src.bin"), &data).unwrap();
-    server.alice_ok(&["put", &local.str("src.bin"), "long.bin"]);
+    alice_ok(&server, &["put", &local.str("src.bin"), "long.bin"]);
 
     for (name, prefix) in [
         ("a.bin", (2 << 20) + 1),
@@ -362,7 +342,7 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
         ("d.bin", data.len()),
     ] {
         std::fs::write(local.path(&format!("{name}.part")), &data[..prefix]).unwrap();
-        let out = server.alice(&["--verbose", "get", "long.bin", &local.str(name)]);
+        let out = alice(&server, &["--verbose", "get", "long.bin", &local.str(name)]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         assert!(
             stderr(&out).contains(&format!("resuming at {prefix}")),
@@ -374,7 +354,7 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
     }
 
     // A fresh get of the same file, no part: same bytes.
-    server.alice_ok(&["get", "long.bin", &local.str("e.bin")]);
+    alice_ok(&server, &["get", "long.bin", &local.str("e.bin")]);
     assert!(std::fs::read(local.path("e.bin")).unwrap() == data);
 
     // A wrong byte deep in a long part is caught; the download starts
@@ -383,7 +363,7 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
     let mut wrong = data[..(3 << 20) + 7].to_vec();
     wrong[(3 << 20) - 5] ^= 1;
     std::fs::write(local.path("w.bin.part"), &wrong).unwrap();
-    let out = server.alice(&["get", "long.bin", &local.str("w.bin")]);
+    let out = alice(&server, &["get", "long.bin", &local.str("w.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -397,7 +377,7 @@ fn resumed_get_with_long_prefix_and_body_verifies() {
 
 #[test]
 fn interrupted_put_resumes() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let data = random_bytes((3 << 20) + 5, 5);
     std::fs::write(local.path("cut.bin"), &data).unwrap();
@@ -405,7 +385,7 @@ fn interrupted_put_resumes() {
 
     // Announce the upload, send half the bytes, and vanish.
     {
-        let mut c = server.login("alice");
+        let mut c = login(&server, "alice");
         let reply = c
             .request(
                 json!({"op": "put", "path": "cut.bin", "length": data.len(), "md5": md5_hex(&data)}),
@@ -429,13 +409,13 @@ fn interrupted_put_resumes() {
         thread::sleep(Duration::from_millis(300));
     }
     // The cut upload is invisible.
-    assert_eq!(server.alice_ok(&["ls"]), "");
+    assert_eq!(alice_ok(&server, &["ls"]), "");
 
     // Give the server a bounded moment to notice the close.
     let deadline = Instant::now() + Duration::from_secs(5);
     let out = loop {
         thread::sleep(Duration::from_millis(100));
-        let out = server.alice(&["--verbose", "put", &local.str("cut.bin")]);
+        let out = alice(&server, &["--verbose", "put", &local.str("cut.bin")]);
         if out.status.success() || Instant::now() >= deadline {
             break out;
         }
@@ -454,13 +434,13 @@ fn interrupted_put_resumes() {
         "resumed at {resumed}"
     );
 
-    server.alice_ok(&["get", "cut.bin", &local.str("back.bin")]);
+    alice_ok(&server, &["get", "cut.bin", &local.str("back.bin")]);
     assert!(std::fs::read(local.path("back.bin")).unwrap() == data);
 }
 
 #[test]
 fn shell_fed_by_stdin_logs_in_and_transfers() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let data = random_bytes(300_000, 9);
     std::fs::write(local.path("up.bin"), &data).unwrap();
@@ -470,7 +450,11 @@ fn shell_fed_by_stdin_logs_in_and_transfers() {
         up = local.str("up.bin"),
         down = local.str("down.bin"),
     );
-    let out = skiff(&["--addr", &server.addr, "shell"], script.as_bytes(), None);
+    let out = skiff(
+        &["--addr", &server.framed, "shell"],
+        script.as_bytes(),
+        None,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -487,7 +471,7 @@ fn shell_fed_by_stdin_logs_in_and_transfers() {
 
     // A wrong password fails the login and the commands after it.
     let out = skiff(
-        &["--addr", &server.addr, "shell"],
+        &["--addr", &server.framed, "shell"],
         b"login alice\nnot it\nls\n",
         None,
     );
@@ -499,10 +483,10 @@ fn shell_fed_by_stdin_logs_in_and_transfers() {
 
 #[test]
 fn messages_reach_the_shell_and_one_shot_say_sends() {
-    let server = Server::start();
+    let server = start();
     // bob, on the library, hears a one-shot `say` from alice.
-    let mut bob = server.login("bob");
-    server.alice_ok(&["say", "bob", "hello", "bob"]);
+    let mut bob = login(&server, "bob");
+    alice_ok(&server, &["say", "bob", "hello", "bob"]);
     let msg = bob.recv().expect("a pushed message");
     assert_eq!(msg.header.op, "msg");
     assert_eq!(msg.header.str("from"), Some("alice"));
@@ -510,7 +494,7 @@ fn messages_reach_the_shell_and_one_shot_say_sends() {
 
     // alice's shell shows what bob says between its commands.
     let mut child = skiff_command(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         Some(PASSWORD),
     )
     .stdin(Stdio::piped())
@@ -559,8 +543,8 @@ fn messages_reach_the_shell_and_one_shot_say_sends() {
 /// in one-shot commands and in the shell, and exits 1.
 #[test]
 fn throttled_login_says_when_to_retry() {
-    let server = Server::start();
-    let mut c = Client::connect(&server.addr).expect("connect");
+    let server = start();
+    let mut c = Client::connect(&server.framed).expect("connect");
     c.stream()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -596,9 +580,9 @@ fn throttled_login_says_when_to_retry() {
         assert!((1..=4).contains(&secs), "{err}");
     };
     // The right password does not help while the lock holds.
-    expect_throttled(&server.alice(&["ls"]));
+    expect_throttled(&alice(&server, &["ls"]));
     let out = skiff(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         b"pwd\n",
         Some(PASSWORD),
     );
@@ -606,7 +590,7 @@ fn throttled_login_says_when_to_retry() {
     assert!(out.stdout.is_empty());
     // Someone else on the same address is not locked out.
     let out = skiff(
-        &["--addr", &server.addr, "--user", "bob", "ls"],
+        &["--addr", &server.framed, "--user", "bob", "ls"],
         b"",
         Some(PASSWORD),
     );
@@ -617,10 +601,10 @@ fn throttled_login_says_when_to_retry() {
 /// leaves the rest of the input alone (here for `exec`'s command).
 #[test]
 fn password_stdin_reads_the_first_line_only() {
-    let server = Server::start();
+    let server = start();
     let login = [
         "--addr",
-        &server.addr,
+        &server.framed,
         "--user",
         "alice",
         "--password-stdin",
@@ -671,29 +655,29 @@ fn password_stdin_reads_the_first_line_only() {
 /// shell's cwd is where it was after the probe.
 #[test]
 fn put_into_an_existing_remote_directory_keeps_the_name() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     std::fs::write(local.path("notes.bin"), b"some notes\n").unwrap();
-    server.alice_ok(&["mkdir", "docs"]);
+    alice_ok(&server, &["mkdir", "docs"]);
 
-    let out = server.alice_ok(&["put", &local.str("notes.bin"), "docs"]);
+    let out = alice_ok(&server, &["put", &local.str("notes.bin"), "docs"]);
     assert!(out.contains(" -> docs/notes.bin: "), "{out}");
-    assert_eq!(names(&server.alice_ok(&["ls", "docs"])), ["notes.bin"]);
+    assert_eq!(names(&alice_ok(&server, &["ls", "docs"])), ["notes.bin"]);
     // Again: the same file is replaced, not refused.
-    server.alice_ok(&["put", &local.str("notes.bin"), "docs"]);
+    alice_ok(&server, &["put", &local.str("notes.bin"), "docs"]);
     // Not a directory: REMOTE is the name.
-    let out = server.alice_ok(&["put", &local.str("notes.bin"), "renamed.bin"]);
+    let out = alice_ok(&server, &["put", &local.str("notes.bin"), "renamed.bin"]);
     assert!(out.contains(" -> renamed.bin: "), "{out}");
-    let out = server.alice_ok(&["put", &local.str("notes.bin"), "docs/notes.bin"]);
+    let out = alice_ok(&server, &["put", &local.str("notes.bin"), "docs/notes.bin"]);
     assert!(out.contains(" -> docs/notes.bin: "), "{out}");
-    assert_eq!(names(&server.alice_ok(&["ls"])), ["docs", "renamed.bin"]);
+    assert_eq!(names(&alice_ok(&server, &["ls"])), ["docs", "renamed.bin"]);
 
     let script = format!(
         "mkdir docs/sub\ncd docs\nput {} sub\npwd\nls sub\n",
         local.str("notes.bin")
     );
     let out = skiff(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         script.as_bytes(),
         Some(PASSWORD),
     );
@@ -711,13 +695,13 @@ fn put_into_an_existing_remote_directory_keeps_the_name() {
 /// file counts its bytes as free, so a larger version still fits.
 #[test]
 fn over_quota_put_is_refused_before_hashing() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let huge = std::fs::File::create(local.path("huge.bin")).unwrap();
     huge.set_len(100 << 30).unwrap();
     drop(huge);
     let started = Instant::now();
-    let out = server.alice(&["put", &local.str("huge.bin")]);
+    let out = alice(&server, &["put", &local.str("huge.bin")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
@@ -731,37 +715,33 @@ fn over_quota_put_is_refused_before_hashing() {
 
     std::fs::write(local.path("six.bin"), random_bytes(6 << 20, 1)).unwrap();
     std::fs::write(local.path("eight.bin"), random_bytes(8 << 20, 2)).unwrap();
-    server.alice_ok(&["put", &local.str("six.bin"), "r.bin"]);
-    let out = server.alice(&["put", &local.str("eight.bin")]);
+    alice_ok(&server, &["put", &local.str("six.bin"), "r.bin"]);
+    let out = alice(&server, &["put", &local.str("eight.bin")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
         "error: quota_exceeded: eight.bin: needs 8.0 MiB, 4.0 MiB free (quota 10.0 MiB)\n"
     );
     // Over r.bin, only 2 MiB more are needed.
-    server.alice_ok(&["put", &local.str("eight.bin"), "r.bin"]);
-    assert!(
-        server
-            .alice_ok(&["quota"])
-            .starts_with("used 8.0 MiB of 10.0 MiB")
-    );
+    alice_ok(&server, &["put", &local.str("eight.bin"), "r.bin"]);
+    assert!(alice_ok(&server, &["quota"]).starts_with("used 8.0 MiB of 10.0 MiB"));
 }
 
 /// A `get` resumed from a part of an older version of the file (changed,
 /// or shrunk below the part) starts over once and lands the new version.
 #[test]
 fn get_starts_over_when_the_remote_file_changed() {
-    let server = Server::start();
+    let server = start();
     let local = TempDir::new("local");
     let old = random_bytes((2 << 20) + 99, 31);
     let new = random_bytes((2 << 20) + 99, 32);
     std::fs::write(local.path("old.bin"), &old).unwrap();
     std::fs::write(local.path("new.bin"), &new).unwrap();
-    server.alice_ok(&["put", &local.str("new.bin"), "f.bin"]);
+    alice_ok(&server, &["put", &local.str("new.bin"), "f.bin"]);
 
     // Interrupted while the server still had the old version.
     std::fs::write(local.path("f.bin.part"), &old[..1 << 20]).unwrap();
-    let out = server.alice(&["-v", "get", "f.bin", &local.str("f.bin")]);
+    let out = alice(&server, &["-v", "get", "f.bin", &local.str("f.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(&format!("resuming at {}", 1 << 20)), "{err}");
@@ -773,9 +753,9 @@ fn get_starts_over_when_the_remote_file_changed() {
     // The file shrank below what the part holds.
     let short = random_bytes(1000, 33);
     std::fs::write(local.path("short.bin"), &short).unwrap();
-    server.alice_ok(&["put", &local.str("short.bin"), "f.bin"]);
+    alice_ok(&server, &["put", &local.str("short.bin"), "f.bin"]);
     std::fs::write(local.path("g.bin.part"), &new[..5000]).unwrap();
-    let out = server.alice(&["-v", "get", "f.bin", &local.str("g.bin")]);
+    let out = alice(&server, &["-v", "get", "f.bin", &local.str("g.bin")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("starting over"), "{}", stderr(&out));
     assert_eq!(std::fs::read(local.path("g.bin")).unwrap(), short);
@@ -790,7 +770,7 @@ fn shell_on_a_terminal_takes_the_password_from_the_environment() {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
 
-    let server = Server::start();
+    let server = start();
     let (mut master, slave) = {
         let (mut master, mut slave) = (-1, -1);
         // SAFETY: openpty writes two descriptors into the ints we pass and
@@ -815,7 +795,7 @@ fn shell_on_a_terminal_takes_the_password_from_the_environment() {
     };
     let home = TempDir::new("home");
     let mut cmd = skiff_command(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         Some(PASSWORD),
     );
     cmd.env("TERM", "dumb")
@@ -861,7 +841,7 @@ fn shell_on_a_terminal_takes_the_password_from_the_environment() {
         thread::sleep(Duration::from_millis(20));
     }
     master.write_all(b"quit\n").unwrap();
-    let status = common::wait_bounded(&mut guard.0, RUN_LIMIT, "skiff shell");
+    let status = testkit::wait_bounded(&mut guard.0, RUN_LIMIT, "skiff shell");
     assert!(status.success(), "{status}; it printed {seen:?}");
-    assert_eq!(names(&server.alice_ok(&["ls"])), ["typed-here"]);
+    assert_eq!(names(&alice_ok(&server, &["ls"])), ["typed-here"]);
 }

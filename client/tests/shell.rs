@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::thread;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use skiff::client::Client;
 
 use common::pty::Pty;
-use common::{Server, TempDir, data_dir_with_users, run, skiff_command, skiffd, success_stdout};
+use common::{skiff_command, skiffd, success_stdout};
+use testkit::{Server, TempDir, data_dir_with_users, run};
 
 /// How long one `skiff` (or `skiffd user add`) run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -29,13 +30,13 @@ fn server(args: &[&str]) -> Server {
     let bin = skiffd();
     let users: &[&[&str]] = &[&["alice"], &["bob"]];
     let dir = data_dir_with_users(&bin, users, PASSWORD, RUN_LIMIT);
-    Server::serve(&bin, dir, args, Stdio::null(), &[])
+    Server::serve(&bin, dir, args)
 }
 
 /// `skiff shell` logged in as alice on a terminal, in the local directory
 /// `cwd`, with the extra shell `args`; returns once the first prompt is drawn.
 fn alice_shell(server: &Server, cwd: &TempDir, args: &[&str]) -> Pty {
-    let mut all = vec!["--addr", &server.addr, "--user", "alice", "shell"];
+    let mut all = vec!["--addr", &server.framed, "--user", "alice", "shell"];
     all.extend_from_slice(args);
     let mut cmd = skiff_command(&all, Some(PASSWORD));
     cmd.env("HOME", cwd.root()).current_dir(cwd.root());
@@ -49,7 +50,7 @@ fn alice_shell(server: &Server, cwd: &TempDir, args: &[&str]) -> Pty {
 fn bob_says(server: &Server, text: &str) {
     let args = [
         "--addr",
-        &server.addr,
+        &server.framed,
         "--user",
         "bob",
         "say",
@@ -89,7 +90,7 @@ fn messages_appear_above_the_prompt_while_it_waits() {
 
     // Two messages sent back to back (likely one read for the shell):
     // both show, and the next line still runs at once.
-    let mut bob = Client::connect(&server.addr).expect("connect");
+    let mut bob = Client::connect(&server.framed).expect("connect");
     bob.request(
         json!({"op": "login", "user": "bob", "password": PASSWORD}),
         &[],
@@ -232,7 +233,7 @@ fn lcd_lpwd_lls_act_on_this_machine() {
     let dir = here.str("sub");
     let script = format!("lcd {dir}\nlpwd\nlls\nlls file.txt\nlcd /nonexistent-skiff-dir\n");
     let mut cmd = skiff_command(
-        &["--addr", &server.addr, "--user", "alice", "shell"],
+        &["--addr", &server.framed, "--user", "alice", "shell"],
         Some(PASSWORD),
     );
     let out = run(&mut cmd, script.as_bytes(), RUN_LIMIT);

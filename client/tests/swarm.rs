@@ -6,36 +6,23 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use skiff::client::Client;
 
-use common::{Server, TempDir, run, skiff_command, skiffd_beside_skiff, temp_dir};
+use common::{skiff_command, skiffd_beside_skiff};
+use testkit::{Server, TempDir, md5_hex, run};
 
 /// How long one swarm run may take before the test fails (a 2 s run plus
 /// its bounded drain and two stats samples is far below this).
 const RUN_LIMIT: Duration = Duration::from_secs(20);
 
-impl Server {
-    fn start() -> Server {
-        Server::start_with(&[])
-    }
-
-    /// Starts the skiffd next to `skiff` (never `$SKIFFD`) with extra
-    /// `serve` arguments.
-    fn start_with(extra: &[&str]) -> Server {
-        Server::serve(
-            &skiffd_beside_skiff(),
-            TempDir::new("data"),
-            extra,
-            Stdio::inherit(),
-            &[],
-        )
-    }
+/// Starts the skiffd next to `skiff` (never `$SKIFFD`) with extra `serve`
+/// arguments, on a fresh data dir: it creates `demo`.
+fn start_with(extra: &[&str]) -> Server {
+    Server::serve(&skiffd_beside_skiff(), TempDir::new("data"), extra)
 }
 
 /// Runs `skiff --addr ADDR swarm ARGS`, bounded by [`RUN_LIMIT`].
@@ -63,9 +50,9 @@ fn report(out: &Output) -> Value {
 
 #[test]
 fn closed_loop_fifty_connections_without_errors() {
-    let server = Server::start();
+    let server = start_with(&[]);
     let out = swarm(
-        &server.addr,
+        &server.framed,
         &["--conns", "50", "--duration", "2s", "--json"],
     );
     let r = report(&out);
@@ -79,9 +66,9 @@ fn closed_loop_fifty_connections_without_errors() {
 
 #[test]
 fn open_loop_keeps_its_rate() {
-    let server = Server::start();
+    let server = start_with(&[]);
     let out = swarm(
-        &server.addr,
+        &server.framed,
         &[
             "--conns",
             "20",
@@ -108,15 +95,15 @@ fn open_loop_keeps_its_rate() {
 
 #[test]
 fn logged_in_mix_of_echo_get_and_exec() {
-    let mut server = Server::start();
-    let password = server.wait_line("created user demo with password ");
+    let server = start_with(&[]);
+    let password = server
+        .demo_password
+        .clone()
+        .expect("a fresh start creates demo");
     // a file to fetch, uploaded as the protocol says: put, then data
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let md5: String = Md5::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut c = Client::connect(&server.addr).expect("connect");
+    let md5 = md5_hex(&data);
+    let mut c = Client::connect(&server.framed).expect("connect");
     c.request(json!({"op":"login","user":"demo","password":password}), b"")
         .expect("login");
     let put = json!({"op":"put","id":1,"path":"/f","length":data.len(),"md5":md5});
@@ -140,7 +127,7 @@ fn logged_in_mix_of_echo_get_and_exec() {
         .expect("upload stored");
 
     let out = swarm_as(
-        &server.addr,
+        &server.framed,
         &[
             "--conns",
             "10",
@@ -178,7 +165,7 @@ fn logged_in_mix_of_echo_get_and_exec() {
 
     // Two different users is a usage error, not a silent pick.
     let out = swarm_as(
-        &server.addr,
+        &server.framed,
         &["--user", "demo", "--login", "other", "--duration", "1s"],
         Some(&password),
     );
@@ -188,7 +175,7 @@ fn logged_in_mix_of_echo_get_and_exec() {
 
     // a wrong password fails every login, and says so
     let out = swarm_as(
-        &server.addr,
+        &server.framed,
         &[
             "--conns",
             "3",
@@ -209,8 +196,8 @@ fn logged_in_mix_of_echo_get_and_exec() {
 /// mix of one op has no per-op lines.
 #[test]
 fn text_report_for_one_connection() {
-    let server = Server::start();
-    let out = swarm(&server.addr, &["--conns", "1", "--duration", "300ms"]);
+    let server = start_with(&[]);
+    let out = swarm(&server.framed, &["--conns", "1", "--duration", "300ms"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(": 1 connection (1 up at most)"), "{text}");
@@ -219,9 +206,10 @@ fn text_report_for_one_connection() {
 
 #[test]
 fn unix_socket_target() {
-    let sock = temp_dir("sock").join("skiffd.sock");
-    let sock = sock.to_str().expect("temp paths are UTF-8");
-    let server = Server::start_with(&["--unix", sock]);
+    let dir = TempDir::new("sock");
+    let sock = dir.str("skiffd.sock");
+    let sock = sock.as_str();
+    let server = start_with(&["--unix", sock]);
     let out = swarm(
         &format!("unix:{sock}"),
         &[
@@ -239,7 +227,6 @@ fn unix_socket_target() {
     assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(out.status.code(), Some(0), "{r}");
     drop(server);
-    let _ = std::fs::remove_dir_all(Path::new(sock).parent().unwrap());
 }
 
 #[test]

@@ -6,10 +6,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{Server, TempDir, data_dir_with_users, run, skiff_command, skiffd, success_stdout};
+use common::{skiff_command, skiffd, success_stdout};
+use testkit::{Server, TempDir, data_dir_with_users, run};
 
 /// How long one `skiff` (or `skiffd user add`) run may take.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -20,12 +21,12 @@ const PASSWORD: &str = "s3cret pass";
 fn server() -> Server {
     let bin = skiffd();
     let dir = data_dir_with_users(&bin, &[&["alice"]], PASSWORD, RUN_LIMIT);
-    Server::serve(&bin, dir, &[], Stdio::null(), &[])
+    Server::serve(&bin, dir, &[])
 }
 
 /// `skiff --addr ADDR --user alice ARGS` with `stdin`, run in `cwd`.
 fn alice(server: &Server, cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut all = vec!["--addr", &server.addr, "--user", "alice"];
+    let mut all = vec!["--addr", &server.framed, "--user", "alice"];
     all.extend_from_slice(args);
     let mut cmd = skiff_command(&all, Some(PASSWORD));
     cmd.current_dir(cwd);

@@ -635,15 +635,9 @@ pub fn encode_header(out: &mut Vec<u8>, header: &impl Serialize) -> Result<(), F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::RngExt;
     use serde_json::json;
-
-    fn frame(mut header: Value, body: &[u8]) -> Vec<u8> {
-        header["size"] = body.len().into();
-        let mut out = Vec::new();
-        encode_header(&mut out, &header).unwrap();
-        out.extend_from_slice(body);
-        out
-    }
+    use testkit::{frame_bytes, seeded_rng};
 
     /// Feeds `input` through a decoder in the given chunk sizes (cycled),
     /// buffering partial heads as a real receiver would.
@@ -678,8 +672,8 @@ mod tests {
 
     #[test]
     fn splits_at_every_byte_boundary() {
-        let mut input = frame(json!({"op":"echo","id":7}), b"hello");
-        input.extend(frame(json!({"op":"bye"}), b""));
+        let mut input = frame_bytes(json!({"op":"echo","id":7}), b"hello");
+        input.extend(frame_bytes(json!({"op":"bye"}), b""));
         let whole = decode_in_chunks(&input, &[input.len()]).unwrap();
         assert_eq!(whole.len(), 2);
         assert_eq!(whole[0].0.op, "echo");
@@ -696,7 +690,7 @@ mod tests {
     fn a_thousand_frames_in_one_read() {
         let mut input = Vec::new();
         for i in 0..1000u32 {
-            input.extend(frame(json!({"op":"echo","id":i}), &i.to_be_bytes()));
+            input.extend(frame_bytes(json!({"op":"echo","id":i}), &i.to_be_bytes()));
         }
         let got = decode_in_chunks(&input, &[input.len()]).unwrap();
         assert_eq!(got.len(), 1000);
@@ -708,14 +702,13 @@ mod tests {
 
     #[test]
     fn random_splits_agree_with_whole() {
-        use rand::RngExt;
-        let mut rng = rand::rng();
+        let mut rng = seeded_rng("random_splits_agree_with_whole");
         let mut input = Vec::new();
         for i in 0..200u32 {
             let body: Vec<u8> = (0..rng.random_range(0..3000))
                 .map(|_| rng.random())
                 .collect();
-            input.extend(frame(
+            input.extend(frame_bytes(
                 json!({"op":"echo","id":i,"pad":"x".repeat(i as usize)}),
                 &body,
             ));
@@ -874,8 +867,7 @@ mod tests {
     /// serde_json agrees, and the answer from `parse` is always serde's.
     #[test]
     fn fast_path_agrees_with_serde_json() {
-        use rand::RngExt;
-        let mut rng = rand::rng();
+        let mut rng = seeded_rng("fast_path_agrees_with_serde_json");
         let keys = ["op", "id", "size", "upper", "path", "op ", "", "a\\\"b"];
         let values = [
             r#""echo""#,

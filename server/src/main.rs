@@ -15,7 +15,7 @@ mod udp;
 mod usercli;
 
 // The sans-I/O core, under the names the server's modules use for it.
-use skiffd_core::{buffer, conn, handlers, pool, stats, users};
+use skiffd_core::{buffer, conn, ctx, engine, handlers, limits, pool, services, stats, users};
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ use log::{info, warn};
 
 use skiff::proto::{parse_duration, parse_size};
 
-use crate::conn::Limits;
+use crate::limits::Limits;
 use crate::reactor::{Config, Reactor};
 
 /// skiffd: a small, fast, single-threaded server.
@@ -263,7 +263,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // whose password nobody saw.
     let demo_password = users::add_demo_user(&mut users);
     let users_to_save = demo_password.as_ref().map(|_| users.clone());
-    let services = handlers::Services::new(data_dir.clone(), users);
+    let services = services::Services::new(data_dir.clone(), users);
     let mut reactor = Reactor::bind(config, services).map_err(|e| e.to_string())?;
     if let Some(users) = users_to_save {
         users::save_demo_user(&users, &data_dir)

@@ -72,12 +72,13 @@ mod output;
 mod shutdown;
 mod source;
 
-use crate::conn::Limits;
-use crate::handlers::{Action, Services, Submission};
+use crate::ctx::{Action, Submission};
+use crate::limits::Limits;
 use crate::pool::Pool;
+use crate::services::Services;
 use crate::stats::Stats;
 use broadcast::Broadcast;
-use client::{Client, Engine};
+use client::{Client, Protocol};
 use listeners::Listener;
 use source::Source;
 

@@ -13,27 +13,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use skiff::client::{Client, ClientError};
 
-use common::{Server, add_user, start_prepared};
+use common::{add_user, start, start_prepared};
+use testkit::{Server, code, eventually, header_bytes, md5_hex, obj, put};
 
 const PASSWORD: &str = "correct horse battery";
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!(),
-    }
-}
-
-fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Sends a request with the given id and waits for its reply.
 fn call(
@@ -49,25 +35,7 @@ fn call(
 }
 
 fn login(server: &Server, user: &str) -> Client {
-    let mut c = server.client();
-    c.request(json!({"op":"login","user":user,"password":PASSWORD}), b"")
-        .unwrap_or_else(|e| panic!("login {user}: {e:?}"));
-    c
-}
-
-fn code(r: Result<skiff::client::Frame, ClientError>) -> String {
-    match r {
-        Err(ClientError::Server { code, .. }) => code,
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-fn put(c: &mut Client, path: &str, bytes: &[u8]) -> Result<skiff::client::Frame, ClientError> {
-    let id = c.next_id();
-    let header = json!({"op":"put","path":path,"length":bytes.len(),"md5":md5_hex(bytes)});
-    let f = call(c, id, header, b"")?;
-    let offset = f.header.u64("offset").unwrap() as usize;
-    call(c, id, json!({"op":"data"}), &bytes[offset..])
+    testkit::login(&server.framed, user, PASSWORD).0
 }
 
 /// Bytes in the user's partial uploads, as the disk says.
@@ -76,14 +44,6 @@ fn partial_bytes(server: &Server, user: &str) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
         .unwrap_or(0)
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Sends `count` copies of `header` in one write, then (after the server
@@ -100,9 +60,7 @@ fn bystander_answered_first(
         let mut h = obj(header.clone());
         h.insert("id".into(), json!(1000 + i));
         h.insert("size".into(), json!(0));
-        let head = serde_json::to_vec(&h).unwrap();
-        batch.extend_from_slice(&(head.len() as u32).to_be_bytes());
-        batch.extend_from_slice(&head);
+        batch.extend(header_bytes(Value::Object(h)));
     }
     hostile.send_raw(&batch).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -350,7 +308,7 @@ fn removing_a_file_gives_its_quota_back() {
 
 #[test]
 fn requests_pipelined_by_a_client_that_reset_are_not_worked_on() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut probe = server.demo_client();
     let stats = |c: &mut Client| {
         let f = c.request(json!({"op":"stats"}), b"").unwrap();
@@ -370,9 +328,7 @@ fn requests_pipelined_by_a_client_that_reset_are_not_worked_on() {
     {
         let mut h = obj(op);
         h.insert("id".into(), json!(i));
-        let head = serde_json::to_vec(&h).unwrap();
-        batch.extend_from_slice(&(head.len() as u32).to_be_bytes());
-        batch.extend_from_slice(&head);
+        batch.extend(header_bytes(Value::Object(h)));
     }
     for _ in 0..20 {
         let s = std::net::TcpStream::connect(&server.framed).unwrap();

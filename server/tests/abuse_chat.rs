@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skiff::client::{Client, Stream};
-use skiff::frame::encode_header;
 
-use common::{Server, connect};
-
-fn frame_bytes(mut header: Value, body: &[u8]) -> Vec<u8> {
-    header["size"] = body.len().into();
-    let mut out = Vec::new();
-    encode_header(&mut out, &header).unwrap();
-    out.extend_from_slice(body);
-    out
-}
+use common::start;
+use testkit::{Server, connect, frame_bytes};
 
 /// A session logged in as `demo` whose receive buffer is only 4 KiB, so
 /// the kernel cannot absorb what it does not read.
@@ -62,7 +54,7 @@ fn n(v: &Value, key: &str) -> u64 {
 /// bytes the server collects for them show in `buffered_bytes`.
 #[test]
 fn messages_being_collected_count_in_the_buffer_budget() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut stats = server.demo_client();
     let partial = 60_000;
     let mut senders = Vec::new();
@@ -82,7 +74,7 @@ fn messages_being_collected_count_in_the_buffer_budget() {
 /// buffer: the connections holding the most are closed.
 #[test]
 fn messages_being_collected_are_evicted_over_the_budget() {
-    let server = Server::start(&["--out-high-water", "64K", "--out-total", "1M"]);
+    let server = start(&["--out-high-water", "64K", "--out-total", "1M"]);
     let mut stats = server.demo_client();
     let mut senders = Vec::new();
     for _ in 0..30 {
@@ -107,7 +99,7 @@ fn messages_being_collected_are_evicted_over_the_budget() {
 /// buffers stay within the budget, and another client is still served.
 #[test]
 fn messages_to_sessions_that_do_not_read_stay_within_the_budget() {
-    let server = Server::start(&["--out-high-water", "64K", "--out-total", "1M"]);
+    let server = start(&["--out-high-water", "64K", "--out-total", "1M"]);
     let mut stats = server.demo_client();
     let readers: Vec<Client> = (0..40).map(|_| small_window_session(&server)).collect();
     let mut sender = server.demo_client();

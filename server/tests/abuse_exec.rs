@@ -11,14 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use skiff::client::Client;
 
-use common::Server;
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!("not an object: {v}"),
-    }
-}
+use common::{start, start_env};
+use testkit::{Server, obj};
 
 /// Reads frames for `id` until its `exit` (or `error`) frame; returns
 /// that last frame's header and all `out` bytes.
@@ -63,7 +57,7 @@ fn exec_frame(id: u64, cmd: &str, timeout: Option<Value>) -> Map<String, Value> 
 
 #[test]
 fn absurd_timeouts_get_bad_request_or_the_cap_and_the_server_lives() {
-    let server = Server::start(&["--exec-max-time", "2s"]);
+    let server = start(&["--exec-max-time", "2s"]);
     let mut c = server.demo_client();
     // Finite but beyond any Duration: clamped to --exec-max-time, not a panic.
     for t in [json!(1e300), json!(f64::MAX), json!(u64::MAX), json!(1e20)] {
@@ -149,8 +143,8 @@ fn udp_ask(sock: &UdpSocket, to: &str, request: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn a_time_reply_is_never_more_than_three_times_its_request_on_the_wire() {
-    let server = Server::start(&[]);
-    let time = server.udp_time.clone().unwrap();
+    let server = start(&[]);
+    let time = server.listener("udp-time").to_string();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -253,12 +247,12 @@ fn daemon_ends_with_its_command(server: &Server) {
 
 #[test]
 fn a_daemon_ends_with_its_command() {
-    daemon_ends_with_its_command(&Server::start(&[]));
+    daemon_ends_with_its_command(&start(&[]));
 }
 
 #[test]
 fn a_daemon_ends_with_its_command_without_cgroups() {
-    daemon_ends_with_its_command(&Server::start_env(&[], &[("SKIFFD_CGROUPS", "off")]));
+    daemon_ends_with_its_command(&start_env(&[], &[("SKIFFD_CGROUPS", "off")]));
 }
 
 fn daemon_ends_with_cancel_timeout_and_disconnect(server: &Server) {
@@ -294,15 +288,12 @@ fn daemon_ends_with_cancel_timeout_and_disconnect(server: &Server) {
 
 #[test]
 fn a_daemon_ends_with_cancel_timeout_and_disconnect() {
-    daemon_ends_with_cancel_timeout_and_disconnect(&Server::start(&[]));
+    daemon_ends_with_cancel_timeout_and_disconnect(&start(&[]));
 }
 
 #[test]
 fn a_daemon_ends_with_cancel_timeout_and_disconnect_without_cgroups() {
-    daemon_ends_with_cancel_timeout_and_disconnect(&Server::start_env(
-        &[],
-        &[("SKIFFD_CGROUPS", "off")],
-    ));
+    daemon_ends_with_cancel_timeout_and_disconnect(&start_env(&[], &[("SKIFFD_CGROUPS", "off")]));
 }
 
 fn orphans_of_a_running_command_survive_another_ending(server: &Server) {
@@ -335,12 +326,12 @@ fn orphans_of_a_running_command_survive_another_ending(server: &Server) {
 
 #[test]
 fn orphans_of_a_running_command_are_left_alone() {
-    orphans_of_a_running_command_survive_another_ending(&Server::start(&[]));
+    orphans_of_a_running_command_survive_another_ending(&start(&[]));
 }
 
 #[test]
 fn orphans_of_a_running_command_are_left_alone_without_cgroups() {
-    orphans_of_a_running_command_survive_another_ending(&Server::start_env(
+    orphans_of_a_running_command_survive_another_ending(&start_env(
         &[],
         &[("SKIFFD_CGROUPS", "off")],
     ));
@@ -348,11 +339,11 @@ fn orphans_of_a_running_command_are_left_alone_without_cgroups() {
 
 #[test]
 fn a_bounded_fork_bomb_ends_with_its_timeout() {
-    let server = Server::start(&["--exec-max-time", "1s"]);
+    let server = start(&["--exec-max-time", "1s"]);
     let mut c = server.demo_client();
     let id = c.next_id();
     // A sleep length no other process uses, to find the bomb's daemons.
-    let token = format!("1000.{}", server.child.id());
+    let token = format!("1000.{}", server.pid());
     // 300 daemons, half of them double-forked, every one out of the
     // command's process group; bounded so that it cannot starve the
     // machine of pids. The 1 s cap ends the command.
@@ -369,7 +360,7 @@ fn a_bounded_fork_bomb_ends_with_its_timeout() {
     let start = Instant::now();
     loop {
         let daemons = processes_running(&["sleep", &token]);
-        let children = children_of(server.child.id());
+        let children = children_of(server.pid());
         if daemons.is_empty() && children == 0 {
             break;
         }

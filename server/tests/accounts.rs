@@ -4,15 +4,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use skiff::client::Client;
 
-use common::{Server, add_user, assert_closed, roundtrip, start_prepared};
+use common::{USER_LIMIT, add_user, skiffd, start_prepared};
+use testkit::{Server, assert_closed, roundtrip, run};
 
 fn alice_and_bob() -> Server {
     start_prepared(|data| {
@@ -22,32 +22,18 @@ fn alice_and_bob() -> Server {
 }
 
 fn logged_in(server: &Server, user: &str, password: &str) -> Client {
-    let mut c = server.client();
-    c.request(json!({"op":"login","user":user,"password":password}), b"")
-        .expect("login");
-    c
+    testkit::login(&server.framed, user, password).0
 }
 
 /// `skiffd user ARGS... --data-dir DATA`, with `stdin`, asserting success.
 fn user_cmd(data: &Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .arg("user")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    let mut command = Command::new(skiffd());
+    command.arg("user").args(args).arg("--data-dir").arg(data);
+    let out = run(&mut command, stdin.as_bytes(), USER_LIMIT);
     assert!(
-        child.wait().unwrap().success(),
-        "skiffd user {args:?} failed"
+        out.status.success(),
+        "skiffd user {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -57,7 +43,7 @@ fn a_deleted_users_idle_session_is_told_why_and_closed() {
     let mut alice = logged_in(&server, "alice", "alice pw");
     let mut bob = logged_in(&server, "bob", "bob pw");
     let start = Instant::now();
-    user_cmd(&server.data_dir(), &["del", "alice"], "");
+    user_cmd(server.data_dir(), &["del", "alice"], "");
     // alice asks nothing: the server's own look at users.json must find it
     // (the client's read timeout is 10 s; the check runs once a second).
     let frame = alice.recv().expect("a frame before the close");
@@ -80,7 +66,7 @@ fn a_changed_password_ends_sessions_opened_with_the_old_one() {
     let server = alice_and_bob();
     let mut old = logged_in(&server, "alice", "alice pw");
     user_cmd(
-        &server.data_dir(),
+        server.data_dir(),
         &["passwd", "alice", "--password-stdin"],
         "new pw\n",
     );
@@ -116,7 +102,7 @@ fn a_deleted_users_session_is_closed_while_its_command_runs() {
     );
     assert_eq!(started.header.op, "out", "{:?}", started.header);
     let start = Instant::now();
-    user_cmd(&server.data_dir(), &["del", "alice"], "");
+    user_cmd(server.data_dir(), &["del", "alice"], "");
     let frame = alice.recv().expect("a frame before the close");
     assert_eq!(
         frame.header.str("code"),

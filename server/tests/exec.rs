@@ -5,17 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use skiff::client::Client;
 
-use common::Server;
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!(),
-    }
-}
+use common::start;
+use testkit::{Server, TempDir, obj};
 
 /// What one command sent back.
 #[derive(Debug, Default)]
@@ -66,14 +60,14 @@ fn demo(server: &Server) -> Client {
 
 #[test]
 fn a_relative_data_dir_gives_commands_an_absolute_home() {
-    let dir = common::temp_dir("relative");
+    let dir = TempDir::new("relative");
     let args: Vec<String> = ["serve", "--data-dir", "data", "--listen", "127.0.0.1:0"]
         .into_iter()
         .map(str::to_string)
         .collect();
-    let server = Server::start_in(&args, dir.clone());
+    let server = common::start_in(&args, dir);
     let mut c = demo(&server);
-    let home = dir.join("data/homes/demo").canonicalize().unwrap();
+    let home = server.dir().join("data/homes/demo").canonicalize().unwrap();
     let r = exec(&mut c, "cd && pwd && echo x > ~/f && cat ~/f");
     assert_eq!(
         String::from_utf8_lossy(&r.out),
@@ -87,7 +81,7 @@ fn a_relative_data_dir_gives_commands_an_absolute_home() {
 
 #[test]
 fn output_streams_and_exit_codes_arrive() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = demo(&server);
     let r = exec(&mut c, "echo hello; echo oops >&2; exit 3");
     assert_eq!(r.out, b"hello\n");
@@ -113,7 +107,7 @@ fn output_streams_and_exit_codes_arrive() {
 
 #[test]
 fn stdin_is_fed_and_closed() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = demo(&server);
     let id = c.next_id();
     c.send(
@@ -135,7 +129,7 @@ fn stdin_is_fed_and_closed() {
 
 #[test]
 fn cancel_and_timeout_end_the_group() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = demo(&server);
     let id = c.next_id();
     c.send(
@@ -168,7 +162,7 @@ fn cancel_and_timeout_end_the_group() {
 
 #[test]
 fn a_daemon_holding_the_pipes_does_not_hang_the_session() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = demo(&server);
     let start = Instant::now();
     let r = exec(&mut c, "sleep 20 & echo started");
@@ -186,7 +180,7 @@ fn a_daemon_holding_the_pipes_does_not_hang_the_session() {
 
 #[test]
 fn a_client_that_does_not_read_stalls_the_command_not_the_server() {
-    let server = Server::start(&["--out-high-water", "64K"]);
+    let server = start(&["--out-high-water", "64K"]);
     let mut c = demo(&server);
     let id = c.next_id();
     c.send(obj(json!({"op":"exec","id":id,"cmd":"yes"})), b"")
@@ -211,7 +205,7 @@ fn a_client_that_does_not_read_stalls_the_command_not_the_server() {
 
 #[test]
 fn rights_and_limits() {
-    let server = Server::start(&["--exec-per-conn", "2"]);
+    let server = start(&["--exec-per-conn", "2"]);
     let mut c = server.client();
     assert_eq!(
         c.request(json!({"op":"exec","cmd":"true"}), b"")
@@ -248,7 +242,7 @@ fn rights_and_limits() {
 
 #[test]
 fn a_quiet_command_outlives_the_idle_timeout() {
-    let server = Server::start(&["--idle-timeout", "300ms"]);
+    let server = start(&["--idle-timeout", "300ms"]);
     let mut c = demo(&server);
     let r = exec(&mut c, "sleep 1; echo done");
     assert_eq!(r.out, b"done\n");
@@ -257,7 +251,7 @@ fn a_quiet_command_outlives_the_idle_timeout() {
 
 #[test]
 fn a_command_that_cannot_start_gets_an_error_with_its_id() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = demo(&server);
     c.request(json!({"op":"mkdir","path":"gone"}), b"").unwrap();
     c.request(json!({"op":"cd","path":"gone"}), b"").unwrap();
@@ -282,7 +276,7 @@ fn a_command_that_cannot_start_gets_an_error_with_its_id() {
 
 #[test]
 fn a_flood_of_exec_requests_meets_the_server_wide_limit() {
-    let server = Server::start(&["--exec-max", "3", "--exec-per-conn", "8"]);
+    let server = start(&["--exec-max", "3", "--exec-per-conn", "8"]);
     let mut a = demo(&server);
     let mut b = demo(&server);
     for id in 1..=2 {
@@ -323,7 +317,7 @@ fn a_flood_of_exec_requests_meets_the_server_wide_limit() {
 
 #[test]
 fn a_stalled_stream_cancelled_then_drained_ends_with_its_exit_frame() {
-    let server = Server::start(&["--out-high-water", "64K"]);
+    let server = start(&["--out-high-water", "64K"]);
     let mut c = demo(&server);
     let id = c.next_id();
     c.send(obj(json!({"op":"exec","id":id,"cmd":"yes"})), b"")

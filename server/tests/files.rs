@@ -3,13 +3,16 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use skiff::client::{Client, ClientError};
 
-use common::{Server, connect, temp_dir};
+use common::{USER_LIMIT, serve_args, skiffd, start_with};
+use testkit::{
+    Server, TempDir, code, connect, eventually, get, header_bytes, md5_hex, obj, put, run,
+};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -20,72 +23,18 @@ fn add_user(data_dir: &std::path::Path, name: &str, extra: &[&str]) {
 
 /// A server with users alice (10 KiB quota... set per test) and bob.
 fn server_with_users(alice_quota: &str) -> Server {
-    let dir = temp_dir("files");
-    let data = dir.join("data");
+    let dir = TempDir::new("files");
+    let data = dir.path("data");
     add_user(&data, "alice", &["--quota", alice_quota]);
     add_user(&data, "bob", &[]);
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &data.display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Server::start_with(&args, dir)
+    start_with(&serve_args(&data), dir)
 }
 
 fn login(server: &Server, user: &str) -> Client {
-    let mut c = server.client();
-    let f = c
-        .request(json!({"op":"login","user":user,"password":PASSWORD}), b"")
-        .unwrap();
+    let (c, f) = testkit::login(&server.framed, user, PASSWORD);
     assert_eq!(f.header.str("user"), Some(user));
     assert_eq!(f.header.str("cwd"), Some("/"));
     c
-}
-
-fn code(r: Result<skiff::client::Frame, ClientError>) -> String {
-    match r {
-        Err(e) => e.code().unwrap_or("not a server error").to_string(),
-        Ok(f) => panic!("expected an error, got {:?}", f.header),
-    }
-}
-
-fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => panic!(),
-    }
-}
-
-/// put + data in one go; returns the final reply.
-fn put(c: &mut Client, path: &str, bytes: &[u8]) -> Result<skiff::client::Frame, ClientError> {
-    let id = c.next_id();
-    let md5 = md5_hex(bytes);
-    c.send(
-        obj(json!({"op":"put","id":id,"path":path,"length":bytes.len(),"md5":md5})),
-        b"",
-    )?;
-    let f = c.recv()?.into_result()?;
-    let offset = f.header.u64("offset").unwrap() as usize;
-    c.send(obj(json!({"op":"data","id":id})), &bytes[offset..])?;
-    c.recv()?.into_result()
-}
-
-fn get(c: &mut Client, path: &str) -> Result<(Vec<u8>, String), ClientError> {
-    let f = c.request(json!({"op":"get","path":path}), b"")?;
-    assert_eq!(f.header.u64("length"), Some(f.body.len() as u64));
-    Ok((f.body, f.header.str("md5").unwrap().to_string()))
 }
 
 #[test]
@@ -544,15 +493,6 @@ fn start_upload(c: &mut Client, path: &str, bytes: &[u8], part: usize) -> u64 {
     offset
 }
 
-/// Polls until `f` holds, at most 10 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn partial_len(server: &Server) -> u64 {
     let dir = server.data_dir().join("partial").join("alice");
     std::fs::read_dir(dir)
@@ -646,30 +586,19 @@ fn abandoned_uploads_stay_within_the_quota() {
 
 #[test]
 fn a_server_killed_mid_upload_keeps_the_old_file_and_resumes_after_restart() {
-    let mut server = server_with_users("64M");
+    let server = server_with_users("64M");
     let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
-    {
+    let args = serve_args(server.data_dir());
+    let dir = {
         let mut c = login(&server, "alice");
         put(&mut c, "doc", b"old version").unwrap();
         start_upload(&mut c, "doc", &bytes, 700_000);
         eventually("the partial upload reached the server", || {
             partial_len(&server) == 700_000
         });
-        server.child.kill().unwrap(); // SIGKILL: no chance to clean up
-        server.child.wait().unwrap();
-    }
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &server.data_dir().display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let dir = std::mem::replace(&mut server.dir, temp_dir("unused"));
-    let server = Server::start_with(&args, dir);
+        server.kill() // SIGKILL mid-upload: no chance to clean up
+    };
+    let server = start_with(&args, dir);
     let mut c = login(&server, "alice");
     assert_eq!(get(&mut c, "doc").unwrap().0, b"old version");
     assert_eq!(start_upload(&mut c, "doc", &bytes, bytes.len()), 700_000);
@@ -783,7 +712,7 @@ fn a_recipient_that_never_reads_is_cut_off() {
 #[test]
 fn users_added_while_running_can_log_in() {
     let server = server_with_users("1M");
-    add_user(&server.data_dir(), "carol", &["--quota", "1M"]);
+    add_user(server.data_dir(), "carol", &["--quota", "1M"]);
     let mut c = connect(&server.framed);
     let f = c
         .request(
@@ -798,12 +727,9 @@ fn users_added_while_running_can_log_in() {
 fn user_mod_changes_quota_and_exec_for_the_next_login() {
     let server = server_with_users("1M");
     let skiffd_user = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
-            .args(["user", "--data-dir"])
-            .arg(server.data_dir())
-            .args(args)
-            .output()
-            .unwrap()
+        let mut command = Command::new(skiffd());
+        command.args(["user", "--data-dir"]).arg(server.data_dir());
+        run(command.args(args), b"", USER_LIMIT)
     };
     let login_quota = |user: &str| {
         let mut c = login(&server, user);
@@ -847,18 +773,9 @@ fn user_mod_changes_quota_and_exec_for_the_next_login() {
 
 #[test]
 fn first_start_creates_demo_once() {
-    let dir = temp_dir("demo");
-    let args: Vec<String> = [
-        "serve",
-        "--data-dir",
-        &dir.join("data").display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut server = Server::start_with(&args, dir.clone());
+    let dir = TempDir::new("demo");
+    let args = serve_args(&dir.path("data"));
+    let server = start_with(&args, dir);
     let password = server.demo_password.clone().expect("demo password printed");
     let users = std::fs::read_to_string(server.data_dir().join("users.json")).unwrap();
     assert!(users.contains("\"demo\""));
@@ -868,31 +785,24 @@ fn first_start_creates_demo_once() {
     );
     server.demo_client();
     // a restart on the same data dir creates nothing and prints no password
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    let dir = std::mem::replace(&mut server.dir, temp_dir("unused"));
-    let again = Server::start_with(&args, dir);
+    let dir = server.kill();
+    let again = start_with(&args, dir);
     assert!(again.demo_password.is_none());
-    assert!(
-        again
-            .stdout
-            .recv_timeout(Duration::from_millis(300))
-            .is_err()
-    );
+    assert!(again.next_line(Duration::from_millis(300)).is_none());
 }
 
 #[test]
 fn a_start_that_cannot_bind_creates_no_demo() {
-    let dir = temp_dir("demo-busy");
-    let data = dir.join("data");
+    let dir = TempDir::new("demo-busy");
+    let data = dir.path("data");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
-        .args(["serve", "--data-dir", &data.display().to_string()])
+    let mut command = Command::new(skiffd());
+    command
+        .args(["serve", "--data-dir", &dir.str("data")])
         .args(["--listen", &busy_addr])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+        .env("RUST_LOG", "off");
+    let out = run(&mut command, b"", USER_LIMIT);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&busy_addr), "{stderr}");
@@ -905,12 +815,7 @@ fn a_start_that_cannot_bind_creates_no_demo() {
 
     // The next start, with a free port, creates demo and shows its password.
     drop(busy);
-    let args: Vec<String> = ["serve", "--data-dir", &data.display().to_string()]
-        .into_iter()
-        .chain(["--listen", "127.0.0.1:0"])
-        .map(str::to_string)
-        .collect();
-    let server = Server::start_with(&args, dir);
+    let server = start_with(&serve_args(&data), dir);
     assert!(server.demo_password.is_some(), "the second start hid demo");
     server.demo_client();
 }
@@ -925,9 +830,9 @@ fn requests_pipelined_behind_a_get_are_answered_after_its_body() {
     // all in one write: replies must come whole and in order
     let mut batch = Vec::new();
     for (id, op) in [(900, "get"), (901, "get")] {
-        skiff::frame::encode_header(&mut batch, &json!({"op":op,"id":id,"path":"f"})).unwrap();
+        batch.extend(header_bytes(json!({"op":op,"id":id,"path":"f"})));
     }
-    skiff::frame::encode_header(&mut batch, &json!({"op":"echo","id":902,"size":4})).unwrap();
+    batch.extend(header_bytes(json!({"op":"echo","id":902,"size":4})));
     batch.extend_from_slice(b"tail");
     c.send_raw(&batch).unwrap();
     for id in [900u64, 901] {

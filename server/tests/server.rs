@@ -7,23 +7,15 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
-use skiff::frame::encode_header;
+use serde_json::{Map, json};
 
-use common::{Server, assert_closed, connect, roundtrip};
-
-fn frame_bytes(mut header: Value, body: &[u8]) -> Vec<u8> {
-    header["size"] = body.len().into();
-    let mut out = Vec::new();
-    encode_header(&mut out, &header).unwrap();
-    out.extend_from_slice(body);
-    out
-}
+use common::start;
+use testkit::{TempDir, assert_closed, connect, frame_bytes, header_bytes, roundtrip};
 
 #[test]
 fn hello_echo_stats_over_tcp_and_unix() {
-    let server = Server::start(&[]);
-    for addr in [server.framed.clone(), server.unix.clone().unwrap()] {
+    let server = start(&[]);
+    for addr in [server.framed.clone(), server.unix()] {
         let mut c = connect(&addr);
         let hello = c.request(json!({"op":"hello"}), b"").unwrap();
         assert_eq!(hello.header.str("server"), Some("skiffd"));
@@ -54,7 +46,7 @@ fn hello_echo_stats_over_tcp_and_unix() {
 
 #[test]
 fn many_frames_in_one_write_and_one_frame_in_many() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut s = TcpStream::connect(&server.framed).unwrap();
     s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -87,7 +79,7 @@ fn many_frames_in_one_write_and_one_frame_in_many() {
 
 #[test]
 fn each_malformed_frame_gets_bad_frame_and_only_that_connection_closes() {
-    let server = Server::start(&["--max-body", "1M"]);
+    let server = start(&["--max-body", "1M"]);
     let mut bystander = server.client();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("zero header length", vec![0, 0, 0, 0]),
@@ -118,9 +110,7 @@ fn each_malformed_frame_gets_bad_frame_and_only_that_connection_closes() {
             [&24u32.to_be_bytes()[..], br#"{"op":"echo","size":"5"}"#].concat(),
         ),
         ("body over limit", {
-            let mut v = Vec::new();
-            encode_header(&mut v, &json!({"op":"echo","size": 2 << 20})).unwrap();
-            v
+            header_bytes(json!({"op":"echo","size": 2 << 20}))
         }),
     ];
     for (what, bytes) in cases {
@@ -141,7 +131,7 @@ fn each_malformed_frame_gets_bad_frame_and_only_that_connection_closes() {
 
 #[test]
 fn unknown_op_and_bad_id_leave_the_connection_usable() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = server.client();
     let f = roundtrip(&mut c, json!({"op":"teleport","id":1}), b"with a body");
     assert_eq!(
@@ -159,7 +149,7 @@ fn unknown_op_and_bad_id_leave_the_connection_usable() {
 
 #[test]
 fn bye_answers_then_closes() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = server.client();
     let f = c.request(json!({"op":"bye"}), b"").unwrap();
     assert_eq!(f.header.op, "ok");
@@ -168,7 +158,7 @@ fn bye_answers_then_closes() {
 
 #[test]
 fn sixteen_mib_echo_streams_through() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut c = server.client();
     let body: Vec<u8> = (0..16u32 << 20)
         .map(|i| b"abcdefghijklmnopqrstuvwxyz"[(i % 26) as usize])
@@ -204,7 +194,7 @@ fn sixteen_mib_echo_streams_through() {
 /// in. Every byte must still come back, in order.
 #[test]
 fn many_pipelined_big_echoes_arrive_intact() {
-    let server = Server::start(&["--out-high-water", "256K"]);
+    let server = start(&["--out-high-water", "256K"]);
     let s = TcpStream::connect(&server.framed).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let bodies: Vec<Vec<u8>> = (0..300u32)
@@ -233,11 +223,10 @@ fn many_pipelined_big_echoes_arrive_intact() {
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_server_memory() {
-    let server = Server::start(&["--out-high-water", "64K"]);
+    let server = start(&["--out-high-water", "64K"]);
     let mut s = TcpStream::connect(&server.framed).unwrap();
     s.set_nonblocking(true).unwrap();
-    let mut header = Vec::new();
-    encode_header(&mut header, &json!({"op":"echo","size": 1u64 << 30})).unwrap();
+    let header = header_bytes(json!({"op":"echo","size": 1u64 << 30}));
     s.write_all(&header).unwrap_or(());
     // Push up to 1 GiB without ever reading; stop when the kernel says full.
     let chunk = vec![b'x'; 1 << 20];
@@ -283,12 +272,11 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
 /// holding the most are closed when that is not enough.
 #[test]
 fn slow_readers_together_stay_within_the_buffer_budget() {
-    let server = Server::start(&["--out-high-water", "256K", "--out-total", "1M"]);
+    let server = start(&["--out-high-water", "256K", "--out-total", "1M"]);
     // Each echo is bigger than the kernel's largest send buffer (4 MiB
     // here), so what a client sends beyond that must wait in the server.
     const SIZE: usize = 16 << 20;
-    let mut header = Vec::new();
-    encode_header(&mut header, &json!({"op":"echo","size": SIZE})).unwrap();
+    let header = header_bytes(json!({"op":"echo","size": SIZE}));
     let mut clients = Vec::new();
     for _ in 0..80 {
         let addr: std::net::SocketAddr = server.framed.parse().unwrap();
@@ -352,7 +340,7 @@ fn slow_readers_together_stay_within_the_buffer_budget() {
 
 #[test]
 fn a_client_stalled_mid_frame_does_not_stall_others() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut stalled = TcpStream::connect(&server.framed).unwrap();
     let bytes = frame_bytes(json!({"op":"echo","id":1}), b"never finished");
     stalled.write_all(&bytes[..2]).unwrap(); // half a length prefix
@@ -378,7 +366,7 @@ fn a_client_stalled_mid_frame_does_not_stall_others() {
 
 #[test]
 fn thousands_of_connections_do_not_stall_the_loop() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut idle = Vec::new();
     for _ in 0..2000 {
         idle.push(TcpStream::connect(&server.framed).unwrap());
@@ -404,7 +392,7 @@ fn thousands_of_connections_do_not_stall_the_loop() {
 
 #[test]
 fn connection_limits_answer_too_busy() {
-    let server = Server::start(&["--max-conns", "3"]);
+    let server = start(&["--max-conns", "3"]);
     let held: Vec<_> = (0..3).map(|_| server.client()).collect();
     // make sure all three are accepted before the fourth arrives
     let mut first = connect(&server.framed);
@@ -429,7 +417,7 @@ fn connection_limits_answer_too_busy() {
         }
     }
 
-    let per_ip = Server::start(&["--max-conns-per-ip", "2"]);
+    let per_ip = start(&["--max-conns-per-ip", "2"]);
     let _a = per_ip.client();
     let _b = per_ip.client();
     let mut c = per_ip.client();
@@ -439,7 +427,7 @@ fn connection_limits_answer_too_busy() {
 
 #[test]
 fn idle_connections_are_closed_with_timeout() {
-    let server = Server::start(&["--idle-timeout", "300ms"]);
+    let server = start(&["--idle-timeout", "300ms"]);
     let mut c = server.client();
     assert_eq!(c.request(json!({"op":"echo"}), b"a").unwrap().body, b"a");
     let start = Instant::now();
@@ -456,10 +444,10 @@ fn idle_connections_are_closed_with_timeout() {
 
 #[test]
 fn udp_time_and_echo() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let time = server.udp_time.clone().unwrap();
+    let time = server.listener("udp-time").to_string();
     let ask = |req: &[u8], to: &str| -> Vec<u8> {
         // UDP may drop; try a few times before failing.
         for _ in 0..5 {
@@ -483,7 +471,7 @@ fn udp_time_and_echo() {
     let not_utf8 = String::from_utf8(ask(b"\xff", &time)).unwrap();
     assert!(not_utf8.starts_with("error:"));
 
-    let echo = server.udp_echo.clone().unwrap();
+    let echo = server.listener("udp-echo").to_string();
     assert_eq!(ask(b"ping \x00\xff", &echo), b"ping \x00\xff");
     assert_eq!(ask(b"", &echo), b"");
     // the server is still fine
@@ -499,8 +487,8 @@ fn udp_time_and_echo() {
 
 #[test]
 fn raw_echo_upper_cases_a_byte_stream() {
-    let server = Server::start(&[]);
-    let mut s = TcpStream::connect(server.raw_echo.clone().unwrap()).unwrap();
+    let server = start(&[]);
+    let mut s = TcpStream::connect(server.listener("raw-echo")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"hello, nc\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -514,12 +502,12 @@ fn raw_echo_upper_cases_a_byte_stream() {
 /// the answer, then the close (not the answer, then an idle wait).
 #[test]
 fn data_and_fin_in_one_event_get_answered_and_closed() {
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut raw = Vec::new();
     let mut framed = Vec::new();
     for _ in 0..10 {
         // Make sure each connection is accepted and registered first.
-        let mut s = TcpStream::connect(server.raw_echo.clone().unwrap()).unwrap();
+        let mut s = TcpStream::connect(server.listener("raw-echo")).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"x").unwrap();
         let mut one = [0u8; 1];
@@ -537,7 +525,7 @@ fn data_and_fin_in_one_event_get_answered_and_closed() {
         framed.push(s);
     }
     // Stopped, the server sees data and FIN land before it polls again.
-    signal(&server, "-STOP");
+    server.signal("STOP");
     for s in &mut raw {
         s.write_all(b"last words").unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -547,7 +535,7 @@ fn data_and_fin_in_one_event_get_answered_and_closed() {
         s.write_all(&request).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    signal(&server, "-CONT");
+    server.signal("CONT");
     for (i, s) in raw.iter_mut().chain(framed.iter_mut()).enumerate() {
         let mut got = Vec::new();
         s.read_to_end(&mut got)
@@ -560,23 +548,15 @@ fn data_and_fin_in_one_event_get_answered_and_closed() {
     }
 }
 
-fn signal(server: &Server, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn sigterm_says_bye_flushes_and_exits_zero() {
-    let mut server = Server::start(&["--shutdown-grace", "3s"]);
+    let mut server = start(&["--shutdown-grace", "3s"]);
     let mut c = server.client();
     assert_eq!(
         c.request(json!({"op":"echo"}), b"before").unwrap().body,
         b"before"
     );
-    let unix = server.unix.clone().unwrap();
+    let unix = server.unix();
     server.terminate();
     let status = server
         .wait_exit(Duration::from_secs(10))
@@ -626,17 +606,12 @@ fn no_arguments_means_loopback_defaults_and_bad_flags_fail_cleanly() {
 
 #[test]
 fn serve_flags_without_the_serve_command_serve() {
-    let dir = common::temp_dir("no-serve");
-    let args: Vec<String> = [
-        "--data-dir",
-        &dir.join("data").display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let server = Server::start_with(&args, dir);
+    let dir = TempDir::new("no-serve");
+    let args: Vec<String> = ["--data-dir", &dir.str("data"), "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let server = common::start_with(&args, dir);
     let mut c = server.client();
     let f = c.request(json!({"op":"hello"}), b"").unwrap();
     assert_eq!(f.header.str("server"), Some("skiffd"));

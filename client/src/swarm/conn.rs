@@ -696,18 +696,10 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
-    use skiff::frame::encode_header;
+    use rand::RngExt;
+    use serde_json::json;
     use std::time::Duration;
-
-    fn frame(header: Value, body: &[u8]) -> Vec<u8> {
-        let mut header = header;
-        header["size"] = body.len().into();
-        let mut out = Vec::new();
-        encode_header(&mut out, &header).unwrap();
-        out.extend_from_slice(body);
-        out
-    }
+    use testkit::{frame_bytes, seeded_rng};
 
     fn echo_body(id: u64, n: u64) -> Vec<u8> {
         (0..n).map(|i| pattern_byte(id, i)).collect()
@@ -747,7 +739,7 @@ mod tests {
         let mut out = Vec::new();
         for (h, body) in frames {
             let id = h.id.clone().unwrap();
-            out.extend(frame(json!({"op":"ok","id":id}), body));
+            out.extend(frame_bytes(json!({"op":"ok","id":id}), body));
         }
         out
     }
@@ -838,13 +830,7 @@ mod tests {
 
     #[test]
     fn random_chunks_of_a_long_mixed_pipeline() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut rand = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = seeded_rng("random_chunks_of_a_long_mixed_pipeline");
         for round in 0..20 {
             let (mut c, mix, t0) = running("echo:0=1,echo:7=2,echo:3000=1,echo:9K=1", 20);
             let mut stats = Stats::new();
@@ -853,7 +839,7 @@ mod tests {
                 let input = answers(&sent(&mut c));
                 let mut rest = &input[..];
                 while !rest.is_empty() {
-                    let n = (1 + rand(7000) as usize).min(rest.len());
+                    let n = rng.random_range(1..=7000).min(rest.len());
                     c.handle_input(&rest[..n], t0, &mut stats);
                     rest = &rest[n..];
                 }
@@ -884,8 +870,11 @@ mod tests {
         let mut input = Vec::new();
         let mut wrong = reqs[0].1.clone();
         wrong[63] ^= 1;
-        input.extend(frame(json!({"op":"ok","id":reqs[0].0.id}), &wrong));
-        input.extend(frame(json!({"op":"ok","id":reqs[1].0.id}), &reqs[1].1));
+        input.extend(frame_bytes(json!({"op":"ok","id":reqs[0].0.id}), &wrong));
+        input.extend(frame_bytes(
+            json!({"op":"ok","id":reqs[1].0.id}),
+            &reqs[1].1,
+        ));
         let mut stats = Stats::new();
         c.handle_input(&input, t0, &mut stats);
         assert_eq!(stats.ok, 1);
@@ -904,8 +893,11 @@ mod tests {
         let (mut c, _, t0) = running("echo:64", 2);
         let reqs = sent(&mut c);
         // the server swapped the bodies of two requests
-        let mut input = frame(json!({"op":"ok","id":reqs[0].0.id}), &reqs[1].1);
-        input.extend(frame(json!({"op":"ok","id":reqs[1].0.id}), &reqs[0].1));
+        let mut input = frame_bytes(json!({"op":"ok","id":reqs[0].0.id}), &reqs[1].1);
+        input.extend(frame_bytes(
+            json!({"op":"ok","id":reqs[1].0.id}),
+            &reqs[0].1,
+        ));
         let mut stats = Stats::new();
         c.handle_input(&input, t0, &mut stats);
         assert_eq!((stats.ok, stats.errors.get("bad_body")), (0, Some(&2)));
@@ -917,7 +909,7 @@ mod tests {
         let reqs = sent(&mut c);
         let mut stats = Stats::new();
         c.handle_input(
-            &frame(json!({"op":"ok","id":999}), &reqs[0].1),
+            &frame_bytes(json!({"op":"ok","id":999}), &reqs[0].1),
             t0,
             &mut stats,
         );
@@ -936,7 +928,7 @@ mod tests {
         assert_eq!(stats.errors.get("out_of_order"), Some(&1));
         let short = &reqs[0].1[..4];
         c.handle_input(
-            &frame(json!({"op":"ok","id":reqs[0].0.id}), short),
+            &frame_bytes(json!({"op":"ok","id":reqs[0].0.id}), short),
             t0,
             &mut stats,
         );
@@ -950,15 +942,18 @@ mod tests {
         let reqs = sent(&mut c);
         let mut stats = Stats::new();
         let busy = json!({"op":"error","id":reqs[0].0.id,"code":"too_busy","message":"later"});
-        let mut input = frame(busy, b"");
-        input.extend(frame(json!({"op":"ok","id":reqs[1].0.id}), &reqs[1].1));
+        let mut input = frame_bytes(busy, b"");
+        input.extend(frame_bytes(
+            json!({"op":"ok","id":reqs[1].0.id}),
+            &reqs[1].1,
+        ));
         c.handle_input(&input, t0, &mut stats);
         assert_eq!((stats.ok, stats.errors.get("too_busy")), (1, Some(&1)));
         assert_eq!(c.phase(), Phase::Running);
         // a bad_frame without id comes just before the server closes
         c.fill(&Mix::parse("echo:8").unwrap(), 2, t0);
         c.handle_input(
-            &frame(json!({"op":"error","code":"bad_frame","message":"x"}), b""),
+            &frame_bytes(json!({"op":"error","code":"bad_frame","message":"x"}), b""),
             t0,
             &mut stats,
         );
@@ -991,7 +986,7 @@ mod tests {
     fn pushed_messages_are_skipped() {
         let (mut c, _, t0) = running("echo:8", 1);
         let reqs = sent(&mut c);
-        let mut input = frame(json!({"op":"msg","from":"ann"}), b"hi there");
+        let mut input = frame_bytes(json!({"op":"msg","from":"ann"}), b"hi there");
         input.extend(answers(&reqs));
         let mut stats = Stats::new();
         c.handle_input(&input, t0, &mut stats);
@@ -1013,7 +1008,7 @@ mod tests {
         assert_eq!(login[0].0.str("password"), Some("pw"));
         let mut stats = Stats::new();
         let ok = json!({"op":"ok","id":login[0].0.id,"user":"ann","cwd":"/"});
-        c.handle_input(&frame(ok, b""), t0, &mut stats);
+        c.handle_input(&frame_bytes(ok, b""), t0, &mut stats);
         assert_eq!(c.phase(), Phase::Running);
         assert_eq!(stats.ok, 0, "a login is not a load sample");
         c.fill(&mix, 4, t0);
@@ -1023,7 +1018,7 @@ mod tests {
         c.connected(Some(("ann", "bad")), t0);
         let login = sent(&mut c);
         let no = json!({"op":"error","id":login[0].0.id,"code":"auth_failed","message":"no"});
-        c.handle_input(&frame(no, b""), t0, &mut stats);
+        c.handle_input(&frame_bytes(no, b""), t0, &mut stats);
         assert_eq!(stats.errors.get("login_auth_failed"), Some(&1));
         assert_eq!(c.phase(), Phase::Closed);
     }
@@ -1036,11 +1031,11 @@ mod tests {
         let data = b"file contents";
         let md5 = hex(&Md5::digest(data));
         let mut stats = Stats::new();
-        let mut input = frame(
+        let mut input = frame_bytes(
             json!({"op":"ok","id":reqs[0].0.id,"length":13,"md5":md5,"offset":0}),
             data,
         );
-        input.extend(frame(
+        input.extend(frame_bytes(
             json!({"op":"ok","id":reqs[1].0.id,"length":13,"md5":md5,"offset":0}),
             b"file contentz",
         ));
@@ -1057,13 +1052,13 @@ mod tests {
         let mut input = Vec::new();
         // exec output first, then all non-exec replies in order, then exits
         for (h, _) in reqs.iter().filter(|r| r.0.op == "exec") {
-            input.extend(frame(json!({"op":"out","id":h.id}), b"x\n"));
-            input.extend(frame(json!({"op":"err","id":h.id}), b""));
+            input.extend(frame_bytes(json!({"op":"out","id":h.id}), b"x\n"));
+            input.extend(frame_bytes(json!({"op":"err","id":h.id}), b""));
         }
         let echoes: Vec<_> = reqs.iter().filter(|r| r.0.op == "echo").cloned().collect();
         input.extend(answers(&echoes));
         for (h, _) in reqs.iter().filter(|r| r.0.op == "exec") {
-            input.extend(frame(
+            input.extend(frame_bytes(
                 json!({"op":"exit","id":h.id,"code":0,"signal":null}),
                 b"",
             ));
@@ -1080,7 +1075,7 @@ mod tests {
         let (mut c, _, t0) = running("exec:false", 1);
         let reqs = sent(&mut c);
         let exit = json!({"op":"exit","id":reqs[0].0.id,"code":1,"signal":null});
-        c.handle_input(&frame(exit, b""), t0, &mut stats);
+        c.handle_input(&frame_bytes(exit, b""), t0, &mut stats);
         assert_eq!(stats.errors.get("exec_failed"), Some(&1));
     }
 

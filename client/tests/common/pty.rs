@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Guard, wait_bounded};
+use testkit::{Guard, wait_bounded};
 
 /// A running program on its own terminal; killed on drop.
 pub struct Pty {

@@ -9,9 +9,9 @@ use cap_std::fs::{Dir, MetadataExt};
 use super::listing;
 use super::session::{FtpSession, job};
 use super::store;
-use crate::conn::Ctx;
-use crate::handlers::account::{Account, PathLock};
-use crate::handlers::digests::{FileKey, hex};
+use crate::ctx::Ctx;
+use crate::services::account::{Account, PathLock};
+use crate::services::digests::{FileKey, hex};
 use crate::handlers::files::{Refusal, open_regular};
 use crate::jail;
 use crate::pool::Lane;
@@ -329,7 +329,7 @@ impl FtpSession {
 
     /// `HASH` (draft-bryan-ftpext-hash, MD5 only) or ProFTPD's `XMD5`: the
     /// MD5 computed when the file was uploaded, or hashed once on a worker
-    /// and cached (see [`crate::handlers::digests`]).
+    /// and cached (see [`crate::services::digests`]).
     pub(super) fn hash(&mut self, arg: &str, xmd5: bool, ctx: &mut Ctx) {
         let Some(target) = self.path(arg, true) else {
             return;

@@ -5,8 +5,8 @@
 use log::{info, warn};
 
 use super::session::{FtpSession, job};
-use crate::conn::Ctx;
-use crate::handlers::account::Account;
+use crate::ctx::Ctx;
+use crate::services::account::Account;
 use crate::pool::Lane;
 
 impl FtpSession {

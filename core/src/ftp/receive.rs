@@ -15,7 +15,7 @@ use log::info;
 use super::session::{FtpSession, job};
 use super::store;
 use super::transfer::{Flow, Transfer};
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 use crate::pool::Lane;
 
 impl FtpSession {
@@ -135,7 +135,7 @@ impl FtpSession {
                             "ftp {}: stored {} ({length} bytes, md5 {})",
                             s.key,
                             store.path,
-                            crate::handlers::digests::hex(&digest)
+                            crate::services::digests::hex(&digest)
                         );
                         drop(store);
                         s.end_transfer(226, "Transfer complete.");

@@ -13,9 +13,10 @@ use super::line::{Line, LineReader};
 use super::reply;
 use super::transfer::Data;
 use crate::buffer::OutBuf;
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 use crate::handlers::upload::Reservation;
-use crate::handlers::{Session, Submission};
+use crate::ctx::Submission;
+use crate::handlers::Session;
 use crate::pool::{Lane, Work};
 use skiff::proto::Code;
 
@@ -206,7 +207,7 @@ impl FtpSession {
     /// Whether the reactor owes this session a turn without a socket
     /// event: commands wait past the turn's share, or a file is copied
     /// to the data connection (no `sendfile`).
-    pub fn has_work(&self, limits: &crate::conn::Limits) -> bool {
+    pub fn has_work(&self, limits: &crate::limits::Limits) -> bool {
         // A share used up owes a turn even with nothing buffered: more may
         // wait in the socket, and no new edge would say so.
         let owed = self.commands_this_turn >= MAX_COMMANDS_PER_TURN && !self.eof;
@@ -451,7 +452,7 @@ impl FtpSession {
     // ----- time and the end ---------------------------------------------
 
     /// When [`Self::handle_timeout`] should next be called.
-    pub fn deadline(&self, limits: &crate::conn::Limits) -> Instant {
+    pub fn deadline(&self, limits: &crate::limits::Limits) -> Instant {
         let control = if self.closing.is_some() {
             self.last_active + limits.close_grace
         } else {

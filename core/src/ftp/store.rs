@@ -35,8 +35,8 @@ use std::rc::Rc;
 use cap_std::fs::Dir;
 use md5::{Digest, Md5};
 
-use crate::handlers::account::{Account, PathLock};
-use crate::handlers::digests::{self, FileKey, hex};
+use crate::services::account::{Account, PathLock};
+use crate::services::digests::{self, FileKey, hex};
 use crate::handlers::files::{Refusal, open_regular};
 use crate::handlers::upload::{self, Claim, Partial, Reservation};
 use crate::jail;

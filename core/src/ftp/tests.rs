@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 
 use super::*;
-use crate::conn::{Ctx, Limits};
-use crate::handlers::{Action, Services, Submission};
+use crate::ctx::Ctx;
+use crate::limits::Limits;
+use crate::ctx::{Action, Submission};
+use crate::services::Services;
 use crate::stats::Stats;
 
 const PEER: &str = "127.0.0.1";
@@ -264,7 +266,7 @@ impl Harness {
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
-    crate::handlers::digests::hex(&Md5::digest(bytes).into())
+    crate::services::digests::hex(&Md5::digest(bytes).into())
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -432,7 +434,7 @@ fn failed_logins_are_throttled_like_the_framed_protocol() {
             .starts_with("530 Too many failed logins for alice; retry in ")
     );
     // Once the lock has run out, the right password works.
-    h.now += crate::handlers::auth::BASE_LOCK;
+    h.now += crate::services::throttle::BASE_LOCK;
     h.send("USER alice\r\nPASS pw\r\n");
     assert!(h.take().ends_with("230 Login successful.\r\n"));
 }

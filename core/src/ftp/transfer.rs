@@ -36,7 +36,8 @@ use super::listing::Cursor;
 use super::session::{FtpSession, job};
 use super::store::Store;
 use crate::buffer::OutBuf;
-use crate::conn::{Ctx, Limits};
+use crate::ctx::Ctx;
+use crate::limits::Limits;
 use crate::handlers::files::{Sending, Step};
 use crate::pool::Lane;
 

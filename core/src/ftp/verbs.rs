@@ -9,7 +9,7 @@ use super::command::{Command, VERBS, Verb};
 use super::listing::Format;
 use super::session::FtpSession;
 use super::store::Start;
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 
 const FEATURES: &[&str] = &[
     "EPSV",

@@ -7,7 +7,7 @@ use skiff::frame::Header;
 use skiff::proto::PROTO_VERSION;
 
 use super::{Next, Sink, ok};
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 
 /// Ops this server understands, as `hello` reports them.
 pub const OPS: &[&str] = &[

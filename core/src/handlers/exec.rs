@@ -12,9 +12,10 @@ use serde_json::{Number, Value};
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::{Action, Next, Session, Sink, error};
+use super::{Next, Session, Sink, error};
 use crate::command::Spawn;
-use crate::conn::Ctx;
+use crate::ctx::Action;
+use crate::ctx::Ctx;
 use crate::jail;
 
 /// `exec` with `cmd` and an optional `timeout` in seconds.

@@ -11,7 +11,7 @@
 //!
 //! `get` takes two jobs when the file's MD5 is not known yet: open and
 //! `fstat` (quick), then hash (bulk, shared by every `get` of the same
-//! file, see [`super::digests`]). Then the body goes out as the socket
+//! file, see [`crate::services::digests`]). Then the body goes out as the socket
 //! takes it ([`Sending`]), straight from the page cache where it can.
 
 use std::cell::RefCell;
@@ -26,12 +26,12 @@ use serde_json::{Number, Value};
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::account::{Account, PathLock};
-use super::digests::{FileKey, hex};
 use super::{Job, Next, Session, error, ok};
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 use crate::jail;
 use crate::pool::Lane;
+use crate::services::account::{Account, PathLock};
+use crate::services::digests::{FileKey, hex};
 
 /// Bytes read from a file per `read` while sending by copying.
 const SEND_CHUNK: usize = 64 * 1024;

@@ -19,11 +19,11 @@ use serde_json::{Number, Value};
 use skiff::frame::MAX_HEADER;
 use skiff::proto::Code;
 
-use super::account::Account;
 use super::files::{Refusal, reply_or, resolve};
 use super::{Job, Next, Session, ok};
 use crate::jail;
 use crate::pool::Lane;
+use crate::services::account::Account;
 
 /// Most entries in one page, and the page size when `limit` is not given.
 pub const MAX_PAGE: usize = 1000;

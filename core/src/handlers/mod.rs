@@ -7,11 +7,9 @@
 //! file, argon2) is a job, whose result comes back to the handler's
 //! `then` on the loop thread.
 
-pub mod account;
 pub mod auth;
 pub mod basic;
 pub mod chat;
-pub mod digests;
 pub mod exec;
 pub mod files;
 pub mod listing;
@@ -20,121 +18,17 @@ pub mod upload;
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use serde_json::Number;
 
 use skiff::frame::{Header, HeaderWriter};
 use skiff::proto::Code;
 
-use crate::conn::Ctx;
+use crate::ctx::Ctx;
 use crate::pool::{Lane, Work};
-use crate::users::UserDb;
-
-/// State shared by every connection: users, their accounts, caches.
-pub struct Services {
-    /// Where users.json, homes and partial uploads live.
-    pub data_dir: PathBuf,
-    /// The user database (read at startup).
-    pub users: UserDb,
-    /// Accounts of users logged in at least once since startup.
-    pub accounts: HashMap<String, Rc<RefCell<account::Account>>>,
-    /// MD5 of stored files, shared with the workers, so `get` never
-    /// hashes a file twice (not even two at once).
-    pub digests: Arc<digests::Digests>,
-    /// Recent login failures per client address and user.
-    pub throttle: auth::Throttle,
-    /// Sessions open per user, so `say` can tell when nobody will read.
-    pub online: chat::Online,
-    /// Modification time of users.json when it was last read.
-    users_mtime: Option<std::time::SystemTime>,
-}
-
-impl Services {
-    /// Services over `data_dir` with the given users.
-    pub fn new(data_dir: PathBuf, users: UserDb) -> Services {
-        let users_mtime = Self::users_mtime(&data_dir);
-        Services {
-            data_dir,
-            users,
-            accounts: HashMap::new(),
-            digests: Arc::default(),
-            throttle: auth::Throttle::default(),
-            online: chat::Online::default(),
-            users_mtime,
-        }
-    }
-
-    fn users_mtime(data_dir: &std::path::Path) -> Option<std::time::SystemTime> {
-        std::fs::metadata(data_dir.join("users.json"))
-            .and_then(|m| m.modified())
-            .ok()
-    }
-
-    /// Rereads users.json if `skiffd user ...` changed it since, so that
-    /// added users can log in without a restart and deleted or
-    /// re-passworded ones lose their sessions. Costs one `stat` of the
-    /// server's own file (in the page cache: no wait on a disk), done at
-    /// each login and once a second by the reactor. True if the list was
-    /// reloaded.
-    pub fn reload_users_if_changed(&mut self) -> bool {
-        let mtime = Self::users_mtime(&self.data_dir);
-        if mtime == self.users_mtime {
-            return false;
-        }
-        match UserDb::load(&self.data_dir) {
-            Ok(users) => {
-                log::info!("users.json changed: reloaded");
-                self.users = users;
-                self.users_mtime = mtime;
-                true
-            }
-            Err(e) => {
-                log::warn!("users.json changed but cannot be read ({e}); keeping the old list");
-                false
-            }
-        }
-    }
-}
-
-/// Work a connection asks the reactor to do outside its own state.
-#[derive(Debug)]
-pub enum Action {
-    /// Deliver a chat message to `to` (a user, or `*` for everyone else).
-    Say {
-        /// Slab key of the sending connection (not a recipient of `*`).
-        from_key: usize,
-        /// Recipient user or `*`.
-        to: String,
-        /// The whole `msg` frame, one copy for every recipient.
-        frame: Rc<crate::buffer::SharedFrame>,
-    },
-    /// Run a command.
-    Spawn(crate::command::Spawn),
-    /// Bytes (and maybe the end) for a command's standard input.
-    Stdin {
-        /// Slab key of the connection.
-        conn: usize,
-        /// The command's request id.
-        id: Number,
-        /// Bytes to feed.
-        bytes: Vec<u8>,
-        /// Close its standard input after them.
-        eof: bool,
-    },
-    /// End a command's process group.
-    Cancel {
-        /// Slab key of the connection.
-        conn: usize,
-        /// The command's request id.
-        id: Number,
-    },
-}
 
 /// Who is logged in on a connection, and where they are.
 #[derive(Debug)]
@@ -146,7 +40,7 @@ pub struct Session {
     /// The logged-in user.
     pub user: Option<String>,
     /// The user's account (home, quota), shared by their sessions.
-    pub account: Option<Rc<RefCell<account::Account>>>,
+    pub account: Option<Rc<RefCell<crate::services::account::Account>>>,
     /// Current directory, as the user sees it.
     pub cwd: String,
     /// May run commands (`exec`).
@@ -156,7 +50,7 @@ pub struct Session {
     /// Ids of this connection's commands still running.
     pub running: Vec<Number>,
     /// Counts this session as one of its user's while it is logged in.
-    pub presence: Option<chat::Presence>,
+    pub presence: Option<crate::services::online::Presence>,
     /// The password hash the user logged in with: when users.json holds
     /// another one (or none), the session has lost its right to run.
     /// (A boxed str: one idle connection should stay small.)
@@ -309,23 +203,6 @@ impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Job({}, {:?})", self.name, self.lane)
     }
-}
-
-/// A job's blocking part on its way to the pool.
-pub struct Submission {
-    /// The job continues a request already under way (its second step, a
-    /// batch of a body): the pool takes it even when full, because
-    /// refusing it would strand what the first steps hold (a partial
-    /// file, quota). Only a request's first job may be refused.
-    pub must_run: bool,
-    /// Slab key of the connection that waits for it.
-    pub conn: usize,
-    /// For the log.
-    pub name: &'static str,
-    /// Which queue.
-    pub lane: Lane,
-    /// What to run.
-    pub work: Work,
 }
 
 /// Handles one request header, writing its reply (or the start of it).

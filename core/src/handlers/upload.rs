@@ -40,12 +40,12 @@ use serde_json::Number;
 use skiff::frame::Header;
 use skiff::proto::Code;
 
-use super::account::{self, Account, PathLock};
-use super::digests::{self, FileKey, hex, parse_md5};
 use super::files::{Refusal, resolve};
 use super::{Job, Next, Session, Sink, error, ok};
 use crate::jail;
 use crate::pool::Lane;
+use crate::services::account::{self, Account, PathLock};
+use crate::services::digests::{self, FileKey, hex, parse_md5};
 
 /// Bytes of an upload handed to writeback at a time.
 const WRITEBACK_STEP: u64 = 8 << 20;

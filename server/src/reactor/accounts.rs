@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use super::Reactor;
-use super::client::Engine;
 
 /// How often users.json is looked at. Requests look at it too, so this
 /// only bounds how long an idle session (a shell at its prompt, a long
@@ -29,7 +28,7 @@ impl Reactor {
         }
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for k in keys {
-            if let Engine::Framed(c) = &mut self.clients[k].engine {
+            if let Some(c) = self.clients[k].protocol.framed() {
                 c.recheck_login(&self.services.users);
             }
             self.drive(k);

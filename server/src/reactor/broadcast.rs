@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::client::{Client, Engine};
+use super::client::{Client, Protocol};
 use super::{FANOUT_RECIPIENTS, FANOUT_SCAN, FANOUT_TIME, Reactor};
 use crate::buffer::SharedFrame;
-use crate::handlers::Action;
+use crate::ctx::Action;
 
 /// A `say` on its way to its recipients, at most a turn's fan-out
 /// budget at a time.
@@ -66,7 +66,7 @@ impl Reactor {
             b.next += 1;
             looked += 1;
             let Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) = self.clients.get_mut(k)
             else {

@@ -15,11 +15,16 @@ use mio::Interest;
 use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
 
-use super::output::{flush, flush_with};
+use super::output::flush;
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
 use crate::children::ChildProc;
-use crate::conn::{Conn, Ctx, Limits};
-use crate::handlers::{Action, Services, Submission, raw_echo::RawEcho};
+use crate::conn::Conn;
+use crate::ctx::Ctx;
+use crate::ctx::{Action, Submission};
+use crate::engine::Engine;
+use crate::handlers::raw_echo::RawEcho;
+use crate::limits::Limits;
+use crate::services::Services;
 use crate::stats::Stats;
 
 /// A connected stream socket.
@@ -66,17 +71,38 @@ impl Stream {
     }
 }
 
-/// The protocol engine behind a client socket.
-pub(super) enum Engine {
+/// The state machine behind a client socket. Everything every kind of
+/// connection does goes through [`Engine`] ([`Protocol::engine_mut`]):
+/// reading, writing, timers, jobs, closing. What only the framed protocol
+/// does — chat pushes, command output and the splicing of it, rechecking
+/// a login — stays on [`Conn`] itself ([`Protocol::framed`]): it is how
+/// that protocol reaches the reactor's other tables (commands,
+/// broadcasts), not part of a connection's contract with its socket.
+pub(super) enum Protocol {
     Framed(Box<Conn>),
-    Raw(RawEcho),
+    RawEcho(RawEcho),
 }
 
-impl Engine {
-    pub(super) fn output(&self) -> &[u8] {
+impl Protocol {
+    pub(super) fn engine(&self) -> &dyn Engine {
         match self {
-            Engine::Framed(c) => c.output(),
-            Engine::Raw(r) => r.output(),
+            Protocol::Framed(c) => &**c,
+            Protocol::RawEcho(r) => r,
+        }
+    }
+
+    pub(super) fn engine_mut(&mut self) -> &mut dyn Engine {
+        match self {
+            Protocol::Framed(c) => &mut **c,
+            Protocol::RawEcho(r) => r,
+        }
+    }
+
+    /// The framed connection, for what only it does.
+    pub(super) fn framed(&mut self) -> Option<&mut Conn> {
+        match self {
+            Protocol::Framed(c) => Some(c),
+            _ => None,
         }
     }
 }
@@ -87,7 +113,7 @@ pub(super) struct Client {
     /// The socket.
     pub(super) stream: Stream,
     /// The protocol state machine.
-    pub(super) engine: Engine,
+    pub(super) protocol: Protocol,
     /// Peer address, for the per-IP limit (None for Unix sockets).
     pub(super) peer_ip: Option<IpAddr>,
     /// Interest currently registered.
@@ -111,43 +137,21 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn wants_read(&self, limits: &Limits) -> bool {
-        self.broken.is_none()
-            && match &self.engine {
-                Engine::Framed(c) => c.wants_read(),
-                Engine::Raw(r) => r.wants_read(limits),
-            }
-    }
-
-    pub(super) fn output(&self) -> &[u8] {
-        self.engine.output()
+        self.broken.is_none() && self.protocol.engine().wants_read(limits)
     }
 
     /// Brings `stats.buffered` up to date with this client's buffers.
     pub(super) fn account(&mut self, stats: &mut Stats) {
-        let now = match &self.engine {
-            Engine::Framed(c) => c.buffered_bytes(),
-            Engine::Raw(r) => r.buffered_bytes(),
-        };
+        let now = self.protocol.engine().buffered_bytes();
         stats.buffered = stats.buffered - self.buffered + now;
         self.buffered = now;
-    }
-
-    pub(super) fn deadline(&self, limits: &Limits) -> Instant {
-        match &self.engine {
-            Engine::Framed(c) => c.deadline(limits),
-            Engine::Raw(r) => r.deadline(limits),
-        }
     }
 
     pub(super) fn is_done(&self) -> bool {
         if self.job_in_flight() {
             return false; // close late: the job's result comes back first
         }
-        self.broken.is_some()
-            || match &self.engine {
-                Engine::Framed(c) => c.is_done(),
-                Engine::Raw(r) => r.is_done(),
-            }
+        self.broken.is_some() || self.protocol.engine().is_done()
     }
 
     /// The socket failed, or the server gives up on this client: nothing
@@ -158,23 +162,19 @@ impl Client {
             return;
         }
         self.broken = Some(why);
-        if let Engine::Framed(c) = &mut self.engine {
-            c.handle_reset();
-        }
+        self.protocol.engine_mut().handle_reset();
     }
 
     pub(super) fn job_in_flight(&self) -> bool {
-        matches!(&self.engine, Engine::Framed(c) if c.job_in_flight())
+        self.protocol.engine().job_in_flight()
     }
 
-    /// Bytes wait for the socket: queued output, or a file to send.
-    pub(super) fn wants_write(&self) -> bool {
-        !self.output().is_empty()
-            || matches!(&self.engine, Engine::Framed(c)
-                if c.file_to_send().is_some() || c.splice_pending().is_some())
+    /// Something waits for the socket: bytes, a file, a pipe.
+    pub(super) fn wants_write(&mut self) -> bool {
+        self.protocol.engine_mut().poll_transmit(&[]).is_some()
     }
 
-    pub(super) fn desired_interest(&self, limits: &Limits) -> Interest {
+    pub(super) fn desired_interest(&mut self, limits: &Limits) -> Interest {
         match (self.wants_read(limits), self.wants_write()) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
@@ -201,12 +201,7 @@ impl Reactor {
                 continue; // superseded by an earlier deadline, or a reused key
             }
             client.timer = None;
-            if let Engine::Raw(r) = &client.engine
-                && now >= r.deadline(&self.config.limits)
-            {
-                client.fail("idle timeout".into());
-            }
-            self.with_framed(k, now, |c, ctx| c.handle_timeout(ctx));
+            self.with_engine(k, now, |e, ctx| e.handle_timeout(ctx));
             self.drive(k);
         }
     }
@@ -295,29 +290,19 @@ impl Reactor {
             splice_works,
         };
         let mut write_budget = WRITE_BUDGET;
-        flush(k, client, &mut env, now, &mut write_budget);
-        // One bounded step of server-side work (hashing, file sending),
-        // then back to the loop: a 1 GiB file never holds it for long.
-        if let Engine::Framed(c) = &mut client.engine {
-            c.start_turn();
-            if c.has_work(limits) {
-                c.work(&mut env.ctx(now));
-            }
-            c.resume(&mut env.ctx(now));
-            if client.wants_write() {
-                flush(k, client, &mut env, now, &mut write_budget);
-            }
-        }
+        flush(k, client, &mut env, now, &mut write_budget, &[]);
+        // One bounded step of server-side work (a file copied through the
+        // buffer, requests left from the last share), then back to the
+        // loop: a 1 GiB file never holds it for long.
+        client.protocol.engine_mut().start_turn(&mut env.ctx(now));
+        flush(k, client, &mut env, now, &mut write_budget, &[]);
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
                 Ok(0) => {
                     client.readable = false;
                     debug!("conn {k}: peer finished sending");
-                    match &mut client.engine {
-                        Engine::Framed(c) => c.handle_eof(),
-                        Engine::Raw(r) => r.handle_eof(),
-                    }
+                    client.protocol.engine_mut().handle_eof(&mut env.ctx(now));
                 }
                 Ok(n) => {
                     debug!("conn {k}: read {n} bytes");
@@ -336,19 +321,16 @@ impl Reactor {
                     }
                     env.stats.bytes_in += n as u64;
                     let input = &scratch[..n];
-                    match &mut client.engine {
-                        Engine::Framed(c) => c.handle_input(input, &mut env.ctx(now)),
-                        Engine::Raw(r) => r.handle_input(input, now),
-                    }
+                    let engine = client.protocol.engine_mut();
+                    engine.handle_input(input, &mut env.ctx(now));
                     // Answer at once: replies leave while the request's
                     // bytes are still hot, and a drained output keeps
                     // backpressure from kicking in needlessly. An echo
                     // body may go straight from `input`; what the socket
                     // did not take is copied when `input` is released.
-                    flush_with(k, client, &mut env, now, &mut write_budget, input);
-                    if let Engine::Framed(c) = &mut client.engine {
-                        c.release_input(input, &mut env.ctx(now));
-                    }
+                    flush(k, client, &mut env, now, &mut write_budget, input);
+                    let engine = client.protocol.engine_mut();
+                    engine.release_input(input, &mut env.ctx(now));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     debug!("conn {k}: nothing more to read");
@@ -358,10 +340,8 @@ impl Reactor {
                 Err(e) => client.fail(format!("read: {e}")),
             }
         }
-        if let Engine::Framed(c) = &mut client.engine {
-            c.end_turn(&mut env.ctx(now));
-        }
-        flush(k, client, &mut env, now, &mut write_budget);
+        client.protocol.engine_mut().end_turn(&mut env.ctx(now));
+        flush(k, client, &mut env, now, &mut write_budget, &[]);
         client.account(env.stats);
 
         if client.is_done() {
@@ -370,7 +350,7 @@ impl Reactor {
         }
         let more_to_read = client.readable && client.wants_read(limits);
         let more_to_write = client.writable && client.wants_write();
-        let more_work = matches!(&client.engine, Engine::Framed(c) if c.has_work(limits));
+        let more_work = client.protocol.engine().wants_turn(limits);
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
@@ -426,7 +406,9 @@ pub(super) fn schedule(
     limits: &Limits,
     timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
 ) {
-    let deadline = client.deadline(limits);
+    let Some(deadline) = client.protocol.engine().deadline(limits) else {
+        return;
+    };
     if client.timer.is_none_or(|t| deadline < t) {
         client.timer = Some(deadline);
         timers.push(Reverse((deadline, k)));

@@ -17,7 +17,7 @@ use mio::Interest;
 
 use skiff::proto::Code;
 
-use super::{Client, Engine, READ_BUDGET, Reactor, Source};
+use super::{Client, Protocol, READ_BUDGET, Reactor, Source};
 use crate::children::{ChildProc, Fd, STDIN_BUFFER};
 use crate::containment::{LiveCommand, SWEEP_EVERY};
 
@@ -47,7 +47,7 @@ impl Reactor {
         ch.stdin_eof |= eof;
         if ch.stdin_buf.len() > STDIN_BUFFER
             && let Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) = self.clients.get_mut(conn)
         {
@@ -141,7 +141,7 @@ impl Reactor {
         };
         if let Some((code, message)) = refused
             && let Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) = self.clients.get_mut(conn)
         {
@@ -192,7 +192,7 @@ impl Reactor {
         }
         if ch.stdin_buf.len() <= STDIN_BUFFER / 2
             && let Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) = ch.conn.and_then(|k| clients.get_mut(k))
         {
@@ -200,7 +200,7 @@ impl Reactor {
         }
         let mut conn = match ch.conn.and_then(|k| clients.get_mut(k)) {
             Some(Client {
-                engine: Engine::Framed(c),
+                protocol: Protocol::Framed(c),
                 ..
             }) => Some(c),
             _ => None,
@@ -387,7 +387,7 @@ impl Reactor {
     /// flow again.
     pub(super) fn resume_children_of(&mut self, k: usize) {
         let Some(Client {
-            engine: Engine::Framed(c),
+            protocol: Protocol::Framed(c),
             ..
         }) = self.clients.get(k)
         else {

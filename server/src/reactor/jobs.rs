@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
-use super::client::{Client, Engine, Env};
+use super::client::Env;
 use super::{Reactor, Source};
-use crate::conn::{Conn, Ctx};
-use crate::handlers::Submission;
+use crate::ctx::Ctx;
+use crate::ctx::Submission;
+use crate::engine::Engine;
 
 impl Reactor {
     /// Hands the jobs the state machines asked for to the pool; a job the
@@ -22,7 +23,7 @@ impl Reactor {
                 must_run,
             } = job;
             if self.pool.submit(conn, name, lane, work, must_run).is_err() {
-                self.with_framed(conn, Instant::now(), |c, ctx| c.handle_job_refused(ctx));
+                self.with_engine(conn, Instant::now(), |e, ctx| e.handle_job_refused(ctx));
                 if let Some(client) = self.clients.get_mut(conn)
                     && !client.queued
                 {
@@ -40,24 +41,20 @@ impl Reactor {
         let now = Instant::now();
         for done in finished {
             // The client is there: one waiting for a job is never removed.
-            self.with_framed(done.conn, now, |c, ctx| c.handle_job_done(done.result, ctx));
+            self.with_engine(done.conn, now, |e, ctx| e.handle_job_done(done.result, ctx));
             self.drive(done.conn);
         }
     }
 
-    /// Runs `f` on client `k`'s framed state machine, with the context
-    /// borrowed from the reactor; nothing if there is no such client.
-    pub(super) fn with_framed(
+    /// Runs `f` on client `k`'s state machine, with the context borrowed
+    /// from the reactor; nothing if there is no such client.
+    pub(super) fn with_engine(
         &mut self,
         k: usize,
         now: Instant,
-        f: impl FnOnce(&mut Conn, &mut Ctx),
+        f: impl FnOnce(&mut dyn Engine, &mut Ctx),
     ) {
-        let Some(Client {
-            engine: Engine::Framed(c),
-            ..
-        }) = self.clients.get_mut(k)
-        else {
+        let Some(client) = self.clients.get_mut(k) else {
             return;
         };
         let mut env = Env {
@@ -69,6 +66,6 @@ impl Reactor {
             children: &self.children,
             splice_works: &mut self.splice_works,
         };
-        f(c, &mut env.ctx(now));
+        f(client.protocol.engine_mut(), &mut env.ctx(now));
     }
 }

@@ -13,7 +13,7 @@ use mio::net::{TcpListener, UdpSocket, UnixListener};
 
 use skiff::proto::Code;
 
-use super::client::{Client, Engine, Stream};
+use super::client::{Client, Protocol, Stream};
 use super::{ACCEPT_BUDGET, Config, DATAGRAM_BUDGET, Reactor, Source};
 use crate::conn::Conn;
 use crate::handlers::{self, raw_echo::RawEcho};
@@ -189,14 +189,14 @@ impl Reactor {
             warn!("cannot register {peer}: {e}");
             return;
         }
-        let engine = if raw {
-            Engine::Raw(RawEcho::new(now))
+        let protocol = if raw {
+            Protocol::RawEcho(RawEcho::new(now))
         } else {
-            Engine::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
+            Protocol::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
         };
         entry.insert(Client {
             stream,
-            engine,
+            protocol,
             peer_ip: ip,
             interest: Interest::READABLE,
             readable: true,

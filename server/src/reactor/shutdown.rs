@@ -8,7 +8,6 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::Reactor;
-use super::client::Engine;
 use super::listeners::Listener;
 
 impl Reactor {
@@ -45,11 +44,7 @@ impl Reactor {
         }
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for k in keys {
-            let client = &mut self.clients[k];
-            match &mut client.engine {
-                Engine::Framed(c) => c.shut_down(),
-                Engine::Raw(r) => r.handle_eof(),
-            }
+            self.clients[k].protocol.engine_mut().shut_down();
             self.drive(k);
         }
     }
