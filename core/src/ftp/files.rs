@@ -10,11 +10,11 @@ use super::listing;
 use super::session::{FtpSession, job};
 use super::store;
 use crate::ctx::Ctx;
-use crate::services::account::{Account, PathLock};
-use crate::services::digests::{FileKey, hex};
 use crate::handlers::files::{Refusal, open_regular};
 use crate::jail;
 use crate::pool::Lane;
+use crate::services::account::{Account, PathLock};
+use crate::services::digests::{FileKey, hex};
 use skiff::proto::Code;
 
 impl FtpSession {

@@ -6,8 +6,8 @@ use log::{info, warn};
 
 use super::session::{FtpSession, job};
 use crate::ctx::Ctx;
-use crate::services::account::Account;
 use crate::pool::Lane;
+use crate::services::account::Account;
 
 impl FtpSession {
     /// `USER`: the name waits for `PASS` (every name gets `331`, known

@@ -13,16 +13,16 @@
 //! # The contract
 //!
 //! ```text
-//!   control connection (one per session)
-//!     start_turn()                  a new turn: MAX_COMMANDS_PER_TURN more commands
-//!     work() if has_work()          commands waiting (past the last turn's share, or behind
-//!                                   a transfer that ended), a turn owed after a full share
-//!                                   (more may wait in the socket with no new edge), a file
-//!                                   copied to the data connection where sendfile is missing
-//!     handle_input(bytes)           bytes read from the control socket (only while wants_read())
-//!     output() → handle_written(n)  replies to write; write first, WRITABLE only while some remain
+//!   control connection (one per session): the [`Engine`](crate::engine::Engine) contract
+//!     start_turn(ctx)               a new turn: MAX_COMMANDS_PER_TURN more commands; commands
+//!                                   that waited, a file copied to the data connection where
+//!                                   sendfile is missing
+//!     handle_input(bytes)           bytes read (only while wants_read); nothing is lent
+//!     poll_transmit → handle_written(n)   replies (bytes only)
 //!     end_turn()                    the turn's reads are over: received upload bytes go to a worker
-//!     handle_eof() / handle_reset() the peer finished sending / the socket failed
+//!     handle_eof / handle_reset / handle_timeout / handle_job_done / handle_job_refused / shut_down
+//!     wants_read, wants_turn (commands wait, or a turn is owed after a full share: more may
+//!     wait in the socket with no new edge), deadline, is_done, job_in_flight, buffered_bytes
 //!
 //!   data connection (at most one listener and one connection per session)
 //!     poll_data_request()           until None, after every call above:
@@ -31,7 +31,7 @@
 //!                     announce: --ftp-advertise or the control socket's local IP, and
 //!                     the port) or handle_passive_failed()
 //!       CloseListener close the listener
-//!       CloseData     flush and close the data connection, then handle_data_closed()
+//!       CloseData     close the data connection, then handle_data_closed()
 //!                     (always, even if it was already gone)
 //!     handle_data_connected(peer)   a connection was accepted on the listener: true keeps
 //!                                   it (close the listener), false refuses it (close it,
@@ -41,15 +41,9 @@
 //!                                   data_zero_copy_unavailable() falls back to copying
 //!     wants_data_read() → handle_data_input(bytes), handle_data_eof()
 //!     handle_data_closed()          the data connection failed (reset) or was closed
+//!     (every call may queue replies: flush the control connection after it)
 //!
-//!   jobs and time
-//!     ctx.jobs                      submissions to hand to the pool (conn = the session's key)
-//!     handle_job_done(result) / handle_job_refused()
-//!     deadline() → handle_timeout() idle control, passive listener nobody connects to,
-//!                                   stalled transfer, closing grace
-//!
-//!   and it answers: wants_read(), wants_data_read(), has_work(), job_in_flight(),
-//!                   is_closing(), is_done() (drop it, and any data socket it still has)
+//!   jobs go out through ctx.jobs (conn = the session's key) like the framed connection's
 //! ```
 //!
 //! Nothing is read from either connection while a job is out or a `PASV`

@@ -21,7 +21,7 @@ use crate::pool::Lane;
 impl FtpSession {
     /// The turn is over: received bytes go to a worker.
     pub(super) fn flush_upload(&mut self, ctx: &mut Ctx) {
-        if self.job_in_flight() {
+        if self.job_out() {
             return;
         }
         if let Transfer::Running(Flow::Receive(store)) = &self.data.transfer
@@ -33,7 +33,7 @@ impl FtpSession {
 
     /// Decides an upload's next step once no job is out.
     pub(super) fn settle_upload(&mut self, ctx: &mut Ctx) {
-        if self.job_in_flight() {
+        if self.job_out() {
             return;
         }
         let Transfer::Running(Flow::Receive(store)) = &self.data.transfer else {

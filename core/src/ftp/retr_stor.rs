@@ -12,11 +12,11 @@ use super::session::{FtpSession, job};
 use super::store::{self, Start, Store};
 use super::transfer::Flow;
 use crate::ctx::Ctx;
-use crate::services::account::{self, Account, PathLock};
 use crate::handlers::files::{Refusal, Sending, open_regular};
 use crate::handlers::upload::{Claim, Reservation};
 use crate::jail;
 use crate::pool::Lane;
+use crate::services::account::{self, Account, PathLock};
 use skiff::proto::Code;
 
 impl FtpSession {

@@ -14,9 +14,11 @@ use super::reply;
 use super::transfer::Data;
 use crate::buffer::OutBuf;
 use crate::ctx::Ctx;
-use crate::handlers::upload::Reservation;
 use crate::ctx::Submission;
+use crate::engine::{Engine, Parts, Transmit};
 use crate::handlers::Session;
+use crate::handlers::upload::Reservation;
+use crate::limits::Limits;
 use crate::pool::{Lane, Work};
 use skiff::proto::Code;
 
@@ -163,69 +165,6 @@ impl FtpSession {
 
     // ----- control connection: input --------------------------------
 
-    /// A new turn of the reactor's loop: [`MAX_COMMANDS_PER_TURN`] more
-    /// commands may be handled.
-    pub fn start_turn(&mut self) {
-        self.commands_this_turn = 0;
-    }
-
-    /// Bytes read from the control socket (only while [`Self::wants_read`]).
-    pub fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
-        self.last_active = ctx.now;
-        if self.closing.is_some() {
-            return;
-        }
-        self.input.extend_from_slice(bytes);
-        self.run(ctx);
-    }
-
-    /// The peer shut down its side of the control connection.
-    pub fn handle_eof(&mut self, ctx: &mut Ctx) {
-        self.eof = true;
-        self.run(ctx);
-    }
-
-    /// The control socket failed: nothing more can be written.
-    pub fn handle_reset(&mut self) {
-        self.out = OutBuf::default();
-        self.close("connection reset");
-    }
-
-    /// Whether the reactor should read the control socket.
-    pub fn wants_read(&self) -> bool {
-        self.closing.is_none()
-            && !self.eof
-            && self.job.is_none()
-            && !self.data.binding()
-            && self.input.is_empty()
-            && !self.lines.has_line()
-            && self.deferred.len() < MAX_DEFERRED
-            && self.out.len() < REPLIES_HIGH
-            && self.commands_this_turn < MAX_COMMANDS_PER_TURN
-    }
-
-    /// Whether the reactor owes this session a turn without a socket
-    /// event: commands wait past the turn's share, or a file is copied
-    /// to the data connection (no `sendfile`).
-    pub fn has_work(&self, limits: &crate::limits::Limits) -> bool {
-        // A share used up owes a turn even with nothing buffered: more may
-        // wait in the socket, and no new edge would say so.
-        let owed = self.commands_this_turn >= MAX_COMMANDS_PER_TURN && !self.eof;
-        ((self.has_commands() || owed) && self.may_handle()) || self.data_has_work(limits)
-    }
-
-    /// One turn of that work (call after [`Self::start_turn`]).
-    pub fn work(&mut self, ctx: &mut Ctx) {
-        self.data_work(ctx);
-        self.run(ctx);
-    }
-
-    /// The reactor has read what it could this turn: received upload
-    /// bytes go to a worker now, rather than wait for a full batch.
-    pub fn end_turn(&mut self, ctx: &mut Ctx) {
-        self.flush_upload(ctx);
-    }
-
     /// Handles buffered command lines while it may.
     pub(super) fn run(&mut self, ctx: &mut Ctx) {
         loop {
@@ -371,23 +310,12 @@ impl FtpSession {
         self.reply(ftp_code(code), &message);
     }
 
-    /// Replies waiting for the control socket.
-    pub fn output(&self) -> &[u8] {
-        self.out.pending()
-    }
-
-    /// The control socket took `n` bytes of [`Self::output`].
-    pub fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
-        let before = self.out.len();
-        self.out.consume(n);
-        self.last_active = ctx.now;
-        if before >= REPLIES_HIGH && self.out.len() < REPLIES_HIGH {
-            // Commands that waited for the client to read may go on.
-            self.run(ctx);
-        }
-    }
-
     // ----- jobs --------------------------------------------------------
+
+    /// A job is out on a worker.
+    pub(super) fn job_out(&self) -> bool {
+        self.job.is_some()
+    }
 
     /// Hands a job to the reactor for the pool; nothing is read until its
     /// result is back.
@@ -407,36 +335,6 @@ impl FtpSession {
         });
     }
 
-    /// A job of this session is on a worker: its result must come back
-    /// before the session may go.
-    pub fn job_in_flight(&self) -> bool {
-        self.job.is_some()
-    }
-
-    /// The result of this session's job.
-    pub fn handle_job_done(&mut self, result: Box<dyn Any + Send>, ctx: &mut Ctx) {
-        let Some(waiting) = self.job.take() else {
-            return; // a stray result
-        };
-        debug!("ftp {}: job {} done", self.key, waiting.name);
-        self.last_active = ctx.now;
-        (waiting.then)(result, self, ctx);
-        self.after_job(ctx);
-    }
-
-    /// The pool would not take this session's job (its queue is full).
-    pub fn handle_job_refused(&mut self, ctx: &mut Ctx) {
-        let Some(waiting) = self.job.take() else {
-            return;
-        };
-        info!(
-            "ftp {}: job {} refused: the worker queue is full",
-            self.key, waiting.name
-        );
-        self.reply(450, "The server is busy; try again shortly.");
-        self.after_job(ctx);
-    }
-
     fn after_job(&mut self, ctx: &mut Ctx) {
         if self.job.is_some() {
             return;
@@ -450,42 +348,6 @@ impl FtpSession {
     }
 
     // ----- time and the end ---------------------------------------------
-
-    /// When [`Self::handle_timeout`] should next be called.
-    pub fn deadline(&self, limits: &crate::limits::Limits) -> Instant {
-        let control = if self.closing.is_some() {
-            self.last_active + limits.close_grace
-        } else {
-            self.last_active + limits.idle_timeout
-        };
-        match self.data_deadline(limits) {
-            Some(at) => at.min(control),
-            None => control,
-        }
-    }
-
-    /// The deadline has passed (extra calls are harmless).
-    pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
-        self.data_timeout(ctx);
-        if ctx.now < self.last_active + ctx.limits.idle_timeout
-            && !(self.closing.is_some() && ctx.now >= self.last_active + ctx.limits.close_grace)
-        {
-            return;
-        }
-        if self.job.is_some() || (self.data.busy() && self.closing.is_none()) {
-            // The client waits for us, or a transfer moves (its own
-            // clock is in `data_timeout`).
-            self.last_active = ctx.now;
-            return;
-        }
-        if self.closing.is_some() {
-            debug!("ftp {}: dropping {} unread bytes", self.key, self.out.len());
-            self.out = OutBuf::default();
-            return;
-        }
-        self.reply(421, "Timeout.");
-        self.close("idle timeout");
-    }
 
     /// Closes: replies are flushed, the data connection and listener are
     /// given up, and an upload in progress keeps its partial file.
@@ -510,20 +372,6 @@ impl FtpSession {
         self.closing.is_some()
     }
 
-    /// Closed, nothing left to write, no job out: the reactor may drop the
-    /// session (and any data socket or listener it still has for it).
-    pub fn is_done(&self) -> bool {
-        self.closing.is_some() && self.out.is_empty() && self.job.is_none()
-    }
-
-    /// The server is stopping: say so and close.
-    pub fn shut_down(&mut self) {
-        if self.closing.is_none() {
-            self.reply(421, "Server shutting down.");
-            self.close("server shutting down");
-        }
-    }
-
     /// users.json changed: a session whose user was deleted or whose
     /// password changed is told and closed.
     pub fn recheck_login(&mut self, users: &crate::users::UserDb) {
@@ -536,8 +384,183 @@ impl FtpSession {
         }
     }
 
+    /// Counts a failed login; true if the session should close.
+    pub(super) fn login_failed(&mut self) -> bool {
+        self.login_failures = self.login_failures.saturating_add(1);
+        self.login_failures >= MAX_LOGIN_FAILURES
+    }
+}
+
+/// The control connection's side of the [`Engine`] contract; the data
+/// connection's is in [`super::transfer`].
+impl Engine for FtpSession {
+    /// A new turn: [`MAX_COMMANDS_PER_TURN`] more commands may be handled;
+    /// a buffer-full of a file copied to the data connection (where
+    /// `sendfile` is missing), and the commands that waited.
+    fn start_turn(&mut self, ctx: &mut Ctx) {
+        self.commands_this_turn = 0;
+        self.data_work(ctx);
+        self.run(ctx);
+    }
+
+    /// Bytes read from the control socket (only while `wants_read`).
+    fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        self.last_active = ctx.now;
+        if self.closing.is_some() {
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.run(ctx);
+    }
+
+    /// Nothing is lent from the input: every byte is copied into the
+    /// line reader.
+    fn release_input(&mut self, _bytes: &[u8], _ctx: &mut Ctx) {}
+
+    /// The reactor has read what it could this turn: received upload
+    /// bytes go to a worker now, rather than wait for a full batch.
+    fn end_turn(&mut self, ctx: &mut Ctx) {
+        self.flush_upload(ctx);
+    }
+
+    /// Replies waiting for the control socket (the data connection's
+    /// output is [`FtpSession::data_output`]).
+    fn poll_transmit<'a>(&'a mut self, _input: &'a [u8]) -> Option<Transmit<'a>> {
+        let pending = self.out.pending();
+        (!pending.is_empty()).then(|| Transmit::Bytes(Parts::single(pending)))
+    }
+
+    /// The control socket took `n` bytes of what `poll_transmit` offered.
+    fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {
+        let before = self.out.len();
+        self.out.consume(n);
+        self.last_active = ctx.now;
+        if before >= REPLIES_HIGH && self.out.len() < REPLIES_HIGH {
+            // Commands that waited for the client to read may go on.
+            self.run(ctx);
+        }
+    }
+
+    /// The control connection never sends a file.
+    fn handle_zero_copy_refused(&mut self) {}
+
+    /// The peer shut down its side of the control connection.
+    fn handle_eof(&mut self, ctx: &mut Ctx) {
+        self.eof = true;
+        self.run(ctx);
+    }
+
+    /// The deadline has passed (extra calls are harmless).
+    fn handle_timeout(&mut self, ctx: &mut Ctx) {
+        self.data_timeout(ctx);
+        if ctx.now < self.last_active + ctx.limits.idle_timeout
+            && !(self.closing.is_some() && ctx.now >= self.last_active + ctx.limits.close_grace)
+        {
+            return;
+        }
+        if self.job.is_some() || (self.data.busy() && self.closing.is_none()) {
+            // The client waits for us, or a transfer moves (its own
+            // clock is in `data_timeout`).
+            self.last_active = ctx.now;
+            return;
+        }
+        if self.closing.is_some() {
+            debug!("ftp {}: dropping {} unread bytes", self.key, self.out.len());
+            self.out = OutBuf::default();
+            return;
+        }
+        self.reply(421, "Timeout.");
+        self.close("idle timeout");
+    }
+
+    /// The result of this session's job.
+    fn handle_job_done(&mut self, result: Box<dyn Any + Send>, ctx: &mut Ctx) {
+        let Some(waiting) = self.job.take() else {
+            return; // a stray result
+        };
+        debug!("ftp {}: job {} done", self.key, waiting.name);
+        self.last_active = ctx.now;
+        (waiting.then)(result, self, ctx);
+        self.after_job(ctx);
+    }
+
+    /// The pool would not take this session's job (its queue is full).
+    fn handle_job_refused(&mut self, ctx: &mut Ctx) {
+        let Some(waiting) = self.job.take() else {
+            return;
+        };
+        info!(
+            "ftp {}: job {} refused: the worker queue is full",
+            self.key, waiting.name
+        );
+        self.reply(450, "The server is busy; try again shortly.");
+        self.after_job(ctx);
+    }
+
+    /// The control socket failed: nothing more can be written.
+    fn handle_reset(&mut self) {
+        self.out = OutBuf::default();
+        self.close("connection reset");
+    }
+
+    /// The server is stopping: say so and close.
+    fn shut_down(&mut self) {
+        if self.closing.is_none() {
+            self.reply(421, "Server shutting down.");
+            self.close("server shutting down");
+        }
+    }
+
+    /// Whether the reactor should read the control socket.
+    fn wants_read(&self, _limits: &Limits) -> bool {
+        self.closing.is_none()
+            && !self.eof
+            && self.job.is_none()
+            && !self.data.binding()
+            && self.input.is_empty()
+            && !self.lines.has_line()
+            && self.deferred.len() < MAX_DEFERRED
+            && self.out.len() < REPLIES_HIGH
+            && self.commands_this_turn < MAX_COMMANDS_PER_TURN
+    }
+
+    /// Whether the reactor owes this session a turn without a socket
+    /// event: commands wait past the turn's share, or a file is copied
+    /// to the data connection (no `sendfile`).
+    fn wants_turn(&self, limits: &Limits) -> bool {
+        // A share used up owes a turn even with nothing buffered: more may
+        // wait in the socket, and no new edge would say so.
+        let owed = self.commands_this_turn >= MAX_COMMANDS_PER_TURN && !self.eof;
+        ((self.has_commands() || owed) && self.may_handle()) || self.data_has_work(limits)
+    }
+
+    /// When `handle_timeout` should next be called.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let control = if self.closing.is_some() {
+            self.last_active + limits.close_grace
+        } else {
+            self.last_active + limits.idle_timeout
+        };
+        Some(match self.data_deadline(limits) {
+            Some(at) => at.min(control),
+            None => control,
+        })
+    }
+
+    /// Closed, nothing left to write, no job out: the reactor may drop the
+    /// session (and any data socket or listener it still has for it).
+    fn is_done(&self) -> bool {
+        self.closing.is_some() && self.out.is_empty() && self.job.is_none()
+    }
+
+    /// A job of this session is on a worker: its result must come back
+    /// before the session may go.
+    fn job_in_flight(&self) -> bool {
+        self.job_out()
+    }
+
     /// Memory held by buffers, in bytes (for the server's budget).
-    pub fn buffered_bytes(&self) -> usize {
+    fn buffered_bytes(&self) -> usize {
         self.input.capacity()
             + self.lines.buffered_bytes()
             + self.out.capacity()
@@ -548,12 +571,6 @@ impl FtpSession {
                 .iter()
                 .map(|c| c.arg.capacity())
                 .sum::<usize>()
-    }
-
-    /// Counts a failed login; true if the session should close.
-    pub(super) fn login_failed(&mut self) -> bool {
-        self.login_failures = self.login_failures.saturating_add(1);
-        self.login_failures >= MAX_LOGIN_FAILURES
     }
 }
 

@@ -35,11 +35,11 @@ use std::rc::Rc;
 use cap_std::fs::Dir;
 use md5::{Digest, Md5};
 
-use crate::services::account::{Account, PathLock};
-use crate::services::digests::{self, FileKey, hex};
 use crate::handlers::files::{Refusal, open_regular};
 use crate::handlers::upload::{self, Claim, Partial, Reservation};
 use crate::jail;
+use crate::services::account::{Account, PathLock};
+use crate::services::digests::{self, FileKey, hex};
 use skiff::proto::Code;
 
 /// Bytes collected before a worker appends them (as for `put`).

@@ -10,8 +10,9 @@ use md5::{Digest, Md5};
 
 use super::*;
 use crate::ctx::Ctx;
-use crate::limits::Limits;
 use crate::ctx::{Action, Submission};
+use crate::engine::{Engine, Transmit};
+use crate::limits::Limits;
 use crate::services::Services;
 use crate::stats::Stats;
 
@@ -103,6 +104,15 @@ impl Harness {
         self.dir.join("homes/alice")
     }
 
+    /// The replies the session offers the control socket now.
+    fn output(&mut self) -> Vec<u8> {
+        match self.s.poll_transmit(&[]) {
+            Some(Transmit::Bytes(parts)) => parts.flatten().copied().collect(),
+            Some(_) => panic!("the control connection offered a file or a pipe"),
+            None => Vec::new(),
+        }
+    }
+
     fn with<R>(&mut self, f: impl FnOnce(&mut FtpSession, &mut Ctx) -> R) -> R {
         let mut ctx = Ctx {
             now: self.now,
@@ -156,7 +166,7 @@ impl Harness {
             self.with(|s, ctx| s.handle_job_done(result, ctx));
             return true;
         }
-        let out = self.s.output().to_vec();
+        let out = self.output();
         if !out.is_empty() {
             self.replies.extend_from_slice(&out);
             self.with(|s, ctx| s.handle_written(out.len(), ctx));
@@ -183,10 +193,9 @@ impl Harness {
                 DataOut::Nothing => {}
             }
         }
-        if self.s.has_work(&self.limits) {
+        if self.s.wants_turn(&self.limits) {
             self.with(|s, ctx| {
-                s.start_turn();
-                s.work(ctx);
+                s.start_turn(ctx);
             });
             return true;
         }
@@ -199,9 +208,12 @@ impl Harness {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        assert!(self.s.wants_read(), "fed while the session does not read");
+        assert!(
+            self.s.wants_read(&self.limits),
+            "fed while the session does not read"
+        );
         self.with(|s, ctx| {
-            s.start_turn();
+            s.start_turn(ctx);
             s.handle_input(bytes, ctx);
         });
         self.settle();
@@ -340,19 +352,19 @@ fn pipelined_commands_are_served_a_share_per_turn() {
     let mut h = Harness::logged_in();
     let many = "NOOP\r\n".repeat(100);
     h.with(|s, ctx| {
-        s.start_turn();
+        s.start_turn(ctx);
         s.handle_input(many.as_bytes(), ctx);
     });
-    let first = String::from_utf8(h.s.output().to_vec()).unwrap();
+    let first = String::from_utf8(h.output()).unwrap();
     assert_eq!(
         first.matches("200 NOOP ok.").count(),
         usize::from(MAX_COMMANDS_PER_TURN)
     );
-    assert!(!h.s.wants_read(), "reads past its share");
-    assert!(h.s.has_work(&h.limits), "owes itself a turn");
+    assert!(!h.s.wants_read(&h.limits), "reads past its share");
+    assert!(h.s.wants_turn(&h.limits), "owes itself a turn");
     h.settle();
     assert_eq!(h.take().matches("200 NOOP ok.").count(), 100);
-    assert!(h.s.wants_read());
+    assert!(h.s.wants_read(&h.limits));
 }
 
 #[test]
@@ -424,7 +436,7 @@ fn failed_logins_are_throttled_like_the_framed_protocol() {
     h.send("USER alice\r\n");
     h.take();
     h.with(|s, ctx| {
-        s.start_turn();
+        s.start_turn(ctx);
         s.handle_input(b"PASS pw\r\n", ctx);
     });
     assert!(h.jobs.is_empty(), "the KDF ran while locked");
@@ -458,7 +470,7 @@ fn every_command_that_touches_the_disk_waits_for_a_job() {
         h.send(&format!("{cmd}\r\nNOOP\r\n"));
         assert_eq!(h.take(), "", "{cmd}: answered on the loop");
         assert_eq!(h.jobs.len(), 1, "{cmd}: no job");
-        assert!(!h.s.wants_read(), "{cmd}: still reading");
+        assert!(!h.s.wants_read(&h.limits), "{cmd}: still reading");
         h.run_jobs = true;
         h.settle();
         h.run_jobs = false;
@@ -895,7 +907,7 @@ fn an_idle_session_is_told_and_closed() {
 fn a_peer_that_closes_after_pipelined_commands_gets_them_all() {
     let mut h = Harness::logged_in();
     h.with(|s, ctx| {
-        s.start_turn();
+        s.start_turn(ctx);
         s.handle_input(b"SIZE hello.txt\r\nPWD\r\n", ctx);
         s.handle_eof(ctx);
     });
@@ -934,7 +946,7 @@ fn abor_overtakes_commands_waiting_behind_a_transfer() {
     h.send("RETR big.bin\r\n");
     h.take();
     h.send("PWD\r\nPWD\r\nPWD\r\nPWD\r\nPWD\r\n");
-    assert!(!h.s.wants_read());
+    assert!(!h.s.wants_read(&h.limits));
     assert_eq!(h.take(), "");
     h.read_data = true;
     h.settle();
@@ -1021,7 +1033,7 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
     let mut pos = 0;
     let mut waits = 0;
     while pos < script.len() {
-        if !h.s.wants_read() {
+        if !h.s.wants_read(&h.limits) {
             waits += 1;
             assert!(waits < 1000, "the session stopped reading for good");
             h.advance(PASSIVE_TIMEOUT);
@@ -1034,12 +1046,12 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
     // A transfer still waiting for its data connection (and what waits
     // behind it) ends with the passive timeout.
     for _ in 0..100 {
-        if h.s.wants_read() && !h.s.data.busy() {
+        if h.s.wants_read(&h.limits) && !h.s.data.busy() {
             break;
         }
         h.advance(PASSIVE_TIMEOUT);
     }
-    assert!(h.s.wants_read() && !h.s.is_closing());
+    assert!(h.s.wants_read(&h.limits) && !h.s.is_closing());
     let replies = h.take();
     let mut finals = 0;
     for line in replies.split_terminator("\r\n") {
@@ -1070,22 +1082,21 @@ fn a_client_that_never_reads_its_replies_cannot_grow_them() {
         if fed == flood.len() {
             break;
         }
-        if h.s.wants_read() {
+        if h.s.wants_read(&h.limits) {
             let n = (flood.len() - fed).min(64 << 10);
             h.with(|s, ctx| s.handle_input(&flood.as_bytes()[fed..fed + n], ctx));
             fed += n;
         }
         // The reactor's next turn, with a client that reads nothing.
         h.with(|s, ctx| {
-            s.start_turn();
-            s.work(ctx);
+            s.start_turn(ctx);
         });
-        if !h.s.wants_read() && !h.s.has_work(&h.limits) {
+        if !h.s.wants_read(&h.limits) && !h.s.wants_turn(&h.limits) {
             break;
         }
     }
     assert!(fed < flood.len(), "all of it was read");
-    let held = h.s.output().len();
+    let held = h.output().len();
     assert!(held < REPLIES_HIGH + 4096, "{held} bytes of replies held");
     // One read of input waits, and the replies buffer's capacity.
     assert!(

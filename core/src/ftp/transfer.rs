@@ -37,8 +37,8 @@ use super::session::{FtpSession, job};
 use super::store::Store;
 use crate::buffer::OutBuf;
 use crate::ctx::Ctx;
-use crate::limits::Limits;
 use crate::handlers::files::{Sending, Step};
+use crate::limits::Limits;
 use crate::pool::Lane;
 
 /// What the session asks of the reactor's data sockets.
@@ -333,7 +333,7 @@ impl FtpSession {
     pub fn wants_data_read(&self) -> bool {
         matches!(&self.data.transfer, Transfer::Running(Flow::Receive(store))
             if !store.batch_full() && !store.over_quota && store.failed.is_none())
-            && !self.job_in_flight()
+            && !self.job_out()
             && !self.data.eof
     }
 
@@ -475,7 +475,7 @@ impl FtpSession {
 
     /// Moves a send along: the next listing page, or the end.
     fn pump_send(&mut self, ctx: &mut Ctx) {
-        if self.job_in_flight() || !self.data.out.is_empty() {
+        if self.job_out() || !self.data.out.is_empty() {
             return;
         }
         let Transfer::Running(Flow::Send { file, listing }) = &mut self.data.transfer else {
@@ -660,7 +660,7 @@ impl FtpSession {
         }
         let stalled = now >= self.data.progress + ctx.limits.idle_timeout;
         match &self.data.transfer {
-            Transfer::Running(_) if stalled && !self.job_in_flight() => {
+            Transfer::Running(_) if stalled && !self.job_out() => {
                 info!(
                     "ftp {}: data connection stalled; aborting the transfer",
                     self.key
