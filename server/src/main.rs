@@ -50,7 +50,7 @@ struct Cli {
 enum Command {
     /// Serve clients (the default when no command is given).
     #[command(after_help = LISTENER_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a completion script for SHELL (e.g. skiffd completions bash > ~/.local/share/bash-completion/completions/skiffd).
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
@@ -103,6 +103,18 @@ struct ServeArgs {
     /// [default: 127.0.0.1:9996, if no listener flag is given]
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     raw_echo: Vec<String>,
+    /// FTP, for the clients people have (curl, lftp, FileZilla, ftplib):
+    /// see docs/ftp.md [default: 127.0.0.1:2121, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    ftp: Vec<String>,
+    /// Ports for FTP's passive data connections, LO-HI (open them in a
+    /// firewall) [default: any free port]
+    #[arg(long, value_name = "LO-HI", value_parser = port_range)]
+    ftp_passive: Option<(u16, u16)>,
+    /// The address FTP's PASV replies announce, for a server behind NAT
+    /// [default: the address the client connected to]
+    #[arg(long, value_name = "ADDR")]
+    ftp_advertise: Option<std::net::IpAddr>,
     /// Largest request body (bodies are streamed, so this can be large).
     #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
     max_body: u64,
@@ -160,6 +172,22 @@ fn host_port(value: &str) -> Result<String, String> {
     }
 }
 
+/// Parses `LO-HI`, a range of ports for FTP's passive listeners.
+fn port_range(value: &str) -> Result<(u16, u16), String> {
+    let bad = || {
+        format!("expected LO-HI with 1 <= LO <= HI <= 65535, such as 40000-40999, not {value:?}")
+    };
+    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+    let (lo, hi) = (
+        lo.parse::<u16>().map_err(|_| bad())?,
+        hi.parse::<u16>().map_err(|_| bad())?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
 /// The command line with `serve` put in front when it starts with a flag
 /// of `serve` rather than a command: `skiffd --listen ...` is
 /// `skiffd serve --listen ...`. Help and version flags are left to the
@@ -188,7 +216,8 @@ impl ServeArgs {
             && self.unix.is_empty()
             && self.udp_time.is_empty()
             && self.udp_echo.is_empty()
-            && self.raw_echo.is_empty();
+            && self.raw_echo.is_empty()
+            && self.ftp.is_empty();
         let pick = |list: &[String], default: &str| {
             if defaults {
                 resolve(&[default.to_string()])
@@ -213,6 +242,11 @@ impl ServeArgs {
             udp_time: pick(&self.udp_time, "127.0.0.1:9998")?,
             udp_echo: pick(&self.udp_echo, "127.0.0.1:9997")?,
             raw_echo: pick(&self.raw_echo, "127.0.0.1:9996")?,
+            ftp: pick(&self.ftp, "127.0.0.1:2121")?,
+            ftp_passive: reactor::FtpPassive {
+                ports: self.ftp_passive,
+                advertise: self.ftp_advertise,
+            },
             limits: Limits {
                 max_body: self.max_body,
                 out_high,
@@ -300,7 +334,7 @@ fn main() -> ExitCode {
         command.expect("serve parses without arguments")
     });
     let result = match command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::User { data_dir, command } => usercli::run(&data_dir, command),
         Command::Completions { shell } => {
             // Built in memory: clap_complete panics if its writer fails

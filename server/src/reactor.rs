@@ -36,6 +36,7 @@
 //! | `source` | tokens: which table an event is for |
 //! | `listeners` | binding, accepting, admitting or refusing, datagrams |
 //! | `client` | one client's turn (`drive_client`), its timers, closing late |
+//! | `ftp` | an FTP session's passive listener and data connection |
 //! | `output` | writing: `writev` with lent bodies, `sendfile`, `splice` |
 //! | `jobs` | handing jobs to the worker pool and results back |
 //! | `broadcast` | actions from handlers; `say` spread over turns |
@@ -65,6 +66,7 @@ mod accounts;
 mod broadcast;
 mod client;
 mod commands;
+mod ftp;
 mod jobs;
 mod listeners;
 mod memory;
@@ -79,6 +81,7 @@ use crate::services::Services;
 use crate::stats::Stats;
 use broadcast::Broadcast;
 use client::{Client, Protocol};
+pub use ftp::Passive as FtpPassive;
 use listeners::Listener;
 use source::Source;
 
@@ -122,6 +125,10 @@ pub struct Config {
     pub udp_echo: Vec<SocketAddr>,
     /// Raw upper-casing TCP echo.
     pub raw_echo: Vec<SocketAddr>,
+    /// FTP control connections.
+    pub ftp: Vec<SocketAddr>,
+    /// FTP passive ports and the address announced for them.
+    pub ftp_passive: ftp::Passive,
     /// Per-connection limits.
     pub limits: Limits,
     /// Most connections open at once.
@@ -145,7 +152,7 @@ pub struct Reactor {
     listeners: Vec<Option<Listener>>,
     /// SIGINT/SIGTERM, delivered through a pipe registered with the poll.
     signals: Signals,
-    /// Connected clients, keyed by slab key (= token >> 2).
+    /// Connected clients, keyed by slab key (see `source`).
     clients: Slab<Client>,
     /// Sources that may still be ready after using up their budget.
     ready: VecDeque<Source>,
@@ -177,7 +184,7 @@ pub struct Reactor {
     /// `splice` from a pipe to a client socket works here (it is turned
     /// off for good if the kernel ever refuses it).
     splice_works: bool,
-    /// Running commands, keyed by slab key (= token >> 4).
+    /// Running commands, keyed by slab key (see `source`).
     children: Slab<ChildProc>,
     /// Command deadlines (timeout, kill grace, drain grace); stale
     /// entries only cause a harmless extra look.
@@ -193,6 +200,10 @@ pub struct Reactor {
     buffered_peak: usize,
     /// When users.json is next looked at (see `accounts`).
     users_check_at: Instant,
+    /// The next FTP passive port to try.
+    ftp_next_port: u16,
+    /// FTP data connections open now (they count as connections).
+    ftp_data_conns: usize,
 }
 
 impl Reactor {
@@ -247,6 +258,8 @@ impl Reactor {
             broadcasts: VecDeque::new(),
             buffered_peak: 0,
             users_check_at: now + accounts::USERS_CHECK_EVERY,
+            ftp_next_port: 0,
+            ftp_data_conns: 0,
         })
     }
 
@@ -333,6 +346,18 @@ impl Reactor {
                 }
                 self.drive_child(ck);
             }
+            Some(Source::FtpData(k, part)) => {
+                let Some(f) = self.clients.get_mut(k).and_then(|c| c.protocol.ftp()) else {
+                    return; // a stale event for a closed session
+                };
+                let gone = event.is_read_closed() || event.is_error();
+                f.on_event(
+                    part,
+                    event.is_readable() || gone,
+                    event.is_writable() || event.is_write_closed() || event.is_error(),
+                );
+                self.drive(k);
+            }
             Some(Source::Client(k)) => {
                 let Some(client) = self.clients.get_mut(k) else {
                     return; // a stale event for a closed client
@@ -382,7 +407,7 @@ impl Reactor {
                         self.drive_child(ck);
                     }
                 }
-                Source::Signals | Source::Jobs => {}
+                Source::Signals | Source::Jobs | Source::FtpData(..) => {}
             }
         }
     }

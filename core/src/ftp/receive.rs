@@ -17,6 +17,7 @@ use super::store;
 use super::transfer::{Flow, Transfer};
 use crate::ctx::Ctx;
 use crate::pool::Lane;
+use crate::services::account;
 
 impl FtpSession {
     /// The turn is over: received bytes go to a worker.
@@ -58,6 +59,11 @@ impl FtpSession {
             } else {
                 self.end_transfer(451, &text);
             }
+            return;
+        }
+        if store.blocked() {
+            let want = store.shortfall();
+            self.discard_for_room(want, ctx);
             return;
         }
         // What arrived goes to disk before the upload stops or ends.
@@ -174,5 +180,34 @@ impl FtpSession {
             },
         );
         self.start_job(gone, ctx);
+    }
+
+    /// Discards parked partials of other uploads (oldest first) for the
+    /// chunk held back, then takes it again.
+    fn discard_for_room(&mut self, want: u64, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(store)) = &self.data.transfer else {
+            return;
+        };
+        let (partial, spare) = {
+            let account = store.account();
+            let a = account.borrow();
+            (a.partial.clone(), a.active.clone())
+        };
+        let discard = job(
+            "discard-parked",
+            Lane::Quick,
+            move || account::discard_parked(&partial, want, &spare),
+            |freed, s: &mut FtpSession, _ctx| {
+                if let Transfer::Running(Flow::Receive(store)) = &mut s.data.transfer {
+                    {
+                        let account = store.account();
+                        let mut a = account.borrow_mut();
+                        a.parked = a.parked.saturating_sub(freed);
+                    }
+                    store.unblock(freed);
+                }
+            },
+        );
+        self.start_job(discard, ctx);
     }
 }

@@ -152,69 +152,112 @@ impl FtpSession {
                     Err(text) => return s.reply(554, &text),
                 };
                 let allo_bytes = allo.as_ref().map_or(0, Reservation::bytes);
-                let need = base
-                    .bytes()
-                    .saturating_sub(facts.existing)
-                    .saturating_sub(allo_bytes);
-                {
-                    let a = account.borrow();
-                    let own_parked = facts.kept.min(a.parked);
-                    if !a.fits(need, own_parked) {
-                        return s.reply(552, &quota_text(&target, &a));
-                    }
-                }
-                let (home, partial) = {
-                    let a = account.borrow();
-                    (a.home.clone(), a.partial.clone())
+                let plan = Plan {
+                    need: base
+                        .bytes()
+                        .saturating_sub(facts.existing)
+                        .saturating_sub(allo_bytes),
+                    target,
+                    base,
+                    facts,
+                    allo,
+                    claim,
+                    lock,
+                    account,
                 };
-                let name = claim.name().to_string();
-                let opened_target = target.clone();
-                let open = job(
-                    "stor-open",
-                    Lane::Bulk,
-                    move || store::open(&home, &partial, &name, &opened_target, base),
-                    move |opened, s: &mut FtpSession, ctx| {
-                        let disk = match opened {
-                            Ok(d) => d,
-                            Err(e) => {
-                                return s.reply(451, &format!("Cannot start the upload: {e}"));
-                            }
-                        };
-                        {
-                            let mut a = account.borrow_mut();
-                            let own_parked = facts.kept.min(a.parked);
-                            if !a.fits(need, own_parked) {
-                                // Others reserved meanwhile.
-                                let text = quota_text(&target, &a);
-                                drop(a);
-                                return s.reply(552, &text);
-                            }
-                            a.parked -= own_parked;
-                        }
-                        let mut reservation =
-                            allo.unwrap_or_else(|| Reservation::hold(&account, 0));
-                        reservation.grow(need);
-                        let from = disk.written;
-                        let store = Store::new(
-                            target.clone(),
-                            disk,
-                            facts.existing,
-                            reservation,
-                            claim,
-                            lock,
-                        );
-                        let opening = if from > 0 {
-                            format!("Ok to send data for {target} from byte {from}.")
-                        } else {
-                            format!("Ok to send data for {target}.")
-                        };
-                        s.begin(Flow::Receive(Box::new(store)), opening, ctx);
-                    },
-                );
-                s.start_job(open, ctx);
+                s.stor_room(plan, true, ctx);
             },
         );
         self.start_job(check, ctx);
+    }
+
+    /// Checks the quota for what the upload starts with; if partials of
+    /// other, abandoned uploads are in the way, discards them (oldest
+    /// first, as `put` does) and looks once more.
+    fn stor_room(&mut self, plan: Plan, may_discard: bool, ctx: &mut Ctx) {
+        let a = plan.account.borrow();
+        let own_parked = plan.facts.kept.min(a.parked);
+        if a.fits(plan.need, own_parked) {
+            drop(a);
+            return self.stor_open(plan, ctx);
+        }
+        if !may_discard || a.parked <= own_parked {
+            let text = quota_text(&plan.target, &a);
+            drop(a);
+            return self.reply(552, &text);
+        }
+        let want = a.shortfall(plan.need, own_parked);
+        let partial = a.partial.clone();
+        let spare = a.active.clone();
+        drop(a);
+        let discard = job(
+            "discard-parked",
+            Lane::Quick,
+            move || account::discard_parked(&partial, want, &spare),
+            move |freed, s: &mut FtpSession, ctx| {
+                {
+                    let mut a = plan.account.borrow_mut();
+                    a.parked = a.parked.saturating_sub(freed);
+                }
+                s.stor_room(plan, false, ctx);
+            },
+        );
+        self.start_job(discard, ctx);
+    }
+
+    /// Opens the partial file with its base (copied or hashed on a
+    /// worker), reserves the quota and starts the transfer.
+    fn stor_open(&mut self, plan: Plan, ctx: &mut Ctx) {
+        let (home, partial) = {
+            let a = plan.account.borrow();
+            (a.home.clone(), a.partial.clone())
+        };
+        let name = plan.claim.name().to_string();
+        let target = plan.target.clone();
+        let base = plan.base;
+        let open = job(
+            "stor-open",
+            Lane::Bulk,
+            move || store::open(&home, &partial, &name, &target, base),
+            move |opened, s: &mut FtpSession, ctx| {
+                let disk = match opened {
+                    Ok(d) => d,
+                    Err(e) => return s.reply(451, &format!("Cannot start the upload: {e}")),
+                };
+                let Plan {
+                    target,
+                    facts,
+                    need,
+                    allo,
+                    claim,
+                    lock,
+                    account,
+                    ..
+                } = plan;
+                {
+                    let mut a = account.borrow_mut();
+                    let own_parked = facts.kept.min(a.parked);
+                    if !a.fits(need, own_parked) {
+                        // Others reserved meanwhile.
+                        let text = quota_text(&target, &a);
+                        drop(a);
+                        return s.reply(552, &text);
+                    }
+                    a.parked -= own_parked;
+                }
+                let mut reservation = allo.unwrap_or_else(|| Reservation::hold(&account, 0));
+                reservation.grow(need);
+                let from = disk.written;
+                let opening = if from > 0 {
+                    format!("Ok to send data for {target} from byte {from}.")
+                } else {
+                    format!("Ok to send data for {target}.")
+                };
+                let store = Store::new(target, disk, facts.existing, reservation, claim, lock);
+                s.begin(Flow::Receive(Box::new(store)), opening, ctx);
+            },
+        );
+        self.start_job(open, ctx);
     }
 
     pub(super) fn allo(&mut self, arg: &str, ctx: &mut Ctx) {
@@ -275,6 +318,26 @@ impl FtpSession {
         );
         self.start_job(discard, ctx);
     }
+}
+
+/// An upload checked against the disk, not started yet.
+struct Plan {
+    /// The target, as the user sees it.
+    target: String,
+    /// What its first bytes come from.
+    base: store::Base,
+    /// What the disk said.
+    facts: store::Facts,
+    /// Quota it needs now, beyond what `ALLO` reserved.
+    need: u64,
+    /// `ALLO`'s reservation, if one was made.
+    allo: Option<Reservation>,
+    /// The upload's hold on its partial file.
+    claim: Claim,
+    /// The upload's hold on its target path.
+    lock: PathLock,
+    /// The user's account.
+    account: std::rc::Rc<std::cell::RefCell<Account>>,
 }
 
 /// Why an upload does not fit, with the numbers.

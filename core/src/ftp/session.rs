@@ -392,7 +392,8 @@ impl FtpSession {
 }
 
 /// The control connection's side of the [`Engine`] contract; the data
-/// connection's is in [`super::transfer`].
+/// connection's is `transfer.rs`: [`FtpSession::poll_data_request`] and the
+/// `handle_data_*` calls.
 impl Engine for FtpSession {
     /// A new turn: [`MAX_COMMANDS_PER_TURN`] more commands may be handled;
     /// a buffer-full of a file copied to the data connection (where

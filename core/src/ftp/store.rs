@@ -24,8 +24,10 @@
 //! **Quota.** `ALLO n` reserves `n` bytes at once. Beyond what is
 //! reserved, each chunk is admitted only as far as the quota has room
 //! (the bytes of the file being replaced are credited, since they go when
-//! the new one lands): the transfer then stops with `552` and the partial
-//! is kept, for a `REST`+`STOR` once room is made.
+//! the new one lands). Partials of other, abandoned uploads are discarded
+//! for room first, oldest first, as for `put`; then the transfer stops
+//! with `552` and the partial is kept, for a `REST`+`STOR` once room is
+//! made.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -214,6 +216,10 @@ pub struct Store {
     reservation: Reservation,
     /// The quota ran out: what fit was taken, the rest is refused.
     pub over_quota: bool,
+    /// A chunk held back until parked partials are discarded for room.
+    blocked: Vec<u8>,
+    /// Parked partials may still be discarded for room.
+    may_discard: bool,
     /// The partial is still there (not landed, not thrown away).
     keeps_partial: bool,
     /// This upload's hold on its partial file.
@@ -257,6 +263,8 @@ impl Store {
             existing,
             reservation,
             over_quota: false,
+            blocked: Vec::new(),
+            may_discard: true,
             keeps_partial: true,
             claim,
             _lock: lock,
@@ -272,9 +280,12 @@ impl Store {
     }
 
     /// Takes as much of `chunk` as the quota admits; returns how much.
-    /// Less than all of it sets [`Store::over_quota`].
+    /// Less than all of it sets [`Store::over_quota`]. When partials of
+    /// other, abandoned uploads hold quota, a chunk that does not fit is
+    /// held back whole instead ([`Store::blocked`]): discarding them may
+    /// make room, and no byte may be skipped if the upload goes on.
     pub fn take(&mut self, chunk: &[u8]) -> usize {
-        if self.failed.is_some() || self.over_quota {
+        if self.failed.is_some() || self.over_quota || self.blocked() {
             return 0;
         }
         let after = self.received().saturating_add(chunk.len() as u64);
@@ -283,7 +294,14 @@ impl Store {
         let admitted = if more == 0 {
             chunk.len()
         } else {
-            let room = room(&self.claim.account().borrow(), more);
+            let (room, parked) = {
+                let a = self.claim.account().borrow();
+                (room(&a, more), a.parked)
+            };
+            if room < more && parked > 0 && self.may_discard {
+                self.blocked.extend_from_slice(chunk);
+                return chunk.len();
+            }
             self.reservation.grow(room);
             if room < more {
                 self.over_quota = true;
@@ -295,6 +313,32 @@ impl Store {
         };
         self.pending.extend_from_slice(&chunk[..admitted]);
         admitted
+    }
+
+    /// A chunk waits for parked partials to be discarded (see [`Store::take`]).
+    pub fn blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
+    /// Quota bytes the held-back chunk needs beyond what there is room for.
+    pub fn shortfall(&self) -> u64 {
+        let after = self.received().saturating_add(self.blocked.len() as u64);
+        let more = after
+            .saturating_sub(self.existing)
+            .saturating_sub(self.reservation.bytes());
+        let a = self.claim.account().borrow();
+        more.saturating_sub(room(&a, more))
+    }
+
+    /// Parked partials were discarded (`freed` bytes): the held-back chunk
+    /// is taken again. When nothing could be freed, no chunk is held back
+    /// again: the quota is simply full.
+    pub fn unblock(&mut self, freed: u64) {
+        if freed == 0 {
+            self.may_discard = false;
+        }
+        let chunk = std::mem::take(&mut self.blocked);
+        self.take(&chunk);
     }
 
     /// Whether a batch should go to a worker now.
@@ -327,7 +371,7 @@ impl Store {
 
     /// Memory held for received bytes.
     pub fn buffered_bytes(&self) -> usize {
-        self.pending.capacity()
+        self.pending.capacity() + self.blocked.capacity()
     }
 
     /// What a worker needs to land the upload: the partial's directory and

@@ -1135,3 +1135,27 @@ fn a_session_whose_password_changed_is_told_and_closed() {
     assert_eq!(h2.take(), "421 your account was deleted\r\n");
     assert!(h2.s.is_done());
 }
+
+#[test]
+fn an_upload_short_of_room_discards_abandoned_partials_first() {
+    let mut h = Harness::logged_in();
+    let room = ALICE_QUOTA - 5;
+    h.open_data();
+    h.send("STOR a.bin\r\n");
+    h.upload(&pattern(2 << 20), 100_000);
+    assert!(h.take().ends_with(&format!("552 Quota exceeded: {room} bytes are kept; REST {room} + STOR resumes once there is room.\r\n")));
+    assert_eq!(h.services.accounts["alice"].borrow().parked, room);
+    // Another upload needs the room: the abandoned partial goes, every
+    // byte of the new one lands.
+    let body = pattern(600_000);
+    h.open_data();
+    h.send("STOR b.bin\r\n");
+    h.take();
+    h.upload(&body, 70_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("b.bin")).unwrap(), body);
+    h.send("SIZE a.bin\r\n");
+    assert_eq!(h.take(), "550 /a.bin: no such file or directory\r\n");
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (5 + 600_000, 0, 0));
+}

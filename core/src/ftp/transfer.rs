@@ -332,7 +332,7 @@ impl FtpSession {
     /// Whether the reactor should read the data connection.
     pub fn wants_data_read(&self) -> bool {
         matches!(&self.data.transfer, Transfer::Running(Flow::Receive(store))
-            if !store.batch_full() && !store.over_quota && store.failed.is_none())
+            if !store.batch_full() && !store.over_quota && !store.blocked() && store.failed.is_none())
             && !self.job_out()
             && !self.data.eof
     }

@@ -28,8 +28,12 @@ impl Reactor {
         }
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for k in keys {
-            if let Some(c) = self.clients[k].protocol.framed() {
+            let protocol = &mut self.clients[k].protocol;
+            if let Some(c) = protocol.framed() {
                 c.recheck_login(&self.services.users);
+            }
+            if let Some(f) = protocol.ftp() {
+                f.session.recheck_login(&self.services.users);
             }
             self.drive(k);
         }

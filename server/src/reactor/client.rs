@@ -15,6 +15,7 @@ use mio::Interest;
 use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
 
+use super::ftp::{FtpClient, FtpEnv, drive_data};
 use super::output::flush;
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
 use crate::children::ChildProc;
@@ -81,6 +82,8 @@ impl Stream {
 pub(super) enum Protocol {
     Framed(Box<Conn>),
     RawEcho(RawEcho),
+    /// An FTP control connection, with its data sockets.
+    Ftp(Box<FtpClient>),
 }
 
 impl Protocol {
@@ -88,6 +91,7 @@ impl Protocol {
         match self {
             Protocol::Framed(c) => &**c,
             Protocol::RawEcho(r) => r,
+            Protocol::Ftp(f) => &f.session,
         }
     }
 
@@ -95,6 +99,15 @@ impl Protocol {
         match self {
             Protocol::Framed(c) => &mut **c,
             Protocol::RawEcho(r) => r,
+            Protocol::Ftp(f) => &mut f.session,
+        }
+    }
+
+    /// The FTP session and its data sockets, for what only FTP does.
+    pub(super) fn ftp(&mut self) -> Option<&mut FtpClient> {
+        match self {
+            Protocol::Ftp(f) => Some(f),
+            _ => None,
         }
     }
 
@@ -229,6 +242,18 @@ impl Reactor {
             }
             let mut client = self.clients.remove(k);
             let _ = self.poll.registry().deregister(client.stream.source());
+            // An FTP session's data sockets go with it.
+            if let Some(f) = client.protocol.ftp()
+                && let Some(ip) = f.close_all(self.poll.registry())
+            {
+                self.ftp_data_conns = self.ftp_data_conns.saturating_sub(1);
+                if let Entry::Occupied(mut e) = self.per_ip.entry(ip) {
+                    *e.get_mut() -= 1;
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
+            }
             // A client that goes takes its commands with it.
             let now = Instant::now();
             for (ck, ch) in self.children.iter_mut() {
@@ -272,8 +297,12 @@ impl Reactor {
             children,
             splice_works,
             jobs,
+            per_ip,
+            ftp_next_port,
+            ftp_data_conns,
             ..
         } = self;
+        let clients_open = clients.len();
         let Some(client) = clients.get_mut(k) else {
             return;
         };
@@ -296,6 +325,7 @@ impl Reactor {
         // loop: a 1 GiB file never holds it for long.
         client.protocol.engine_mut().start_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
+        let ftp_control = matches!(client.protocol, Protocol::Ftp(_));
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
@@ -316,7 +346,10 @@ impl Reactor {
                     // on how Linux epoll reports stream sockets.) A FIN
                     // that came with the data raises no new edge, so once
                     // the poll has reported one, read on to the end.
-                    if n < scratch.len() && !client.read_closed {
+                    // Not on FTP: a client aborting a transfer sends the
+                    // Telnet Synch as TCP urgent data, and a read stops at
+                    // the urgent mark with the `ABOR` still behind it.
+                    if n < scratch.len() && !client.read_closed && !ftp_control {
                         client.readable = false;
                     }
                     env.stats.bytes_in += n as u64;
@@ -340,6 +373,22 @@ impl Reactor {
                 Err(e) => client.fail(format!("read: {e}")),
             }
         }
+        // An FTP session's data connection: its bytes move in the same
+        // turn, before `end_turn` hands an upload's batch to a worker.
+        if let Some(f) = client.protocol.ftp() {
+            let mut fenv = FtpEnv {
+                registry: poll.registry(),
+                scratch,
+                passive: &config.ftp_passive,
+                next_port: ftp_next_port,
+                data_conns: ftp_data_conns,
+                per_ip,
+                clients: clients_open,
+                max_conns: config.max_conns,
+                max_conns_per_ip: config.max_conns_per_ip,
+            };
+            drive_data(k, f, &mut env, &mut fenv, now);
+        }
         client.protocol.engine_mut().end_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         client.account(env.stats);
@@ -350,7 +399,8 @@ impl Reactor {
         }
         let more_to_read = client.readable && client.wants_read(limits);
         let more_to_write = client.writable && client.wants_write();
-        let more_work = client.protocol.engine().wants_turn(limits);
+        let more_work = client.protocol.engine().wants_turn(limits)
+            || client.protocol.ftp().is_some_and(|f| f.still_ready());
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));

@@ -14,16 +14,27 @@ use mio::net::{TcpListener, UdpSocket, UnixListener};
 use skiff::proto::Code;
 
 use super::client::{Client, Protocol, Stream};
+use super::ftp::FtpClient;
 use super::{ACCEPT_BUDGET, Config, DATAGRAM_BUDGET, Reactor, Source};
 use crate::conn::Conn;
 use crate::handlers::{self, raw_echo::RawEcho};
 use crate::udp;
+use skiffd_core::ftp::FtpSession;
+
+/// What a stream listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Framed,
+    RawEcho,
+    Ftp,
+}
 
 /// A listening socket and the service behind it.
 pub(super) enum Listener {
     Framed(TcpListener),
     FramedUnix(UnixListener, PathBuf),
     RawEcho(TcpListener),
+    Ftp(TcpListener),
     UdpTime(UdpSocket),
     UdpEcho(UdpSocket),
 }
@@ -34,6 +45,7 @@ impl Listener {
             Listener::Framed(_) => "framed",
             Listener::FramedUnix(..) => "framed-unix",
             Listener::RawEcho(_) => "raw-echo",
+            Listener::Ftp(_) => "ftp",
             Listener::UdpTime(_) => "udp-time",
             Listener::UdpEcho(_) => "udp-echo",
         }
@@ -41,7 +53,7 @@ impl Listener {
 
     pub(super) fn local_addr(&self) -> String {
         let addr = match self {
-            Listener::Framed(l) | Listener::RawEcho(l) => l.local_addr(),
+            Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => l.local_addr(),
             Listener::UdpTime(s) | Listener::UdpEcho(s) => s.local_addr(),
             Listener::FramedUnix(_, path) => return path.display().to_string(),
         };
@@ -50,7 +62,7 @@ impl Listener {
 
     pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
-            Listener::Framed(l) | Listener::RawEcho(l) => l,
+            Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => l,
             Listener::FramedUnix(l, _) => l,
             Listener::UdpTime(s) | Listener::UdpEcho(s) => s,
         }
@@ -59,7 +71,7 @@ impl Listener {
 
 impl Listener {
     /// Binds every listener `config` names, in a fixed order (framed TCP,
-    /// framed Unix, raw echo, UDP time, UDP echo); an error names the
+    /// framed Unix, raw echo, FTP, UDP time, UDP echo); an error names the
     /// service and the address.
     pub(super) fn bind_all(config: &Config) -> io::Result<Vec<Listener>> {
         let mut listeners = Vec::new();
@@ -79,6 +91,11 @@ impl Listener {
         for &a in &config.raw_echo {
             listeners.push(Listener::RawEcho(
                 crate::listen::tcp(a, config.backlog).map_err(|e| with("raw-echo", &a, e))?,
+            ));
+        }
+        for &a in &config.ftp {
+            listeners.push(Listener::Ftp(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("ftp", &a, e))?,
             ));
         }
         for &a in &config.udp_time {
@@ -116,19 +133,25 @@ impl Reactor {
             let Some(Some(listener)) = self.listeners.get_mut(i) else {
                 return false;
             };
-            let raw = matches!(listener, Listener::RawEcho(_));
+            let kind = match listener {
+                Listener::RawEcho(_) => Kind::RawEcho,
+                Listener::Ftp(_) => Kind::Ftp,
+                _ => Kind::Framed,
+            };
             let accepted = match listener {
-                Listener::Framed(l) | Listener::RawEcho(l) => l.accept().map(|(s, a)| {
-                    let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), Some(a.ip()), a.to_string())
-                }),
+                Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => {
+                    l.accept().map(|(s, a)| {
+                        let _ = s.set_nodelay(true);
+                        (Stream::Tcp(s), Some(a.ip()), a.to_string())
+                    })
+                }
                 Listener::FramedUnix(l, _) => l
                     .accept()
                     .map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
                 Listener::UdpTime(_) | Listener::UdpEcho(_) => return false,
             };
             match accepted {
-                Ok((stream, ip, peer)) => self.admit(stream, ip, &peer, raw),
+                Ok((stream, ip, peer)) => self.admit(stream, ip, &peer, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // Interrupted, or a peer that gave up while queued: next.
                 Err(e)
@@ -149,10 +172,11 @@ impl Reactor {
         true
     }
 
-    /// Registers a new client, or refuses it with `too_busy`.
-    fn admit(&mut self, mut stream: Stream, ip: Option<IpAddr>, peer: &str, raw: bool) {
+    /// Registers a new client, or refuses it with `too_busy` (`421` on
+    /// FTP). FTP data connections count as connections too.
+    fn admit(&mut self, mut stream: Stream, ip: Option<IpAddr>, peer: &str, kind: Kind) {
         self.stats.accepted += 1;
-        let over_total = self.clients.len() >= self.config.max_conns;
+        let over_total = self.clients.len() + self.ftp_data_conns >= self.config.max_conns;
         let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
         let over_ip = from_ip >= self.config.max_conns_per_ip;
         if over_total || over_ip || self.shutdown_by.is_some() {
@@ -168,12 +192,18 @@ impl Reactor {
                 "server is shutting down".to_string()
             };
             info!("refused {peer}: too_busy: {why}");
-            if !raw {
-                // A fresh socket's send buffer is empty, so this small
-                // write completes or fails at once; it never blocks.
-                let mut frame = Vec::new();
-                handlers::error(&mut frame, None, Code::TooBusy, &why);
-                let _ = stream.write(&frame);
+            // A fresh socket's send buffer is empty, so this small write
+            // completes or fails at once; it never blocks.
+            match kind {
+                Kind::Framed => {
+                    let mut frame = Vec::new();
+                    handlers::error(&mut frame, None, Code::TooBusy, &why);
+                    let _ = stream.write(&frame);
+                }
+                Kind::Ftp => {
+                    let _ = stream.write(format!("421 {why}.\r\n").as_bytes());
+                }
+                Kind::RawEcho => {}
             }
             return;
         }
@@ -189,10 +219,31 @@ impl Reactor {
             warn!("cannot register {peer}: {e}");
             return;
         }
-        let protocol = if raw {
-            Protocol::RawEcho(RawEcho::new(now))
-        } else {
-            Protocol::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
+        let protocol = match kind {
+            Kind::RawEcho => Protocol::RawEcho(RawEcho::new(now)),
+            Kind::Framed => {
+                Protocol::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
+            }
+            Kind::Ftp => {
+                let (Stream::Tcp(tcp), Some(peer_ip)) = (&stream, ip) else {
+                    return; // FTP listens on TCP only
+                };
+                // Python's ftplib sends `ABOR\r\n` as TCP urgent data, whose
+                // last byte the kernel would take out of the stream: keep it
+                // in, or the line never ends (vsftpd does the same).
+                if let Err(e) = socket2::SockRef::from(tcp).set_out_of_band_inline(true) {
+                    debug!("ftp: cannot keep urgent data inline for {peer}: {e}");
+                }
+                let local = match tcp.local_addr() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!("ftp: cannot read the local address of {peer}: {e}");
+                        return;
+                    }
+                };
+                let session = FtpSession::new(key, peer_ip, now, skiffd_core::ftp::PASSIVE_TIMEOUT);
+                Protocol::Ftp(Box::new(FtpClient::new(session, local)))
+            }
         };
         entry.insert(Client {
             stream,
@@ -213,7 +264,11 @@ impl Reactor {
         self.stats.connections += 1;
         debug!(
             "conn {key}: accepted {peer}{}",
-            if raw { " (raw echo)" } else { "" }
+            match kind {
+                Kind::Framed => "",
+                Kind::RawEcho => " (raw echo)",
+                Kind::Ftp => " (ftp)",
+            }
         );
         self.drive(key);
     }

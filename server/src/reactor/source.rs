@@ -1,14 +1,26 @@
-//! Tokens: what an event is for. A token is a typed slab key: its low two
-//! bits say which table (signals and the job waker, listeners, clients,
-//! commands' descriptors), the rest index it. An event for a key that is
-//! no longer in its table is stale and ignored.
+//! Tokens: what an event is for. A token is a typed slab key: its low
+//! three bits say which table (signals and the job waker, listeners,
+//! clients, commands' descriptors, FTP data sockets), the rest index it.
+//! An event for a key that is no longer in its table is stale and ignored.
 
 use mio::Token;
 
 use crate::children::Fd;
 
-/// What a token stands for. Tokens are typed slab keys: the low two bits
-/// say which table, the rest index it.
+/// Bits of a token that say which table it is for.
+const TAG_BITS: u32 = 3;
+const TAG_MASK: usize = (1 << TAG_BITS) - 1;
+
+/// Which of an FTP session's data sockets an event is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DataSocket {
+    /// Its passive listener.
+    Listener,
+    /// Its data connection.
+    Connection,
+}
+
+/// What a token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
     Signals,
@@ -17,27 +29,64 @@ pub(super) enum Source {
     Listener(usize),
     Client(usize),
     Child(usize, Fd),
+    /// A data socket of the FTP session that is client `k`.
+    FtpData(usize, DataSocket),
 }
 
 impl Source {
     pub(super) fn token(self) -> Token {
         Token(match self {
             Source::Signals => 0,
-            Source::Jobs => 4,
-            Source::Listener(i) => (i << 2) | 1,
-            Source::Client(k) => (k << 2) | 2,
-            Source::Child(k, fd) => (((k << 2) | fd as usize) << 2) | 3,
+            Source::Jobs => 1 << TAG_BITS,
+            Source::Listener(i) => (i << TAG_BITS) | 1,
+            Source::Client(k) => (k << TAG_BITS) | 2,
+            Source::Child(k, fd) => (((k << 2) | fd as usize) << TAG_BITS) | 3,
+            Source::FtpData(k, part) => (((k << 1) | part as usize) << TAG_BITS) | 4,
         })
     }
 
     pub(super) fn from_token(t: Token) -> Option<Source> {
-        match t.0 & 3 {
-            0 if t.0 == 0 => Some(Source::Signals),
-            0 if t.0 == 4 => Some(Source::Jobs),
-            1 => Some(Source::Listener(t.0 >> 2)),
-            2 => Some(Source::Client(t.0 >> 2)),
-            3 => Some(Source::Child(t.0 >> 4, Fd::from_bits(t.0 >> 2))),
+        let key = t.0 >> TAG_BITS;
+        match t.0 & TAG_MASK {
+            0 if key == 0 => Some(Source::Signals),
+            0 if key == 1 => Some(Source::Jobs),
+            1 => Some(Source::Listener(key)),
+            2 => Some(Source::Client(key)),
+            3 => Some(Source::Child(key >> 2, Fd::from_bits(key))),
+            4 => Some(Source::FtpData(
+                key >> 1,
+                if key & 1 == 0 {
+                    DataSocket::Listener
+                } else {
+                    DataSocket::Connection
+                },
+            )),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_survives_its_token() {
+        let sources = [
+            Source::Signals,
+            Source::Jobs,
+            Source::Listener(0),
+            Source::Listener(7),
+            Source::Client(0),
+            Source::Client(123_456),
+            Source::Child(0, Fd::Stdout),
+            Source::Child(99, Fd::Exit),
+            Source::FtpData(0, DataSocket::Listener),
+            Source::FtpData(77, DataSocket::Connection),
+        ];
+        for s in sources {
+            assert_eq!(Source::from_token(s.token()), Some(s), "{s:?}");
+        }
+        assert_eq!(Source::from_token(Token(7)), None);
     }
 }

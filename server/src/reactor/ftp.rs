@@ -1,0 +1,441 @@
+//! An FTP session's sockets beyond its control connection: the passive
+//! listener and the data connection. The session ([`FtpSession`]) says
+//! what it wants done with them ([`DataRequest`]) and what to send; this
+//! module binds, accepts, reads, writes (`sendfile` for `RETR`) and closes,
+//! and tells the session what happened.
+//!
+//! ```text
+//!   Listen       → bind a port of --ftp-passive on the control socket's
+//!                  local address; announce --ftp-advertise or that address
+//!   accept       → only from the control peer's IP (the session decides);
+//!                  the listener goes once one is kept
+//!   data_output  → write / sendfile within the turn's budget
+//!   wants_data_read → read within the turn's budget
+//!   CloseData    → close, then handle_data_closed
+//! ```
+//!
+//! Both data sockets are registered for reading and writing at once:
+//! readiness is edge-triggered, so that costs an event per change, and
+//! the flags below remember what is still ready.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use log::{debug, info};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
+
+use super::client::Env;
+use super::source::{DataSocket, Source};
+use super::{READ_BUDGET, WRITE_BUDGET};
+use skiffd_core::ftp::{DataOut, DataRequest, FtpSession};
+
+/// Most ports tried for one passive listener before giving up (`425`).
+const BIND_TRIES: usize = 64;
+/// Connections accepted on a passive listener per turn (one is kept; the
+/// others came from elsewhere and are closed).
+const ACCEPTS_PER_TURN: usize = 4;
+/// Rounds of requests and I/O per turn: each can make the session ask for
+/// more (a reply, a close, a new listener); the rest waits a turn.
+const ROUNDS: usize = 8;
+
+/// Where passive ports come from, and what a 227 announces.
+#[derive(Debug, Clone)]
+pub struct Passive {
+    /// The port range (`--ftp-passive LO-HI`); `None`: any free port.
+    pub ports: Option<(u16, u16)>,
+    /// The address announced (`--ftp-advertise`); `None`: the control
+    /// connection's local address.
+    pub advertise: Option<IpAddr>,
+}
+
+/// An FTP session and its data sockets.
+pub(super) struct FtpClient {
+    /// The protocol state machine (the control connection's engine).
+    pub(super) session: FtpSession,
+    /// The control socket's local address: passive ports are bound there.
+    local: SocketAddr,
+    /// The passive listener, if any.
+    listener: Option<TcpListener>,
+    /// The listener may have connections waiting.
+    acceptable: bool,
+    /// The data connection, if any.
+    data: Option<DataConn>,
+}
+
+/// A data connection and what the reactor remembers about its readiness.
+struct DataConn {
+    stream: TcpStream,
+    /// The peer's address, for the per-IP count.
+    ip: IpAddr,
+    readable: bool,
+    writable: bool,
+}
+
+impl FtpClient {
+    pub(super) fn new(session: FtpSession, local: SocketAddr) -> FtpClient {
+        FtpClient {
+            session,
+            local,
+            listener: None,
+            acceptable: false,
+            data: None,
+        }
+    }
+
+    /// An event for one of the data sockets.
+    pub(super) fn on_event(&mut self, part: DataSocket, readable: bool, writable: bool) {
+        match part {
+            DataSocket::Listener => self.acceptable |= readable,
+            DataSocket::Connection => {
+                if let Some(d) = &mut self.data {
+                    d.readable |= readable;
+                    d.writable |= writable;
+                }
+            }
+        }
+    }
+
+    /// Whether the data connection could still move bytes without a new
+    /// event (the turn's budget ran out): the client is owed a turn.
+    pub(super) fn still_ready(&self) -> bool {
+        let data = self.data.as_ref().is_some_and(|d| {
+            (d.readable && self.session.wants_data_read())
+                || (d.writable && !matches!(self.session.data_output(), DataOut::Nothing))
+        });
+        data || (self.acceptable && self.listener.is_some())
+    }
+
+    /// Closes both data sockets (the session is going).
+    pub(super) fn close_all(&mut self, registry: &Registry) -> Option<IpAddr> {
+        if let Some(mut l) = self.listener.take() {
+            let _ = registry.deregister(&mut l);
+        }
+        self.data.take().map(|mut d| {
+            let _ = registry.deregister(&mut d.stream);
+            d.ip
+        })
+    }
+}
+
+/// What the FTP side of a turn may use beyond the client.
+pub(super) struct FtpEnv<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) scratch: &'a mut [u8],
+    pub(super) passive: &'a Passive,
+    /// The next passive port to try (rotates through the range).
+    pub(super) next_port: &'a mut u16,
+    /// Data connections open now (they count against `--max-conns`).
+    pub(super) data_conns: &'a mut usize,
+    /// Open connections per peer IP (they count against the per-IP limit).
+    pub(super) per_ip: &'a mut std::collections::HashMap<IpAddr, usize>,
+    /// Clients open now.
+    pub(super) clients: usize,
+    pub(super) max_conns: usize,
+    pub(super) max_conns_per_ip: usize,
+}
+
+/// Moves client `k`'s data sockets along: the session's requests,
+/// accepts, writes and reads, a few rounds within the turn's budgets.
+pub(super) fn drive_data(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+) {
+    let mut read_budget = READ_BUDGET;
+    let mut write_budget = WRITE_BUDGET;
+    for _ in 0..ROUNDS {
+        let mut moved = requests(k, f, env, fenv, now);
+        moved |= accept(k, f, env, fenv, now);
+        moved |= write(k, f, env, fenv, now, &mut write_budget);
+        moved |= read(k, f, env, fenv, now, &mut read_budget);
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// Carries out what the session asked; true if it asked anything.
+fn requests(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: Instant) -> bool {
+    let mut any = false;
+    while let Some(request) = f.session.poll_data_request() {
+        any = true;
+        debug!("ftp {k}: data request {request:?}");
+        match request {
+            DataRequest::Listen => {
+                close_listener(f, fenv);
+                if let Some(ip) = close_data(f, fenv) {
+                    release_ip(fenv, ip);
+                    f.session.handle_data_closed(&mut env.ctx(now));
+                }
+                match bind(k, f.local, fenv) {
+                    Ok(mut l) => {
+                        let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                        let token = Source::FtpData(k, DataSocket::Listener).token();
+                        if let Err(e) = fenv.registry.register(&mut l, token, Interest::READABLE) {
+                            info!("ftp {k}: cannot register a passive listener: {e}");
+                            f.session.handle_passive_failed(&mut env.ctx(now));
+                            continue;
+                        }
+                        f.listener = Some(l);
+                        f.acceptable = true;
+                        let ip = fenv.passive.advertise.unwrap_or(f.local.ip());
+                        f.session
+                            .handle_passive_bound(SocketAddr::new(ip, port), &mut env.ctx(now));
+                    }
+                    Err(e) => {
+                        info!("ftp {k}: no passive port: {e}");
+                        f.session.handle_passive_failed(&mut env.ctx(now));
+                    }
+                }
+            }
+            DataRequest::CloseListener => close_listener(f, fenv),
+            DataRequest::CloseData => {
+                if let Some(ip) = close_data(f, fenv) {
+                    release_ip(fenv, ip);
+                }
+                f.session.handle_data_closed(&mut env.ctx(now));
+            }
+        }
+    }
+    any
+}
+
+/// Binds a passive listener on `local`'s address: a port of the range, in
+/// turn, or any free one.
+fn bind(k: usize, local: SocketAddr, fenv: &mut FtpEnv) -> io::Result<TcpListener> {
+    let Some((lo, hi)) = fenv.passive.ports else {
+        return crate::listen::tcp(SocketAddr::new(local.ip(), 0), 4);
+    };
+    let span = usize::from(hi - lo) + 1;
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "every passive port is in use");
+    for _ in 0..span.min(BIND_TRIES) {
+        let port = if (lo..=hi).contains(fenv.next_port) {
+            *fenv.next_port
+        } else {
+            lo
+        };
+        *fenv.next_port = if port >= hi { lo } else { port + 1 };
+        match crate::listen::tcp(SocketAddr::new(local.ip(), port), 4) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                debug!("ftp {k}: passive port {port} in use");
+                last = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn close_listener(f: &mut FtpClient, fenv: &mut FtpEnv) {
+    if let Some(mut l) = f.listener.take() {
+        let _ = fenv.registry.deregister(&mut l);
+    }
+    f.acceptable = false;
+}
+
+/// Closes the data connection; returns its peer's IP if there was one.
+fn close_data(f: &mut FtpClient, fenv: &mut FtpEnv) -> Option<IpAddr> {
+    let mut d = f.data.take()?;
+    let _ = fenv.registry.deregister(&mut d.stream);
+    // The bytes already written still go out: close(2) sends them first.
+    Some(d.ip)
+}
+
+fn release_ip(fenv: &mut FtpEnv, ip: IpAddr) {
+    *fenv.data_conns = fenv.data_conns.saturating_sub(1);
+    if let Some(n) = fenv.per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            fenv.per_ip.remove(&ip);
+        }
+    }
+}
+
+/// Accepts on the passive listener: a connection the session keeps
+/// becomes the data connection (and the listener goes); others are closed.
+fn accept(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: Instant) -> bool {
+    if !f.acceptable || f.listener.is_none() || f.data.is_some() {
+        return false;
+    }
+    let mut any = false;
+    for _ in 0..ACCEPTS_PER_TURN {
+        let Some(listener) = &f.listener else {
+            break;
+        };
+        let (stream, from) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                f.acceptable = false;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                info!("ftp {k}: passive accept failed: {e}");
+                f.acceptable = false;
+                break;
+            }
+        };
+        any = true;
+        let ip = from.ip().to_canonical();
+        let total = fenv.clients + *fenv.data_conns;
+        let from_ip = fenv.per_ip.get(&ip).copied().unwrap_or(0);
+        if total >= fenv.max_conns || from_ip >= fenv.max_conns_per_ip {
+            info!("ftp {k}: data connection from {from} refused: connection limit");
+            continue; // dropped: the transfer waits, then times out (425)
+        }
+        if !f.session.handle_data_connected(ip, &mut env.ctx(now)) {
+            continue; // not from the control peer: dropped
+        }
+        let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        let token = Source::FtpData(k, DataSocket::Connection).token();
+        if let Err(e) =
+            fenv.registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            info!("ftp {k}: cannot register the data connection: {e}");
+            f.session.handle_data_closed(&mut env.ctx(now));
+            break;
+        }
+        *fenv.data_conns += 1;
+        *fenv.per_ip.entry(ip).or_insert(0) += 1;
+        debug!("ftp {k}: data connection from {from}");
+        f.data = Some(DataConn {
+            stream,
+            ip,
+            readable: true,
+            writable: true,
+        });
+        close_listener(f, fenv);
+        break;
+    }
+    any
+}
+
+/// The data connection failed: close it and tell the session.
+fn lose_data(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+    e: &io::Error,
+) {
+    debug!("ftp {k}: data connection failed: {e}");
+    if let Some(ip) = close_data(f, fenv) {
+        release_ip(fenv, ip);
+    }
+    f.session.handle_data_closed(&mut env.ctx(now));
+}
+
+/// Writes what the session offers on the data connection.
+fn write(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let mut any = false;
+    while *budget > 0 {
+        let Some(d) = &mut f.data else {
+            break;
+        };
+        if !d.writable {
+            break;
+        }
+        let (sent, file) = match f.session.data_output() {
+            DataOut::Nothing => break,
+            DataOut::Bytes(b) => {
+                let b = &b[..b.len().min(*budget)];
+                (d.stream.write(b), false)
+            }
+            DataOut::File(file, len) => {
+                let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
+                let fd = std::os::fd::AsFd::as_fd(file);
+                let socket = std::os::fd::AsFd::as_fd(&d.stream);
+                (crate::sys::sendfile(socket, fd, count), true)
+            }
+        };
+        match sent {
+            Ok(0) if !file => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "write returned 0");
+                lose_data(k, f, env, fenv, now, &e);
+                return true;
+            }
+            Ok(n) => {
+                any = true;
+                *budget = budget.saturating_sub(n.max(1));
+                env.stats.bytes_out += n as u64;
+                if file {
+                    f.session.handle_data_file_sent(n, &mut env.ctx(now));
+                } else {
+                    f.session.handle_data_written(n, &mut env.ctx(now));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if file
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                f.session.data_zero_copy_unavailable();
+            }
+            Err(e) => {
+                lose_data(k, f, env, fenv, now, &e);
+                return true;
+            }
+        }
+    }
+    any
+}
+
+/// Reads the data connection while the session wants bytes.
+fn read(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let mut any = false;
+    while *budget > 0 && f.session.wants_data_read() {
+        let Some(d) = &mut f.data else {
+            break;
+        };
+        if !d.readable {
+            break;
+        }
+        match d.stream.read(fenv.scratch) {
+            Ok(0) => {
+                any = true;
+                d.readable = false;
+                f.session.handle_data_eof(&mut env.ctx(now));
+            }
+            Ok(n) => {
+                any = true;
+                *budget = budget.saturating_sub(n);
+                env.stats.bytes_in += n as u64;
+                f.session
+                    .handle_data_input(&fenv.scratch[..n], &mut env.ctx(now));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                lose_data(k, f, env, fenv, now, &e);
+                return true;
+            }
+        }
+    }
+    any
+}
