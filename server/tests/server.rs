@@ -648,6 +648,7 @@ fn serve_help_shows_every_default_and_how_listeners_combine() {
         "127.0.0.1:9998",
         "127.0.0.1:9997",
         "127.0.0.1:9996",
+        "127.0.0.1:2121",
         "./skiff-data",
         "[default: 64G]",
         "[default: 5s]",

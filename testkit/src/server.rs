@@ -26,12 +26,13 @@ pub const STARTUP_LINES: usize = 50;
 /// The listener flags of `skiffd serve` and the name each listener has in
 /// the `listening NAME ADDR` line: a start waits for every one its
 /// arguments ask for.
-const LISTENERS: [(&str, &str); 5] = [
+const LISTENERS: [(&str, &str); 6] = [
     ("--listen", "framed"),
     ("--unix", "framed-unix"),
     ("--udp-time", "udp-time"),
     ("--udp-echo", "udp-echo"),
     ("--raw-echo", "raw-echo"),
+    ("--ftp", "ftp"),
 ];
 
 /// A running skiffd; killed, then its directory removed, on drop.

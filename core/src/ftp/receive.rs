@@ -42,7 +42,12 @@ impl FtpSession {
         };
         let kept = store.received();
         if self.data.lost && !self.data.eof {
-            // Reset mid-upload: what was written stays for a resume.
+            // Reset mid-upload: what arrived goes to disk and stays there
+            // for a resume (unless writing failed: then `failed` says so).
+            if store.has_pending() && store.failed.is_none() {
+                self.write_batch(ctx);
+                return;
+            }
             self.set_transfer(Transfer::Idle);
             self.data.lost = false;
             self.reply(

@@ -1,0 +1,408 @@
+//! FTP end to end, with the clients people use: Python's `ftplib`, `curl`
+//! and `lftp` against a real skiffd on loopback. `.ci/run` installs them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{serve_args, start_with};
+use testkit::{Server, TempDir, run};
+
+const PASSWORD: &str = "open sesame";
+/// How long one client run may take.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A server with FTP on 127.0.0.1 port 0, user `alice` with `quota`, and
+/// `extra` flags.
+fn start(quota: &str, extra: &[&str]) -> Server {
+    let dir = TempDir::new("ftp");
+    let data = dir.path("data");
+    common::add_user(&data, "alice", PASSWORD, &["--quota", quota]);
+    let mut args = serve_args(&data);
+    args.extend(["--ftp", "127.0.0.1:0"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    start_with(&args, dir)
+}
+
+fn port(server: &Server) -> String {
+    let addr = server.listener("ftp");
+    addr.rsplit_once(':').expect("HOST:PORT").1.to_string()
+}
+
+fn home(server: &Server) -> std::path::PathBuf {
+    server.data_dir().join("homes/alice")
+}
+
+/// Runs a Python script (ftplib) with the port and password as arguments;
+/// it must print `OK` last.
+fn python(server: &Server, script: &str) -> String {
+    let out = run(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(port(server))
+            .arg(PASSWORD)
+            .arg(home(server)),
+        b"",
+        LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "python failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Runs a tool (curl, lftp) in `cwd`; returns its stdout.
+fn tool(cwd: &Path, program: &str, args: &[&str]) -> String {
+    let out = run(
+        Command::new(program).current_dir(cwd).args(args),
+        b"",
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({:?}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// What every ftplib script starts with.
+const PRELUDE: &str = r#"
+import ftplib, hashlib, io, os, socket, struct, sys
+port, password, home = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def connect():
+    f = ftplib.FTP()
+    f.connect("127.0.0.1", port, timeout=20)
+    return f
+def expect(what, got, want):
+    assert got == want, f"{what}: got {got!r}, want {want!r}"
+def fails(code, call, *args):
+    try:
+        call(*args)
+    except ftplib.error_perm as e:
+        assert str(e).startswith(code), f"{call.__name__}{args}: {e}"
+        return
+    raise AssertionError(f"{call.__name__}{args} succeeded; {code} expected")
+def upload(f, name, data):
+    f.storbinary("STOR " + name, io.BytesIO(data))
+def download(f, name, rest=None):
+    buf = io.BytesIO()
+    f.retrbinary("RETR " + name, buf.write, rest=rest)
+    return buf.getvalue()
+"#;
+
+#[test]
+fn ftplib_login_commands_transfers_and_the_jail() {
+    let server = start("100M", &[]);
+    // A symlink out of the home, planted by someone else.
+    std::os::unix::fs::symlink("/etc/passwd", home(&server).join("passwd")).unwrap();
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+f = connect()
+fails("530", f.login, "alice", "wrong")
+f = connect()
+expect("welcome", f.getwelcome(), "220 skiffd FTP ready.")
+fails("530", f.sendcmd, "PWD")
+f.login("alice", password)
+expect("syst", f.sendcmd("SYST"), "215 UNIX Type: L8")
+feat = f.sendcmd("FEAT")
+for line in ("EPSV", "REST STREAM", "UTF8", "MLST type*;size*;modify*;perm*;unique*;", "HASH MD5*"):
+    assert " " + line + "\n" in feat.replace("\r", "") + "\n", (line, feat)
+f.sendcmd("OPTS UTF8 ON")
+f.sendcmd("TYPE I")
+expect("pwd", f.pwd(), "/")
+f.mkd("docs")
+f.cwd("docs")
+expect("pwd", f.pwd(), "/docs")
+data = os.urandom(3_000_000) + b"\r\n\n\r"
+upload(f, "blob.bin", data)
+expect("size", f.size("blob.bin"), len(data))
+expect("retr", download(f, "blob.bin"), data)
+expect("rest retr", download(f, "blob.bin", rest=2_999_000), data[2_999_000:])
+md5 = hashlib.md5(data).hexdigest()
+expect("xmd5", f.sendcmd("XMD5 blob.bin"), "250 " + md5)
+expect("hash", f.sendcmd("HASH blob.bin"), f"213 MD5 0-{len(data)} {md5} /docs/blob.bin")
+assert f.sendcmd("MDTM blob.bin").startswith("213 20"), "mdtm"
+expect("nlst", f.nlst(), ["blob.bin"])
+lines = []
+f.retrlines("LIST -la", lines.append)
+assert len(lines) == 1 and lines[0].startswith("-rw") and lines[0].endswith(" blob.bin"), lines
+facts = dict(f.mlsd())
+expect("mlsd size", facts["blob.bin"]["size"], str(len(data)))
+f.rename("blob.bin", "renamed.bin")
+fails("550", f.size, "blob.bin")
+f.cwd("..")
+expect("pwd", f.pwd(), "/")
+# The jail: .., absolute paths, a symlink out.
+f.cwd("../../..")
+expect("pwd after ..", f.pwd(), "/")
+fails("550", download, f, "../../../etc/passwd")
+fails("550", download, f, "/etc/passwd")
+fails("550", download, f, "passwd")
+fails("550", f.cwd, "/etc")
+names = f.nlst()
+assert "passwd" not in names, names
+f.delete("docs/renamed.bin")
+f.rmd("docs")
+expect("empty", f.nlst(), [])
+# REST + STOR: an upload broken off (the data connection reset) keeps
+# the old file whole and resumes where SIZE says.
+upload(f, "big.bin", b"old version")
+big = os.urandom(5_000_000)
+conn = f.transfercmd("STOR big.bin")
+conn.sendall(big[:2_000_000])
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+conn.close()
+try:
+    f.getresp()
+    raise AssertionError("a broken upload was taken as whole")
+except ftplib.error_temp as e:
+    broken = str(e)
+assert broken.startswith("426 Data connection lost"), broken
+expect("old file intact", open(os.path.join(home, "big.bin"), "rb").read(), b"old version")
+kept = f.size("big.bin")
+assert 0 < kept <= 2_000_000, kept
+assert f"{kept} bytes are kept" in broken, (kept, broken)
+f.storbinary("STOR big.bin", io.BytesIO(big[kept:]), rest=kept)
+expect("resumed", download(f, "big.bin"), big)
+# ABOR mid-transfer: 426, then 226.
+conn = f.transfercmd("RETR big.bin")
+conn.recv(4096)
+resp = f.abort()
+conn.close()
+if resp.startswith("426"):
+    expect("after 426", f.getresp()[:3], "226")
+f.sendcmd("NOOP")
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
+
+#[test]
+fn ftplib_quota_552_keeps_the_partial_for_a_resume() {
+    let server = start("1M", &[]);
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+f = connect()
+f.login("alice", password)
+fails("552", f.sendcmd, "ALLO 2000000")
+expect("allo", f.sendcmd("ALLO 1000"), "200 1000 bytes reserved.")
+body = os.urandom(2 << 20)
+conn = f.transfercmd("STOR big.bin")
+try:
+    conn.sendall(body)
+except OSError:
+    pass  # the server closed the data connection at the quota
+conn.close()
+try:
+    f.voidresp()
+    raise AssertionError("the upload passed the quota")
+except ftplib.error_perm as e:
+    assert str(e).startswith("552 Quota exceeded: 1048576 bytes are kept"), e
+expect("kept", f.size("big.bin"), 1 << 20)
+assert not os.path.exists(os.path.join(home, "big.bin")), "a partial file landed"
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
+
+#[test]
+fn data_connections_come_only_from_the_control_peer_and_count_as_connections() {
+    let server = start("1M", &["--max-conns", "2"]);
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+f = connect()
+f.login("alice", password)
+resp = f.sendcmd("EPSV")
+data_port = int(resp.split("|||")[1].split("|")[0])
+# From another address (127.0.0.2 is loopback too): closed at once.
+thief = socket.socket()
+thief.bind(("127.0.0.2", 0))
+thief.settimeout(10)
+thief.connect(("127.0.0.1", data_port))
+try:
+    expect("thief reads", thief.recv(10), b"")
+except ConnectionResetError:
+    pass
+# From the client's own address: the transfer goes ahead.
+mine = socket.create_connection(("127.0.0.1", data_port), timeout=10)
+f.putcmd("NLST")
+expect("150", f.getresp()[:3], "150")
+expect("listing", mine.recv(100), b"")
+mine.close()
+expect("226", f.getresp()[:3], "226")
+# The control connection and a data connection are two connections:
+# with --max-conns 2 a second session is turned away meanwhile.
+resp = f.sendcmd("EPSV")
+data_port = int(resp.split("|||")[1].split("|")[0])
+held = socket.create_connection(("127.0.0.1", data_port), timeout=10)
+f.sendcmd("NOOP")
+other = socket.create_connection(("127.0.0.1", port), timeout=10)
+greeting = other.recv(200)
+assert greeting.startswith(b"421 server is at its limit of 2 connections"), greeting
+held.close()
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
+
+#[test]
+fn curl_lists_downloads_uploads_and_resumes() {
+    let server = start("100M", &[]);
+    let work = TempDir::new("curl");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(work.path("up.bin"), &body).unwrap();
+    std::fs::write(work.path("part.bin"), &body[..1_000_000]).unwrap();
+    let url = format!("ftp://alice:open%20sesame@127.0.0.1:{}", port(&server));
+    tool(
+        work.root(),
+        "curl",
+        &[
+            "-sS",
+            "--ftp-create-dirs",
+            "-T",
+            "up.bin",
+            &format!("{url}/sub/up.bin"),
+        ],
+    );
+    let listing = tool(work.root(), "curl", &["-sS", &format!("{url}/sub/")]);
+    assert!(
+        listing.contains(" 3000000 ") && listing.trim_end().ends_with(" up.bin"),
+        "{listing}"
+    );
+    tool(
+        work.root(),
+        "curl",
+        &["-sS", "-o", "down.bin", &format!("{url}/sub/up.bin")],
+    );
+    assert_eq!(std::fs::read(work.path("down.bin")).unwrap(), body);
+    tool(
+        work.root(),
+        "curl",
+        &[
+            "-sS",
+            "--ftp-method",
+            "nocwd",
+            "-o",
+            "nocwd.bin",
+            &format!("{url}/sub/up.bin"),
+        ],
+    );
+    assert_eq!(std::fs::read(work.path("nocwd.bin")).unwrap(), body);
+    // Upload resume: a first part, then `-C -` (SIZE, then APPE of the rest).
+    tool(
+        work.root(),
+        "curl",
+        &["-sS", "-T", "part.bin", &format!("{url}/res.bin")],
+    );
+    tool(
+        work.root(),
+        "curl",
+        &["-sS", "-C", "-", "-T", "up.bin", &format!("{url}/res.bin")],
+    );
+    assert_eq!(std::fs::read(home(&server).join("res.bin")).unwrap(), body);
+    // Download resume: REST from what the local file has.
+    std::fs::write(work.path("half.bin"), &body[..1_234_567]).unwrap();
+    tool(
+        work.root(),
+        "curl",
+        &[
+            "-sS",
+            "-C",
+            "-",
+            "-o",
+            "half.bin",
+            &format!("{url}/res.bin"),
+        ],
+    );
+    assert_eq!(std::fs::read(work.path("half.bin")).unwrap(), body);
+}
+
+#[test]
+fn lftp_mirrors_a_tree_both_ways_and_pgets() {
+    let server = start("100M", &[]);
+    let work = TempDir::new("lftp");
+    let tree = work.path("tree");
+    for (path, len) in [
+        ("a/f1", 300_000),
+        ("a/f2", 0),
+        ("a/b/c/deep", 77),
+        ("top.txt", 12),
+    ] {
+        let p = tree.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            (0..len).map(|i: u32| (i % 253) as u8).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+    }
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    std::fs::write(home(&server).join("big.bin"), &big).unwrap();
+    let commands = "set net:max-retries 1; set net:timeout 20; \
+                    mirror -R tree remote; mirror remote back; pget -n 4 big.bin; quit";
+    tool(
+        work.root(),
+        "lftp",
+        &[
+            "-u",
+            &format!("alice,{PASSWORD}"),
+            "-p",
+            &port(&server),
+            "-e",
+            commands,
+            "127.0.0.1",
+        ],
+    );
+    for path in ["a/f1", "a/f2", "a/b/c/deep", "top.txt"] {
+        let want = std::fs::read(tree.join(path)).unwrap();
+        assert_eq!(
+            std::fs::read(home(&server).join("remote").join(path)).unwrap(),
+            want,
+            "{path}"
+        );
+        assert_eq!(
+            std::fs::read(work.path("back").join(path)).unwrap(),
+            want,
+            "{path}"
+        );
+    }
+    assert_eq!(std::fs::read(work.path("big.bin")).unwrap(), big);
+}
+
+#[test]
+fn an_idle_ftp_session_is_told_and_closed() {
+    let server = start("1M", &["--idle-timeout", "1s"]);
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+f = connect()
+f.login("alice", password)
+try:
+    f.voidresp()
+    raise AssertionError("no timeout")
+except ftplib.error_temp as e:
+    expect("timeout", str(e), "421 Timeout.")
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
