@@ -5,9 +5,10 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use rand::RngExt;
-use serde_json::{Number, Value, json};
+use serde_json::{Number, json};
 
-use skiff::frame::{Decoded, Decoder, Header, encode_header};
+use skiff::frame::{Decoded, Decoder, Header};
+use testkit::{frame_bytes, seeded_rng};
 
 use super::*;
 use crate::buffer::SharedFrame;
@@ -25,14 +26,6 @@ fn transmitted<'a>(conn: &'a mut Conn, input: &'a [u8]) -> Vec<&'a [u8]> {
         None => Vec::new(),
         Some(other) => panic!("expected bytes, got {other:?}"),
     }
-}
-
-fn frame(mut header: Value, body: &[u8]) -> Vec<u8> {
-    header["size"] = body.len().into();
-    let mut out = Vec::new();
-    encode_header(&mut out, &header).unwrap();
-    out.extend_from_slice(body);
-    out
 }
 
 /// A connection with virtual time and a peer that reads everything.
@@ -161,17 +154,23 @@ impl Harness {
 
 fn script() -> Vec<u8> {
     let mut input = Vec::new();
-    input.extend(frame(json!({"op":"hello","id":1}), b""));
-    input.extend(frame(json!({"op":"echo","id":2}), b"sticky"));
-    input.extend(frame(
+    input.extend(frame_bytes(json!({"op":"hello","id":1}), b""));
+    input.extend(frame_bytes(json!({"op":"echo","id":2}), b"sticky"));
+    input.extend(frame_bytes(
         json!({"op":"echo","id":3,"upper":true}),
         b"packets \xff!",
     ));
-    input.extend(frame(json!({"op":"nope","id":4}), b"ignored body"));
-    input.extend(frame(json!({"op":"echo","id":5}), b""));
-    input.extend(frame(json!({"op":"echo","id":6}), &big_body()));
-    input.extend(frame(json!({"op":"echo","id":7}), &big_body()[1000..]));
-    input.extend(frame(json!({"op":"echo","id":8}), b"after the big ones"));
+    input.extend(frame_bytes(json!({"op":"nope","id":4}), b"ignored body"));
+    input.extend(frame_bytes(json!({"op":"echo","id":5}), b""));
+    input.extend(frame_bytes(json!({"op":"echo","id":6}), &big_body()));
+    input.extend(frame_bytes(
+        json!({"op":"echo","id":7}),
+        &big_body()[1000..],
+    ));
+    input.extend(frame_bytes(
+        json!({"op":"echo","id":8}),
+        b"after the big ones",
+    ));
     input
 }
 
@@ -211,7 +210,7 @@ fn one_byte_at_a_time() {
 
 #[test]
 fn random_splits_and_short_writes() {
-    let mut rng = rand::rng();
+    let mut rng = seeded_rng("random_splits_and_short_writes");
     let input = script();
     for _ in 0..200 {
         let mut h = Harness::new(Limits::default());
@@ -235,7 +234,7 @@ fn random_splits_and_short_writes() {
 /// back whole and in order.
 #[test]
 fn random_echo_traffic_survives_any_cuts_and_reads() {
-    let mut rng = rand::rng();
+    let mut rng = seeded_rng("random_echo_traffic_survives_any_cuts_and_reads");
     for _ in 0..25 {
         let limits = Limits {
             out_high: 8 << 10,
@@ -249,7 +248,10 @@ fn random_echo_traffic_survives_any_cuts_and_reads() {
             let len = [0, 7, 1023, 1024, 3000, 40_000][rng.random_range(0..6)];
             let body: Vec<u8> = (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect();
             let upper = rng.random_range(0..3) == 0;
-            input.extend(frame(json!({"op":"echo","id":i,"upper":upper}), &body));
+            input.extend(frame_bytes(
+                json!({"op":"echo","id":i,"upper":upper}),
+                &body,
+            ));
             want.push(if upper {
                 body.to_ascii_uppercase()
             } else {
@@ -282,7 +284,7 @@ fn a_thousand_pipelined_frames_in_one_read() {
     let mut h = Harness::new(Limits::default());
     let mut input = Vec::new();
     for i in 0..1000u32 {
-        input.extend(frame(
+        input.extend(frame_bytes(
             json!({"op":"echo","id":i}),
             format!("m{i}").as_bytes(),
         ));
@@ -300,7 +302,7 @@ fn a_thousand_pipelined_frames_in_one_read() {
 #[test]
 fn a_big_echo_body_is_written_from_the_input_not_copied() {
     let mut h = Harness::new(Limits::default());
-    let input = frame(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
+    let input = frame_bytes(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
     h.with(|conn, ctx| conn.handle_input(&input, ctx));
     assert!(
         h.conn.buffered_bytes() < 1024,
@@ -335,7 +337,7 @@ fn pipelined_big_echoes_keep_their_order() {
     let mut h = Harness::new(Limits::default());
     let mut input = Vec::new();
     for i in 0..5u8 {
-        input.extend(frame(
+        input.extend(frame_bytes(
             json!({"op":"echo","id":i}),
             &vec![b'a' + i; 2000 + i as usize],
         ));
@@ -371,7 +373,7 @@ fn pipelined_big_echoes_keep_their_order() {
 /// Feeds a 1 MiB upper-case echo in 64 KiB reads for as long as the
 /// connection wants input; nobody reads the answer.
 fn fill_until_paused(h: &mut Harness) -> usize {
-    let input = frame(
+    let input = frame_bytes(
         json!({"op":"echo","id":1,"upper":true}),
         &vec![b'a'; 1 << 20],
     );
@@ -419,8 +421,8 @@ fn backpressure_bounds_memory(upper: bool) {
     };
     let mut h = Harness::new(limits);
     let body = vec![b'a'; 16 << 20];
-    let mut input = frame(json!({"op":"echo","id":1,"upper":upper}), &body);
-    input.extend(frame(json!({"op":"echo","id":2}), b"after"));
+    let mut input = frame_bytes(json!({"op":"echo","id":1,"upper":upper}), &body);
+    input.extend(frame_bytes(json!({"op":"echo","id":2}), b"after"));
     // The "socket" delivers 64 KiB at a time, but only while the
     // connection asks for more, as the reactor does.
     let mut pos = 0;
@@ -468,9 +470,9 @@ fn bad_frames_get_bad_frame_and_close() {
         [&[0, 0, 0, 2][..], b"[]"].concat(),
         [&[0, 0, 0, 2][..], b"{}"].concat(),
         [&[0, 0, 0, 23][..], br#"{"op":"echo","size":-1}"#].concat(),
-        frame(json!({"op":"echo","size":0}), b"")
+        frame_bytes(json!({"op":"echo","size":0}), b"")
             .into_iter()
-            .chain(frame(json!({"op":"echo"}), &[0; 11]))
+            .chain(frame_bytes(json!({"op":"echo"}), &[0; 11]))
             .collect(),
     ];
     for (i, case) in cases.iter().enumerate() {
@@ -480,7 +482,7 @@ fn bad_frames_get_bad_frame_and_close() {
         };
         let mut h = Harness::new(limits);
         h.feed(case);
-        h.feed(&frame(json!({"op":"echo","id":9}), b"never"));
+        h.feed(&frame_bytes(json!({"op":"echo","id":9}), b"never"));
         h.drain_all();
         let frames = h.frames();
         let last = frames.last().unwrap();
@@ -498,9 +500,9 @@ fn bad_frames_get_bad_frame_and_close() {
 #[test]
 fn unknown_op_and_bad_id_keep_the_connection() {
     let mut h = Harness::new(Limits::default());
-    h.feed(&frame(json!({"op":"frobnicate","id":1}), b"xyz"));
-    h.feed(&frame(json!({"op":"echo","id":"one"}), b"xyz"));
-    h.feed(&frame(json!({"op":"echo","id":3}), b"ok"));
+    h.feed(&frame_bytes(json!({"op":"frobnicate","id":1}), b"xyz"));
+    h.feed(&frame_bytes(json!({"op":"echo","id":"one"}), b"xyz"));
+    h.feed(&frame_bytes(json!({"op":"echo","id":3}), b"ok"));
     h.drain_all();
     let f = h.frames();
     assert_eq!(f[0].0.str("code"), Some("unknown_op"));
@@ -512,9 +514,9 @@ fn unknown_op_and_bad_id_keep_the_connection() {
 #[test]
 fn bye_flushes_then_closes() {
     let mut h = Harness::new(Limits::default());
-    let mut input = frame(json!({"op":"echo","id":1}), b"a");
-    input.extend(frame(json!({"op":"bye","id":2}), b""));
-    input.extend(frame(json!({"op":"echo","id":3}), b"b"));
+    let mut input = frame_bytes(json!({"op":"echo","id":1}), b"a");
+    input.extend(frame_bytes(json!({"op":"bye","id":2}), b""));
+    input.extend(frame_bytes(json!({"op":"echo","id":3}), b"b"));
     h.feed(&input);
     assert!(h.conn.is_closing() && !h.conn.is_done());
     h.drain_all();
@@ -541,7 +543,7 @@ fn eof_after_pipelined_requests_answers_them_all() {
 #[test]
 fn idle_timeout_on_virtual_time() {
     let mut h = Harness::new(Limits::default());
-    h.feed(&frame(json!({"op":"echo","id":1}), b"x")[..7]);
+    h.feed(&frame_bytes(json!({"op":"echo","id":1}), b"x")[..7]);
     let deadline = h.conn.deadline(&h.limits);
     assert_eq!(deadline, Some(h.now + Duration::from_secs(300)));
     h.now += Duration::from_secs(299);
@@ -558,7 +560,7 @@ fn idle_timeout_on_virtual_time() {
 #[test]
 fn idle_timeout_mid_body_closes_without_a_frame_inside_the_body() {
     let mut h = Harness::new(Limits::default());
-    let whole = frame(json!({"op":"echo","id":1}), b"0123456789");
+    let whole = frame_bytes(json!({"op":"echo","id":1}), b"0123456789");
     h.feed(&whole[..whole.len() - 7]); // header and 3 of 10 body bytes
     h.now += Duration::from_secs(301);
     h.tick();
@@ -577,7 +579,7 @@ fn idle_timeout_mid_body_closes_without_a_frame_inside_the_body() {
 #[test]
 fn command_output_never_lands_inside_another_reply() {
     let mut h = Harness::new(Limits::default());
-    let whole = frame(json!({"op":"echo","id":1}), b"0123456789");
+    let whole = frame_bytes(json!({"op":"echo","id":1}), b"0123456789");
     h.feed(&whole[..whole.len() - 5]); // echo reply is half written
     let id = serde_json::Number::from(7);
     h.conn.exec_output(&id, "out", b"from the command");
@@ -627,7 +629,7 @@ fn a_message_header_alone_reserves_nothing_and_its_bytes_count() {
     h.conn.session.user = Some("demo".into());
     h.conn.session.login_hash = Some(hash.into_boxed_str());
     let size = 64 << 10;
-    let whole = frame(json!({"op":"say","id":1,"to":"*"}), &vec![b'm'; size]);
+    let whole = frame_bytes(json!({"op":"say","id":1,"to":"*"}), &vec![b'm'; size]);
     let head = whole.len() - size;
     h.feed(&whole[..head]);
     let State::Body {
@@ -657,14 +659,14 @@ fn a_shared_message_waits_for_a_frame_boundary_and_is_counted_once() {
     let msg_len = msg.len();
     assert_eq!(h.stats.shared.get(), msg_len);
     // An echo reply is half sent: the message must wait for its end.
-    let echo = frame(json!({"op":"echo","id":1,"upper":true}), &[b'e'; 3000]);
+    let echo = frame_bytes(json!({"op":"echo","id":1,"upper":true}), &[b'e'; 3000]);
     h.feed(&echo[..echo.len() - 1000]);
     h.conn.push_message(&msg, h.now, &Limits::default());
     h.drain(700);
     // A second message arrives between frames; it goes by reference.
     h.feed(&echo[echo.len() - 1000..]);
     h.conn.push_message(&msg, h.now, &Limits::default());
-    h.feed(&frame(json!({"op":"echo","id":2}), b"after"));
+    h.feed(&frame_bytes(json!({"op":"echo","id":2}), b"after"));
     // Held twice, by reference: counted once, outside the connection.
     assert!(h.conn.buffered_bytes() < 4096 + 1000);
     assert!(h.conn.output().len() <= msg_len);
@@ -689,7 +691,7 @@ fn a_shared_message_waits_for_a_frame_boundary_and_is_counted_once() {
 fn idle_connection_holds_no_buffers() {
     let mut h = Harness::new(Limits::default());
     for i in 0..10 {
-        h.feed(&frame(json!({"op":"echo","id":i}), &[b'x'; 4000]));
+        h.feed(&frame_bytes(json!({"op":"echo","id":i}), &[b'x'; 4000]));
         h.drain_all();
     }
     assert_eq!(h.conn.buffered_bytes(), 0);
@@ -713,7 +715,7 @@ fn logged_in() -> Harness {
     std::fs::write(dir.join("homes/alice/hello.txt"), b"hello").unwrap();
     let mut h = Harness::new(Limits::default());
     h.services = Services::new(dir.clone(), crate::users::UserDb::load(&dir).unwrap());
-    h.feed(&frame(
+    h.feed(&frame_bytes(
         json!({"op":"login","id":0,"user":"alice","password":"pw"}),
         b"",
     ));
@@ -743,7 +745,7 @@ fn every_op_that_touches_the_disk_waits_for_a_job() {
         json!({"op":"put","id":6,"path":"up.txt","length":body.len(),"md5":md5}),
     ];
     for (i, request) in requests.iter().enumerate() {
-        feed_only(&mut h, &frame(request.clone(), b""));
+        feed_only(&mut h, &frame_bytes(request.clone(), b""));
         // Nothing answered and nothing more read until the job is back.
         assert!(
             h.conn.output().is_empty(),
@@ -761,7 +763,7 @@ fn every_op_that_touches_the_disk_waits_for_a_job() {
         assert_eq!(frames[i].0.op, "ok", "{request}: {:?}", frames[i].0);
     }
     // The upload's last step (fsync and rename) is a job as well.
-    feed_only(&mut h, &frame(json!({"op":"data","id":6}), body));
+    feed_only(&mut h, &frame_bytes(json!({"op":"data","id":6}), body));
     assert!(h.conn.output().is_empty(), "stored on the loop");
     assert_eq!(h.jobs.len(), 1);
     h.settle();
@@ -777,8 +779,8 @@ fn every_op_that_touches_the_disk_waits_for_a_job() {
 #[test]
 fn a_job_in_flight_holds_back_later_requests_and_a_close() {
     let mut h = logged_in();
-    let mut bytes = frame(json!({"op":"ls","id":1}), b"");
-    bytes.extend(frame(json!({"op":"echo","id":2}), b"after"));
+    let mut bytes = frame_bytes(json!({"op":"ls","id":1}), b"");
+    bytes.extend(frame_bytes(json!({"op":"echo","id":2}), b"after"));
     feed_only(&mut h, &bytes);
     h.with(|conn, ctx| conn.handle_eof(ctx));
     // The peer is gone, but the job's result must still come back.
@@ -798,7 +800,7 @@ fn a_pipeline_is_decoded_a_share_per_turn() {
     let mut h = Harness::new(Limits::default());
     let mut bytes = Vec::new();
     for i in 0..100 {
-        bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
+        bytes.extend(frame_bytes(json!({"op":"echo","id":i}), b"x"));
     }
     h.with(|conn, ctx| {
         conn.start_turn(ctx);
@@ -815,17 +817,10 @@ fn a_pipeline_is_decoded_a_share_per_turn() {
 
 /// Random requests, some valid and many not, with hostile numbers and
 /// paths, through a logged-in connection with a real data dir. The
-/// connection must answer each one (by id) and never panic. Set
-/// `SKIFF_SEED` to replay a failure.
+/// connection must answer each one (by id) and never panic.
 #[test]
 fn random_requests_with_hostile_fields_are_all_answered() {
-    use rand::{RngExt, SeedableRng};
-    let seed: u64 = std::env::var("SKIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("seed {seed} (SKIFF_SEED={seed} replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("random_requests_with_hostile_fields_are_all_answered");
     let ops = [
         "pwd", "cd", "ls", "mkdir", "rm", "quota", "get", "put", "data", "say", "stats", "hello",
         "echo", "login", "nope",
@@ -869,7 +864,7 @@ fn random_requests_with_hostile_fields_are_all_answered() {
         } else {
             Vec::new()
         };
-        let bytes = frame(header, &body);
+        let bytes = frame_bytes(header, &body);
         // Arrives in random pieces.
         let mut at = 0;
         while at < bytes.len() {
@@ -891,9 +886,9 @@ fn random_requests_with_hostile_fields_are_all_answered() {
     println!("{sent} requests, {replies} replies");
     if h.conn.is_closing() {
         let last = &frames.last().unwrap().0;
-        assert_eq!(last.str("code"), Some("bad_frame"), "seed {seed}");
+        assert_eq!(last.str("code"), Some("bad_frame"));
     } else {
-        assert_eq!(replies, sent, "seed {seed}: every request answered");
+        assert_eq!(replies, sent, "every request answered");
     }
 }
 
@@ -908,14 +903,14 @@ fn an_upload_fed_like_the_reactor_reads_lands_whole() {
         account.borrow_mut().quota = None;
     }
     let md5 = crate::services::digests::hex(&<md5::Md5 as md5::Digest>::digest(&body).into());
-    h.feed(&frame(
+    h.feed(&frame_bytes(
         json!({"op":"put","id":7,"path":"big.bin","length":body.len(),"md5":md5}),
         b"",
     ));
     h.drain_all();
     h.received.clear();
     // The header alone, as a client that writes it first is read.
-    let full = frame(json!({"op":"data","id":7}), &body);
+    let full = frame_bytes(json!({"op":"data","id":7}), &body);
     let head = full.len() - body.len();
     feed_only(&mut h, &full[..head]);
     let mut bytes = full[head..].to_vec();
@@ -958,7 +953,7 @@ fn a_share_used_up_exactly_still_owes_a_turn() {
     let mut h = Harness::new(Limits::default());
     let mut bytes = Vec::new();
     for i in 0..MAX_REQUESTS_PER_TURN {
-        bytes.extend(frame(json!({"op":"echo","id":i}), b"x"));
+        bytes.extend(frame_bytes(json!({"op":"echo","id":i}), b"x"));
     }
     h.with(|conn, ctx| {
         conn.start_turn(ctx);
@@ -979,7 +974,7 @@ fn a_close_decided_during_a_job_survives_the_next_step() {
     let mut h = logged_in();
     feed_only(
         &mut h,
-        &frame(json!({"op":"get","id":1,"path":"hello.txt"}), b""),
+        &frame_bytes(json!({"op":"get","id":1,"path":"hello.txt"}), b""),
     );
     assert_eq!(h.jobs.len(), 1);
     h.conn.shut_down();
@@ -997,7 +992,7 @@ fn a_close_decided_during_a_job_survives_the_next_step() {
 
 /// An echo whose 16 KiB body is lent from `input`, after `handle_input`.
 fn lending(h: &mut Harness) -> Vec<u8> {
-    let input = frame(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
+    let input = frame_bytes(json!({"op":"echo","id":1}), &[b'z'; 16 << 10]);
     h.with(|conn, ctx| conn.handle_input(&input, ctx));
     assert_eq!(transmitted(&mut h.conn, &input).len(), 2, "lent");
     input
@@ -1019,7 +1014,7 @@ fn asking_for_output_without_the_lent_input_gets_nothing_until_released() {
 fn input_before_the_lent_input_is_released_closes_without_output() {
     let mut h = Harness::new(Limits::default());
     let input = lending(&mut h);
-    let next = frame(json!({"op":"echo","id":2}), b"x");
+    let next = frame_bytes(json!({"op":"echo","id":2}), b"x");
     h.with(|conn, ctx| conn.handle_input(&next, ctx));
     assert!(h.conn.is_done(), "the stream cannot be completed");
     assert!(h.conn.poll_transmit(&input).is_none());
@@ -1045,7 +1040,7 @@ fn more_written_than_offered_counts_as_all_of_it() {
     h.with(|conn, ctx| conn.handle_written(usize::MAX, ctx));
     h.with(|conn, ctx| conn.release_input(&input, ctx));
     assert!(h.conn.poll_transmit(&[]).is_none());
-    h.feed(&frame(json!({"op":"echo","id":2}), b"ok"));
+    h.feed(&frame_bytes(json!({"op":"echo","id":2}), b"ok"));
     h.drain_all();
     let frames = h.frames();
     assert_eq!(frames.len(), 1, "the first reply counted as sent");
@@ -1063,7 +1058,7 @@ fn stray_job_results_and_early_timeouts_change_nothing() {
         h.conn.poll_transmit(&[]).is_none(),
         "no reply to a stray result"
     );
-    h.feed(&frame(json!({"op":"echo","id":1}), b"still here"));
+    h.feed(&frame_bytes(json!({"op":"echo","id":1}), b"still here"));
     h.drain_all();
     assert_eq!(h.frames()[0].1, b"still here");
 }
