@@ -2,7 +2,8 @@
 //!
 //! This is the only module that calls `poll`, `read`, `write`, `accept`,
 //! `recv_from`, `send_to` and the registry. Protocol decisions belong to
-//! the connection state machines ([`Conn`], [`RawEcho`]); the reactor
+//! the connection state machines, which it drives through one contract
+//! (`crate::engine::Engine`: `handle_*` in, `poll_transmit` out); it
 //! moves bytes between them and the kernel and keeps four promises:
 //!
 //! - **Drain until `WouldBlock`.** Readiness is edge-triggered: an event
@@ -36,7 +37,7 @@
 //! | `source` | tokens: which table an event is for |
 //! | `listeners` | binding, accepting, admitting or refusing, datagrams |
 //! | `client` | one client's turn (`drive_client`), its timers, closing late |
-//! | `output` | writing: `writev` with lent bodies, `sendfile`, `splice` |
+//! | `output` | the one flush path: `poll_transmit`, then `writev`, `sendfile` or `splice` |
 //! | `jobs` | handing jobs to the worker pool and results back |
 //! | `broadcast` | actions from handlers; `say` spread over turns |
 //! | `memory` | the `--out-total` budget: eviction, giving memory back |

@@ -173,15 +173,6 @@ impl Client {
     pub(super) fn wants_write(&mut self) -> bool {
         self.protocol.engine_mut().poll_transmit(&[]).is_some()
     }
-
-    pub(super) fn desired_interest(&mut self, limits: &Limits) -> Interest {
-        match (self.wants_read(limits), self.wants_write()) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, true) => Interest::WRITABLE,
-            // Nothing to wait for but the peer hanging up.
-            _ => Interest::READABLE,
-        }
-    }
 }
 
 impl Reactor {
@@ -348,14 +339,15 @@ impl Reactor {
             to_close.push(k);
             return;
         }
-        let more_to_read = client.readable && client.wants_read(limits);
-        let more_to_write = client.writable && client.wants_write();
+        let (wants_read, wants_write) = (client.wants_read(limits), client.wants_write());
+        let more_to_read = client.readable && wants_read;
+        let more_to_write = client.writable && wants_write;
         let more_work = client.protocol.engine().wants_turn(limits);
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
         }
-        let want = client.desired_interest(limits);
+        let want = interest(wants_read, wants_write);
         if want != client.interest {
             debug!("conn {k}: interest {:?} -> {:?}", client.interest, want);
             if let Err(e) =
@@ -396,6 +388,16 @@ impl Env<'_> {
             actions: self.actions,
             jobs: self.jobs,
         }
+    }
+}
+
+/// The interest a client needs: derived from its state, never set by hand.
+pub(super) fn interest(wants_read: bool, wants_write: bool) -> Interest {
+    match (wants_read, wants_write) {
+        (true, true) => Interest::READABLE | Interest::WRITABLE,
+        (false, true) => Interest::WRITABLE,
+        // Nothing to wait for but the peer hanging up.
+        _ => Interest::READABLE,
     }
 }
 
