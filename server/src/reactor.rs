@@ -194,6 +194,9 @@ pub struct Reactor {
     buffered_peak: usize,
     /// When users.json is next looked at (see `accounts`).
     users_check_at: Instant,
+    /// The loop's clock, read once per turn right after `poll` returns
+    /// and used by everything the turn does: deadlines need no finer time.
+    now: Instant,
 }
 
 impl Reactor {
@@ -248,6 +251,7 @@ impl Reactor {
             broadcasts: VecDeque::new(),
             buffered_peak: 0,
             users_check_at: now + accounts::USERS_CHECK_EVERY,
+            now,
         })
     }
 
@@ -271,6 +275,7 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -287,7 +292,7 @@ impl Reactor {
                     info!("shutdown complete");
                     return Ok(());
                 }
-                if Instant::now() >= by {
+                if self.now >= by {
                     warn!(
                         "shutdown deadline passed; dropping {} connections",
                         self.clients.len()
@@ -298,21 +303,17 @@ impl Reactor {
         }
     }
 
-    /// Zero while anything is still ready; else until the earliest deadline.
+    /// Zero while anything is still ready; else until the earliest
+    /// deadline, by a fresh look at the clock (`now` is as old as the turn).
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready.is_empty() || !self.broadcasts.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
-        let next = match (self.timers.peek(), self.child_timers.peek()) {
-            (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
-            (a, b) => a.or(b).map(|Reverse((t, _))| *t),
-        };
-        let next = match (next, self.shutdown_by) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(self.users_check_at),
-        };
-        Some(next.min(self.users_check_at).saturating_duration_since(now))
+        let timers = [self.timers.peek(), self.child_timers.peek()];
+        let next = (timers.into_iter().flatten().map(|Reverse((t, _))| *t))
+            .chain(self.shutdown_by)
+            .fold(self.users_check_at, Instant::min);
+        Some(next.saturating_duration_since(Instant::now()))
     }
 
     /// Routes one event to its source by token; an event for a source that is

@@ -179,7 +179,7 @@ impl Reactor {
     /// Gives each client whose deadline has passed `handle_timeout` and a
     /// turn; heap entries a later deadline replaced are skipped.
     pub(super) fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(&Reverse((t, k))) = self.timers.peek() {
             if t > now {
                 break;
@@ -221,7 +221,7 @@ impl Reactor {
             let mut client = self.clients.remove(k);
             let _ = self.poll.registry().deregister(client.stream.source());
             // A client that goes takes its commands with it.
-            let now = Instant::now();
+            let now = self.now;
             for (ck, ch) in self.children.iter_mut() {
                 if ch.conn == Some(k) {
                     ch.conn = None;
@@ -263,14 +263,14 @@ impl Reactor {
             children,
             splice_works,
             jobs,
+            now,
             ..
         } = self;
         let Some(client) = clients.get_mut(k) else {
             return;
         };
         let limits = &config.limits;
-        // One clock read per turn: deadlines need no finer time than that.
-        let now = Instant::now();
+        let now = *now;
         let mut env = Env {
             limits,
             stats,
