@@ -6,29 +6,17 @@ use std::time::Duration;
 
 use serde_json::Number;
 
-/// Which of a child's descriptors an event is for.
+/// Which of a running command's descriptors something is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fd {
     /// Standard output.
-    Stdout = 0,
+    Stdout,
     /// Standard error.
-    Stderr = 1,
+    Stderr,
     /// Standard input.
-    Stdin = 2,
+    Stdin,
     /// The pidfd: readable once the process exited.
-    Exit = 3,
-}
-
-impl Fd {
-    /// From the two bits in a token.
-    pub fn from_bits(bits: usize) -> Fd {
-        match bits & 3 {
-            0 => Fd::Stdout,
-            1 => Fd::Stderr,
-            2 => Fd::Stdin,
-            _ => Fd::Exit,
-        }
-    }
+    Exit,
 }
 
 /// What to run, for whom: made by the `exec` handler, carried out by

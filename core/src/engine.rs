@@ -140,7 +140,7 @@ pub struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     /// One slice of queued bytes.
-    pub fn single(queued: &'a [u8]) -> Parts<'a> {
+    pub fn one(queued: &'a [u8]) -> Parts<'a> {
         Parts::lending(queued, &[], &[])
     }
 
@@ -152,6 +152,12 @@ impl<'a> Parts<'a> {
             input,
             next: 0,
         }
+    }
+
+    /// The one slice, when nothing is lent (the common case, which the
+    /// reactor sends with a plain `write`).
+    pub fn single(&self) -> Option<&'a [u8]> {
+        self.lent.is_empty().then_some(self.queued)
     }
 
     /// Total bytes in all parts.
@@ -302,7 +308,7 @@ mod tests {
             range: 5..50,
         }];
         assert_eq!(collect(Parts::lending(b"q", &bad, b"abc")), b"");
-        assert!(Parts::single(b"").is_empty());
-        assert_eq!(collect(Parts::single(b"xyz")), b"xyz");
+        assert!(Parts::one(b"").is_empty());
+        assert_eq!(collect(Parts::one(b"xyz")), b"xyz");
     }
 }

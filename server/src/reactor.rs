@@ -2,7 +2,8 @@
 //!
 //! This is the only module that calls `poll`, `read`, `write`, `accept`,
 //! `recv_from`, `send_to` and the registry. Protocol decisions belong to
-//! the connection state machines ([`Conn`], [`RawEcho`]); the reactor
+//! the connection state machines, which it drives through one contract
+//! (`crate::engine::Engine`: `handle_*` in, `poll_transmit` out); it
 //! moves bytes between them and the kernel and keeps four promises:
 //!
 //! - **Drain until `WouldBlock`.** Readiness is edge-triggered: an event
@@ -37,7 +38,7 @@
 //! | `listeners` | binding, accepting, admitting or refusing, datagrams |
 //! | `client` | one client's turn (`drive_client`), its timers, closing late |
 //! | `ftp` | an FTP session's passive listener and data connection |
-//! | `output` | writing: `writev` with lent bodies, `sendfile`, `splice` |
+//! | `output` | the one flush path: `poll_transmit`, then `writev`, `sendfile` or `splice` |
 //! | `jobs` | handing jobs to the worker pool and results back |
 //! | `broadcast` | actions from handlers; `say` spread over turns |
 //! | `memory` | the `--out-total` budget: eviction, giving memory back |
@@ -204,6 +205,9 @@ pub struct Reactor {
     ftp_next_port: u16,
     /// FTP data connections open now (they count as connections).
     ftp_data_conns: usize,
+    /// The loop's clock, read once per turn right after `poll` returns
+    /// and used by everything the turn does: deadlines need no finer time.
+    now: Instant,
 }
 
 impl Reactor {
@@ -260,6 +264,7 @@ impl Reactor {
             users_check_at: now + accounts::USERS_CHECK_EVERY,
             ftp_next_port: 0,
             ftp_data_conns: 0,
+            now,
         })
     }
 
@@ -283,6 +288,7 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -299,7 +305,7 @@ impl Reactor {
                     info!("shutdown complete");
                     return Ok(());
                 }
-                if Instant::now() >= by {
+                if self.now >= by {
                     warn!(
                         "shutdown deadline passed; dropping {} connections",
                         self.clients.len()
@@ -310,21 +316,17 @@ impl Reactor {
         }
     }
 
-    /// Zero while anything is still ready; else until the earliest deadline.
+    /// Zero while anything is still ready; else until the earliest
+    /// deadline, by a fresh look at the clock (`now` is as old as the turn).
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.ready.is_empty() || !self.broadcasts.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
-        let next = match (self.timers.peek(), self.child_timers.peek()) {
-            (Some(Reverse((a, _))), Some(Reverse((b, _)))) => Some(*a.min(b)),
-            (a, b) => a.or(b).map(|Reverse((t, _))| *t),
-        };
-        let next = match (next, self.shutdown_by) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b).unwrap_or(self.users_check_at),
-        };
-        Some(next.min(self.users_check_at).saturating_duration_since(now))
+        let timers = [self.timers.peek(), self.child_timers.peek()];
+        let next = (timers.into_iter().flatten().map(|Reverse((t, _))| *t))
+            .chain(self.shutdown_by)
+            .fold(self.users_check_at, Instant::min);
+        Some(next.saturating_duration_since(Instant::now()))
     }
 
     /// Routes one event to its source by token; an event for a source that is

@@ -73,7 +73,7 @@ use skiff::proto::Code;
 
 use crate::buffer::OutBuf;
 use crate::ctx::Ctx;
-use crate::engine::{Engine, Transmit};
+use crate::engine::{Engine, Parts, Transmit};
 use crate::handlers::{self, Session};
 use crate::limits::Limits;
 
@@ -205,10 +205,13 @@ impl Engine for Conn {
     /// Queued bytes (with bodies still lent from `input`) first; once
     /// they are gone, a file being sent, or a command's output being spliced.
     fn poll_transmit<'a>(&'a mut self, input: &'a [u8]) -> Option<Transmit<'a>> {
-        if self.is_lending() || !self.outbox.out.is_empty() {
-            // `None` while lending means `input` is not what was lent: the
-            // reactor must pass that, or release it first.
+        if self.is_lending() {
+            // `None` means `input` is not what was lent: the reactor must
+            // pass that, or release it first.
             return self.outbox.transmit(input).map(Transmit::Bytes);
+        }
+        if !self.outbox.out.is_empty() {
+            return Some(Transmit::Bytes(Parts::one(self.outbox.out.pending())));
         }
         if let State::Sending { send } = &self.state
             && send.zero_copy

@@ -163,7 +163,7 @@ impl Outbox {
                 .is_none_or(|last| last.range.end as usize <= input.len());
             return fits.then(|| Parts::lending(self.out.pending(), &self.lent, input));
         }
-        (!self.out.is_empty()).then(|| Parts::single(self.out.pending()))
+        (!self.out.is_empty()).then(|| Parts::one(self.out.pending()))
     }
 
     /// Memory held, for the server's budget. Shared frames count once for

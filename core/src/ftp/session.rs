@@ -428,7 +428,7 @@ impl Engine for FtpSession {
     /// output is [`FtpSession::data_output`]).
     fn poll_transmit<'a>(&'a mut self, _input: &'a [u8]) -> Option<Transmit<'a>> {
         let pending = self.out.pending();
-        (!pending.is_empty()).then(|| Transmit::Bytes(Parts::single(pending)))
+        (!pending.is_empty()).then(|| Transmit::Bytes(Parts::one(pending)))
     }
 
     /// The control socket took `n` bytes of what `poll_transmit` offered.

@@ -64,7 +64,7 @@ impl Engine for RawEcho {
 
     fn poll_transmit<'a>(&'a mut self, _input: &'a [u8]) -> Option<Transmit<'a>> {
         let out = self.out.pending();
-        (!out.is_empty()).then(|| Transmit::Bytes(Parts::single(out)))
+        (!out.is_empty()).then(|| Transmit::Bytes(Parts::one(out)))
     }
 
     fn handle_written(&mut self, n: usize, ctx: &mut Ctx) {

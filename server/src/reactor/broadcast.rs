@@ -76,7 +76,7 @@ impl Reactor {
             if !wanted {
                 continue;
             }
-            c.push_message(&b.frame, started, &self.config.limits);
+            c.push_message(&b.frame, self.now, &self.config.limits);
             b.reached += 1;
             reached += 1;
             self.drive(k);

@@ -186,22 +186,13 @@ impl Client {
     pub(super) fn wants_write(&mut self) -> bool {
         self.protocol.engine_mut().poll_transmit(&[]).is_some()
     }
-
-    pub(super) fn desired_interest(&mut self, limits: &Limits) -> Interest {
-        match (self.wants_read(limits), self.wants_write()) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, true) => Interest::WRITABLE,
-            // Nothing to wait for but the peer hanging up.
-            _ => Interest::READABLE,
-        }
-    }
 }
 
 impl Reactor {
     /// Gives each client whose deadline has passed `handle_timeout` and a
     /// turn; heap entries a later deadline replaced are skipped.
     pub(super) fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(&Reverse((t, k))) = self.timers.peek() {
             if t > now {
                 break;
@@ -255,7 +246,7 @@ impl Reactor {
                 }
             }
             // A client that goes takes its commands with it.
-            let now = Instant::now();
+            let now = self.now;
             for (ck, ch) in self.children.iter_mut() {
                 if ch.conn == Some(k) {
                     ch.conn = None;
@@ -300,6 +291,7 @@ impl Reactor {
             per_ip,
             ftp_next_port,
             ftp_data_conns,
+            now,
             ..
         } = self;
         let clients_open = clients.len();
@@ -307,8 +299,7 @@ impl Reactor {
             return;
         };
         let limits = &config.limits;
-        // One clock read per turn: deadlines need no finer time than that.
-        let now = Instant::now();
+        let now = *now;
         let mut env = Env {
             limits,
             stats,
@@ -397,15 +388,16 @@ impl Reactor {
             to_close.push(k);
             return;
         }
-        let more_to_read = client.readable && client.wants_read(limits);
-        let more_to_write = client.writable && client.wants_write();
+        let (wants_read, wants_write) = (client.wants_read(limits), client.wants_write());
+        let more_to_read = client.readable && wants_read;
+        let more_to_write = client.writable && wants_write;
         let more_work = client.protocol.engine().wants_turn(limits)
             || client.protocol.ftp().is_some_and(|f| f.still_ready());
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
         }
-        let want = client.desired_interest(limits);
+        let want = interest(wants_read, wants_write);
         if want != client.interest {
             debug!("conn {k}: interest {:?} -> {:?}", client.interest, want);
             if let Err(e) =
@@ -446,6 +438,16 @@ impl Env<'_> {
             actions: self.actions,
             jobs: self.jobs,
         }
+    }
+}
+
+/// The interest a client needs: derived from its state, never set by hand.
+pub(super) fn interest(wants_read: bool, wants_write: bool) -> Interest {
+    match (wants_read, wants_write) {
+        (true, true) => Interest::READABLE | Interest::WRITABLE,
+        (false, true) => Interest::WRITABLE,
+        // Nothing to wait for but the peer hanging up.
+        _ => Interest::READABLE,
     }
 }
 

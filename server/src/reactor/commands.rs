@@ -63,7 +63,7 @@ impl Reactor {
         let Some(ck) = self.find_child(conn, id) else {
             return;
         };
-        self.children[ck].terminate(Instant::now(), "cancel");
+        self.children[ck].terminate(self.now, "cancel");
         let at = self.children[ck].next_wakeup();
         self.child_timers.push(Reverse((at, ck)));
     }
@@ -77,7 +77,7 @@ impl Reactor {
 
     pub(super) fn spawn(&mut self, req: crate::children::Spawn) {
         let (conn, id) = (req.conn, req.id.clone());
-        let now = Instant::now();
+        let now = self.now;
         let refused = if self.children.len() >= self.config.exec_max {
             Some((
                 Code::TooBusy,
@@ -154,7 +154,7 @@ impl Reactor {
     /// connection has room (backpressure reaches the child, which blocks
     /// in its own write), reap it, and send `exit` when it is all done.
     pub(super) fn drive_child(&mut self, ck: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let Reactor {
             children,
             clients,
@@ -342,7 +342,7 @@ impl Reactor {
             debug!("orphan sweep: {report:?}");
         }
         if report.more_to_do() || !self.children.is_empty() {
-            self.schedule_sweep(Instant::now() + SWEEP_EVERY);
+            self.schedule_sweep(self.now + SWEEP_EVERY);
         }
     }
 
@@ -357,7 +357,7 @@ impl Reactor {
 
     /// Timer turn for commands: timeouts, kill escalation, drain grace.
     pub(super) fn fire_child_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(&Reverse((t, ck))) = self.child_timers.peek() {
             if t > now {
                 break;

@@ -23,7 +23,7 @@ impl Reactor {
                 must_run,
             } = job;
             if self.pool.submit(conn, name, lane, work, must_run).is_err() {
-                self.with_engine(conn, Instant::now(), |e, ctx| e.handle_job_refused(ctx));
+                self.with_engine(conn, self.now, |e, ctx| e.handle_job_refused(ctx));
                 if let Some(client) = self.clients.get_mut(conn)
                     && !client.queued
                 {
@@ -38,7 +38,7 @@ impl Reactor {
     /// which then get a turn (to write the reply, to take the next request).
     pub(super) fn on_jobs_done(&mut self) {
         let finished: Vec<_> = self.pool.finished().collect();
-        let now = Instant::now();
+        let now = self.now;
         for done in finished {
             // The client is there: one waiting for a job is never removed.
             self.with_engine(done.conn, now, |e, ctx| e.handle_job_done(done.result, ctx));

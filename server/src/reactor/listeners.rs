@@ -5,7 +5,6 @@
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::Interest;
@@ -207,7 +206,7 @@ impl Reactor {
             }
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         let token = Source::Client(key).token();

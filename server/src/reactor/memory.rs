@@ -14,7 +14,7 @@ impl Reactor {
     /// hold more than `--out-total`, the ones holding the most are closed
     /// without flushing (Redis's `maxmemory-clients` does the same). Below
     /// half of it nothing happens; in between, connections pause early
-    /// (see `conn::water_marks`) and `say` is refused, which is logged as
+    /// (see `water_marks` in `skiffd_core::conn`) and `say` is refused, which is logged as
     /// it starts and ends.
     pub(super) fn evict_over_budget(&mut self) {
         let limit = self.config.limits.out_total;

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::client::{Client, Env};
+use super::client::{Client, Env, Stream};
 use crate::children::Fd;
-use crate::engine::{MAX_PARTS, Transmit};
+use crate::engine::{MAX_PARTS, Parts, Transmit};
 
 /// How a transmit is sent, for the results that differ by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,20 +41,11 @@ pub(super) fn flush(
         let engine = protocol.engine_mut();
         let (via, sent) = match engine.poll_transmit(input) {
             None => return,
-            Some(Transmit::Bytes(parts)) => {
-                let mut slices = [IoSlice::new(&[]); MAX_PARTS];
-                let (mut count, mut total) = (0, 0);
-                for part in parts.take(MAX_PARTS) {
-                    let part = &part[..part.len().min(*budget - total)];
-                    if part.is_empty() {
-                        break;
-                    }
-                    slices[count] = IoSlice::new(part);
-                    count += 1;
-                    total += part.len();
-                }
-                (Via::Write, stream.write_vectored(&slices[..count]))
-            }
+            Some(Transmit::Bytes(parts)) => match parts.single() {
+                // The common case, one slice: a plain `write`.
+                Some(bytes) => (Via::Write, stream.write(&bytes[..bytes.len().min(*budget)])),
+                None => (Via::Write, write_parts(stream, parts, *budget)),
+            },
             Some(Transmit::File { file, len }) => {
                 let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
                 let file = std::os::fd::AsFd::as_fd(file);
@@ -116,4 +107,20 @@ pub(super) fn flush(
             }
         }
     }
+}
+
+/// Writes a transmit's slices, within `budget` bytes, with one `writev`.
+fn write_parts(stream: &mut Stream, parts: Parts, budget: usize) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_PARTS];
+    let (mut count, mut total) = (0, 0);
+    for part in parts.take(MAX_PARTS) {
+        let part = &part[..part.len().min(budget - total)];
+        if part.is_empty() {
+            break;
+        }
+        slices[count] = IoSlice::new(part);
+        count += 1;
+        total += part.len();
+    }
+    stream.write_vectored(&slices[..count])
 }

@@ -3,7 +3,6 @@
 //! `--shutdown-grace`; a second one exits at once.
 
 use std::cmp::Reverse;
-use std::time::Instant;
 
 use log::{info, warn};
 
@@ -28,7 +27,7 @@ impl Reactor {
             self.clients.len(),
             self.config.shutdown_grace
         );
-        self.shutdown_by = Some(Instant::now() + self.config.shutdown_grace);
+        self.shutdown_by = Some(self.now + self.config.shutdown_grace);
         for slot in &mut self.listeners {
             if let Some(mut l) = slot.take() {
                 let _ = self.poll.registry().deregister(l.source());
@@ -37,7 +36,7 @@ impl Reactor {
                 }
             }
         }
-        let now = Instant::now();
+        let now = self.now;
         for (ck, ch) in self.children.iter_mut() {
             ch.terminate(now, "server shutting down");
             self.child_timers.push(Reverse((ch.next_wakeup(), ck)));

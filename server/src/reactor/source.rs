@@ -40,7 +40,7 @@ impl Source {
             Source::Jobs => 1 << TAG_BITS,
             Source::Listener(i) => (i << TAG_BITS) | 1,
             Source::Client(k) => (k << TAG_BITS) | 2,
-            Source::Child(k, fd) => (((k << 2) | fd as usize) << TAG_BITS) | 3,
+            Source::Child(k, fd) => (((k << 2) | fd_bits(fd)) << TAG_BITS) | 3,
             Source::FtpData(k, part) => (((k << 1) | part as usize) << TAG_BITS) | 4,
         })
     }
@@ -52,7 +52,7 @@ impl Source {
             0 if key == 1 => Some(Source::Jobs),
             1 => Some(Source::Listener(key)),
             2 => Some(Source::Client(key)),
-            3 => Some(Source::Child(key >> 2, Fd::from_bits(key))),
+            3 => Some(Source::Child(key >> 2, fd_from_bits(key))),
             4 => Some(Source::FtpData(
                 key >> 1,
                 if key & 1 == 0 {
@@ -63,6 +63,25 @@ impl Source {
             )),
             _ => None,
         }
+    }
+}
+
+/// The two bits a command's descriptor takes in its token.
+fn fd_bits(fd: Fd) -> usize {
+    match fd {
+        Fd::Stdout => 0,
+        Fd::Stderr => 1,
+        Fd::Stdin => 2,
+        Fd::Exit => 3,
+    }
+}
+
+fn fd_from_bits(bits: usize) -> Fd {
+    match bits & 3 {
+        0 => Fd::Stdout,
+        1 => Fd::Stderr,
+        2 => Fd::Stdin,
+        _ => Fd::Exit,
     }
 }
 
@@ -80,7 +99,9 @@ mod tests {
             Source::Client(0),
             Source::Client(123_456),
             Source::Child(0, Fd::Stdout),
-            Source::Child(99, Fd::Exit),
+            Source::Child(9, Fd::Stderr),
+            Source::Child(9, Fd::Stdin),
+            Source::Child(1 << 20, Fd::Exit),
             Source::FtpData(0, DataSocket::Listener),
             Source::FtpData(77, DataSocket::Connection),
         ];
