@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::{Events, Interest};
 use serde_json::{Value, json};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use testkit::{TempDir, frame_bytes};
 
 use super::source::Source;
-use super::{Config, Reactor};
+use super::{Config, READ_BUDGET, Reactor};
 use crate::conn::MAX_REQUESTS_PER_TURN;
 use crate::limits::Limits;
 use crate::services::Services;
@@ -139,17 +139,6 @@ impl Harness {
     /// A client connected to the reactor, and its slab key once accepted.
     fn connect(&mut self) -> (TcpStream, usize) {
         let stream = TcpStream::connect(self.addr).expect("connect");
-        let key = self.accepted(&stream);
-        (stream, key)
-    }
-
-    /// A client whose receive buffer is as small as the kernel allows, so
-    /// that the reactor's output to it piles up after a few KiB.
-    fn connect_slow_reader(&mut self) -> (TcpStream, usize) {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        socket.connect(&self.addr.into()).expect("connect");
-        let stream = TcpStream::from(socket);
         let key = self.accepted(&stream);
         (stream, key)
     }
@@ -343,7 +332,7 @@ fn a_client_that_does_not_read_is_not_read_while_its_output_is_over_the_high_wat
     };
     let (high, low) = (limits.out_high, limits.out_low);
     let mut h = Harness::start(limits);
-    let (mut sleeper, k) = h.connect_slow_reader();
+    let (mut sleeper, k) = h.connect();
     let request = frame_bytes(json!({"op": "echo"}), &[b'z'; 32 << 10]);
     let mut pending = Vec::new();
     let mut requests = 0usize;
@@ -351,13 +340,25 @@ fn a_client_that_does_not_read_is_not_read_while_its_output_is_over_the_high_wat
     // Requests until the reactor stops reading: bounded by turns, and by
     // what the client may send (far more than any socket buffers hold).
     let mut turns = 0;
-    while h.reactor.clients[k].wants_read(&h.reactor.config.limits) {
+    loop {
+        let limits = &h.reactor.config.limits;
+        match h
+            .reactor
+            .clients
+            .get(k)
+            .map(|c| (c.wants_read(limits), &c.broken))
+        {
+            Some((false, None)) => break,
+            Some((true, None)) => {}
+            gone => panic!("the client that does not read was closed instead: {gone:?}"),
+        }
         turns += 1;
         assert!(
-            turns <= 5000 && requests < 2000,
+            turns <= 5000 && requests < 4000,
             "still read after {requests} requests the client does not read the replies to"
         );
-        if pending.is_empty() {
+        // Keep the socket full: the reactor always has more to read.
+        while pending.len() < READ_BUDGET {
             pending.extend_from_slice(&request);
             requests += 1;
         }
@@ -450,14 +451,16 @@ fn over_the_buffer_budget_the_connection_holding_the_most_is_closed() {
     });
     let polite_holds = h.reactor.clients[p].buffered;
 
-    let (mut hog, k) = h.connect_slow_reader();
+    let (mut hog, k) = h.connect();
     let request = frame_bytes(json!({"op": "echo"}), &[b'z'; 32 << 10]);
     let mut pending = Vec::new();
-    let mut turns = 0;
+    let give_up = Instant::now() + PATIENCE;
     while h.reactor.clients.contains(k) {
-        turns += 1;
-        assert!(turns <= 5000, "the client holding the most was not closed");
-        if pending.is_empty() {
+        assert!(
+            Instant::now() < give_up,
+            "the client holding the most was not closed"
+        );
+        while pending.len() < READ_BUDGET {
             pending.extend_from_slice(&request);
         }
         write_some(&mut hog, &mut pending);
