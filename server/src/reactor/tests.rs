@@ -16,8 +16,8 @@
 //!   most is closed and a well-behaved one is not;
 //! - stale tokens: an event still in a batch for a client that finished
 //!   earlier in that batch does not reach the client accepted after it;
-//! - close late: a client that goes away while its job is on the worker
-//!   pool stays until the job's result is back.
+//! - close late: a client that goes away, or is evicted, while its job is
+//!   on the worker pool stays until the job's result is back.
 //!
 //! Every wait is a bounded number of turns, each polling at most
 //! [`MAX_WAIT`]; nothing sleeps.
@@ -557,7 +557,12 @@ fn a_client_that_leaves_with_a_job_out_stays_until_the_job_is_back() {
     // as if the worker were still hashing): the client stays.
     let mut held = Vec::new();
     let give_up = Instant::now() + PATIENCE;
-    while h.reactor.clients[k].broken.is_none() {
+    loop {
+        match h.reactor.clients.get(k) {
+            None => panic!("the client was removed while its job was out"),
+            Some(c) if c.broken.is_some() => break,
+            Some(_) => {}
+        }
         assert!(Instant::now() < give_up, "the reset was never seen");
         h.poll(MAX_WAIT);
         let (jobs, others): (Vec<Event>, Vec<Event>) =
@@ -583,4 +588,37 @@ fn a_client_that_leaves_with_a_job_out_stays_until_the_job_is_back() {
     });
     assert_eq!(h.reactor.stats.connections, 0);
     assert_eq!(h.reactor.stats.buffered, 0);
+}
+
+#[test]
+fn a_client_evicted_with_a_job_out_stays_until_the_job_is_back() {
+    let limits = Limits {
+        out_total: 12 << 10,
+        ..Limits::default()
+    };
+    let mut h = Harness::start(limits);
+    let (mut client, k) = h.connect();
+    // A login, and behind it a pipeline that waits in the connection's
+    // input while the login is checked: more than the whole budget.
+    let mut bytes = login_frame();
+    while bytes.len() < 40 << 10 {
+        bytes.extend(frame_bytes(json!({"op": "echo"}), &[b'p'; 1000]));
+    }
+    client.write_all(&bytes).expect("write");
+    h.step_until("the client to be evicted", |h| {
+        h.reactor.clients.get(k).is_none_or(|c| c.broken.is_some())
+    });
+    assert_eq!(h.reactor.stats.evicted, 1);
+    let c = h
+        .reactor
+        .clients
+        .get(k)
+        .expect("an evicted client with a job out is kept");
+    assert!(c.job_in_flight(), "evicted while its job was out");
+    assert_eq!(h.reactor.stats.connections, 1);
+
+    h.step_until("the client to be removed", |h| {
+        !h.reactor.clients.contains(k)
+    });
+    assert_eq!(h.reactor.stats.connections, 0);
 }
