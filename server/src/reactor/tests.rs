@@ -19,8 +19,8 @@
 //! - close late: a client that goes away, or is evicted, while its job is
 //!   on the worker pool stays until the job's result is back.
 //!
-//! Every wait is a bounded number of turns, each polling at most
-//! [`MAX_WAIT`]; nothing sleeps.
+//! Every wait is bounded, by a number of turns or by [`PATIENCE`], and
+//! each turn polls for at most [`MAX_WAIT`]; nothing sleeps.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
