@@ -74,6 +74,8 @@ mod memory;
 mod output;
 mod shutdown;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use crate::ctx::{Action, Submission};
 use crate::limits::Limits;
@@ -288,18 +290,7 @@ impl Reactor {
                 }
                 return Err(e);
             }
-            self.now = Instant::now();
-            for event in events.iter() {
-                self.dispatch(event);
-            }
-            self.serve_ready();
-            self.fire_timers();
-            self.fire_child_timers();
-            self.check_users();
-            self.run_actions();
-            self.evict_over_budget();
-            self.close_finished();
-            self.give_back_memory();
+            self.turn(events.iter());
             if let Some(by) = self.shutdown_by {
                 if self.clients.is_empty() {
                     info!("shutdown complete");
@@ -314,6 +305,24 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// One turn of the loop for the batch of events one `poll` returned:
+    /// dispatch each, serve the ready list, fire timers, and only then
+    /// close what finished (close late).
+    fn turn<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        self.now = Instant::now();
+        for event in events {
+            self.dispatch(event);
+        }
+        self.serve_ready();
+        self.fire_timers();
+        self.fire_child_timers();
+        self.check_users();
+        self.run_actions();
+        self.evict_over_budget();
+        self.close_finished();
+        self.give_back_memory();
     }
 
     /// Zero while anything is still ready; else until the earliest
