@@ -9,10 +9,15 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use skiff::client::{Client, ClientError, Frame, Stream};
+use skiff::tls::{self, FingerprintMismatch, TlsStream, Trust};
+
+use crate::known_hosts::{self, KnownHosts, Pin};
 
 /// How long a TCP connect may take before we give up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,8 +182,28 @@ pub fn report(result: Result<(), CmdError>) -> i32 {
     }
 }
 
-/// Connects to `HOST:PORT` or `unix:PATH`, with bounded waits for the
-/// connect itself and for every later reply.
+/// How `tls://` addresses are trusted, from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct TlsOptions {
+    /// `--tls-ca`: check certificates against these authorities instead
+    /// of pinning them.
+    pub ca: Option<PathBuf>,
+    /// `--known-hosts`: where pins are kept (default `~/.skiff_known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Set once at startup: every connection, wherever the shell or a
+/// command opens it, is trusted the same way.
+static TLS_OPTIONS: OnceLock<TlsOptions> = OnceLock::new();
+
+/// Sets how `tls://` addresses are trusted (once, before connecting).
+pub fn set_tls_options(options: TlsOptions) {
+    let _ = TLS_OPTIONS.set(options);
+}
+
+/// Connects to `HOST:PORT`, `unix:PATH` or `tls://HOST:PORT`, with bounded
+/// waits for the connect itself (and the TLS handshake) and for every
+/// later reply.
 pub fn connect(addr: &str) -> Result<Client, CmdError> {
     let fail = |e: io::Error| {
         // The hint only fits when the address itself made sense.
@@ -190,22 +215,93 @@ pub fn connect(addr: &str) -> Result<Client, CmdError> {
         };
         CmdError::Connection(format!("cannot connect to {addr}: {e}{hint}"))
     };
-    let stream = match addr.strip_prefix("unix:") {
-        Some(path) => {
-            let s = UnixStream::connect(path).map_err(fail)?;
-            s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
-            s.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
-            Stream::Unix(s)
-        }
-        None => {
-            let s = connect_tcp(addr).map_err(fail)?;
-            s.set_nodelay(true).map_err(fail)?;
-            s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
-            s.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
+    let stream = if let Some(path) = addr.strip_prefix("unix:") {
+        let s = UnixStream::connect(path).map_err(fail)?;
+        s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
+        s.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
+        Stream::Unix(s)
+    } else {
+        let host_port = addr.strip_prefix("tls://").unwrap_or(addr);
+        let s = connect_tcp(host_port).map_err(fail)?;
+        s.set_nodelay(true).map_err(fail)?;
+        s.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
+        s.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(fail)?;
+        if host_port.len() < addr.len() {
+            Stream::Tls(connect_tls(s, host_port)?)
+        } else {
             Stream::Tcp(s)
         }
     };
     Client::from_stream(stream).map_err(fail)
+}
+
+/// The TLS handshake over `tcp` with the server at `host_port`, trusting
+/// it as `--tls-ca` or the known-hosts file says.
+fn connect_tls(tcp: TcpStream, host_port: &str) -> Result<TlsStream, CmdError> {
+    let options = TLS_OPTIONS.get_or_init(TlsOptions::default);
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host);
+    let failed = |e: io::Error| {
+        // A TLS client at a plain port: skiffd answers with an alert.
+        let hint = if e.to_string().contains("HandshakeFailure") {
+            " (is this skiffd's TLS port? --tls-listen, 127.0.0.1:9995 by default)"
+        } else {
+            ""
+        };
+        CmdError::Connection(format!("TLS with {host_port}: {e}{hint}"))
+    };
+    if let Some(ca) = &options.ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| CmdError::Usage(format!("--tls-ca {}: {e}", ca.display())))?;
+        let trust = Trust::authorities_from_pem(&pem)
+            .map_err(|e| CmdError::Usage(format!("--tls-ca {}: {e}", ca.display())))?;
+        return tls::connect(tcp, host, &trust).map_err(failed);
+    }
+    let path = options
+        .known_hosts
+        .clone()
+        .or_else(known_hosts::default_path)
+        .ok_or_else(|| {
+            CmdError::Usage("HOME is not set: give --known-hosts FILE or --tls-ca FILE".into())
+        })?;
+    let mut known = KnownHosts::load(&path)
+        .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    match known.lookup(host_port) {
+        Pin::Pinned { fingerprint, line } => tls::connect(tcp, host, &Trust::Pinned(fingerprint))
+            .map_err(|e| {
+                match e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<FingerprintMismatch>())
+                {
+                    Some(m) => CmdError::Connection(known_hosts::changed_warning(
+                        host_port,
+                        &m.seen,
+                        &m.pinned,
+                        known.path(),
+                        line,
+                    )),
+                    None => failed(e),
+                }
+            }),
+        Pin::Unknown => {
+            let stream = tls::connect(tcp, host, &Trust::FirstUse).map_err(failed)?;
+            known.pin(host_port, stream.fingerprint()).map_err(|e| {
+                CmdError::Usage(format!(
+                    "cannot pin the certificate in {}: {e}",
+                    path.display()
+                ))
+            })?;
+            eprintln!(
+                "skiff: first TLS connection to {host_port}; its certificate's SHA-256 \
+                 fingerprint is\n  {}\nskiff pinned it in {} and will refuse any other. \
+                 Check it against the one skiffd printed when it made the certificate.",
+                stream.fingerprint(),
+                path.display()
+            );
+            Ok(stream)
+        }
+    }
 }
 
 /// `TcpStream::connect` has no timeout, so try each resolved address with

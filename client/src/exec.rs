@@ -100,10 +100,7 @@ impl Timeouts {
     /// Clears both timeouts of the socket behind `client`.
     fn clear(client: &Client) -> io::Result<Timeouts> {
         let stream = client.stream().try_clone()?;
-        let (read, write) = match &stream {
-            Stream::Tcp(s) => (s.read_timeout()?, s.write_timeout()?),
-            Stream::Unix(s) => (s.read_timeout()?, s.write_timeout()?),
-        };
+        let (read, write) = (stream.read_timeout()?, stream.write_timeout()?);
         let saved = Timeouts {
             stream,
             read,
@@ -114,16 +111,8 @@ impl Timeouts {
     }
 
     fn set(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
-        match &self.stream {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(read)?;
-                s.set_write_timeout(write)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(read)?;
-                s.set_write_timeout(write)
-            }
-        }
+        self.stream.set_read_timeout(read)?;
+        self.stream.set_write_timeout(write)
     }
 }
 

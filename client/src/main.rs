@@ -11,6 +11,7 @@ mod cmd;
 mod exec;
 mod files;
 mod interrupt;
+mod known_hosts;
 mod shell;
 mod swarm;
 #[allow(unsafe_code)] // the one module that calls libc directly
@@ -26,7 +27,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "skiff", version, about)]
 struct Cli {
-    /// Server address: HOST:PORT or unix:PATH
+    /// Server address: HOST:PORT, unix:PATH, or tls://HOST:PORT for TLS
+    /// (the certificate is pinned on first use, as ssh does)
     #[arg(
         long,
         global = true,
@@ -46,6 +48,14 @@ struct Cli {
     /// Give each transfer's time and rate even when stdout is not a terminal
     #[arg(long, short, global = true)]
     verbose: bool,
+    /// tls:// addresses: check the server's certificate against the
+    /// authorities in this PEM file (and its name), instead of pinning it
+    #[arg(long, global = true, value_name = "FILE", env = "SKIFF_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// tls:// addresses: where the certificates first seen are pinned
+    /// [default: ~/.skiff_known_hosts]
+    #[arg(long, global = true, value_name = "FILE", env = "SKIFF_KNOWN_HOSTS")]
+    known_hosts: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -235,6 +245,10 @@ fn with_login(
 
 fn main() {
     let cli = Cli::parse();
+    cmd::set_tls_options(cmd::TlsOptions {
+        ca: cli.tls_ca.clone(),
+        known_hosts: cli.known_hosts.clone(),
+    });
     let password = cli.password_source();
     let opts = files::Opts {
         verbose: cli.verbose,

@@ -47,7 +47,7 @@ use std::time::Duration;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor, ExternalPrinter};
-use skiff::client::{Client, Stream};
+use skiff::client::Client;
 
 use crate::batch;
 use crate::cmd::{self, CmdError};
@@ -306,13 +306,10 @@ impl Shell {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        let fd = match client.stream() {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        };
+        let fd = client.stream().as_raw_fd();
         // Bounded: a flood of messages cannot keep the prompt from running.
         for _ in 0..256 {
-            if !crate::sys::readable_now(fd) {
+            if !client.stream().has_buffered() && !crate::sys::readable_now(fd) {
                 return;
             }
             match client.recv() {
@@ -692,10 +689,7 @@ fn interruptible(
         let stopped = Arc::clone(&stopped);
         Some(OnInterrupt::arm(move || {
             stopped.store(true, Ordering::SeqCst);
-            let _ = match &socket {
-                Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-                Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            };
+            let _ = socket.shutdown_both();
         }))
     } else {
         None

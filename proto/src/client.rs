@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -16,18 +17,28 @@ use crate::frame::{self, FrameError, Header, MAX_HEADER, PREFIX_LEN};
 /// with [`Client::recv_header`] and [`Client::read_body`].
 pub const MAX_BUFFERED_BODY: u64 = 64 << 20;
 
-/// A TCP or Unix stream.
+/// A TCP or Unix stream, or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     /// `HOST:PORT`
     Tcp(TcpStream),
     /// `unix:PATH`
     Unix(UnixStream),
+    /// `tls://HOST:PORT`
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsStream),
 }
 
 impl Stream {
-    /// Connects to `HOST:PORT`, or to `unix:PATH`.
+    /// Connects to `HOST:PORT`, or to `unix:PATH`. (A TLS connection needs
+    /// to know whom to trust: see [`crate::tls::connect`].)
     pub fn connect(addr: &str) -> io::Result<Stream> {
+        if addr.starts_with("tls://") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a tls:// address is connected with tls::connect",
+            ));
+        }
         match addr.strip_prefix("unix:") {
             Some(path) => UnixStream::connect(path).map(Stream::Unix),
             None => {
@@ -43,6 +54,28 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
             Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.try_clone().map(Stream::Tls),
+        }
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        match self {
+            Stream::Tcp(s) => s.read_timeout(),
+            Stream::Unix(s) => s.read_timeout(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().read_timeout(),
+        }
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        match self {
+            Stream::Tcp(s) => s.write_timeout(),
+            Stream::Unix(s) => s.write_timeout(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().write_timeout(),
         }
     }
 
@@ -51,14 +84,60 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(t),
             Stream::Unix(s) => s.set_read_timeout(t),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().set_read_timeout(t),
         }
     }
 
-    /// Shuts down the writing half.
+    /// Sets the write timeout (None: block forever).
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().set_write_timeout(t),
+        }
+    }
+
+    /// Shuts down the writing half (over TLS, after saying goodbye).
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.shutdown_write(),
+        }
+    }
+
+    /// Shuts down both halves: a blocked read or write on any handle of
+    /// this stream returns at once.
+    pub fn shutdown_both(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().shutdown(std::net::Shutdown::Both),
+        }
+    }
+
+    /// Bytes already received and decrypted but not read yet, which a
+    /// poll on the socket would not show (only TLS has such bytes).
+    pub fn has_buffered(&self) -> bool {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.has_buffered(),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.tcp().as_raw_fd(),
         }
     }
 }
@@ -68,6 +147,8 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -77,6 +158,8 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

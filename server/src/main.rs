@@ -11,6 +11,7 @@ mod listen;
 mod reactor;
 #[allow(unsafe_code)] // the one module that calls libc directly
 mod sys;
+mod tls;
 mod udp;
 mod usercli;
 
@@ -46,6 +47,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve clients (the default when no command is given).
@@ -115,6 +118,18 @@ struct ServeArgs {
     /// [default: the address the client connected to]
     #[arg(long, value_name = "ADDR")]
     ftp_advertise: Option<std::net::IpAddr>,
+    /// Framed protocol over TLS, HOST:PORT (connect with
+    /// skiff --addr tls://HOST:PORT)
+    /// [default: 127.0.0.1:9995, if no listener flag is given]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    tls_listen: Vec<String>,
+    /// The TLS certificate (PEM; the chain, server's first) [default: a
+    /// self-signed one, made on first start in DATA_DIR/tls/]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Largest request body (bodies are streamed, so this can be large).
     #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
     max_body: u64,
@@ -154,6 +169,11 @@ struct ServeArgs {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Duration,
 }
+
+/// Where the TLS listener is when no listener flag is given: on loopback
+/// beside the other services, so a first start can be reached over TLS at
+/// once, and moving it to a network is one flag.
+const DEFAULT_TLS: &str = "127.0.0.1:9995";
 
 /// Checks that a listener address has the form HOST:PORT, so that a
 /// mistake is a usage error (exit 2) that says what to write. Names are
@@ -204,27 +224,36 @@ fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 impl ServeArgs {
-    fn config(&self) -> Result<Config, String> {
-        let resolve = |list: &[String]| -> Result<Vec<SocketAddr>, String> {
-            let mut out = Vec::new();
-            for a in list {
-                out.extend(listen::resolve(a).map_err(|e| format!("{a}: {e}"))?);
-            }
-            Ok(out)
-        };
-        let defaults = self.listen.is_empty()
+    /// No listener flag was given: every service gets its loopback default.
+    fn defaults(&self) -> bool {
+        self.listen.is_empty()
             && self.unix.is_empty()
             && self.udp_time.is_empty()
             && self.udp_echo.is_empty()
             && self.raw_echo.is_empty()
-            && self.ftp.is_empty();
-        let pick = |list: &[String], default: &str| {
-            if defaults {
-                resolve(&[default.to_string()])
-            } else {
-                resolve(list)
-            }
-        };
+            && self.ftp.is_empty()
+            && self.tls_listen.is_empty()
+    }
+
+    /// The addresses of one kind of listener: those named, or `default`
+    /// when no listener flag was given.
+    fn pick(&self, list: &[String], default: &str) -> Result<Vec<SocketAddr>, String> {
+        let named = [default.to_string()];
+        let list = if self.defaults() { &named[..] } else { list };
+        let mut out = Vec::new();
+        for a in list {
+            out.extend(listen::resolve(a).map_err(|e| format!("{a}: {e}"))?);
+        }
+        Ok(out)
+    }
+
+    /// The TLS listeners' addresses.
+    fn tls_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.pick(&self.tls_listen, DEFAULT_TLS)
+    }
+
+    fn config(&self) -> Result<Config, String> {
+        let pick = |list: &[String], default: &str| self.pick(list, default);
         let out_high =
             usize::try_from(self.out_high_water).map_err(|_| "--out-high-water is too large")?;
         if out_high < 1024 {
@@ -275,7 +304,20 @@ impl ServeArgs {
 fn serve(args: ServeArgs) -> Result<(), String> {
     sys::return_large_frees_to_os();
     let mut config = args.config()?;
+    let tls_addrs = args.tls_addrs()?;
     let data_dir = absolute_data_dir(&args.data_dir)?;
+    // Read or made now, written once the listeners are bound (as the demo
+    // user is); the configuration is built once, here, for every TLS
+    // connection to share.
+    let mut identity = match (&args.tls_cert, &args.tls_key) {
+        _ if tls_addrs.is_empty() => None,
+        (Some(cert), Some(key)) => Some(tls::Identity::from_files(cert, key)?),
+        _ => Some(tls::Identity::load_or_generate(
+            &data_dir,
+            &tls::cert::names_for(&tls_addrs),
+        )?),
+    };
+    let _tls_config = identity.as_ref().map(tls::server_config).transpose()?;
     match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep a few descriptors for listeners, files and pipes.
@@ -303,15 +345,61 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         users::save_demo_user(&users, &data_dir)
             .map_err(|e| format!("cannot create the demo user: {e}"))?;
     }
+    let new_certificate = identity.as_ref().is_some_and(tls::Identity::is_new);
+    if let Some(identity) = &mut identity {
+        identity.save().map_err(|e| {
+            format!(
+                "cannot save the TLS certificate {}: {e}",
+                identity.cert_path.display()
+            )
+        })?;
+    }
     for (name, addr) in reactor.local_addrs() {
         println!("listening {name} {addr}");
     }
-    if let Some(password) = demo_password {
+    if let Some(password) = &demo_password {
         // Shown once: only its hash is stored.
         println!("created user demo with password {password}");
     }
+    if let Some(identity) = &identity {
+        let tls_addr = tls_addrs.first().map(|a| a.to_string());
+        if new_certificate {
+            let user = demo_password.as_ref().map(|_| "demo");
+            print!(
+                "{}",
+                new_certificate_notice(identity, tls_addr.as_deref(), user)
+            );
+        }
+        info!(
+            "TLS certificate {}, SHA-256 {}",
+            identity.cert_path.display(),
+            identity.fingerprint()
+        );
+    }
     info!("data dir {}", data_dir.display());
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// What the start that made the server's certificate tells its user: the
+/// fingerprint, and how to connect so that the client checks it.
+fn new_certificate_notice(
+    identity: &tls::Identity,
+    tls_addr: Option<&str>,
+    user: Option<&str>,
+) -> String {
+    let mut notice = format!(
+        "created TLS certificate {}, SHA-256 fingerprint\n  {}\n",
+        identity.cert_path.display(),
+        identity.fingerprint()
+    );
+    if let Some(addr) = tls_addr {
+        let user = user.map(|u| format!(" --user {u}")).unwrap_or_default();
+        notice.push_str(&format!(
+            "connect securely: skiff --addr tls://{addr}{user} hello\n  \
+             (the first connection pins this fingerprint: check that skiff shows the same)\n"
+        ));
+    }
+    notice
 }
 
 /// Creates the data directory if needed and returns its absolute, real
@@ -393,6 +481,55 @@ mod tests {
             &["skiffd", "serve", "--listen", "x:1"],
         ] {
             assert_eq!(line(unchanged), unchanged);
+        }
+    }
+
+    #[test]
+    fn a_new_certificate_is_announced_with_its_fingerprint_and_how_to_connect() {
+        let dir = std::env::temp_dir().join(format!("skiffd-notice-{}", std::process::id()));
+        let identity = tls::Identity::load_or_generate(&dir, &["localhost".into()]).unwrap();
+        let notice = new_certificate_notice(&identity, Some("127.0.0.1:9995"), Some("demo"));
+        let lines: Vec<&str> = notice.lines().collect();
+        assert_eq!(lines.len(), 4, "{notice}");
+        assert!(lines[0].contains("tls/cert.pem"), "{notice}");
+        assert_eq!(lines[1].trim(), identity.fingerprint());
+        assert_eq!(
+            lines[2],
+            "connect securely: skiff --addr tls://127.0.0.1:9995 --user demo hello"
+        );
+        assert!(lines[3].contains("pins this fingerprint"));
+        let quiet = new_certificate_notice(&identity, None, None);
+        assert_eq!(quiet.lines().count(), 2);
+    }
+
+    #[test]
+    fn tls_listens_on_loopback_by_default_and_only_when_named_otherwise() {
+        let args = |line: &[&str]| {
+            let Cli { command } = Cli::parse_from(line);
+            match command {
+                Some(Command::Serve(args)) => args,
+                _ => panic!("not serve"),
+            }
+        };
+        let all = args(&["skiffd", "serve"]);
+        assert_eq!(
+            all.tls_addrs().unwrap(),
+            ["127.0.0.1:9995".parse().unwrap()]
+        );
+        let framed_only = args(&["skiffd", "serve", "--listen", "127.0.0.1:0"]);
+        assert!(framed_only.tls_addrs().unwrap().is_empty());
+        let tls_only = args(&["skiffd", "serve", "--tls-listen", "127.0.0.1:0"]);
+        assert_eq!(
+            tls_only.tls_addrs().unwrap(),
+            ["127.0.0.1:0".parse().unwrap()]
+        );
+        assert!(tls_only.config().unwrap().framed.is_empty());
+        // A certificate needs its key, and the other way round.
+        for half in [
+            &["skiffd", "serve", "--tls-cert", "c.pem"][..],
+            &["skiffd", "serve", "--tls-key", "k.pem"],
+        ] {
+            assert!(Cli::try_parse_from(half).is_err(), "{half:?}");
         }
     }
 

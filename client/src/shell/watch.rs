@@ -27,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use skiff::client::{Client, ClientError, Stream};
+use skiff::client::{Client, ClientError};
 
 use super::session::Session;
 use crate::cmd::{self, CmdError};
@@ -175,10 +175,7 @@ struct Watch {
 
 /// The descriptor of the connection's socket.
 fn socket_fd(client: &Client) -> RawFd {
-    match client.stream() {
-        Stream::Tcp(s) => s.as_raw_fd(),
-        Stream::Unix(s) => s.as_raw_fd(),
-    }
+    client.stream().as_raw_fd()
 }
 
 impl Watch {
@@ -282,7 +279,9 @@ impl Watch {
         let Some(client) = self.client.as_mut() else {
             return false;
         };
-        let probe = probe && !crate::sys::readable_now(socket_fd(client));
+        let probe = probe
+            && !client.stream().has_buffered()
+            && !crate::sys::readable_now(socket_fd(client));
         if probe
             && client
                 .stream()

@@ -290,6 +290,9 @@ fn resolve(addr: &str) -> Result<Target, String> {
     if let Some(path) = addr.strip_prefix("unix:") {
         return Ok(Target::Unix(PathBuf::from(path)));
     }
+    if addr.starts_with("tls://") {
+        return Err("swarm does not speak TLS yet: give it the plain port".into());
+    }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?

@@ -1,0 +1,132 @@
+//! TLS on the wire: the server's certificate ([`cert`]), the one
+//! `rustls::ServerConfig` every TLS connection shares, and the sans-I/O
+//! layer each TLS connection puts between its socket and its engine
+//! ([`session`]).
+//!
+//! TLS listeners are ports of their own (`--tls-listen`): a connection is
+//! TLS from its first byte, never upgraded midway (STARTTLS), so there is
+//! no plaintext moment for an attacker to strip the upgrade from.
+//!
+//! The crypto is rustls with the `ring` provider, chosen for size: the
+//! whole TLS stack adds a few hundred KiB to `skiffd`.
+
+pub mod cert;
+mod selfsigned;
+// Until the reactor's TLS listener uses it, only the tests do.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod session;
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+
+pub use cert::Identity;
+
+/// Builds the configuration every TLS connection shares: TLS 1.3 and 1.2
+/// with rustls's safe defaults, no client certificates, and an in-memory
+/// cache of sessions so that a client's next connection (an FTP data
+/// connection, a reconnecting shell) skips the full handshake.
+pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, String> {
+    let config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| {
+            format!(
+                "{}: the key does not fit the certificate, or is of a kind rustls \
+                 cannot use: {e}",
+                identity.cert_path.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// The cryptography TLS connections use: ring's, less what a server that
+/// asks no client for a certificate never uses (and the linker can then
+/// leave out). Key exchange by X25519 or P-256, which every client offers;
+/// AES-GCM, and ChaCha20-Poly1305 for machines without AES instructions.
+fn provider() -> CryptoProvider {
+    let ring = default_provider();
+    CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        // Only for checking client certificates, which skiffd never asks for.
+        signature_verification_algorithms: WebPkiSupportedAlgorithms {
+            all: &[],
+            mapping: &[],
+        },
+        ..ring
+    }
+}
+
+/// A fatal TLS alert record (`handshake_failure`), for a TLS client that
+/// reached a plain port: its TLS library then reports a refused handshake
+/// instead of garbage, and skiff can name the likely mistake.
+#[cfg_attr(not(test), allow(dead_code))]
+pub const REFUSAL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40];
+
+/// Whether the first bytes of a connection on a plain framed port are the
+/// start of a TLS handshake. A frame starts with its header length, a
+/// 32-bit number at most 65536, so its first byte is 0; a TLS record
+/// starts with 0x16 (handshake) and the major version 3.
+///
+/// The reactor calls this on a plain framed connection's first read,
+/// before the bytes reach the engine (which would answer `bad_frame` in
+/// JSON the TLS client cannot read): on a match it logs one line, writes
+/// [`REFUSAL_ALERT`] and closes that connection.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(
+        first,
+        [session::HANDSHAKE_RECORD] | [session::HANDSHAKE_RECORD, 3, ..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_hello_is_told_from_a_frame() {
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(looks_like_tls(&[0x16]), "split after the first byte");
+        assert!(!looks_like_tls(b"\0\0\0\x0f{\"op\":\"hello\"}"));
+        assert!(!looks_like_tls(&[0x16, 0x00]));
+        assert!(!looks_like_tls(b""));
+        assert!(!looks_like_tls(b"GET / HTTP/1.1"));
+    }
+
+    #[test]
+    fn a_real_client_hello_is_recognised() {
+        use rustls::pki_types::ServerName;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        assert!(looks_like_tls(&hello));
+        // And the frame decoder would have refused it as a header length.
+        let len = u32::from_be_bytes(hello[..4].try_into().unwrap());
+        assert!(len as usize > skiff::frame::MAX_HEADER);
+    }
+
+    #[test]
+    fn the_refusal_alert_is_a_fatal_alert_record() {
+        assert_eq!(REFUSAL_ALERT[0], 0x15, "content type alert");
+        assert_eq!(u16::from_be_bytes([REFUSAL_ALERT[3], REFUSAL_ALERT[4]]), 2);
+        assert_eq!(REFUSAL_ALERT[5], 2, "level fatal");
+    }
+}
