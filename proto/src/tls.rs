@@ -206,7 +206,10 @@ fn handshake(
     Ok(TlsStream {
         tcp,
         shared: Arc::new(Shared {
-            conn: Mutex::new(conn),
+            session: Mutex::new(Session {
+                conn,
+                unread: Vec::new(),
+            }),
             sending: Mutex::new(()),
             fingerprint,
         }),
@@ -224,9 +227,9 @@ pub struct TlsStream {
 /// What the clones of a [`TlsStream`] share.
 #[derive(Debug)]
 struct Shared {
-    /// The session: keys, sequence numbers, buffered records. Locked only
-    /// to move bytes in or out, never across a read or write of the socket.
-    conn: Mutex<ClientConnection>,
+    /// The session. Locked only to move bytes in or out, never across a
+    /// read or write of the socket.
+    session: Mutex<Session>,
     /// Held from sealing records to handing them to the socket, so that
     /// records of two handles reach the wire in the order of their
     /// sequence numbers.
@@ -235,8 +238,17 @@ struct Shared {
     fingerprint: String,
 }
 
-/// Most ciphertext read from the socket at once: with at most one
-/// record's worth, the plaintext it yields always fits rustls's buffer.
+/// The TLS state the handles of one stream share.
+#[derive(Debug)]
+struct Session {
+    /// Keys, sequence numbers, buffered records.
+    conn: ClientConnection,
+    /// Ciphertext read from the socket but not yet given to `conn`, which
+    /// takes more only once its plaintext has been read.
+    unread: Vec<u8>,
+}
+
+/// Most ciphertext read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
 impl TlsStream {
@@ -261,10 +273,12 @@ impl TlsStream {
     /// Plaintext already decrypted and waiting: a poll on the socket would
     /// not show it.
     pub fn has_buffered(&self) -> bool {
-        let mut conn = self.session();
-        conn.process_new_packets()
-            .map(|s| s.plaintext_bytes_to_read() > 0)
-            .unwrap_or(false)
+        let mut session = self.session();
+        !session.unread.is_empty()
+            || session
+                .conn
+                .process_new_packets()
+                .is_ok_and(|s| s.plaintext_bytes_to_read() > 0)
     }
 
     /// Says goodbye (`close_notify`) and shuts the sending half of the
@@ -272,43 +286,62 @@ impl TlsStream {
     pub fn shutdown_write(&self) -> io::Result<()> {
         let _order = lock(&self.shared.sending);
         let records = {
-            let mut conn = self.session();
-            conn.send_close_notify();
-            sealed(&mut conn)
+            let mut session = self.session();
+            session.conn.send_close_notify();
+            sealed(&mut session.conn)
         };
         (&self.tcp).write_all(&records)?;
         self.tcp.shutdown(std::net::Shutdown::Write)
     }
 
-    fn session(&self) -> MutexGuard<'_, ClientConnection> {
-        lock(&self.shared.conn)
+    fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.shared.session)
     }
 }
 
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.session().reader().read(buf) {
+            let mut session = self.session();
+            match session.conn.reader().read(buf) {
                 // Ok(0) after the server's close_notify: the end.
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // UnexpectedEof: the socket ended without close_notify.
                 Err(e) => return Err(e),
             }
+            if !session.unread.is_empty() {
+                let unread = std::mem::take(&mut session.unread);
+                session.feed(&unread)?;
+                continue;
+            }
+            drop(session);
             // Wait for the network without the lock: the other handle
             // may want to send meanwhile.
             let mut ciphertext = [0u8; READ_CHUNK];
             let n = self.tcp.read(&mut ciphertext)?;
-            let mut conn = self.session();
-            let mut rest = &ciphertext[..n];
-            loop {
-                // An empty `rest` on the first round tells rustls of the end.
-                conn.read_tls(&mut rest)?;
-                conn.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                if rest.is_empty() {
-                    break;
-                }
+            self.session().feed(&ciphertext[..n])?;
+        }
+    }
+}
+
+impl Session {
+    /// Decrypts `ciphertext` (empty: the socket's end) until plaintext
+    /// waits to be read; what is left waits in `unread`, so the session
+    /// never holds more than a record or so of plaintext.
+    fn feed(&mut self, mut ciphertext: &[u8]) -> io::Result<()> {
+        loop {
+            // An empty slice tells rustls of the end.
+            self.conn.read_tls(&mut ciphertext)?;
+            self.conn
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if ciphertext.is_empty() {
+                return Ok(());
+            }
+            if !self.conn.wants_read() {
+                self.unread.extend_from_slice(ciphertext);
+                return Ok(());
             }
         }
     }
@@ -318,9 +351,9 @@ impl Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let _order = lock(&self.shared.sending);
         let (taken, records) = {
-            let mut conn = self.session();
-            let taken = conn.writer().write(buf)?;
-            (taken, sealed(&mut conn))
+            let mut session = self.session();
+            let taken = session.conn.writer().write(buf)?;
+            (taken, sealed(&mut session.conn))
         };
         self.tcp.write_all(&records)?;
         Ok(taken)

@@ -252,6 +252,8 @@ impl ServeArgs {
         self.pick(&self.tls_listen, DEFAULT_TLS)
     }
 
+    /// The settings for the reactor; `tls_config` is added by `serve`
+    /// once the certificate is read.
     fn config(&self) -> Result<Config, String> {
         let pick = |list: &[String], default: &str| self.pick(list, default);
         let out_high =
@@ -272,6 +274,8 @@ impl ServeArgs {
             udp_echo: pick(&self.udp_echo, "127.0.0.1:9997")?,
             raw_echo: pick(&self.raw_echo, "127.0.0.1:9996")?,
             ftp: pick(&self.ftp, "127.0.0.1:2121")?,
+            tls: self.tls_addrs()?,
+            tls_config: None,
             ftp_passive: reactor::FtpPassive {
                 ports: self.ftp_passive,
                 advertise: self.ftp_advertise,
@@ -317,7 +321,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             &tls::cert::names_for(&tls_addrs),
         )?),
     };
-    let _tls_config = identity.as_ref().map(tls::server_config).transpose()?;
+    config.tls_config = identity.as_ref().map(tls::server_config).transpose()?;
     match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
             // Keep a few descriptors for listeners, files and pipes.
@@ -354,7 +358,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             )
         })?;
     }
-    for (name, addr) in reactor.local_addrs() {
+    let listening = reactor.local_addrs();
+    for (name, addr) in &listening {
         println!("listening {name} {addr}");
     }
     if let Some(password) = &demo_password {
@@ -362,7 +367,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         println!("created user demo with password {password}");
     }
     if let Some(identity) = &identity {
-        let tls_addr = tls_addrs.first().map(|a| a.to_string());
+        // The first TLS listener's real address (port 0 is a free port).
+        let tls_addr = listening
+            .iter()
+            .find(|(name, _)| *name == "tls")
+            .map(|(_, addr)| addr.clone());
         if new_certificate {
             let user = demo_password.as_ref().map(|_| "demo");
             print!(

@@ -132,6 +132,11 @@ pub struct Config {
     pub ftp: Vec<SocketAddr>,
     /// FTP passive ports and the address announced for them.
     pub ftp_passive: ftp::Passive,
+    /// Framed protocol over TLS.
+    pub tls: Vec<SocketAddr>,
+    /// The TLS settings every TLS connection shares (set when `tls` is
+    /// not empty).
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Most connections open at once.
@@ -170,6 +175,8 @@ pub struct Reactor {
     /// The one read buffer all clients share: input is consumed from it
     /// directly, so idle clients hold none.
     scratch: Box<[u8]>,
+    /// Where a TLS client's input is decrypted to, shared the same way.
+    plaintext: Vec<u8>,
     /// Startup settings.
     config: Config,
     /// Counters for `stats`.
@@ -249,6 +256,7 @@ impl Reactor {
             per_ip: HashMap::new(),
             to_close: Vec::new(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            plaintext: Vec::new(),
             config,
             stats: Stats::new(now),
             services,

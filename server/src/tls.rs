@@ -12,16 +12,16 @@
 
 pub mod cert;
 mod selfsigned;
-// Until the reactor's TLS listener uses it, only the tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod session;
 
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+pub use session::{Received, TlsError, TlsSession};
 
 pub use cert::Identity;
 
@@ -70,7 +70,6 @@ fn provider() -> CryptoProvider {
 /// A fatal TLS alert record (`handshake_failure`), for a TLS client that
 /// reached a plain port: its TLS library then reports a refused handshake
 /// instead of garbage, and skiff can name the likely mistake.
-#[cfg_attr(not(test), allow(dead_code))]
 pub const REFUSAL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40];
 
 /// Whether the first bytes of a connection on a plain framed port are the
@@ -82,7 +81,6 @@ pub const REFUSAL_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40];
 /// before the bytes reach the engine (which would answer `bad_frame` in
 /// JSON the TLS client cannot read): on a match it logs one line, writes
 /// [`REFUSAL_ALERT`] and closes that connection.
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn looks_like_tls(first: &[u8]) -> bool {
     matches!(
         first,

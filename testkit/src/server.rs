@@ -26,13 +26,14 @@ pub const STARTUP_LINES: usize = 50;
 /// The listener flags of `skiffd serve` and the name each listener has in
 /// the `listening NAME ADDR` line: a start waits for every one its
 /// arguments ask for.
-const LISTENERS: [(&str, &str); 6] = [
+const LISTENERS: [(&str, &str); 7] = [
     ("--listen", "framed"),
     ("--unix", "framed-unix"),
     ("--udp-time", "udp-time"),
     ("--udp-echo", "udp-echo"),
     ("--raw-echo", "raw-echo"),
     ("--ftp", "ftp"),
+    ("--tls-listen", "tls"),
 ];
 
 /// A running skiffd; killed, then its directory removed, on drop.
@@ -170,7 +171,7 @@ impl Server {
     }
 
     /// The address of listener `name` (`framed`, `framed-unix`,
-    /// `udp-time`, `udp-echo`, `raw-echo`).
+    /// `udp-time`, `udp-echo`, `raw-echo`, `ftp`, `tls`).
     ///
     /// # Panics
     /// If the server has no such listener.

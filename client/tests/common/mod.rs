@@ -36,7 +36,9 @@ pub fn skiff_command(args: &[&str], password: Option<&str>) -> Command {
     cmd.args(args)
         .env_remove("SKIFF_ADDR")
         .env_remove("SKIFF_USER")
-        .env_remove("SKIFF_PASSWORD");
+        .env_remove("SKIFF_PASSWORD")
+        .env_remove("SKIFF_TLS_CA")
+        .env_remove("SKIFF_KNOWN_HOSTS");
     if let Some(p) = password {
         cmd.env("SKIFF_PASSWORD", p);
     }

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, info};
 use mio::Interest;
 use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
@@ -27,6 +27,7 @@ use crate::handlers::raw_echo::RawEcho;
 use crate::limits::Limits;
 use crate::services::Services;
 use crate::stats::Stats;
+use crate::tls::{self, Received, TlsError, TlsSession, session::HANDSHAKE_TIMEOUT};
 
 /// A connected stream socket.
 pub(super) enum Stream {
@@ -127,6 +128,12 @@ pub(super) struct Client {
     pub(super) stream: Stream,
     /// The protocol state machine.
     pub(super) protocol: Protocol,
+    /// TLS between the socket and the state machine, on a TLS listener's
+    /// connections (boxed: a plain connection pays one pointer for it).
+    pub(super) tls: Option<Box<TlsSession>>,
+    /// Nothing has been read yet (the first bytes say whether a TLS
+    /// client reached a plain port).
+    pub(super) fresh: bool,
     /// Peer address, for the per-IP limit (None for Unix sockets).
     pub(super) peer_ip: Option<IpAddr>,
     /// Interest currently registered.
@@ -150,12 +157,15 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn wants_read(&self, limits: &Limits) -> bool {
-        self.broken.is_none() && self.protocol.engine().wants_read(limits)
+        self.broken.is_none()
+            && self.protocol.engine().wants_read(limits)
+            && self.tls.as_ref().is_none_or(|t| t.wants_read())
     }
 
     /// Brings `stats.buffered` up to date with this client's buffers.
     pub(super) fn account(&mut self, stats: &mut Stats) {
-        let now = self.protocol.engine().buffered_bytes();
+        let tls = self.tls.as_ref().map_or(0, |t| t.buffered_bytes());
+        let now = self.protocol.engine().buffered_bytes() + tls;
         stats.buffered = stats.buffered - self.buffered + now;
         self.buffered = now;
     }
@@ -182,9 +192,29 @@ impl Client {
         self.protocol.engine().job_in_flight()
     }
 
-    /// Something waits for the socket: bytes, a file, a pipe.
+    /// Something waits for the socket: bytes, a file, a pipe. Over TLS:
+    /// ciphertext, or plaintext the session can take (not before the
+    /// handshake is done).
     pub(super) fn wants_write(&mut self) -> bool {
+        if let Some(tls) = &self.tls {
+            if tls.wants_write() {
+                return true;
+            }
+            if tls.is_handshaking() {
+                return false;
+            }
+        }
         self.protocol.engine_mut().poll_transmit(&[]).is_some()
+    }
+
+    /// When this client needs a timer: its state machine's deadline, or
+    /// its TLS handshake's if that is earlier.
+    pub(super) fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let engine = self.protocol.engine().deadline(limits);
+        match self.tls.as_ref().and_then(|t| t.handshake_deadline()) {
+            Some(h) => Some(engine.map_or(h, |e| e.min(h))),
+            None => engine,
+        }
     }
 }
 
@@ -205,6 +235,15 @@ impl Reactor {
                 continue; // superseded by an earlier deadline, or a reused key
             }
             client.timer = None;
+            if let Some(tls) = &client.tls
+                && tls.handshake_deadline().is_some_and(|d| now >= d)
+            {
+                info!(
+                    "conn {k}: TLS handshake not done after {:?}: closed",
+                    HANDSHAKE_TIMEOUT
+                );
+                client.fail("TLS handshake timed out".into());
+            }
             self.with_engine(k, now, |e, ctx| e.handle_timeout(ctx));
             self.drive(k);
         }
@@ -292,6 +331,7 @@ impl Reactor {
             ftp_next_port,
             ftp_data_conns,
             now,
+            plaintext,
             ..
         } = self;
         let clients_open = clients.len();
@@ -323,6 +363,11 @@ impl Reactor {
                 Ok(0) => {
                     client.readable = false;
                     debug!("conn {k}: peer finished sending");
+                    if let Some(tls) = &mut client.tls
+                        && !tls.handle_eof()
+                    {
+                        debug!("conn {k}: TLS ended without close_notify");
+                    }
                     client.protocol.engine_mut().handle_eof(&mut env.ctx(now));
                 }
                 Ok(n) => {
@@ -344,17 +389,49 @@ impl Reactor {
                         client.readable = false;
                     }
                     env.stats.bytes_in += n as u64;
-                    let input = &scratch[..n];
-                    let engine = client.protocol.engine_mut();
-                    engine.handle_input(input, &mut env.ctx(now));
-                    // Answer at once: replies leave while the request's
-                    // bytes are still hot, and a drained output keeps
-                    // backpressure from kicking in needlessly. An echo
-                    // body may go straight from `input`; what the socket
-                    // did not take is copied when `input` is released.
-                    flush(k, client, &mut env, now, &mut write_budget, input);
-                    let engine = client.protocol.engine_mut();
-                    engine.release_input(input, &mut env.ctx(now));
+                    let fresh = std::mem::replace(&mut client.fresh, false);
+                    let mut peer_closed = false;
+                    let input: &[u8] = if let Some(session) = client.tls.as_deref_mut() {
+                        match decrypt(k, session, &scratch[..n], plaintext) {
+                            Ok(closed) => {
+                                peer_closed = closed;
+                                plaintext
+                            }
+                            Err(e) => {
+                                // One line, then the alert rustls queued
+                                // (if the socket takes it), then close.
+                                info!("conn {k}: {e}");
+                                let _ = client.stream.write(session.output());
+                                client.fail(e.to_string());
+                                break;
+                            }
+                        }
+                    } else if fresh && tls::looks_like_tls(&scratch[..n]) {
+                        refuse_tls(k, client);
+                        break;
+                    } else {
+                        &scratch[..n]
+                    };
+                    if input.is_empty() {
+                        // Handshake records only: send the replies.
+                        flush(k, client, &mut env, now, &mut write_budget, &[]);
+                    } else {
+                        let engine = client.protocol.engine_mut();
+                        engine.handle_input(input, &mut env.ctx(now));
+                        // Answer at once: replies leave while the request's
+                        // bytes are still hot, and a drained output keeps
+                        // backpressure from kicking in needlessly. An echo
+                        // body may go straight from `input`; what the socket
+                        // did not take is copied when `input` is released.
+                        flush(k, client, &mut env, now, &mut write_budget, input);
+                        let engine = client.protocol.engine_mut();
+                        engine.release_input(input, &mut env.ctx(now));
+                    }
+                    if peer_closed {
+                        debug!("conn {k}: peer said goodbye (close_notify)");
+                        client.readable = false;
+                        client.protocol.engine_mut().handle_eof(&mut env.ctx(now));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     debug!("conn {k}: nothing more to read");
@@ -382,6 +459,16 @@ impl Reactor {
         }
         client.protocol.engine_mut().end_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
+        // A TLS connection that is done says goodbye (close_notify), so
+        // the peer knows the stream was not cut short. One try: the socket
+        // closes next whether it took it or not.
+        if let Some(tls) = &mut client.tls
+            && client.broken.is_none()
+            && client.protocol.engine().is_done()
+        {
+            tls.close();
+            flush(k, client, &mut env, now, &mut write_budget, &[]);
+        }
         client.account(env.stats);
 
         if client.is_done() {
@@ -451,6 +538,32 @@ pub(super) fn interest(wants_read: bool, wants_write: bool) -> Interest {
     }
 }
 
+/// Decrypts what a TLS client sent into `plaintext` (cleared first);
+/// true once the peer has said goodbye (`close_notify`).
+fn decrypt(
+    k: usize,
+    session: &mut TlsSession,
+    ciphertext: &[u8],
+    plaintext: &mut Vec<u8>,
+) -> Result<bool, TlsError> {
+    plaintext.clear();
+    let was_handshaking = session.is_handshaking();
+    let received = session.handle_ciphertext(ciphertext, plaintext)?;
+    if was_handshaking && !session.is_handshaking() {
+        debug!("conn {k}: TLS handshake done ({})", session.describe());
+    }
+    Ok(received == Received::Closed)
+}
+
+/// A TLS handshake reached a plain framed port: one log line, a TLS alert
+/// its library can report (instead of a JSON error it cannot read), and
+/// the connection closes.
+fn refuse_tls(k: usize, client: &mut Client) {
+    info!("conn {k}: a TLS handshake on a plain port (TLS clients use --tls-listen's port)");
+    let _ = client.stream.write(&tls::REFUSAL_ALERT);
+    client.fail("TLS on a plain port".into());
+}
+
 /// Puts the client's deadline in the heap unless an earlier one is there.
 pub(super) fn schedule(
     k: usize,
@@ -458,7 +571,7 @@ pub(super) fn schedule(
     limits: &Limits,
     timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
 ) {
-    let Some(deadline) = client.protocol.engine().deadline(limits) else {
+    let Some(deadline) = client.deadline(limits) else {
         return;
     };
     if client.timer.is_none_or(|t| deadline < t) {

@@ -198,12 +198,14 @@ impl Reactor {
         {
             c.hold_input(false);
         }
-        let mut conn = match ch.conn.and_then(|k| clients.get_mut(k)) {
+        // A TLS client's bytes are encrypted on their way: no splice.
+        let (mut conn, zero_copy) = match ch.conn.and_then(|k| clients.get_mut(k)) {
             Some(Client {
                 protocol: Protocol::Framed(c),
+                tls,
                 ..
-            }) => Some(c),
-            _ => None,
+            }) => (Some(c), tls.is_none()),
+            _ => (None, false),
         };
         let limits = &config.limits;
         for (i, name) in [(0, "out"), (1, "err")] {
@@ -228,6 +230,7 @@ impl Reactor {
                 // header now, sized by what the pipe holds, and let the
                 // socket's flush splice the body straight from the pipe.
                 if *splice_works
+                    && zero_copy
                     && let Some(c) = conn.as_mut()
                     && c.can_splice()
                 {

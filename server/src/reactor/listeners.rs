@@ -5,6 +5,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use log::{debug, info, warn};
 use mio::Interest;
@@ -17,6 +18,7 @@ use super::ftp::FtpClient;
 use super::{ACCEPT_BUDGET, Config, DATAGRAM_BUDGET, Reactor, Source};
 use crate::conn::Conn;
 use crate::handlers::{self, raw_echo::RawEcho};
+use crate::tls::session::TlsSession;
 use crate::udp;
 use skiffd_core::ftp::FtpSession;
 
@@ -24,6 +26,7 @@ use skiffd_core::ftp::FtpSession;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Framed,
+    FramedTls,
     RawEcho,
     Ftp,
 }
@@ -32,6 +35,7 @@ pub(super) enum Kind {
 pub(super) enum Listener {
     Framed(TcpListener),
     FramedUnix(UnixListener, PathBuf),
+    FramedTls(TcpListener),
     RawEcho(TcpListener),
     Ftp(TcpListener),
     UdpTime(UdpSocket),
@@ -43,6 +47,7 @@ impl Listener {
         match self {
             Listener::Framed(_) => "framed",
             Listener::FramedUnix(..) => "framed-unix",
+            Listener::FramedTls(_) => "tls",
             Listener::RawEcho(_) => "raw-echo",
             Listener::Ftp(_) => "ftp",
             Listener::UdpTime(_) => "udp-time",
@@ -52,7 +57,10 @@ impl Listener {
 
     pub(super) fn local_addr(&self) -> String {
         let addr = match self {
-            Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => l.local_addr(),
+            Listener::Framed(l)
+            | Listener::FramedTls(l)
+            | Listener::RawEcho(l)
+            | Listener::Ftp(l) => l.local_addr(),
             Listener::UdpTime(s) | Listener::UdpEcho(s) => s.local_addr(),
             Listener::FramedUnix(_, path) => return path.display().to_string(),
         };
@@ -61,7 +69,10 @@ impl Listener {
 
     pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
-            Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => l,
+            Listener::Framed(l)
+            | Listener::FramedTls(l)
+            | Listener::RawEcho(l)
+            | Listener::Ftp(l) => l,
             Listener::FramedUnix(l, _) => l,
             Listener::UdpTime(s) | Listener::UdpEcho(s) => s,
         }
@@ -70,8 +81,8 @@ impl Listener {
 
 impl Listener {
     /// Binds every listener `config` names, in a fixed order (framed TCP,
-    /// framed Unix, raw echo, FTP, UDP time, UDP echo); an error names the
-    /// service and the address.
+    /// framed Unix, TLS, raw echo, FTP, UDP time, UDP echo); an error
+    /// names the service and the address.
     pub(super) fn bind_all(config: &Config) -> io::Result<Vec<Listener>> {
         let mut listeners = Vec::new();
         let with = |what: &str, addr: &dyn std::fmt::Display, e: io::Error| {
@@ -86,6 +97,11 @@ impl Listener {
             let l = crate::listen::unix(p, config.backlog)
                 .map_err(|e| with("framed-unix", &p.display(), e))?;
             listeners.push(Listener::FramedUnix(l, p.clone()));
+        }
+        for &a in &config.tls {
+            listeners.push(Listener::FramedTls(
+                crate::listen::tcp(a, config.backlog).map_err(|e| with("tls", &a, e))?,
+            ));
         }
         for &a in &config.raw_echo {
             listeners.push(Listener::RawEcho(
@@ -133,17 +149,19 @@ impl Reactor {
                 return false;
             };
             let kind = match listener {
+                Listener::FramedTls(_) => Kind::FramedTls,
                 Listener::RawEcho(_) => Kind::RawEcho,
                 Listener::Ftp(_) => Kind::Ftp,
                 _ => Kind::Framed,
             };
             let accepted = match listener {
-                Listener::Framed(l) | Listener::RawEcho(l) | Listener::Ftp(l) => {
-                    l.accept().map(|(s, a)| {
-                        let _ = s.set_nodelay(true);
-                        (Stream::Tcp(s), Some(a.ip()), a.to_string())
-                    })
-                }
+                Listener::Framed(l)
+                | Listener::FramedTls(l)
+                | Listener::RawEcho(l)
+                | Listener::Ftp(l) => l.accept().map(|(s, a)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), Some(a.ip()), a.to_string())
+                }),
                 Listener::FramedUnix(l, _) => l
                     .accept()
                     .map(|(s, _)| (Stream::Unix(s), None, "unix".to_string())),
@@ -202,7 +220,8 @@ impl Reactor {
                 Kind::Ftp => {
                     let _ = stream.write(format!("421 {why}.\r\n").as_bytes());
                 }
-                Kind::RawEcho => {}
+                // No handshake has happened: nothing the client could read.
+                Kind::FramedTls | Kind::RawEcho => {}
             }
             return;
         }
@@ -218,9 +237,23 @@ impl Reactor {
             warn!("cannot register {peer}: {e}");
             return;
         }
+        let mut tls = None;
         let protocol = match kind {
             Kind::RawEcho => Protocol::RawEcho(RawEcho::new(now)),
             Kind::Framed => {
+                Protocol::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
+            }
+            Kind::FramedTls => {
+                let Some(config) = &self.config.tls_config else {
+                    return; // main sets it whenever it asks for a TLS listener
+                };
+                match TlsSession::new(Arc::clone(config), now) {
+                    Ok(session) => tls = Some(Box::new(session)),
+                    Err(e) => {
+                        warn!("conn {key}: {e}");
+                        return;
+                    }
+                }
                 Protocol::Framed(Box::new(Conn::new(key, ip, now, &self.config.limits)))
             }
             Kind::Ftp => {
@@ -247,6 +280,8 @@ impl Reactor {
         entry.insert(Client {
             stream,
             protocol,
+            tls,
+            fresh: true,
             peer_ip: ip,
             interest: Interest::READABLE,
             readable: true,
@@ -265,6 +300,7 @@ impl Reactor {
             "conn {key}: accepted {peer}{}",
             match kind {
                 Kind::Framed => "",
+                Kind::FramedTls => " (tls)",
                 Kind::RawEcho => " (raw echo)",
                 Kind::Ftp => " (ftp)",
             }

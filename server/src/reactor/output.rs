@@ -12,7 +12,9 @@ use log::{debug, warn};
 
 use super::client::{Client, Env, Stream};
 use crate::children::Fd;
-use crate::engine::{MAX_PARTS, Parts, Transmit};
+use crate::engine::{Engine, MAX_PARTS, Parts, Transmit};
+use crate::tls::TlsSession;
+use crate::tls::session::OUT_LIMIT;
 
 /// How a transmit is sent, for the results that differ by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub(super) fn flush(
     budget: &mut usize,
     input: &[u8],
 ) {
+    if client.tls.is_some() {
+        flush_tls(k, client, env, now, budget, input);
+        return;
+    }
     while client.writable && *budget > 0 && client.broken.is_none() {
         let Client {
             stream, protocol, ..
@@ -123,4 +129,90 @@ fn write_parts(stream: &mut Stream, parts: Parts, budget: usize) -> io::Result<u
         total += part.len();
     }
     stream.write_vectored(&slices[..count])
+}
+
+/// [`flush`] for a TLS client: the state machine's plaintext is encrypted
+/// into the session's bounded output as it has room ([`encrypt`]), and the
+/// ciphertext goes to the socket, within the same budget.
+///
+/// Nothing goes around the copy: `sendfile` and `splice` move bytes from
+/// a file or a pipe to the socket inside the kernel, but TLS must encrypt
+/// them in user space first. (Kernel TLS would let the kernel encrypt,
+/// and so keep `sendfile`; see the README's security section.)
+fn flush_tls(
+    k: usize,
+    client: &mut Client,
+    env: &mut Env,
+    now: Instant,
+    budget: &mut usize,
+    input: &[u8],
+) {
+    while client.broken.is_none() {
+        let Client {
+            stream,
+            protocol,
+            tls: Some(tls),
+            writable,
+            ..
+        } = &mut *client
+        else {
+            return;
+        };
+        encrypt(tls, protocol.engine_mut(), env, now, input);
+        let out = tls.output();
+        if out.is_empty() || !*writable || *budget == 0 {
+            return;
+        }
+        match stream.write(&out[..out.len().min(*budget)]) {
+            Ok(0) => client.fail("write returned 0".into()),
+            Ok(n) => {
+                *budget -= n;
+                env.stats.bytes_out += n as u64;
+                tls.handle_written(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                debug!("conn {k}: socket full, TLS output waits");
+                *writable = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => client.fail(format!("write: {e}")),
+        }
+    }
+}
+
+/// Moves the state machine's output into the TLS session while it has
+/// room, reporting what it took as written. A file on offer is refused
+/// (the machine then copies it through its own buffer); a pipe is never
+/// offered, as commands do not splice to a TLS client.
+fn encrypt(
+    tls: &mut TlsSession,
+    engine: &mut dyn Engine,
+    env: &mut Env,
+    now: Instant,
+    input: &[u8],
+) {
+    while tls.output().len() < OUT_LIMIT && !tls.is_handshaking() {
+        let taken = match engine.poll_transmit(input) {
+            None | Some(Transmit::Pipe { .. }) => return,
+            Some(Transmit::File { .. }) => {
+                engine.handle_zero_copy_refused();
+                continue;
+            }
+            Some(Transmit::Bytes(parts)) => {
+                let mut taken = 0;
+                for part in parts {
+                    let n = tls.write_plaintext(part);
+                    taken += n;
+                    if n < part.len() {
+                        break;
+                    }
+                }
+                taken
+            }
+        };
+        if taken == 0 {
+            return;
+        }
+        engine.handle_written(taken, &mut env.ctx(now));
+    }
 }
