@@ -29,7 +29,7 @@ use skiff::proto::Code;
 
 use super::Conn;
 use crate::ctx::{Ctx, Submission};
-use crate::handlers::files::{Sending, Step};
+use crate::handlers::files::Sending;
 use crate::handlers::{self, Job, Next, Sink, Then};
 use crate::limits::Limits;
 
@@ -116,21 +116,20 @@ impl Conn {
         }
     }
 
-    /// One bounded step of copying a file into the output; then, if it
-    /// finished, the requests that waited behind it.
+    /// The next buffer-full of a file being copied into the output: read by
+    /// a worker, which the connection waits for (its result continues the
+    /// send, see [`Sending::read_job`]).
     pub(super) fn work(&mut self, ctx: &mut Ctx) {
-        let State::Sending { send, .. } = &mut self.state else {
+        if !matches!(self.state, State::Sending { .. }) {
+            return;
+        }
+        let State::Sending { send } = self.set_state(State::Idle) else {
             return;
         };
-        match send.step(
-            self.outbox.out.writer(),
-            ctx.limits.out_high,
-            self.session.key,
-        ) {
-            Step::More => {}
-            Step::Done => self.finish_request(ctx),
-            Step::Close(why) => self.close(why),
-        }
+        let job = send.read_job(ctx.limits.out_high, self.session.key);
+        // A step of a request under way: never refused (see `must_run`).
+        self.first_step = false;
+        self.start_job(None, job, ctx);
     }
 
     /// The request is done: pushed frames go out, then waiting requests run.

@@ -777,6 +777,55 @@ fn every_op_that_touches_the_disk_waits_for_a_job() {
 }
 
 #[test]
+fn a_file_copied_through_the_buffer_is_read_by_workers_never_on_the_loop() {
+    let mut h = logged_in();
+    let big: Vec<u8> = (0..3 * h.limits.out_high + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(h.services.data_dir.join("homes/alice/big.bin"), &big).unwrap();
+    feed_only(
+        &mut h,
+        &frame(json!({"op":"get","id":1,"path":"big.bin"}), b""),
+    );
+    h.settle(); // opening and hashing: the reply header is queued
+    // As under TLS: no sendfile, every byte goes through the buffer.
+    h.conn.handle_zero_copy_refused();
+    let mut reads = 0;
+    for _ in 0..1000 {
+        if h.conn.has_work(&h.limits) {
+            let before = h.conn.output().len();
+            h.with(|conn, ctx| conn.start_turn(ctx));
+            assert_eq!(h.conn.output().len(), before, "the loop read the file");
+            assert_eq!(h.jobs.len(), 1, "a turn hands out one read");
+            assert!(h.conn.job_in_flight());
+        }
+        if let Some(job) = h.jobs.pop() {
+            reads += 1;
+            let result = (job.work)();
+            h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+            assert!(h.conn.output().len() <= h.limits.out_high + 1024);
+        }
+        // The socket takes everything queued.
+        while let Some(Transmit::Bytes(parts)) = h.conn.poll_transmit(&[]) {
+            let bytes: Vec<u8> = parts.flatten().copied().collect();
+            h.received.extend_from_slice(&bytes);
+            h.with(|conn, ctx| conn.handle_written(bytes.len(), ctx));
+        }
+        if !h.conn.has_work(&h.limits) && h.jobs.is_empty() && !h.conn.job_in_flight() {
+            break;
+        }
+    }
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].1 == big, "the body came back changed");
+    assert_eq!(reads, 4, "a buffer-full per read");
+    // The connection takes requests again.
+    feed_only(&mut h, &frame(json!({"op":"pwd","id":2}), b""));
+    h.drain_all();
+    assert_eq!(h.frames().len(), 2);
+}
+
+#[test]
 fn a_job_in_flight_holds_back_later_requests_and_a_close() {
     let mut h = logged_in();
     let mut bytes = frame_bytes(json!({"op":"ls","id":1}), b"");

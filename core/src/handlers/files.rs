@@ -41,7 +41,8 @@ pub type Refusal = (Code, String);
 
 /// A file being sent as a `get` body, as the socket takes it: straight
 /// from the page cache with `sendfile(2)` by the reactor when `zero_copy`,
-/// else copied through the output buffer a buffer-full per turn.
+/// else read into the output buffer a buffer-full at a time by a worker
+/// ([`Sending::read_job`]), as under TLS, which must encrypt every byte.
 #[derive(Debug)]
 pub struct Sending {
     /// The file, positioned at the next byte to send.
@@ -63,6 +64,37 @@ pub enum Step {
 }
 
 impl Sending {
+    /// A job that reads the next `limit` bytes of the file on a worker (a
+    /// read can wait on the disk, which the loop must never do); back on
+    /// the loop they join the output, and the send goes on from there
+    /// once the socket has taken them.
+    pub fn read_job(mut self, limit: usize, key: usize) -> Job {
+        let mut job = Job::new(
+            "read for get",
+            Lane::Bulk,
+            move || {
+                let mut bytes = Vec::new();
+                let step = self.step(&mut bytes, limit, key);
+                (self, bytes, step)
+            },
+            |(send, bytes, step): (Sending, Vec<u8>, Step), _id, _session, out, _ctx| {
+                if out.is_empty() {
+                    *out = bytes; // the common case: no copy
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                match step {
+                    Step::More => Next::Send(send),
+                    Step::Done => Next::Done,
+                    Step::Close(why) => Next::Close(why),
+                }
+            },
+        );
+        // The bytes it brings back count while it is away.
+        job.holds = limit;
+        job
+    }
+
     /// Copies up to the high-water mark of the file into `out`.
     pub fn step(&mut self, out: &mut Vec<u8>, out_high: usize, key: usize) -> Step {
         while self.remaining > 0 && out.len() < out_high {
