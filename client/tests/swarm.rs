@@ -65,6 +65,53 @@ fn closed_loop_fifty_connections_without_errors() {
 }
 
 #[test]
+fn over_tls_every_connection_shakes_hands_and_every_reply_is_checked() {
+    let server = start_with(&["--tls-listen", "127.0.0.1:0"]);
+    let known = TempDir::new("swarm-known");
+    let known_hosts = known.str("known_hosts");
+    let addr = format!("tls://{}", server.listener("tls"));
+    let password = server.demo_password.clone().unwrap();
+    let out = run(
+        &mut skiff_command(
+            &[
+                "--known-hosts",
+                &known_hosts,
+                "--addr",
+                &addr,
+                "swarm",
+                "--conns",
+                "20",
+                "--duration",
+                "2s",
+                "--login",
+                "demo",
+                "--mix",
+                "echo:64=3,echo:100K=1",
+                "--json",
+            ],
+            Some(&password),
+        ),
+        b"",
+        RUN_LIMIT,
+    );
+    let r = report(&out);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["tls_handshakes"], 20, "{r}");
+    assert_eq!(r["tls_handshake_us"]["samples"], 20, "{r}");
+    assert!(r["tls_handshakes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    // The run pinned the certificate as any command would.
+    let pins = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(pins.contains(server.listener("tls")), "{pins}");
+    // A plain run has no TLS figures.
+    let plain = report(&swarm(
+        &server.framed,
+        &["--conns", "2", "--duration", "1s", "--json"],
+    ));
+    assert_eq!(plain["tls_handshakes"], Value::Null, "{plain}");
+}
+
+#[test]
 fn open_loop_keeps_its_rate() {
     let server = start_with(&[]);
     let out = swarm(

@@ -94,19 +94,57 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// A certificate that is not the pinned one fails with an `io::Error`
 /// holding a [`FingerprintMismatch`].
 pub fn connect(tcp: TcpStream, host: &str, trust: &Trust) -> io::Result<TlsStream> {
+    let (config, seen) = config_for(trust)?;
+    handshake(tcp, host, config, move || seen.seen()).map_err(|e| match trust {
+        Trust::Pinned(pinned) => match pin_seen_after_failure(&e) {
+            Some(seen) if seen != *pinned => io::Error::new(
+                io::ErrorKind::InvalidData,
+                FingerprintMismatch {
+                    pinned: pinned.clone(),
+                    seen,
+                },
+            ),
+            _ => e,
+        },
+        _ => e,
+    })
+}
+
+/// A client configuration that trusts as `trust` says, for callers that
+/// run their own TLS sessions (the load generator, on a non-blocking
+/// loop). It has no fingerprint to report: pin first with [`connect`].
+pub fn client_config(trust: &Trust) -> io::Result<Arc<ClientConfig>> {
+    config_for(trust).map(|(config, _)| Arc::new(config))
+}
+
+/// The name TLS uses for `host` (as written in an address: a name, an
+/// IPv4 address, or an IPv6 address in brackets). A name is checked
+/// against the certificate and sent as SNI; an address is checked against
+/// the certificate's IP entries.
+pub fn server_name(host: &str) -> io::Result<ServerName<'static>> {
+    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map(|n| n.to_owned())
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{host}: not a host name"),
+            )
+        })
+}
+
+/// Which certificate a verifier saw last.
+trait Seen: Send + Sync {
+    fn seen(&self) -> Option<String>;
+}
+
+/// The configuration for `trust`, and its verifier (to ask which
+/// certificate the server showed).
+fn config_for(trust: &Trust) -> io::Result<(ClientConfig, Arc<dyn Seen>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?;
-    let pin = Arc::new(PinVerifier {
-        pinned: match trust {
-            Trust::Pinned(fp) => Some(fp.clone()),
-            _ => None,
-        },
-        seen: Mutex::new(None),
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let config = match trust {
+    Ok(match trust {
         Trust::Authorities(roots) => {
             let verifier = WebPkiServerVerifier::builder_with_provider(Arc::clone(roots), provider)
                 .build()
@@ -120,25 +158,23 @@ pub fn connect(tcp: TcpStream, host: &str, trust: &Trust) -> io::Result<TlsStrea
                 .dangerous()
                 .with_custom_certificate_verifier(noting.clone())
                 .with_no_client_auth();
-            return handshake(tcp, host, config, move || noting.seen());
+            (config, noting)
         }
-        Trust::Pinned(_) | Trust::FirstUse => builder
-            .dangerous()
-            .with_custom_certificate_verifier(pin.clone())
-            .with_no_client_auth(),
-    };
-    handshake(tcp, host, config, move || pin.seen()).map_err(|e| match (trust, &e) {
-        (Trust::Pinned(pinned), _) => match pin_seen_after_failure(&e) {
-            Some(seen) if seen != *pinned => io::Error::new(
-                io::ErrorKind::InvalidData,
-                FingerprintMismatch {
-                    pinned: pinned.clone(),
-                    seen,
+        Trust::Pinned(_) | Trust::FirstUse => {
+            let pin = Arc::new(PinVerifier {
+                pinned: match trust {
+                    Trust::Pinned(fp) => Some(fp.clone()),
+                    _ => None,
                 },
-            ),
-            _ => e,
-        },
-        _ => e,
+                seen: Mutex::new(None),
+                algorithms: provider.signature_verification_algorithms,
+            });
+            let config = builder
+                .dangerous()
+                .with_custom_certificate_verifier(pin.clone())
+                .with_no_client_auth();
+            (config, pin)
+        }
     })
 }
 
@@ -172,17 +208,8 @@ fn handshake(
     config: ClientConfig,
     seen: impl Fn() -> Option<String>,
 ) -> io::Result<TlsStream> {
-    // A name is checked against the certificate and sent as SNI; an
-    // address is checked against the certificate's IP entries.
-    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{host}: not a host name"),
-            )
-        })?
-        .to_owned();
-    let mut conn = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+    let mut conn =
+        ClientConnection::new(Arc::new(config), server_name(host)?).map_err(io::Error::other)?;
     let result = (|| {
         while conn.is_handshaking() {
             conn.complete_io(&mut tcp)?;
@@ -391,7 +418,7 @@ struct PinVerifier {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl PinVerifier {
+impl Seen for PinVerifier {
     fn seen(&self) -> Option<String> {
         lock(&self.seen).clone()
     }
@@ -446,7 +473,7 @@ struct NotingVerifier {
     seen: Mutex<Option<String>>,
 }
 
-impl NotingVerifier {
+impl Seen for NotingVerifier {
     fn seen(&self) -> Option<String> {
         lock(&self.seen).clone()
     }

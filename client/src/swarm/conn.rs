@@ -50,6 +50,8 @@ pub struct Stats {
     pub latency_by_op: Vec<Histogram<u64>>,
     /// Connect time (socket created to connected), in µs.
     pub connect: Histogram<u64>,
+    /// TLS handshake time (connected to handshake done), in µs.
+    pub handshake: Histogram<u64>,
     /// Errors by kind: a server error code, or one of the swarm's own
     /// kinds (`wrong_id`, `bad_body`, `closed`, `unanswered`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -70,6 +72,7 @@ impl Stats {
             latency: latency_histogram(),
             latency_by_op: Vec::new(),
             connect: latency_histogram(),
+            handshake: latency_histogram(),
             errors: BTreeMap::new(),
         }
     }

@@ -183,6 +183,10 @@ fn run_inner(addr: &str, args: SwarmArgs, login: Login) -> Result<i32, String> {
         None => None,
     };
     let target = resolve(addr)?;
+    let tls = match addr.strip_prefix("tls://") {
+        Some(host_port) => Some(tls_for(addr, host_port)?),
+        None => None,
+    };
     let sources = match &target {
         Target::Tcp(SocketAddr::V4(a)) if a.ip().is_loopback() => {
             let per = per_source_ports();
@@ -227,6 +231,7 @@ fn run_inner(addr: &str, args: SwarmArgs, login: Login) -> Result<i32, String> {
     let before = probe.sample();
     let plan = Plan {
         target,
+        tls,
         conns,
         duration: args.duration,
         ramp: args.ramp,
@@ -273,6 +278,7 @@ fn run_inner(addr: &str, args: SwarmArgs, login: Login) -> Result<i32, String> {
         },
         latency: stats.latency,
         connect: stats.connect,
+        handshake: plan.tls.is_some().then_some(stats.handshake),
         errors: stats.errors.into_iter().collect(),
         cpu,
         server: before.and_then(|b| after.map(|a| (b, a))),
@@ -285,14 +291,29 @@ fn run_inner(addr: &str, args: SwarmArgs, login: Login) -> Result<i32, String> {
     Ok(if report.error_total() == 0 { 0 } else { 1 })
 }
 
-/// `HOST:PORT` (IPv4 preferred) or `unix:PATH`.
+/// TLS for every connection of a run at `tls://HOST:PORT`: one connection
+/// first, as any command makes it (trust on first use, the known-hosts
+/// pin or `--tls-ca`), then the certificate it met is the only one the
+/// run's connections accept.
+fn tls_for(addr: &str, host_port: &str) -> Result<reactor::Tls, String> {
+    let client = crate::cmd::connect(addr).map_err(|e| e.to_string())?;
+    let skiff::client::Stream::Tls(stream) = client.stream() else {
+        return Err(format!("{addr}: not a TLS connection"));
+    };
+    let trust = skiff::tls::Trust::Pinned(stream.fingerprint().to_string());
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    Ok(reactor::Tls {
+        config: skiff::tls::client_config(&trust).map_err(|e| e.to_string())?,
+        name: skiff::tls::server_name(host).map_err(|e| e.to_string())?,
+    })
+}
+
+/// `HOST:PORT` or `tls://HOST:PORT` (IPv4 preferred), or `unix:PATH`.
 fn resolve(addr: &str) -> Result<Target, String> {
     if let Some(path) = addr.strip_prefix("unix:") {
         return Ok(Target::Unix(PathBuf::from(path)));
     }
-    if addr.starts_with("tls://") {
-        return Err("swarm does not speak TLS yet: give it the plain port".into());
-    }
+    let addr = addr.strip_prefix("tls://").unwrap_or(addr);
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?

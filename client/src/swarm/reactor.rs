@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -47,10 +49,20 @@ pub enum Progress {
     Lines,
 }
 
+/// TLS on every connection: whom to trust, and the server's name.
+pub struct Tls {
+    /// The client configuration (the certificate pinned before the run).
+    pub config: std::sync::Arc<ClientConfig>,
+    /// The name (or address) the certificate is checked against.
+    pub name: ServerName<'static>,
+}
+
 /// Everything the loop needs to know about the run.
 pub struct Plan {
     /// Where to connect.
     pub target: Target,
+    /// TLS over each connection (`tls://` addresses).
+    pub tls: Option<Tls>,
     /// Connections to open.
     pub conns: usize,
     /// How long to send load.
@@ -243,6 +255,9 @@ impl Schedule {
 struct Entry {
     /// The socket.
     sock: Sock,
+    /// TLS between the socket and the engine, with the time the handshake
+    /// began; `None` on a plain connection.
+    tls: Option<(Box<ClientConnection>, Instant)>,
     /// The protocol engine.
     conn: Conn,
     /// When the connect began (connect time counts from here).
@@ -260,7 +275,8 @@ impl Entry {
     /// Interest follows state: writable while connecting or while output
     /// waits, readable always.
     fn wanted(&self) -> Interest {
-        if self.conn.phase() == Phase::Connecting || !self.conn.output().is_empty() {
+        let tls_out = self.tls.as_ref().is_some_and(|(t, _)| t.wants_write());
+        if self.conn.phase() == Phase::Connecting || !self.conn.output().is_empty() || tls_out {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -268,8 +284,29 @@ impl Entry {
     }
 
     /// Writes until done or `WouldBlock`; a broken socket closes the
-    /// connection.
+    /// connection. Over TLS the engine's bytes are encrypted first, as
+    /// the session takes them.
     fn flush(&mut self, stats: &mut Stats) {
+        if let Some((tls, _)) = &mut self.tls {
+            loop {
+                if !tls.is_handshaking() && !self.conn.output().is_empty() {
+                    match tls.writer().write(self.conn.output()) {
+                        Ok(n) if n > 0 => self.conn.consumed(n),
+                        _ => {}
+                    }
+                }
+                if !tls.wants_write() || self.conn.phase() == Phase::Closed {
+                    return;
+                }
+                match tls.write_tls(&mut self.sock) {
+                    Ok(0) => self.conn.closed_by_peer(stats),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => self.conn.closed_by_peer(stats),
+                }
+            }
+        }
         while !self.conn.output().is_empty() && self.conn.phase() != Phase::Closed {
             match self.sock.write(self.conn.output()) {
                 Ok(0) => self.conn.closed_by_peer(stats),
@@ -281,18 +318,61 @@ impl Entry {
         }
     }
 
-    /// Reads until `WouldBlock`, end of stream or a fatal reply.
-    fn fill_from_socket(&mut self, buf: &mut [u8], stats: &mut Stats) {
+    /// Reads until `WouldBlock`, end of stream or a fatal reply. Returns
+    /// true when a TLS handshake finished on the way.
+    fn fill_from_socket(&mut self, buf: &mut [u8], stats: &mut Stats) -> bool {
+        let mut handshake_done = false;
         while self.conn.phase() != Phase::Closed {
             match self.sock.read(buf) {
                 Ok(0) => self.conn.closed_by_peer(stats),
-                Ok(n) => self.conn.handle_input(&buf[..n], Instant::now(), stats),
+                Ok(n) => match &mut self.tls {
+                    None => self.conn.handle_input(&buf[..n], Instant::now(), stats),
+                    Some((tls, _)) => {
+                        let was_handshaking = tls.is_handshaking();
+                        match decrypt(tls, &buf[..n]) {
+                            Ok(plain) => {
+                                handshake_done |= was_handshaking && !tls.is_handshaking();
+                                if !plain.is_empty() {
+                                    self.conn.handle_input(&plain, Instant::now(), stats);
+                                }
+                            }
+                            Err(_) => {
+                                stats.error("tls");
+                                self.conn.closed_by_peer(stats);
+                            }
+                        }
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.conn.closed_by_peer(stats),
             }
         }
+        handshake_done
     }
+}
+
+/// Decrypts `ciphertext`, returning the plaintext it carried.
+fn decrypt(tls: &mut ClientConnection, mut ciphertext: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+    let mut plain = Vec::new();
+    while !ciphertext.is_empty() {
+        if tls.read_tls(&mut ciphertext).is_err() {
+            return Err(rustls::Error::General("read_tls".into()));
+        }
+        let state = tls.process_new_packets()?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let start = plain.len();
+            plain.resize(start + n, 0);
+            if tls.reader().read_exact(&mut plain[start..]).is_err() {
+                return Err(rustls::Error::General("reader".into()));
+            }
+        }
+        if state.peer_has_closed() {
+            break;
+        }
+    }
+    Ok(plain)
 }
 
 /// The loop's state between turns.
@@ -343,6 +423,7 @@ impl Reactor<'_> {
         }
         entry.insert(Entry {
             sock,
+            tls: None,
             conn: Conn::new(n as u64),
             started: now,
             interest,
@@ -360,17 +441,33 @@ impl Reactor<'_> {
         if e.conn.phase() == Phase::Connecting {
             match e.sock.connect_done() {
                 Ok(false) => return,
+                Ok(true) if e.up => {} // TLS still shaking hands
                 Ok(true) => {
                     let now = Instant::now();
                     let us = now.duration_since(e.started).as_micros();
                     self.stats
                         .connect
                         .saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
-                    let login = plan.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-                    e.conn.connected(login, now);
                     e.up = true;
                     self.up += 1;
                     self.max_up = self.max_up.max(self.up);
+                    match &plan.tls {
+                        // The engine starts once the handshake is done.
+                        Some(tls) => match ClientConnection::new(
+                            std::sync::Arc::clone(&tls.config),
+                            tls.name.clone(),
+                        ) {
+                            Ok(c) => e.tls = Some((Box::new(c), now)),
+                            Err(_) => {
+                                self.stats.error("tls");
+                                e.conn.stop();
+                            }
+                        },
+                        None => {
+                            let login = plan.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                            e.conn.connected(login, now);
+                        }
+                    }
                 }
                 Err(err) => {
                     self.stats.error(connect_kind(&err));
@@ -378,8 +475,16 @@ impl Reactor<'_> {
                 }
             }
         }
-        if readable {
-            e.fill_from_socket(buf, &mut self.stats);
+        if readable && e.fill_from_socket(buf, &mut self.stats) {
+            let now = Instant::now();
+            if let Some((_, began)) = &e.tls {
+                let us = now.duration_since(*began).as_micros();
+                self.stats
+                    .handshake
+                    .saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+            }
+            let login = plan.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+            e.conn.connected(login, now);
         }
         if self.schedule.is_none() {
             e.conn.fill(&plan.mix, plan.pipeline, Instant::now());

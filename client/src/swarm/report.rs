@@ -75,7 +75,7 @@ impl Probe {
 
     fn try_sample(&mut self) -> Result<ServerSample, String> {
         if self.client.is_none() {
-            let mut c = Client::connect(&self.addr).map_err(|e| e.to_string())?;
+            let mut c = crate::cmd::connect(&self.addr).map_err(|e| e.to_string())?;
             c.stream()
                 .set_read_timeout(Some(PROBE_TIMEOUT))
                 .map_err(|e| e.to_string())?;
@@ -125,6 +125,8 @@ pub struct Report {
     pub latency_by_op: Vec<(String, Histogram<u64>)>,
     /// Connect time histogram (µs).
     pub connect: Histogram<u64>,
+    /// TLS handshake time histogram (µs), on a `tls://` run.
+    pub handshake: Option<Histogram<u64>>,
     /// Errors by kind.
     pub errors: Vec<(String, u64)>,
     /// The swarm's own CPU time over the run.
@@ -236,6 +238,9 @@ impl Report {
             "latency_us": percentiles(&self.latency),
             "latency_us_by_op": self.latency_by_op.iter().map(|(op, h)| json!({"op": op, "latency_us": percentiles(h)})).collect::<Vec<_>>(),
             "connect_us": percentiles(&self.connect),
+            "tls_handshakes": self.handshake.as_ref().map(|h| h.len()),
+            "tls_handshakes_per_s": self.handshake.as_ref().map(|h| h.len() as f64 / self.secs()),
+            "tls_handshake_us": self.handshake.as_ref().map(percentiles),
             "swarm_cpu_s": cpu,
             "swarm_cpu_percent": 100.0 * cpu / self.secs(),
             "swarm_cpu_us_per_request": (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64),
@@ -294,6 +299,14 @@ impl Report {
             }
         }
         s += &format!("connect µs   {}\n", percentile_line(&self.connect));
+        if let Some(h) = &self.handshake {
+            s += &format!(
+                "tls hs µs    {} ({} handshakes, {:.0}/s)\n",
+                percentile_line(h),
+                h.len(),
+                h.len() as f64 / self.secs()
+            );
+        }
         if self.errors.is_empty() {
             s += "errors       none\n";
         } else {
@@ -370,6 +383,7 @@ mod tests {
             latency_by_op: vec![("echo:64".into(), latency.clone())],
             latency,
             connect: Histogram::new(3).unwrap(),
+            handshake: None,
             errors: vec![("too_busy".into(), 3)],
             cpu: Duration::from_millis(500),
             server,
