@@ -649,6 +649,7 @@ fn serve_help_shows_every_default_and_how_listeners_combine() {
         "127.0.0.1:9997",
         "127.0.0.1:9996",
         "127.0.0.1:2121",
+        "127.0.0.1:9995",
         "./skiff-data",
         "[default: 64G]",
         "[default: 5s]",
