@@ -55,6 +55,11 @@ pub const OUT_LIMIT: usize = 64 * 1024;
 /// replies reuse it); a bigger one is freed, so idle connections hold none.
 const KEEP_OUT: usize = 4 * 1024;
 
+/// What rustls keeps to read records into, once a connection has sent
+/// anything: it grows to hold a whole record while one arrives, and
+/// shrinks back to this between records.
+const RUSTLS_READ_BUFFER: usize = 4096;
+
 /// Longest a handshake may take: a client that connects and stalls holds
 /// a descriptor and a session, so it gets seconds, not the idle timeout.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,6 +129,8 @@ pub struct TlsSession {
     out_start: usize,
     /// Bytes received so far, to check the first and count the rest.
     received: u64,
+    /// Where the incoming stream is in its records.
+    records: Records,
     /// The peer sent `close_notify`.
     peer_closed: bool,
     /// We sent `close_notify`: no more plaintext is taken.
@@ -146,6 +153,7 @@ impl TlsSession {
             out: Vec::new(),
             out_start: 0,
             received: 0,
+            records: Records::default(),
             peer_closed: false,
             closing: false,
             started: now,
@@ -170,6 +178,7 @@ impl TlsSession {
             return Err(TlsError::NotTls { start });
         }
         self.received += ciphertext.len() as u64;
+        self.records.advance(ciphertext);
         // An empty slice would read as the end of the stream.
         while !ciphertext.is_empty() && !self.peer_closed {
             // Reads at most one buffer's worth (a few KiB): loop.
@@ -292,11 +301,15 @@ impl TlsSession {
     }
 
     /// Bytes this session holds for the server's buffer budget: its
-    /// output buffer, and rustls's read buffer, which holds up to one
-    /// record and is counted as such once anything has been received.
+    /// output buffer, rustls's read buffer, and the part of a record that
+    /// has arrived (rustls keeps it until the rest comes).
     pub fn buffered_bytes(&self) -> usize {
-        const ONE_RECORD: usize = 16 * 1024 + 256;
-        self.out.capacity() + if self.received > 0 { ONE_RECORD } else { 0 }
+        let reading = if self.received > 0 {
+            RUSTLS_READ_BUFFER + self.records.partial
+        } else {
+            0
+        };
+        self.out.capacity() + reading
     }
 
     /// The negotiated protocol version and cipher suite, for the log.
@@ -325,6 +338,47 @@ impl TlsSession {
             TlsError::Handshake(e)
         } else {
             TlsError::Protocol(e)
+        }
+    }
+}
+
+/// Where a stream of TLS records is: how much of the record under way has
+/// arrived. Each record is a 5-byte header (type, version, a 16-bit
+/// length) and that many bytes.
+#[derive(Debug, Default)]
+struct Records {
+    header: [u8; 5],
+    /// Header bytes seen of the record under way.
+    header_len: usize,
+    /// Its body bytes still to come, once the header is whole.
+    body_left: usize,
+    /// Its bytes seen so far, header included.
+    partial: usize,
+}
+
+impl Records {
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.header_len < self.header.len() {
+                let take = (self.header.len() - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&bytes[..take]);
+                self.header_len += take;
+                self.partial += take;
+                bytes = &bytes[take..];
+                if self.header_len == self.header.len() {
+                    self.body_left =
+                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                }
+            } else {
+                let take = self.body_left.min(bytes.len());
+                self.body_left -= take;
+                self.partial += take;
+                bytes = &bytes[take..];
+            }
+            if self.header_len == self.header.len() && self.body_left == 0 {
+                *self = Records::default(); // the record is whole
+            }
         }
     }
 }
@@ -483,9 +537,42 @@ mod tests {
         assert!(s.wants_read());
         assert_eq!(
             s.buffered_bytes(),
-            16 * 1024 + 256,
-            "the big output was freed"
+            RUSTLS_READ_BUFFER,
+            "the big output was freed; rustls keeps its read buffer"
         );
+        // Half a record from the client counts until the rest comes.
+        c.writer().write_all(&[1u8; 1000]).unwrap();
+        let record = from_client(&mut c);
+        let (first, rest) = record.split_at(600);
+        let mut plain = Vec::new();
+        s.handle_ciphertext(first, &mut plain).unwrap();
+        assert!(plain.is_empty());
+        assert_eq!(s.buffered_bytes(), RUSTLS_READ_BUFFER + 600);
+        s.handle_ciphertext(rest, &mut plain).unwrap();
+        assert_eq!(plain, [1u8; 1000]);
+        assert_eq!(s.buffered_bytes(), RUSTLS_READ_BUFFER);
+    }
+
+    #[test]
+    fn records_are_followed_across_any_split() {
+        // Three records: 3, 0 and 300 body bytes.
+        let mut stream = vec![0x17, 3, 3, 0, 3, 1, 2, 3, 0x17, 3, 3, 0, 0];
+        stream.extend([0x17, 3, 3, 1, 44]);
+        stream.extend([9u8; 300]);
+        for split in 1..stream.len() {
+            let mut r = Records::default();
+            r.advance(&stream[..split]);
+            let ends = [8usize, 13, stream.len()];
+            let start = ends
+                .iter()
+                .rev()
+                .find(|&&e| e <= split)
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(r.partial, split - start, "split {split}");
+            r.advance(&stream[split..]);
+            assert_eq!(r.partial, 0, "split {split}");
+        }
     }
 
     #[test]
