@@ -10,6 +10,8 @@
 # warms it up; instrumentation is switched on only around a SECS-long
 # `skiff swarm --conns CONNS` (echo:64, or MIX=...); the server is then stopped and
 # total Ir / requests printed. Kernel time (syscalls) is not counted.
+# TLS=1 drives the server's TLS listener instead (start it with
+# --tls-listen 127.0.0.1:0; the swarm pins its certificate in OUT).
 # Profile: OUT/callgrind.out.NAME (OUT defaults to /tmp/skiff-callgrind);
 # `callgrind_annotate --inclusive=yes` it (use an unstripped build,
 # CARGO_PROFILE_RELEASE_STRIP=false, for function names).
@@ -25,10 +27,19 @@ valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-po
 pid=$!
 # stop our own server (by PID) however the script ends
 trap 'kill "$pid" 2>/dev/null || true' EXIT
-PORT=$(framed_port "$OUT/$name.out" 20)  # valgrind starts slowly
-"$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration 1s --mix "${MIX:-echo:64}" --json >/dev/null
+if [ -n "${TLS:-}" ]; then
+    PORT=$(tls_port "$OUT/$name.out" 20)
+    rm -f "$OUT/known_hosts.$name"
+    ADDR="tls://127.0.0.1:$PORT --known-hosts $OUT/known_hosts.$name"
+else
+    PORT=$(framed_port "$OUT/$name.out" 20)  # valgrind starts slowly
+    ADDR="127.0.0.1:$PORT"
+fi
+# shellcheck disable=SC2086 # ADDR may carry --known-hosts
+"$SKIFF" --addr $ADDR swarm --conns "$conns" --duration 1s --mix "${MIX:-echo:64}" --json >/dev/null
 callgrind_control -i on "$pid" >/dev/null 2>&1
-req=$("$SKIFF" --addr "127.0.0.1:$PORT" swarm --conns "$conns" --duration "${secs}s" --mix "${MIX:-echo:64}" --json |
+# shellcheck disable=SC2086
+req=$("$SKIFF" --addr $ADDR swarm --conns "$conns" --duration "${secs}s" --mix "${MIX:-echo:64}" --json |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
 callgrind_control -i off "$pid" >/dev/null 2>&1
 kill "$pid"

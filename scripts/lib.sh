@@ -11,3 +11,13 @@ framed_port() {
     done
     awk '/listening framed/ {n = split($3, a, ":"); print a[n]; exit}' "$file"
 }
+
+# tls_port FILE [SECONDS]: the same for "listening tls HOST:PORT".
+tls_port() {
+    local file=$1 tries=$(( ${2:-5} * 20 ))
+    for _ in $(seq "$tries"); do
+        grep -q 'listening tls' "$file" && break
+        sleep 0.05
+    done
+    awk '/listening tls/ {n = split($3, a, ":"); print a[n]; exit}' "$file"
+}
