@@ -72,6 +72,8 @@ impl Harness {
                 ports: None,
                 advertise: None,
             },
+            tls: Vec::new(),
+            tls_config: None,
             limits,
             max_conns: 64,
             max_conns_per_ip: 64,
