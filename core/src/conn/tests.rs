@@ -785,7 +785,7 @@ fn a_file_copied_through_the_buffer_is_read_by_workers_never_on_the_loop() {
     std::fs::write(h.services.data_dir.join("homes/alice/big.bin"), &big).unwrap();
     feed_only(
         &mut h,
-        &frame(json!({"op":"get","id":1,"path":"big.bin"}), b""),
+        &frame_bytes(json!({"op":"get","id":1,"path":"big.bin"}), b""),
     );
     h.settle(); // opening and hashing: the reply header is queued
     // As under TLS: no sendfile, every byte goes through the buffer.
@@ -820,7 +820,7 @@ fn a_file_copied_through_the_buffer_is_read_by_workers_never_on_the_loop() {
     assert!(frames[0].1 == big, "the body came back changed");
     assert_eq!(reads, 4, "a buffer-full per read");
     // The connection takes requests again.
-    feed_only(&mut h, &frame(json!({"op":"pwd","id":2}), b""));
+    feed_only(&mut h, &frame_bytes(json!({"op":"pwd","id":2}), b""));
     h.drain_all();
     assert_eq!(h.frames().len(), 2);
 }
