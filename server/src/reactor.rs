@@ -34,6 +34,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | `config` | what `skiffd serve` was asked for |
 //! | `source` | tokens: which table an event is for |
 //! | `listeners` | binding, accepting, admitting or refusing, datagrams |
 //! | `client` | one client's turn (`drive_client`), its timers, closing late |
@@ -49,8 +50,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,7 @@ mod accounts;
 mod broadcast;
 mod client;
 mod commands;
+mod config;
 mod ftp;
 mod jobs;
 mod listeners;
@@ -78,12 +79,12 @@ mod source;
 mod tests;
 
 use crate::ctx::{Action, Submission};
-use crate::limits::Limits;
 use crate::pool::Pool;
 use crate::services::Services;
 use crate::stats::Stats;
 use broadcast::Broadcast;
 use client::{Client, Protocol};
+pub use config::Config;
 pub use ftp::Passive as FtpPassive;
 use listeners::Listener;
 use source::Source;
@@ -98,61 +99,6 @@ pub const WRITE_BUDGET: usize = 256 * 1024;
 pub const ACCEPT_BUDGET: usize = 64;
 /// Most datagrams answered from one UDP socket per turn.
 const DATAGRAM_BUDGET: usize = 64;
-/// Most sessions `say`s reach per turn, all of them together: a message
-/// to everyone is queued for a few hundred recipients, then the loop
-/// serves other clients before it goes on.
-const FANOUT_RECIPIENTS: usize = 256;
-/// Most time `say`s spend reaching recipients per turn. Each recipient
-/// reached is written to at once, and what a write costs is mostly the
-/// kernel's: with recipients that do not read, a 64 KiB write measured
-/// 0.1 to 0.7 ms (the loopback peer's queue is pruned inside the call),
-/// so a count alone cannot bound the stall.
-const FANOUT_TIME: Duration = Duration::from_millis(2);
-/// Most connections looked at per turn while finding recipients.
-const FANOUT_SCAN: usize = 16 << 10;
-/// Free heap memory is given back to the kernel (`malloc_trim`) once the
-/// server's buffers have fallen this far below their peak since the last
-/// time: rarely, and only after a burst worth giving back.
-const TRIM_AFTER_FALL: usize = 16 << 20;
-
-/// Everything `skiffd serve` was asked for.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Framed protocol over TCP.
-    pub framed: Vec<SocketAddr>,
-    /// Framed protocol over Unix sockets.
-    pub unix: Vec<PathBuf>,
-    /// UDP time service.
-    pub udp_time: Vec<SocketAddr>,
-    /// UDP echo service.
-    pub udp_echo: Vec<SocketAddr>,
-    /// Raw upper-casing TCP echo.
-    pub raw_echo: Vec<SocketAddr>,
-    /// FTP control connections.
-    pub ftp: Vec<SocketAddr>,
-    /// FTP passive ports and the address announced for them.
-    pub ftp_passive: ftp::Passive,
-    /// Framed protocol over TLS.
-    pub tls: Vec<SocketAddr>,
-    /// The TLS settings every TLS connection shares (set when `tls` is
-    /// not empty).
-    pub tls_config: Option<Arc<rustls::ServerConfig>>,
-    /// Per-connection limits.
-    pub limits: Limits,
-    /// Most connections open at once.
-    pub max_conns: usize,
-    /// Most connections from one IP address.
-    pub max_conns_per_ip: usize,
-    /// Listen backlog.
-    pub backlog: i32,
-    /// How long a graceful shutdown may take to flush.
-    pub shutdown_grace: Duration,
-    /// Most commands running at once, server-wide.
-    pub exec_max: usize,
-    /// Most output bytes one command may produce before it is ended.
-    pub exec_max_output: u64,
-}
-
 /// The server: its poll, its sources and its counters.
 pub struct Reactor {
     poll: Poll,

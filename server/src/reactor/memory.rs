@@ -7,7 +7,12 @@ use std::time::Instant;
 
 use log::info;
 
-use super::{Reactor, TRIM_AFTER_FALL};
+use super::Reactor;
+
+/// Free heap memory is given back to the kernel (`malloc_trim`) once the
+/// server's buffers have fallen this far below their peak since the last
+/// time: rarely, and only after a burst worth giving back.
+const TRIM_AFTER_FALL: usize = 16 << 20;
 
 impl Reactor {
     /// The hard bound on client buffers: while all connections together
