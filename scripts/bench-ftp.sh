@@ -2,7 +2,7 @@
 # skiffd's FTP side by side with the servers people would pick instead:
 # vsftpd, pure-ftpd and ProFTPD from Debian's packages, and pyftpdlib.
 #
-#   scripts/bench-ftp.sh [all|memory|transfer|fetch|list]
+#   scripts/bench-ftp.sh [all|memory|transfer|fetch|list|phases]
 #
 # Needs root (it adds a system user for the peers and runs them as
 # daemons on loopback). The three Debian servers conflict as packages
@@ -14,6 +14,7 @@
 #   transfer  1 GiB RETR and STOR with curl: MB/s and server CPU per GiB
 #   fetch     100 clients fetching small files in a loop: req/s and p99
 #   list      LIST and MLSD of a directory of 10,000 entries
+#   phases    (not in `all`) one client's fetches, timed step by step
 #
 # Environment: SKIFFD (default target/release/skiffd), PEERS (default
 # /opt/ftp-peers), ROOT (fixtures, default /var/tmp/skiff-ftpbench), REPS
@@ -192,15 +193,19 @@ tree() {
         }'
 }
 
-# memory PID: "RSS_KiB PSS_KiB PROCESSES" summed over the server's tree.
-# PSS splits each shared page among the processes that map it, so a
-# forking server's code is counted once, not once per session.
+# memory PID: "RSS_KiB PSS_KiB USS_KiB PROCESSES" summed over the server's
+# tree. PSS splits each shared page among the processes that map it, so a
+# forking server's code is counted once, not once per session; USS (the
+# private pages) leaves out what is shared with any other process (libc,
+# and a binary another copy of the server also runs).
 memory() {
     local files=()
     for p in $(tree "$1"); do files+=("/proc/$p/smaps_rollup"); done
     # A process may exit between `ps` and here: cat skips it, awk would stop.
     cat "${files[@]}" 2>/dev/null \
-        | awk '/^Rss:/ {rss += $2} /^Pss:/ {pss += $2; n++} END {print rss, pss, n}'
+        | awk '/^Rss:/ {rss += $2} /^Pss:/ {pss += $2; n++}
+               /^Private_(Clean|Dirty):/ {uss += $2}
+               END {print rss, pss, uss, n}'
 }
 
 # CPU is counted by a cpuacct cgroup per server, so processes that forked,
@@ -240,7 +245,7 @@ bench_memory() {
             exec 4>"$fifo"
             for _ in $(seq 1200); do grep -q ready "$fifo.out" 2>/dev/null && break; sleep 0.1; done
             sleep 1
-            echo "$name sessions=$n $(cat "$fifo.out") idle_before(rss pss procs)=$base with(rss pss procs)=$(memory "$PID")"
+            echo "$name sessions=$n $(cat "$fifo.out") idle_before(rss pss uss procs)=$base with(rss pss uss procs)=$(memory "$PID")"
             exec 4>&-
             wait "$load" || true
             rm -f "$fifo" "$fifo.out"
@@ -287,6 +292,17 @@ bench_fetch() {
     done
 }
 
+# One client fetching one file after the other: where a fetch's time
+# goes, step by step (not part of `all`).
+bench_phases() {
+    echo "## phases: one client, 2,000 fetches of 4 KiB, median ms per step"
+    for name in $SERVERS; do
+        serve "$name"
+        echo "$name $($LOAD phases 127.0.0.1 "$PORT" "$USER_NAME" "$PASS" 2000)"
+        stop "$PID"
+    done
+}
+
 bench_list() {
     echo "## list: LIST and MLSD of 10,000 entries (median of 5)"
     for name in $SERVERS; do
@@ -305,5 +321,6 @@ memory) bench_memory ;;
 transfer) bench_transfer ;;
 fetch) bench_fetch ;;
 list) bench_list ;;
+phases) bench_phases ;;
 *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
     ftpload.py idle  HOST PORT USER PASS N        hold N logged-in sessions
     ftpload.py fetch HOST PORT USER PASS C SECS   C clients RETR small files
     ftpload.py list  HOST PORT USER PASS DIR REPS time LIST and MLSD of DIR
+    ftpload.py phases HOST PORT USER PASS N       one client, N fetches, timed by step
 
 `idle` logs N sessions in (a few at a time, so a server with a slow
 password hash is not judged on its accept queue), prints "ready N" and
@@ -15,6 +16,10 @@ requests per second and the latency quantiles of one whole RETR (PASV,
 connect, RETR, read to the end, 226).
 
 `list` prints the median seconds of REPS LISTs and REPS MLSDs of DIR.
+
+`phases` is `fetch` with one client, one RETR after the other, and the
+median milliseconds of each step: EPSV to its 229, the data connection's
+connect, RETR to its 150, 150 to the data's end, the end to the 226.
 
 Plain asyncio and the FTP replies, nothing else: ftplib is blocking, and
 100 threads of it would measure Python, not the server.
@@ -195,6 +200,33 @@ async def listing(host, port, user, password, directory, reps):
     await s.close()
 
 
+async def phases(host, port, user, password, n):
+    s = Ftp(host, port)
+    await s.open(user, password)
+    steps = {k: [] for k in ("epsv", "connect", "retr_150", "data", "end_226")}
+    for i in range(n):
+        t0 = time.monotonic()
+        line = await s.cmd("EPSV", "229")
+        t1 = time.monotonic()
+        dr, dw = await asyncio.open_connection(host, int(line.split("|")[3]))
+        t2 = time.monotonic()
+        s.w.write(f"RETR small-{i % 100}\r\n".encode())
+        await s.w.drain()
+        await s.expect("1")
+        t3 = time.monotonic()
+        while await dr.read(65536):
+            pass
+        dw.close()
+        t4 = time.monotonic()
+        await s.expect("226")
+        t5 = time.monotonic()
+        for k, a, b in (("epsv", t0, t1), ("connect", t1, t2), ("retr_150", t2, t3),
+                        ("data", t3, t4), ("end_226", t4, t5)):
+            steps[k].append((b - a) * 1000)
+    await s.close()
+    print(" ".join(f"{k}_ms={statistics.median(v):.3f}" for k, v in steps.items()))
+
+
 def main():
     mode, host, port, user, password = sys.argv[1:6]
     port = int(port)
@@ -204,6 +236,8 @@ def main():
         fetch(host, port, user, password, int(sys.argv[6]), float(sys.argv[7]))
     elif mode == "list":
         asyncio.run(listing(host, port, user, password, sys.argv[6], int(sys.argv[7])))
+    elif mode == "phases":
+        asyncio.run(phases(host, port, user, password, int(sys.argv[6])))
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -47,7 +47,9 @@
 //! ```
 //!
 //! Nothing is read from either connection while a job is out or a `PASV`
-//! waits for its listener (its reply must come first). A session handles
+//! waits for its listener (its reply must come first), except an upload's
+//! data connection while a worker appends the batch before: hashing and
+//! writing on a worker overlap with receiving on the loop. A session handles
 //! at most [`MAX_COMMANDS_PER_TURN`] commands per turn, so a pipeline of
 //! cheap commands waits like everyone else, and none while
 //! [`REPLIES_HIGH`] bytes of replies wait for a client that does not read

@@ -1,7 +1,8 @@
 //! Receiving an upload on the data connection: bytes are admitted by the
 //! quota ([`Store::take`](super::store::Store::take)), collected, and
-//! handed to a worker a batch at a time (the data connection is not read
-//! meanwhile); the end lands the file; a break keeps the partial.
+//! handed to a worker a batch at a time (the next batch is received while
+//! a worker appends one, then the data connection waits); the end lands
+//! the file; a break keeps the partial.
 //!
 //! ```text
 //!   bytes ─▶ take (quota) ─▶ batch full / turn over ─▶ [bulk] append + MD5 ─▶ ...

@@ -90,8 +90,14 @@ pub struct FtpSession {
     pub(super) passive_timeout: Duration,
     /// Command lines being cut from the input.
     lines: LineReader,
-    /// Input not yet cut into lines (it waits while a job is out).
+    /// Input read from the socket; the bytes from `input_at` on are not
+    /// cut into lines yet (they wait while a job is out).
     input: Vec<u8>,
+    /// How much of `input` the line reader has taken. An offset, not a
+    /// `drain` per line: a read of 64 KiB of pipelined `NOOP`s is ten
+    /// thousand lines, and moving the rest down after each one would cost
+    /// the server quadratic time in what a client sends.
+    input_at: usize,
     /// Replies waiting for the socket.
     out: OutBuf,
     /// Who is logged in, their account and cwd (the framed protocol's
@@ -137,6 +143,7 @@ impl FtpSession {
             passive_timeout,
             lines: LineReader::default(),
             input: Vec::new(),
+            input_at: 0,
             out: OutBuf::default(),
             session: Session::new(key, Some(peer)),
             user_name: None,
@@ -181,11 +188,11 @@ impl FtpSession {
                 break;
             }
             if !self.lines.has_line() {
-                if self.input.is_empty() {
+                if !self.input_pending() {
                     break;
                 }
-                let used = self.lines.push(&self.input);
-                self.input.drain(..used);
+                let used = self.lines.push(&self.input[self.input_at..]);
+                self.input_at += used;
                 continue;
             }
             if self.commands_this_turn >= MAX_COMMANDS_PER_TURN {
@@ -198,17 +205,23 @@ impl FtpSession {
             ctx.stats.requests += 1;
             self.on_line(line, ctx);
         }
-        if self.input.is_empty() && self.input.capacity() > 0 {
+        if !self.input_pending() && self.input.capacity() > 0 {
             self.input = Vec::new();
+            self.input_at = 0;
         }
         self.settle_eof();
+    }
+
+    /// Whether some input is not cut into lines yet.
+    fn input_pending(&self) -> bool {
+        self.input_at < self.input.len()
     }
 
     /// Whether commands wait to be handled: input not cut yet, a line,
     /// or commands that waited for a transfer that has ended.
     fn has_commands(&self) -> bool {
         let busy = self.data.busy();
-        let unread = !self.input.is_empty() || self.lines.has_line();
+        let unread = self.input_pending() || self.lines.has_line();
         (!self.deferred.is_empty() && !busy)
             || (unread && (!busy || self.deferred.len() < MAX_DEFERRED))
     }
@@ -228,7 +241,7 @@ impl FtpSession {
             && self.closing.is_none()
             && self.job.is_none()
             && !self.data.binding()
-            && self.input.is_empty()
+            && !self.input_pending()
             && !self.lines.has_line()
             && !self.has_commands()
         {
@@ -358,6 +371,7 @@ impl FtpSession {
         debug!("ftp {}: closing ({why})", self.key);
         self.closing = Some(why);
         self.input = Vec::new();
+        self.input_at = 0;
         self.lines = LineReader::default();
         self.deferred = std::collections::VecDeque::new();
         // A job out may hold an upload's file: its transfer goes when the
@@ -409,6 +423,10 @@ impl Engine for FtpSession {
         self.last_active = ctx.now;
         if self.closing.is_some() {
             return;
+        }
+        if !self.input_pending() {
+            self.input.clear();
+            self.input_at = 0;
         }
         self.input.extend_from_slice(bytes);
         self.run(ctx);
@@ -518,7 +536,7 @@ impl Engine for FtpSession {
             && !self.eof
             && self.job.is_none()
             && !self.data.binding()
-            && self.input.is_empty()
+            && !self.input_pending()
             && !self.lines.has_line()
             && self.deferred.len() < MAX_DEFERRED
             && self.out.len() < REPLIES_HIGH

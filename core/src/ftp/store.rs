@@ -206,8 +206,15 @@ pub struct Store {
     pub path: String,
     /// The partial file; `None` while a worker appends to it.
     disk: Option<Partial>,
+    /// Bytes in the partial or on their way to it (the base included):
+    /// known while the file is out on a worker, so the quota admits the
+    /// next batch's bytes meanwhile.
+    handed: u64,
     /// Bytes received and not yet handed to a worker.
     pending: Vec<u8>,
+    /// The other of the two batch buffers, empty: while a worker writes
+    /// one, the loop receives into the other.
+    spare: Vec<u8>,
     /// The first write error: the rest of the transfer is refused.
     pub failed: Option<io::Error>,
     /// Size of the file this upload replaces: credited against the quota.
@@ -257,8 +264,10 @@ impl Store {
     ) -> Store {
         Store {
             path,
+            handed: disk.written,
             disk: Some(disk),
             pending: Vec::new(),
+            spare: Vec::new(),
             failed: None,
             existing,
             reservation,
@@ -273,10 +282,7 @@ impl Store {
 
     /// Bytes received so far, the base included.
     pub fn received(&self) -> u64 {
-        self.disk
-            .as_ref()
-            .map_or(0, |d| d.written)
-            .saturating_add(self.pending.len() as u64)
+        self.handed.saturating_add(self.pending.len() as u64)
     }
 
     /// Takes as much of `chunk` as the quota admits; returns how much.
@@ -341,6 +347,11 @@ impl Store {
         self.take(&chunk);
     }
 
+    /// Whether a worker is appending a batch to the partial now.
+    pub fn writing(&self) -> bool {
+        self.disk.is_none()
+    }
+
     /// Whether a batch should go to a worker now.
     pub fn batch_full(&self) -> bool {
         self.pending.len() >= WRITE_BATCH
@@ -354,11 +365,15 @@ impl Store {
     /// The partial and the collected bytes, for a worker to append.
     pub fn take_batch(&mut self) -> Option<Batch> {
         let disk = self.disk.take()?;
-        Some((disk, std::mem::take(&mut self.pending)))
+        let batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        self.handed = disk.written.saturating_add(batch.len() as u64);
+        Some((disk, batch))
     }
 
     /// A batch is back from the worker.
     pub fn put_back(&mut self, disk: Partial, mut batch: Vec<u8>, written: io::Result<()>) {
+        // A failed append may have written part of the batch.
+        self.handed = disk.written;
         self.disk = Some(disk);
         if let Err(e) = written {
             self.failed.get_or_insert(e);
@@ -366,12 +381,14 @@ impl Store {
         batch.clear();
         if self.pending.is_empty() {
             self.pending = batch;
+        } else {
+            self.spare = batch;
         }
     }
 
     /// Memory held for received bytes.
     pub fn buffered_bytes(&self) -> usize {
-        self.pending.capacity() + self.blocked.capacity()
+        self.pending.capacity() + self.spare.capacity() + self.blocked.capacity()
     }
 
     /// What a worker needs to land the upload: the partial's directory and

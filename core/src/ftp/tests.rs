@@ -975,6 +975,49 @@ fn a_session_closed_while_a_batch_is_on_a_worker_parks_its_partial() {
     );
 }
 
+#[test]
+fn the_next_batch_is_received_while_a_worker_appends_one_within_the_quota() {
+    let mut h = Harness::logged_in();
+    let body = pattern(1_200_000);
+    h.open_data();
+    h.send("STOR up.bin\r\n");
+    h.take();
+    h.run_jobs = false;
+    h.with(|s, ctx| s.handle_data_input(&body[..600_000], ctx));
+    assert_eq!(h.jobs.len(), 1, "a full batch goes to a worker");
+    assert!(
+        h.s.wants_data_read(),
+        "the data connection is read while the worker appends"
+    );
+    // The quota counts the batch on the worker: of the next 600,000
+    // bytes only what is left of 1 MiB is taken.
+    h.with(|s, ctx| s.handle_data_input(&body[600_000..], ctx));
+    assert!(!h.s.wants_data_read(), "over quota: no more reading");
+    assert_eq!(h.jobs.len(), 1, "one job at a time");
+    h.run_jobs = true;
+    h.settle();
+    let room = ALICE_QUOTA - 5;
+    assert_eq!(
+        h.take(),
+        format!(
+            "552 Quota exceeded: {room} bytes are kept; REST {room} + STOR resumes once there is room.\r\n"
+        )
+    );
+    h.send("SIZE up.bin\r\n");
+    assert_eq!(h.take(), format!("213 {room}\r\n"));
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (5, 0, room));
+    drop(a);
+    // What is kept is the first `room` bytes, in order.
+    h.services.accounts["alice"].borrow_mut().quota = None;
+    h.open_data();
+    h.send(&format!("REST {room}\r\nSTOR up.bin\r\n"));
+    h.take();
+    h.upload(&body[usize::try_from(room).unwrap()..], 100_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+}
+
 /// Random command lines with hostile arguments, cut at random places, to
 /// a logged-in session (no data connection ever comes: transfers wait for
 /// the passive timeout). Every line must be answered with well-formed

@@ -332,8 +332,9 @@ impl FtpSession {
     /// Whether the reactor should read the data connection.
     pub fn wants_data_read(&self) -> bool {
         matches!(&self.data.transfer, Transfer::Running(Flow::Receive(store))
-            if !store.batch_full() && !store.over_quota && !store.blocked() && store.failed.is_none())
-            && !self.job_out()
+            if !store.batch_full() && !store.over_quota && !store.blocked() && store.failed.is_none()
+                // While a worker appends one batch, the next is received.
+                && (!self.job_out() || store.writing()))
             && !self.data.eof
     }
 
