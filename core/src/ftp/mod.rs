@@ -74,6 +74,7 @@ mod login;
 mod receive;
 pub mod reply;
 mod retr_stor;
+mod security;
 mod session;
 pub mod store;
 mod transfer;
