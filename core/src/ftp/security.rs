@@ -158,12 +158,16 @@ impl FtpSession {
                 self.security.private = true;
                 self.reply(200, "Protection level set to P: data connections use TLS.");
             }
-            "C" if self.security.required => {
-                self.reply(534, "This server requires protected data connections (PROT P).")
-            }
+            "C" if self.security.required => self.reply(
+                534,
+                "This server requires protected data connections (PROT P).",
+            ),
             "C" => {
                 self.security.private = false;
-                self.reply(200, "Protection level set to C: data connections are clear.");
+                self.reply(
+                    200,
+                    "Protection level set to C: data connections are clear.",
+                );
             }
             "S" | "E" => self.reply(536, "PROT P or C only."),
             _ => self.reply(504, "PROT P or C only."),
