@@ -394,6 +394,16 @@ impl FtpSession {
     /// Returns what it was.
     pub(super) fn set_transfer(&mut self, to: Transfer) -> Transfer {
         let from = std::mem::replace(&mut self.data.transfer, to);
+        if matches!(from, Transfer::Running(_))
+            && matches!(
+                self.data.transfer,
+                Transfer::Idle | Transfer::Closing(..) | Transfer::Aborting
+            )
+        {
+            // What the ended transfer had not sent yet (a chunk of a
+            // copied file) must not open the next one.
+            self.data.out = OutBuf::default();
+        }
         if from.name() != self.data.transfer.name() {
             debug!(
                 "ftp {}: transfer {} -> {}",
