@@ -1193,12 +1193,13 @@ fn auth_tls_drops_what_was_pipelined_behind_it_and_waits_for_the_reactor() {
 fn pbsz_and_prot_need_auth_first_and_feat_lists_them() {
     let mut h = Harness::new();
     h.s.offer_tls(false);
-    h.send("PBSZ 0\r\nPROT P\r\nAUTH KERBEROS\r\nFEAT\r\n");
+    h.send("PBSZ 0\r\nPROT P\r\nAUTH KERBEROS\r\nCCC\r\nFEAT\r\n");
     let replies = h.take();
     assert!(replies.starts_with(
         "503 PBSZ needs AUTH TLS first.\r\n\
          503 PROT needs AUTH TLS and PBSZ first.\r\n\
-         504 AUTH TLS only.\r\n"
+         504 AUTH TLS only.\r\n\
+         530 Please log in with USER and PASS.\r\n"
     ));
     for feature in [" AUTH TLS\r\n", " PBSZ\r\n", " PROT\r\n"] {
         assert!(replies.contains(feature), "{replies}");

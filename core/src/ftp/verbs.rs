@@ -138,6 +138,10 @@ impl FtpSession {
             Verb::Auth => self.auth(&arg),
             Verb::Pbsz => self.pbsz(&arg),
             Verb::Prot => self.prot(&arg),
+            Verb::Ccc => self.reply(
+                502,
+                "CCC is not supported: the control connection stays encrypted.",
+            ),
             Verb::Rein => self.reply(502, "REIN is not supported; reconnect instead."),
             Verb::Smnt => self.reply(502, "SMNT is not supported."),
             Verb::Site => self.reply(502, "SITE commands are not supported."),
