@@ -119,7 +119,7 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     ftp_advertise: Option<std::net::IpAddr>,
     /// FTP refuses USER/PASS before AUTH TLS, and data connections
-    /// without PROT P (see docs/ftp.md)
+    /// without PROT P (see docs/ftp.md) [default: off]
     #[arg(long)]
     ftp_require_tls: bool,
     /// Framed protocol over TLS, HOST:PORT (connect with
