@@ -118,6 +118,10 @@ struct ServeArgs {
     /// [default: the address the client connected to]
     #[arg(long, value_name = "ADDR")]
     ftp_advertise: Option<std::net::IpAddr>,
+    /// FTP refuses USER/PASS before AUTH TLS, and data connections
+    /// without PROT P (see docs/ftp.md) [default: off]
+    #[arg(long)]
+    ftp_require_tls: bool,
     /// Framed protocol over TLS, HOST:PORT (connect with
     /// skiff --addr tls://HOST:PORT)
     /// [default: 127.0.0.1:9995, if no listener flag is given]
@@ -277,6 +281,7 @@ impl ServeArgs {
             ftp: pick(&self.ftp, "127.0.0.1:2121")?,
             tls: self.tls_addrs()?,
             tls_config: None,
+            ftp_require_tls: self.ftp_require_tls,
             ftp_passive: reactor::FtpPassive {
                 ports: self.ftp_passive,
                 advertise: self.ftp_advertise,
@@ -314,12 +319,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // Read or made now, written once the listeners are bound (as the demo
     // user is); the configuration is built once, here, for every TLS
     // connection to share.
+    // FTP's AUTH TLS uses the same certificate as the TLS listener.
+    let cert_addrs: Vec<_> = tls_addrs.iter().chain(&config.ftp).copied().collect();
     let mut identity = match (&args.tls_cert, &args.tls_key) {
-        _ if tls_addrs.is_empty() => None,
+        _ if cert_addrs.is_empty() => None,
         (Some(cert), Some(key)) => Some(tls::Identity::from_files(cert, key)?),
         _ => Some(tls::Identity::load_or_generate(
             &data_dir,
-            &tls::cert::names_for(&tls_addrs),
+            &tls::cert::names_for(&cert_addrs),
         )?),
     };
     config.tls_config = identity.as_ref().map(tls::server_config).transpose()?;

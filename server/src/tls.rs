@@ -17,6 +17,7 @@ pub mod session;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
 
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -30,7 +31,7 @@ pub use cert::Identity;
 /// cache of sessions so that a client's next connection (an FTP data
 /// connection, a reconnecting shell) skips the full handshake.
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, String> {
-    let config = ServerConfig::builder_with_provider(Arc::new(provider()))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
@@ -42,7 +43,47 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, String> {
                 identity.cert_path.display()
             )
         })?;
+    // A TLS 1.3 client resumes with a ticket naming a session kept here:
+    // an FTP data connection under `PROT P` resumes its control
+    // connection's session (lftp and curl do; some servers demand it).
+    // Bounded: when it is full, old sessions go, and their clients just
+    // do a full handshake.
+    config.session_storage = Arc::new(ReusableSessions(ServerSessionMemoryCache::new(
+        SESSION_CACHE,
+    )));
     Ok(Arc::new(config))
+}
+
+/// TLS sessions kept for resumption: a few hundred bytes each.
+const SESSION_CACHE: usize = 256;
+
+/// The session cache, with tickets that can be used more than once.
+///
+/// rustls forgets a TLS 1.3 session as it is resumed (`take`), as a
+/// server accepting 0-RTT data must, lest that data be replayed. skiffd
+/// accepts no early data, and an FTP client resumes the control
+/// connection's session for every data connection (GnuTLS, in lftp, keeps
+/// presenting the same ticket): with `take` only its first transfer would
+/// resume. So a resumed session stays, until the cache's bound evicts it.
+#[derive(Debug)]
+struct ReusableSessions(Arc<ServerSessionMemoryCache>);
+
+impl StoresServerSessions for ReusableSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.0.can_cache()
+    }
 }
 
 /// The cryptography TLS connections use: ring's, less what a server that

@@ -76,6 +76,7 @@ mod login;
 mod receive;
 pub mod reply;
 mod retr_stor;
+mod security;
 mod session;
 pub mod store;
 mod transfer;

@@ -89,7 +89,8 @@ impl FtpSession {
                         file: Some(Sending {
                             file,
                             remaining: len - offset,
-                            zero_copy: true,
+                            // TLS encrypts every byte: no sendfile.
+                            zero_copy: !s.data_private(),
                         }),
                         listing: None,
                     };

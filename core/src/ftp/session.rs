@@ -131,6 +131,8 @@ pub struct FtpSession {
     closing: Option<&'static str>,
     /// The peer finished sending on the control connection.
     eof: bool,
+    /// TLS: offered, required, on the control connection, on data.
+    pub(super) security: super::security::Security,
 }
 
 impl FtpSession {
@@ -160,6 +162,7 @@ impl FtpSession {
             last_active: now,
             closing: None,
             eof: false,
+            security: Default::default(),
         };
         s.reply(220, "skiffd FTP ready.");
         s
@@ -231,6 +234,7 @@ impl FtpSession {
     /// client reads its replies.
     fn may_handle(&self) -> bool {
         self.closing.is_none()
+            && !self.tls_starting()
             && self.job.is_none()
             && !self.data.binding()
             && self.out.len() < REPLIES_HIGH
@@ -300,7 +304,25 @@ impl FtpSession {
         self.first_step = false;
     }
 
+    /// Drops every command received and not run yet (see `AUTH TLS`).
+    pub(super) fn discard_input(&mut self) {
+        if !self.input.is_empty() || self.lines.has_line() || !self.deferred.is_empty() {
+            info!(
+                "ftp {}: dropped what came in clear text after AUTH TLS",
+                self.key
+            );
+        }
+        self.input = Vec::new();
+        self.lines = LineReader::default();
+        self.deferred.clear();
+    }
+
     // ----- control connection: output -------------------------------
+
+    /// Every reply queued has been written.
+    pub(super) fn replies_flushed(&self) -> bool {
+        self.out.is_empty()
+    }
 
     /// Appends a one-line reply.
     pub(super) fn reply(&mut self, code: u16, text: &str) {
@@ -421,8 +443,8 @@ impl Engine for FtpSession {
     /// Bytes read from the control socket (only while `wants_read`).
     fn handle_input(&mut self, bytes: &[u8], ctx: &mut Ctx) {
         self.last_active = ctx.now;
-        if self.closing.is_some() {
-            return;
+        if self.closing.is_some() || self.tls_starting() {
+            return; // after AUTH TLS, clear text is never run
         }
         if !self.input_pending() {
             self.input.clear();
@@ -533,6 +555,7 @@ impl Engine for FtpSession {
     /// Whether the reactor should read the control socket.
     fn wants_read(&self, _limits: &Limits) -> bool {
         self.closing.is_none()
+            && !self.tls_starting()
             && !self.eof
             && self.job.is_none()
             && !self.data.binding()

@@ -1202,3 +1202,109 @@ fn an_upload_short_of_room_discards_abandoned_partials_first() {
     let a = h.services.accounts["alice"].borrow();
     assert_eq!((a.used, a.reserved, a.parked), (5 + 600_000, 0, 0));
 }
+
+#[test]
+fn auth_tls_drops_what_was_pipelined_behind_it_and_waits_for_the_reactor() {
+    let mut h = Harness::new();
+    h.s.offer_tls(false);
+    h.send("AUTH TLS\r\nUSER alice\r\nPASS pw\r\nDELE hello.txt\r\n");
+    assert_eq!(h.take(), "234 AUTH TLS ok: start the TLS handshake.\r\n");
+    // Written: the reactor starts TLS; until then nothing is read.
+    assert!(h.s.wants_control_tls());
+    assert!(!h.s.wants_read(&h.limits));
+    h.with(|s, ctx| s.handle_input(b"USER alice\r\n", ctx));
+    h.settle();
+    assert_eq!(h.take(), "", "clear text after AUTH TLS is never run");
+    h.s.handle_control_tls_started();
+    assert!(!h.s.wants_control_tls());
+    assert!(h.home().join("hello.txt").exists());
+    assert_eq!(h.s.user(), None);
+    h.send("PROT P\r\nPBSZ 0\r\nPROT P\r\nAUTH TLS\r\nUSER alice\r\nPASS pw\r\n");
+    assert_eq!(
+        h.take(),
+        "503 PROT needs AUTH TLS and PBSZ first.\r\n\
+         200 PBSZ=0\r\n\
+         200 Protection level set to P: data connections use TLS.\r\n\
+         503 TLS is already on.\r\n\
+         331 Please specify the password.\r\n\
+         230 Login successful.\r\n"
+    );
+    assert!(h.s.data_private());
+}
+
+#[test]
+fn pbsz_and_prot_need_auth_first_and_feat_lists_them() {
+    let mut h = Harness::new();
+    h.s.offer_tls(false);
+    h.send("PBSZ 0\r\nPROT P\r\nAUTH KERBEROS\r\nCCC\r\nFEAT\r\n");
+    let replies = h.take();
+    assert!(replies.starts_with(
+        "503 PBSZ needs AUTH TLS first.\r\n\
+         503 PROT needs AUTH TLS and PBSZ first.\r\n\
+         504 AUTH TLS only.\r\n\
+         530 Please log in with USER and PASS.\r\n"
+    ));
+    for feature in [" AUTH TLS\r\n", " PBSZ\r\n", " PROT\r\n"] {
+        assert!(replies.contains(feature), "{replies}");
+    }
+    assert!(!h.s.data_private());
+}
+
+#[test]
+fn required_tls_refuses_a_clear_login_and_clear_data() {
+    let mut h = Harness::new();
+    h.s.offer_tls(true);
+    h.send("USER alice\r\nPASS pw\r\n");
+    assert_eq!(
+        h.take(),
+        "530 This server requires TLS: send AUTH TLS before logging in.\r\n\
+         530 This server requires TLS: send AUTH TLS before logging in.\r\n"
+    );
+    h.send("AUTH TLS\r\n");
+    h.take();
+    h.s.handle_control_tls_started();
+    h.send("USER alice\r\nPASS pw\r\nPBSZ 0\r\nPROT C\r\nRETR hello.txt\r\nPROT P\r\n");
+    assert_eq!(
+        h.take(),
+        "331 Please specify the password.\r\n\
+         230 Login successful.\r\n\
+         200 PBSZ=0\r\n\
+         534 This server requires protected data connections (PROT P).\r\n\
+         521 This server requires protected data connections: send PBSZ 0 and PROT P.\r\n\
+         200 Protection level set to P: data connections use TLS.\r\n"
+    );
+}
+
+#[test]
+fn retr_under_prot_p_is_read_by_jobs_never_sent_with_sendfile() {
+    let mut h = Harness::new();
+    h.s.offer_tls(false);
+    h.send("AUTH TLS\r\n");
+    h.s.handle_control_tls_started();
+    h.send("USER alice\r\nPASS pw\r\nPBSZ 0\r\nPROT P\r\n");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(h.home().join("big.bin"), &big).unwrap();
+    h.take();
+    h.send("EPSV\r\n");
+    h.connect();
+    h.run_jobs = false;
+    h.send("RETR big.bin\r\n");
+    let mut names = Vec::new();
+    for _ in 0..1000 {
+        assert!(
+            !matches!(h.s.data_output(), DataOut::File(..)),
+            "sendfile offered under PROT P"
+        );
+        let Some(job) = h.jobs.pop() else {
+            break;
+        };
+        names.push(job.name);
+        let result = (job.work)();
+        h.with(|s, ctx| s.handle_job_done(result, ctx));
+        h.settle();
+    }
+    assert!(h.take().ends_with("226 Transfer complete.\r\n"));
+    assert_eq!(h.data_in, big);
+    let reads = names.iter().filter(|n| **n == "retr-read").count();
+    assert!(reads >= 2, "read in bounded chunks on workers: {names:?}");
+}

@@ -297,6 +297,7 @@ impl FtpSession {
     pub fn handle_data_written(&mut self, n: usize, ctx: &mut Ctx) {
         self.data.out.consume(n);
         self.progress(ctx);
+        self.data_work(ctx);
         self.pump_send(ctx);
     }
 
@@ -394,6 +395,16 @@ impl FtpSession {
     /// Returns what it was.
     pub(super) fn set_transfer(&mut self, to: Transfer) -> Transfer {
         let from = std::mem::replace(&mut self.data.transfer, to);
+        if matches!(from, Transfer::Running(_))
+            && matches!(
+                self.data.transfer,
+                Transfer::Idle | Transfer::Closing(..) | Transfer::Aborting
+            )
+        {
+            // What the ended transfer had not sent yet (a chunk of a
+            // copied file) must not open the next one.
+            self.data.out = OutBuf::default();
+        }
         if from.name() != self.data.transfer.name() {
             debug!(
                 "ftp {}: transfer {} -> {}",
@@ -519,29 +530,52 @@ impl FtpSession {
         self.end_transfer(226, "Transfer complete.");
     }
 
+    /// A file is sent by copying (TLS on the data connection, or no
+    /// `sendfile`) and its buffer has room for the next chunk.
     pub(super) fn data_has_work(&self, limits: &Limits) -> bool {
-        matches!(&self.data.transfer, Transfer::Running(Flow::Send { file: Some(send), .. })
+        !self.job_out()
+            && matches!(&self.data.transfer, Transfer::Running(Flow::Send { file: Some(send), .. })
             if !send.zero_copy && send.remaining > 0 && self.data.out.len() <= limits.out_low)
     }
 
-    /// Copies a buffer-full of the file (no `sendfile` on this socket).
+    /// Reads the next buffer-full of a file being copied, on a worker (a
+    /// read can wait on the disk); back on the loop it joins the data
+    /// connection's output, where TLS, if any, encrypts it.
     pub(super) fn data_work(&mut self, ctx: &mut Ctx) {
         if !self.data_has_work(ctx.limits) {
             return;
         }
-        let Transfer::Running(Flow::Send {
-            file: Some(send), ..
-        }) = &mut self.data.transfer
-        else {
+        let Transfer::Running(Flow::Send { file, .. }) = &mut self.data.transfer else {
             return;
         };
-        match send.step(self.data.out.writer(), ctx.limits.out_high, self.key) {
-            Step::More | Step::Done => {}
-            Step::Close(_) => {
-                self.data.out = OutBuf::default();
-                self.end_transfer(451, "The file changed while it was sent; transfer aborted.");
-            }
-        }
+        let Some(mut send) = file.take() else {
+            return;
+        };
+        let limit = ctx.limits.out_high.saturating_sub(self.data.out.len());
+        let key = self.key;
+        let mut read = job(
+            "retr-read",
+            Lane::Bulk,
+            move || {
+                let mut bytes = Vec::new();
+                let step = send.step(&mut bytes, limit, key);
+                (send, bytes, step)
+            },
+            |(send, bytes, step): (Sending, Vec<u8>, Step), s: &mut FtpSession, _ctx| {
+                let Transfer::Running(Flow::Send { file, .. }) = &mut s.data.transfer else {
+                    return; // aborted meanwhile: the file closes here
+                };
+                *file = Some(send);
+                s.data.out.writer().extend_from_slice(&bytes);
+                if let Step::Close(_) = step {
+                    s.data.out = OutBuf::default();
+                    s.end_transfer(451, "The file changed while it was sent; transfer aborted.");
+                }
+            },
+        );
+        // The bytes it brings back count while it is away.
+        read.holds = limit;
+        self.start_job(read, ctx);
     }
 
     /// A job came back: see what the transfer can do now.

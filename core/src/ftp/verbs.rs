@@ -22,6 +22,9 @@ const FEATURES: &[&str] = &[
     "MLST type*;size*;modify*;perm*;unique*;",
     "HASH MD5*",
     "XMD5",
+    "AUTH TLS",
+    "PBSZ",
+    "PROT",
 ];
 
 impl FtpSession {
@@ -30,6 +33,9 @@ impl FtpSession {
         let Command { verb, arg } = cmd;
         if self.session.user.is_none() && !verb.before_login() {
             self.reply(530, "Please log in with USER and PASS.");
+            return;
+        }
+        if self.refused_by_policy(verb) {
             return;
         }
         // RNTO must come right after RNFR.
@@ -129,9 +135,13 @@ impl FtpSession {
             }
             Verb::Hash => self.hash(&arg, false, ctx),
             Verb::Xmd5 => self.hash(&arg, true, ctx),
-            Verb::Auth | Verb::Pbsz | Verb::Prot => {
-                self.reply(502, "TLS is not available on this port.")
-            }
+            Verb::Auth => self.auth(&arg),
+            Verb::Pbsz => self.pbsz(&arg),
+            Verb::Prot => self.prot(&arg),
+            Verb::Ccc => self.reply(
+                502,
+                "CCC is not supported: the control connection stays encrypted.",
+            ),
             Verb::Rein => self.reply(502, "REIN is not supported; reconnect instead."),
             Verb::Smnt => self.reply(502, "SMNT is not supported."),
             Verb::Site => self.reply(502, "SITE commands are not supported."),

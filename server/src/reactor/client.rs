@@ -164,7 +164,11 @@ impl Client {
 
     /// Brings `stats.buffered` up to date with this client's buffers.
     pub(super) fn account(&mut self, stats: &mut Stats) {
-        let tls = self.tls.as_ref().map_or(0, |t| t.buffered_bytes());
+        let tls = self.tls.as_ref().map_or(0, |t| t.buffered_bytes())
+            + match &self.protocol {
+                Protocol::Ftp(f) => f.tls_buffered(),
+                _ => 0,
+            };
         let now = self.protocol.engine().buffered_bytes() + tls;
         stats.buffered = stats.buffered - self.buffered + now;
         self.buffered = now;
@@ -210,7 +214,12 @@ impl Client {
     /// When this client needs a timer: its state machine's deadline, or
     /// its TLS handshake's if that is earlier.
     pub(super) fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let engine = self.protocol.engine().deadline(limits);
+        let mut engine = self.protocol.engine().deadline(limits);
+        if let Protocol::Ftp(f) = &self.protocol
+            && let Some(h) = f.handshake_deadline()
+        {
+            engine = Some(engine.map_or(h, |e| e.min(h)));
+        }
         match self.tls.as_ref().and_then(|t| t.handshake_deadline()) {
             Some(h) => Some(engine.map_or(h, |e| e.min(h))),
             None => engine,
@@ -244,8 +253,39 @@ impl Reactor {
                 );
                 client.fail("TLS handshake timed out".into());
             }
+            self.data_handshake_timeout(k, now);
             self.with_engine(k, now, |e, ctx| e.handle_timeout(ctx));
             self.drive(k);
+        }
+    }
+
+    /// Closes client `k`'s FTP data connection if its TLS handshake is
+    /// overdue (its session then answers `425`/`426` on the control one).
+    fn data_handshake_timeout(&mut self, k: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(k) else {
+            return;
+        };
+        let Some(f) = client.protocol.ftp() else {
+            return;
+        };
+        let mut env = Env {
+            limits: &self.config.limits,
+            stats: &mut self.stats,
+            services: &mut self.services,
+            actions: &mut self.actions,
+            jobs: &mut self.jobs,
+            children: &self.children,
+            splice_works: &mut self.splice_works,
+        };
+        let Some(ip) = f.handshake_timed_out(k, self.poll.registry(), &mut env, now) else {
+            return;
+        };
+        self.ftp_data_conns = self.ftp_data_conns.saturating_sub(1);
+        if let Entry::Occupied(mut e) = self.per_ip.entry(ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 
@@ -356,6 +396,7 @@ impl Reactor {
         // loop: a 1 GiB file never holds it for long.
         client.protocol.engine_mut().start_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
+        start_control_tls(k, client, config.tls_config.as_ref(), now);
         let ftp_control = matches!(client.protocol, Protocol::Ftp(_));
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
@@ -454,11 +495,14 @@ impl Reactor {
                 clients: clients_open,
                 max_conns: config.max_conns,
                 max_conns_per_ip: config.max_conns_per_ip,
+                tls: config.tls_config.as_ref(),
+                plaintext,
             };
             drive_data(k, f, &mut env, &mut fenv, now);
         }
         client.protocol.engine_mut().end_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
+        start_control_tls(k, client, config.tls_config.as_ref(), now);
         // A TLS connection that is done says goodbye (close_notify), so
         // the peer knows the stream was not cut short. One try: the socket
         // closes next whether it took it or not.
@@ -553,6 +597,42 @@ fn decrypt(
         debug!("conn {k}: TLS handshake done ({})", session.describe());
     }
     Ok(received == Received::Closed)
+}
+
+/// An FTP session answered `AUTH TLS` and its `234` is out: from here on
+/// its control connection's bytes go through TLS. The session read nothing
+/// since the command and dropped what came with it, so the first byte the
+/// TLS layer sees is the client's; clear text there fails as "not TLS".
+fn start_control_tls(
+    k: usize,
+    client: &mut Client,
+    config: Option<&std::sync::Arc<rustls::ServerConfig>>,
+    now: Instant,
+) {
+    let Some(f) = client.protocol.ftp() else {
+        return;
+    };
+    if !f.session.wants_control_tls() || client.tls.is_some() {
+        return;
+    }
+    let Some(config) = config else {
+        // Cannot happen: AUTH TLS is offered only with a configuration.
+        client.fail("AUTH TLS without a TLS configuration".into());
+        return;
+    };
+    match TlsSession::new(std::sync::Arc::clone(config), now) {
+        Ok(session) => {
+            debug!("ftp {k}: AUTH TLS: the control connection's handshake begins");
+            client.tls = Some(Box::new(session));
+            if let Some(f) = client.protocol.ftp() {
+                f.session.handle_control_tls_started();
+            }
+        }
+        Err(e) => {
+            info!("ftp {k}: AUTH TLS: {e}");
+            client.fail(e.to_string());
+        }
+    }
 }
 
 /// A TLS handshake reached a plain framed port: one log line, a TLS alert

@@ -26,9 +26,11 @@ pub struct Config {
     pub ftp_passive: super::ftp::Passive,
     /// Framed protocol over TLS.
     pub tls: Vec<SocketAddr>,
-    /// The TLS settings every TLS connection shares (set when `tls` is
-    /// not empty).
+    /// The TLS settings every TLS connection shares (set when `tls` or
+    /// `ftp` is not empty): FTP offers `AUTH TLS` with it.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// `--ftp-require-tls`: FTP refuses logins and data in clear text.
+    pub ftp_require_tls: bool,
     /// Per-connection limits.
     pub limits: Limits,
     /// Most connections open at once.

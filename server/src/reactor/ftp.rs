@@ -20,15 +20,19 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
+use rustls::ServerConfig;
 
 use super::client::Env;
 use super::source::{DataSocket, Source};
 use super::{READ_BUDGET, WRITE_BUDGET};
+use crate::tls::session::OUT_LIMIT;
+use crate::tls::{Received, TlsSession};
 use skiffd_core::ftp::{DataOut, DataRequest, FtpSession};
 
 /// Most ports tried for one passive listener before giving up (`425`).
@@ -71,6 +75,12 @@ struct DataConn {
     ip: IpAddr,
     readable: bool,
     writable: bool,
+    /// TLS under it (`PROT P`): the session's bytes are encrypted here.
+    tls: Option<Box<TlsSession>>,
+    /// The session asked for the close: over TLS the connection stays
+    /// until the ciphertext the session counts as sent, and the
+    /// `close_notify` after it, have gone out.
+    closing: bool,
 }
 
 impl FtpClient {
@@ -101,10 +111,59 @@ impl FtpClient {
     /// event (the turn's budget ran out): the client is owed a turn.
     pub(super) fn still_ready(&self) -> bool {
         let data = self.data.as_ref().is_some_and(|d| {
-            (d.readable && self.session.wants_data_read())
+            (d.readable && self.wants_data_read(d))
+                || (d.writable && d.tls.as_ref().is_some_and(|t| t.wants_write()))
+                || (d.closing && d.tls.as_ref().is_some_and(|t| !t.is_handshaking()))
                 || (d.writable && !matches!(self.session.data_output(), DataOut::Nothing))
         });
         data || (self.acceptable && self.listener.is_some())
+    }
+
+    /// Whether to read the data connection: while the session wants
+    /// bytes, and over TLS while the handshake is going (it carries no
+    /// data yet, and the client waits for our answer).
+    fn wants_data_read(&self, d: &DataConn) -> bool {
+        match &d.tls {
+            Some(t) if t.is_handshaking() => t.wants_read(),
+            _ if d.closing => false,
+            Some(t) => t.wants_read() && self.session.wants_data_read(),
+            None => self.session.wants_data_read(),
+        }
+    }
+
+    /// Bytes the data connection's TLS holds, for the buffer budget.
+    pub(super) fn tls_buffered(&self) -> usize {
+        self.data
+            .as_ref()
+            .and_then(|d| d.tls.as_ref())
+            .map_or(0, |t| t.buffered_bytes())
+    }
+
+    /// When the data connection's TLS handshake must be done by.
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
+        self.data
+            .as_ref()
+            .and_then(|d| d.tls.as_ref())
+            .and_then(|t| t.handshake_deadline())
+    }
+
+    /// The data connection's TLS handshake took too long: close it (the
+    /// session answers on the control connection).
+    pub(super) fn handshake_timed_out(
+        &mut self,
+        k: usize,
+        registry: &Registry,
+        env: &mut Env,
+        now: Instant,
+    ) -> Option<IpAddr> {
+        if self.handshake_deadline().is_none_or(|d| now < d) {
+            return None;
+        }
+        info!("ftp {k}: data connection: TLS handshake not done in time; closed");
+        let mut d = self.data.take()?;
+        let _ = registry.deregister(&mut d.stream);
+        self.session.handle_data_closed(&mut env.ctx(now));
+        Some(d.ip)
     }
 
     /// Closes both data sockets (the session is going).
@@ -134,6 +193,10 @@ pub(super) struct FtpEnv<'a> {
     pub(super) clients: usize,
     pub(super) max_conns: usize,
     pub(super) max_conns_per_ip: usize,
+    /// The TLS settings, for data connections under `PROT P`.
+    pub(super) tls: Option<&'a Arc<ServerConfig>>,
+    /// Where decrypted data bytes go before the session takes them.
+    pub(super) plaintext: &'a mut Vec<u8>,
 }
 
 /// Moves client `k`'s data sockets along: the session's requests,
@@ -194,6 +257,15 @@ fn requests(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: 
             }
             DataRequest::CloseListener => close_listener(f, fenv),
             DataRequest::CloseData => {
+                if let Some(d) = &mut f.data
+                    && d.tls.is_some()
+                {
+                    // The handshake's end (an empty listing can be over
+                    // before it is), the rest of the ciphertext, then
+                    // close_notify, then the close (in `write_tls`).
+                    d.closing = true;
+                    continue;
+                }
                 if let Some(ip) = close_data(f, fenv) {
                     release_ip(fenv, ip);
                 }
@@ -292,6 +364,23 @@ fn accept(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: In
             continue; // not from the control peer: dropped
         }
         let _ = stream.set_nodelay(true);
+        let tls = if f.session.data_private() {
+            let Some(config) = fenv.tls else {
+                // Cannot happen: PROT P needs AUTH TLS, which needs a config.
+                f.session.handle_data_closed(&mut env.ctx(now));
+                break;
+            };
+            match TlsSession::new(Arc::clone(config), now) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    info!("ftp {k}: data connection from {from}: {e}");
+                    f.session.handle_data_closed(&mut env.ctx(now));
+                    break;
+                }
+            }
+        } else {
+            None
+        };
         let mut stream = stream;
         let token = Source::FtpData(k, DataSocket::Connection).token();
         if let Err(e) =
@@ -310,6 +399,8 @@ fn accept(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: In
             ip,
             readable: true,
             writable: true,
+            tls,
+            closing: false,
         });
         close_listener(f, fenv);
         break;
@@ -342,6 +433,9 @@ fn write(
     now: Instant,
     budget: &mut usize,
 ) -> bool {
+    if f.data.as_ref().is_some_and(|d| d.tls.is_some()) {
+        return write_tls(k, f, env, fenv, now, budget);
+    }
     let mut any = false;
     while *budget > 0 {
         let Some(d) = &mut f.data else {
@@ -399,6 +493,84 @@ fn write(
     any
 }
 
+/// [`write`] over TLS: the session's bytes are encrypted into the TLS
+/// session's bounded output as it has room, and the ciphertext goes to
+/// the socket within the same budget. A file is never offered here: under
+/// `PROT P` workers read it into the session's buffer a chunk at a time.
+fn write_tls(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+    budget: &mut usize,
+) -> bool {
+    let mut any = false;
+    loop {
+        let Some(d) = &mut f.data else {
+            return any;
+        };
+        let Some(tls) = &mut d.tls else {
+            return any;
+        };
+        while !d.closing && !tls.is_handshaking() && tls.output().len() < OUT_LIMIT {
+            let taken = match f.session.data_output() {
+                DataOut::Nothing => break,
+                DataOut::File(..) => {
+                    f.session.data_zero_copy_unavailable();
+                    continue;
+                }
+                DataOut::Bytes(b) => tls.write_plaintext(b),
+            };
+            if taken == 0 {
+                break;
+            }
+            any = true;
+            f.session.handle_data_written(taken, &mut env.ctx(now));
+        }
+        if d.closing && !tls.is_handshaking() {
+            tls.close(); // once; after the last of the session's bytes
+        }
+        let out = tls.output();
+        if out.is_empty() {
+            if d.closing && !tls.is_handshaking() {
+                // Everything, close_notify included, went out.
+                if let Some(ip) = close_data(f, fenv) {
+                    release_ip(fenv, ip);
+                }
+                f.session.handle_data_closed(&mut env.ctx(now));
+                return true;
+            }
+            return any;
+        }
+        if !d.writable || *budget == 0 {
+            return any;
+        }
+        match d.stream.write(&out[..out.len().min(*budget)]) {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "write returned 0");
+                lose_data(k, f, env, fenv, now, &e);
+                return true;
+            }
+            Ok(n) => {
+                any = true;
+                *budget -= n;
+                env.stats.bytes_out += n as u64;
+                tls.handle_written(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                d.writable = false;
+                return any;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                lose_data(k, f, env, fenv, now, &e);
+                return true;
+            }
+        }
+    }
+}
+
 /// Reads the data connection while the session wants bytes.
 fn read(
     k: usize,
@@ -409,25 +581,68 @@ fn read(
     budget: &mut usize,
 ) -> bool {
     let mut any = false;
-    while *budget > 0 && f.session.wants_data_read() {
+    while *budget > 0 {
+        let ready = f
+            .data
+            .as_ref()
+            .is_some_and(|d| d.readable && f.wants_data_read(d));
+        if !ready {
+            break;
+        }
         let Some(d) = &mut f.data else {
             break;
         };
-        if !d.readable {
-            break;
-        }
         match d.stream.read(fenv.scratch) {
             Ok(0) => {
                 any = true;
                 d.readable = false;
+                if d.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed during the TLS handshake",
+                    );
+                    info!("ftp {k}: data connection: {e}");
+                    lose_data(k, f, env, fenv, now, &e);
+                    return true;
+                }
                 f.session.handle_data_eof(&mut env.ctx(now));
             }
             Ok(n) => {
                 any = true;
                 *budget = budget.saturating_sub(n);
                 env.stats.bytes_in += n as u64;
-                f.session
-                    .handle_data_input(&fenv.scratch[..n], &mut env.ctx(now));
+                let Some(tls) = &mut d.tls else {
+                    f.session
+                        .handle_data_input(&fenv.scratch[..n], &mut env.ctx(now));
+                    continue;
+                };
+                fenv.plaintext.clear();
+                let was_handshaking = tls.is_handshaking();
+                let closed = match tls.handle_ciphertext(&fenv.scratch[..n], fenv.plaintext) {
+                    Ok(received) => {
+                        if was_handshaking && !tls.is_handshaking() {
+                            debug!("ftp {k}: data connection TLS ready ({})", tls.describe());
+                        }
+                        if !fenv.plaintext.is_empty() {
+                            f.session
+                                .handle_data_input(fenv.plaintext, &mut env.ctx(now));
+                        }
+                        received == Received::Closed
+                    }
+                    Err(e) => {
+                        // One line; the alert rustls queued, if the socket
+                        // takes it; then only this connection closes, and
+                        // the session answers on the control connection.
+                        info!("ftp {k}: data connection: {e}");
+                        let _ = d.stream.write(tls.output());
+                        let e = io::Error::other(e.to_string());
+                        lose_data(k, f, env, fenv, now, &e);
+                        return true;
+                    }
+                };
+                if closed {
+                    d_eof(f, env, now);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -438,4 +653,12 @@ fn read(
         }
     }
     any
+}
+
+/// The client said goodbye on the data connection (`close_notify`).
+fn d_eof(f: &mut FtpClient, env: &mut Env, now: Instant) {
+    if let Some(d) = &mut f.data {
+        d.readable = false;
+    }
+    f.session.handle_data_eof(&mut env.ctx(now));
 }

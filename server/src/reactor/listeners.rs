@@ -273,7 +273,11 @@ impl Reactor {
                         return;
                     }
                 };
-                let session = FtpSession::new(key, peer_ip, now, skiffd_core::ftp::PASSIVE_TIMEOUT);
+                let mut session =
+                    FtpSession::new(key, peer_ip, now, skiffd_core::ftp::PASSIVE_TIMEOUT);
+                if self.config.tls_config.is_some() {
+                    session.offer_tls(self.config.ftp_require_tls);
+                }
                 Protocol::Ftp(Box::new(FtpClient::new(session, local)))
             }
         };

@@ -74,6 +74,7 @@ impl Harness {
             },
             tls: Vec::new(),
             tls_config: None,
+            ftp_require_tls: false,
             limits,
             max_conns: 64,
             max_conns_per_ip: 64,

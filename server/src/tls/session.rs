@@ -318,7 +318,13 @@ impl TlsSession {
             self.conn.protocol_version(),
             self.conn.negotiated_cipher_suite(),
         ) {
-            (Some(v), Some(s)) => format!("{v:?} {:?}", s.suite()),
+            (Some(v), Some(s)) => {
+                let kind = match self.conn.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => ", resumed",
+                    _ => "",
+                };
+                format!("{v:?} {:?}{kind}", s.suite())
+            }
             _ => "handshaking".into(),
         }
     }
