@@ -131,8 +131,8 @@ struct ServeArgs {
     /// self-signed one, made on first start in DATA_DIR/tls/]
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// The TLS certificate's private key (PEM) [default: the key made with
-    /// the certificate, DATA_DIR/tls/key.pem]
+    /// The TLS certificate's private key (PEM; ECDSA or Ed25519, not RSA)
+    /// [default: the key made with the certificate, DATA_DIR/tls/key.pem]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Largest request body (bodies are streamed, so this can be large).

@@ -19,17 +19,18 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
 
-use rustls::crypto::CryptoProvider;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+use rustls::crypto::ring::{cipher_suite, kx_group, sign};
+use rustls::crypto::{CryptoProvider, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::sign::SigningKey;
 pub use session::{Received, TlsError, TlsSession};
 
 pub use cert::Identity;
 
-/// Builds the configuration every TLS connection shares: TLS 1.3 and 1.2
-/// with rustls's safe defaults, no client certificates, and an in-memory
-/// cache of sessions so that a client's next connection (an FTP data
-/// connection, a reconnecting shell) skips the full handshake.
+/// Builds the configuration every TLS connection shares: TLS 1.3 (the
+/// only version built in), no client certificates, and an in-memory cache
+/// of sessions so that a client's next connection (an FTP data connection,
+/// a reconnecting shell) skips the full handshake.
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, String> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
@@ -38,8 +39,8 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, String> {
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| {
             format!(
-                "{}: the key does not fit the certificate, or is of a kind rustls \
-                 cannot use: {e}",
+                "{}: the key does not fit the certificate, or is not an ECDSA \
+                 (P-256, P-384) or Ed25519 key, the kinds skiffd signs with: {e}",
                 identity.cert_path.display()
             )
         })?;
@@ -87,11 +88,13 @@ impl StoresServerSessions for ReusableSessions {
 }
 
 /// The cryptography TLS connections use: ring's, less what a server that
-/// asks no client for a certificate never uses (and the linker can then
-/// leave out). Key exchange by X25519 or P-256, which every client offers;
+/// asks no client for a certificate never uses. It is assembled here
+/// piece by piece rather than trimmed from rustls's `default_provider()`,
+/// because whatever that function names (RSA signing, the algorithms for
+/// checking certificates) stays in the binary even if it is replaced
+/// afterwards. Key exchange by X25519 or P-256, which every client offers;
 /// AES-GCM, and ChaCha20-Poly1305 for machines without AES instructions.
 fn provider() -> CryptoProvider {
-    let ring = default_provider();
     CryptoProvider {
         cipher_suites: vec![
             cipher_suite::TLS13_AES_128_GCM_SHA256,
@@ -104,7 +107,47 @@ fn provider() -> CryptoProvider {
             all: &[],
             mapping: &[],
         },
-        ..ring
+        secure_random: &SystemRandom,
+        key_provider: &EcKeys,
+    }
+}
+
+/// The server's randomness (handshake nonces, key shares): the kernel's,
+/// through ring.
+#[derive(Debug)]
+struct SystemRandom;
+
+impl SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom as _;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+/// Loads the certificate's private key: elliptic-curve keys only. RSA
+/// signing is ring's largest piece of code after its P-256 tables, and an
+/// RSA certificate can always be replaced by an ECDSA one (which is also
+/// what skiffd makes on first start, and what ACME authorities issue on
+/// request).
+#[derive(Debug)]
+struct EcKeys;
+
+impl KeyProvider for EcKeys {
+    fn load_private_key(
+        &self,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+        if let Ok(ecdsa) = sign::any_ecdsa_type(&key) {
+            return Ok(ecdsa);
+        }
+        match &key {
+            PrivateKeyDer::Pkcs8(pkcs8) => sign::any_eddsa_type(pkcs8),
+            _ => Err(rustls::Error::General(
+                "not an ECDSA or Ed25519 private key".into(),
+            )),
+        }
     }
 }
 
@@ -160,6 +203,25 @@ mod tests {
         // And the frame decoder would have refused it as a header length.
         let len = u32::from_be_bytes(hello[..4].try_into().unwrap());
         assert!(len as usize > skiff::frame::MAX_HEADER);
+    }
+
+    #[test]
+    fn elliptic_curve_keys_load_and_rsa_keys_are_refused() {
+        let made = selfsigned::generate(&["localhost".into()]).unwrap();
+        let p256 = PrivateKeyDer::Pkcs8(made.key_der.into());
+        let signer = EcKeys.load_private_key(p256).unwrap();
+        assert_eq!(signer.algorithm(), rustls::SignatureAlgorithm::ECDSA);
+
+        let rng = ring::rand::SystemRandom::new();
+        let ed25519 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed25519 = PrivateKeyDer::Pkcs8(ed25519.as_ref().to_vec().into());
+        let signer = EcKeys.load_private_key(ed25519).unwrap();
+        assert_eq!(signer.algorithm(), rustls::SignatureAlgorithm::ED25519);
+
+        // PKCS#1 is RSA's own key format: refused by its kind alone.
+        let rsa = PrivateKeyDer::Pkcs1(vec![0x30, 0x03, 0x02, 0x01, 0x00].into());
+        let err = EcKeys.load_private_key(rsa).err().unwrap();
+        assert!(err.to_string().contains("not an ECDSA or Ed25519"), "{err}");
     }
 
     #[test]

@@ -48,8 +48,9 @@ struct Unsaved {
 }
 
 impl Identity {
-    /// Reads a PEM certificate chain and a PEM private key (PKCS#8,
-    /// PKCS#1 or SEC1), as `--tls-cert` and `--tls-key` name them.
+    /// Reads a PEM certificate chain and a PEM private key (PKCS#8 or
+    /// SEC1; an RSA key is read but then refused by `server_config`), as
+    /// `--tls-cert` and `--tls-key` name them.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, String> {
         let read = |path: &Path| {
             fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
