@@ -5,58 +5,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{serve_args, start_with};
-use testkit::{Server, TempDir, run};
+use testkit::{TempDir, run};
 
-const PASSWORD: &str = "open sesame";
-/// How long one client run may take.
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// A server with FTP on 127.0.0.1 port 0, user `alice` with `quota`, and
-/// `extra` flags.
-fn start(quota: &str, extra: &[&str]) -> Server {
-    let dir = TempDir::new("ftp");
-    let data = dir.path("data");
-    common::add_user(&data, "alice", PASSWORD, &["--quota", quota]);
-    let mut args = serve_args(&data);
-    args.extend(["--ftp", "127.0.0.1:0"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    start_with(&args, dir)
-}
-
-fn port(server: &Server) -> String {
-    let addr = server.listener("ftp");
-    addr.rsplit_once(':').expect("HOST:PORT").1.to_string()
-}
-
-fn home(server: &Server) -> std::path::PathBuf {
-    server.data_dir().join("homes/alice")
-}
-
-/// Runs a Python script (ftplib) with the port and password as arguments;
-/// it must print `OK` last.
-fn python(server: &Server, script: &str) -> String {
-    let out = run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(port(server))
-            .arg(PASSWORD)
-            .arg(home(server)),
-        b"",
-        LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("OK"),
-        "python failed ({:?}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
-}
+use common::ftp::{LIMIT, PASSWORD, home, port, python, start};
 
 /// Runs a tool (curl, lftp) in `cwd`; returns its stdout.
 fn tool(cwd: &Path, program: &str, args: &[&str]) -> String {

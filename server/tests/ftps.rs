@@ -8,57 +8,20 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{serve_args, start_with};
 use testkit::{Server, TempDir, run};
 
-const PASSWORD: &str = "open sesame";
-/// How long one client run may take.
-const LIMIT: Duration = Duration::from_secs(120);
+use common::ftp::{LIMIT, PASSWORD, home, port};
 
-/// A server with FTP on 127.0.0.1 port 0 (and so a certificate), user
-/// `alice`, and `extra` flags.
+/// A server with FTP (and so a certificate), user `alice`, and `extra` flags.
 fn start(extra: &[&str]) -> Server {
-    let dir = TempDir::new("ftps");
-    let data = dir.path("data");
-    common::add_user(&data, "alice", PASSWORD, &["--quota", "100M"]);
-    let mut args = serve_args(&data);
-    args.extend(["--ftp", "127.0.0.1:0"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    start_with(&args, dir)
+    common::ftp::start("100M", extra)
 }
 
-fn port(server: &Server) -> String {
-    let addr = server.listener("ftp");
-    addr.rsplit_once(':').expect("HOST:PORT").1.to_string()
-}
-
-fn home(server: &Server) -> std::path::PathBuf {
-    server.data_dir().join("homes/alice")
-}
-
-/// Runs a Python script with the port, password and home as arguments;
-/// it must print `OK` last.
+/// Runs a Python script after [`PRELUDE`], with the port, password and
+/// home as arguments; it must print `OK` last.
 fn python(server: &Server, script: &str) -> String {
-    let out = run(
-        Command::new("python3")
-            .arg("-c")
-            .arg(format!("{PRELUDE}{script}"))
-            .arg(port(server))
-            .arg(PASSWORD)
-            .arg(home(server)),
-        b"",
-        LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("OK"),
-        "python failed ({:?}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    stdout
+    common::ftp::python(server, &format!("{PRELUDE}{script}"))
 }
 
 /// Runs a tool (curl, lftp) in `cwd`; returns its status and output.

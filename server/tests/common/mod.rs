@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ftp;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
