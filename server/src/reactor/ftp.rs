@@ -29,6 +29,7 @@ use mio::{Interest, Registry};
 use rustls::ServerConfig;
 
 use super::client::Env;
+use super::output::{Sent, Via};
 use super::source::{DataSocket, Source};
 use super::{READ_BUDGET, WRITE_BUDGET};
 use crate::tls::session::OUT_LIMIT;
@@ -444,47 +445,34 @@ fn write(
         if !d.writable {
             break;
         }
-        let (sent, file) = match f.session.data_output() {
+        let (sent, via) = match f.session.data_output() {
             DataOut::Nothing => break,
             DataOut::Bytes(b) => {
                 let b = &b[..b.len().min(*budget)];
-                (d.stream.write(b), false)
+                (d.stream.write(b), Via::Write)
             }
             DataOut::File(file, len) => {
                 let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
                 let fd = std::os::fd::AsFd::as_fd(file);
                 let socket = std::os::fd::AsFd::as_fd(&d.stream);
-                (crate::sys::sendfile(socket, fd, count), true)
+                (crate::sys::sendfile(socket, fd, count), Via::Sendfile)
             }
         };
-        match sent {
-            Ok(0) if !file => {
-                let e = io::Error::new(io::ErrorKind::WriteZero, "write returned 0");
-                lose_data(k, f, env, fenv, now, &e);
-                return true;
-            }
-            Ok(n) => {
+        match Sent::of(sent, via) {
+            Sent::Bytes(n) => {
                 any = true;
                 *budget = budget.saturating_sub(n.max(1));
                 env.stats.bytes_out += n as u64;
-                if file {
+                if via == Via::Sendfile {
                     f.session.handle_data_file_sent(n, &mut env.ctx(now));
                 } else {
                     f.session.handle_data_written(n, &mut env.ctx(now));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.writable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if file
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                    ) =>
-            {
-                f.session.data_zero_copy_unavailable();
-            }
-            Err(e) => {
+            Sent::Full => d.writable = false,
+            Sent::Interrupted => {}
+            Sent::NoSendfile => f.session.data_zero_copy_unavailable(),
+            Sent::Lost(e) => {
                 lose_data(k, f, env, fenv, now, &e);
                 return true;
             }
@@ -546,24 +534,19 @@ fn write_tls(
         if !d.writable || *budget == 0 {
             return any;
         }
-        match d.stream.write(&out[..out.len().min(*budget)]) {
-            Ok(0) => {
-                let e = io::Error::new(io::ErrorKind::WriteZero, "write returned 0");
-                lose_data(k, f, env, fenv, now, &e);
-                return true;
-            }
-            Ok(n) => {
+        match Sent::of(d.stream.write(&out[..out.len().min(*budget)]), Via::Write) {
+            Sent::Bytes(n) => {
                 any = true;
                 *budget -= n;
                 env.stats.bytes_out += n as u64;
                 tls.handle_written(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Sent::Full => {
                 d.writable = false;
                 return any;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
+            Sent::Interrupted | Sent::NoSendfile => {}
+            Sent::Lost(e) => {
                 lose_data(k, f, env, fenv, now, &e);
                 return true;
             }

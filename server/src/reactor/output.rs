@@ -18,10 +18,50 @@ use crate::tls::session::OUT_LIMIT;
 
 /// How a transmit is sent, for the results that differ by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
+pub(super) enum Via {
     Write,
     Sendfile,
     Splice,
+}
+
+/// What one `write`, `sendfile` or `splice` to a socket came to: the one
+/// error ladder every output path (framed, TLS, FTP data) shares.
+pub(super) enum Sent {
+    /// `n` bytes went. For a file or a pipe 0 means its source ended early.
+    Bytes(usize),
+    /// The socket is full: wait for the next writable edge.
+    Full,
+    /// A signal interrupted the call: try again.
+    Interrupted,
+    /// The kernel cannot `sendfile` to this socket: copy instead.
+    NoSendfile,
+    /// The connection is lost.
+    Lost(io::Error),
+}
+
+impl Sent {
+    pub(super) fn of(result: io::Result<usize>, via: Via) -> Sent {
+        match result {
+            // A socket write of some bytes never returns 0; if it did,
+            // retrying would spin.
+            Ok(0) if via == Via::Write => {
+                Sent::Lost(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"))
+            }
+            Ok(n) => Sent::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Full,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Interrupted,
+            Err(e)
+                if via == Via::Sendfile
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                Sent::NoSendfile
+            }
+            Err(e) => Sent::Lost(e),
+        }
+    }
 }
 
 /// Sends what the client's state machine offers until it offers nothing,
@@ -78,33 +118,24 @@ pub(super) fn flush(
                 )
             }
         };
-        match sent {
-            // A socket write of some bytes never returns 0; if it did,
-            // retrying would spin.
-            Ok(0) if via == Via::Write => client.fail("write returned 0".into()),
+        match Sent::of(sent, via) {
             // For a file or a pipe, 0 means the source ended early: the
             // state machine decides what that does to the stream.
-            Ok(n) => {
+            Sent::Bytes(n) => {
                 *budget = budget.saturating_sub(n.max(1));
                 env.stats.bytes_out += n as u64;
                 engine.handle_written(n, &mut env.ctx(now));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Sent::Full => {
                 debug!("conn {k}: socket full, output waits ({via:?})");
                 client.writable = false;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if via == Via::Sendfile
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                    ) =>
-            {
+            Sent::Interrupted => {}
+            Sent::NoSendfile => {
                 debug!("conn {k}: no sendfile here; the file is copied instead");
                 engine.handle_zero_copy_refused();
             }
-            Err(e) => {
+            Sent::Lost(e) => {
                 if via == Via::Splice && e.raw_os_error() == Some(libc::EINVAL) {
                     warn!("splice refused ({e}); command output is copied from now on");
                     *env.splice_works = false;
@@ -163,19 +194,18 @@ fn flush_tls(
         if out.is_empty() || !*writable || *budget == 0 {
             return;
         }
-        match stream.write(&out[..out.len().min(*budget)]) {
-            Ok(0) => client.fail("write returned 0".into()),
-            Ok(n) => {
+        match Sent::of(stream.write(&out[..out.len().min(*budget)]), Via::Write) {
+            Sent::Bytes(n) => {
                 *budget -= n;
                 env.stats.bytes_out += n as u64;
                 tls.handle_written(n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Sent::Full => {
                 debug!("conn {k}: socket full, TLS output waits");
                 *writable = false;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => client.fail(format!("write: {e}")),
+            Sent::Interrupted | Sent::NoSendfile => {}
+            Sent::Lost(e) => client.fail(format!("write: {e}")),
         }
     }
 }
