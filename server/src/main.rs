@@ -122,6 +122,11 @@ struct ServeArgs {
     /// without PROT P (see docs/ftp.md) [default: off]
     #[arg(long)]
     ftp_require_tls: bool,
+    /// FTP hashes uploads (MD5) as they arrive, so HASH/XMD5 answer at
+    /// once [default: off: the first HASH/XMD5 reads the file, and the
+    /// answer is kept]
+    #[arg(long)]
+    ftp_hash_uploads: bool,
     /// Framed protocol over TLS, HOST:PORT (connect with
     /// skiff --addr tls://HOST:PORT)
     /// [default: 127.0.0.1:9995, if no listener flag is given]
@@ -282,6 +287,7 @@ impl ServeArgs {
             tls: self.tls_addrs()?,
             tls_config: None,
             ftp_require_tls: self.ftp_require_tls,
+            ftp_hash_uploads: self.ftp_hash_uploads,
             ftp_passive: reactor::FtpPassive {
                 ports: self.ftp_passive,
                 advertise: self.ftp_advertise,

@@ -5,8 +5,8 @@
 //! the file; a break keeps the partial.
 //!
 //! ```text
-//!   bytes ─▶ take (quota) ─▶ batch full / turn over ─▶ [bulk] append + MD5 ─▶ ...
-//!   EOF ─▶ [bulk] last batch, MD5, fsync, rename ─▶ CloseData ─▶ 226
+//!   bytes ─▶ take (quota) ─▶ batch full / turn over ─▶ [bulk] append (+ MD5) ─▶ ...
+//!   EOF ─▶ [bulk] last batch, (MD5,) fsync, rename ─▶ CloseData ─▶ 226
 //!   quota reached ─▶ [bulk] what fit ─▶ CloseData ─▶ 552 (partial kept)
 //!   connection lost ─▶ 426 (partial kept)      disk full ─▶ [quick] delete partial ─▶ 452
 //! ```
@@ -89,7 +89,8 @@ impl FtpSession {
         }
     }
 
-    /// Hands the received bytes to a worker to append and hash.
+    /// Hands the received bytes to a worker to append (and hash, with
+    /// `--ftp-hash-uploads`).
     fn write_batch(&mut self, ctx: &mut Ctx) {
         let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
             return;
@@ -142,13 +143,17 @@ impl FtpSession {
                 match result {
                     Ok((digest, replaced, key)) => {
                         store.landed(replaced, length);
-                        ctx.services.digests.remember(key, digest);
-                        info!(
-                            "ftp {}: stored {} ({length} bytes, md5 {})",
-                            s.key,
-                            store.path,
-                            crate::services::digests::hex(&digest)
-                        );
+                        if let Some(digest) = digest {
+                            ctx.services.digests.remember(key, digest);
+                            info!(
+                                "ftp {}: stored {} ({length} bytes, md5 {})",
+                                s.key,
+                                store.path,
+                                crate::services::digests::hex(&digest)
+                            );
+                        } else {
+                            info!("ftp {}: stored {} ({length} bytes)", s.key, store.path);
+                        }
                         drop(store);
                         s.end_transfer(226, "Transfer complete.");
                     }

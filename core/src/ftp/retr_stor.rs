@@ -216,10 +216,11 @@ impl FtpSession {
         let name = plan.claim.name().to_string();
         let target = plan.target.clone();
         let base = plan.base;
+        let hashed = self.hash_uploads;
         let open = job(
             "stor-open",
             Lane::Bulk,
-            move || store::open(&home, &partial, &name, &target, base),
+            move || store::open(&home, &partial, &name, &target, base, hashed),
             move |opened, s: &mut FtpSession, ctx| {
                 let disk = match opened {
                     Ok(d) => d,

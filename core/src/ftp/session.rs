@@ -115,6 +115,9 @@ pub struct FtpSession {
     pub(super) allo: Option<Reservation>,
     /// `EPSV ALL`: PASV is refused from now on.
     pub(super) epsv_all: bool,
+    /// Uploads are hashed as they arrive (`--ftp-hash-uploads`), rather
+    /// than when `HASH`/`XMD5` first asks.
+    pub(super) hash_uploads: bool,
     /// The job out on a worker, if any: nothing is read meanwhile.
     job: Option<Waiting>,
     /// A command line is being handled (its first job may be refused).
@@ -154,6 +157,7 @@ impl FtpSession {
             rename_from: None,
             allo: None,
             epsv_all: false,
+            hash_uploads: false,
             job: None,
             first_step: false,
             commands_this_turn: 0,
@@ -166,6 +170,15 @@ impl FtpSession {
         };
         s.reply(220, "skiffd FTP ready.");
         s
+    }
+
+    /// Hashes uploads (MD5) as they arrive, so `HASH`/`XMD5` answer a
+    /// fresh upload at once. Off by default: MD5 costs more CPU than
+    /// receiving and writing the bytes together, and most FTP clients
+    /// never ask; unasked, the first `HASH` reads the file once and the
+    /// answer is cached.
+    pub fn hash_uploads(&mut self, on: bool) {
+        self.hash_uploads = on;
     }
 
     /// The logged-in user, if any.

@@ -143,14 +143,16 @@ pub fn choose_base(start: Start, facts: Facts) -> Result<Base, String> {
     }
 }
 
-/// Opens the partial file `name` holding `base`'s bytes, with their MD5,
-/// positioned at its end. For a worker (it may copy or hash a big file).
+/// Opens the partial file `name` holding `base`'s bytes, positioned at
+/// its end, with their MD5 if the upload is `hashed` on the way. For a
+/// worker (it may copy or hash a big file).
 pub fn open(
     home: &Dir,
     partial: &Dir,
     name: &str,
     target: &str,
     base: Base,
+    hashed: bool,
 ) -> io::Result<Partial> {
     let mut options = cap_std::fs::OpenOptions::new();
     options.read(true).write(true).create(true);
@@ -158,19 +160,24 @@ pub fn open(
     let (hasher, written) = match base {
         Base::Empty => {
             file.set_len(0)?;
-            (Md5::new(), 0)
+            (hashed.then(Md5::new), 0)
         }
         Base::Kept(n) => {
             if file.metadata()?.len() < n {
                 return Err(io::Error::other("the interrupted upload shrank"));
             }
             file.set_len(n)?;
-            digests::hash_prefix(&file, n)?
+            if hashed {
+                let (hasher, n) = digests::hash_prefix(&file, n)?;
+                (Some(hasher), n)
+            } else {
+                (None, n)
+            }
         }
         Base::Stored(n) => {
             file.set_len(0)?;
             let (stored, _) = open_regular(home, target).map_err(|(_, m)| io::Error::other(m))?;
-            (copy_prefix(&stored, &mut file, n)?, n)
+            (copy_prefix(&stored, &mut file, n, hashed)?, n)
         }
     };
     file.seek(SeekFrom::Start(written))?;
@@ -181,8 +188,18 @@ pub fn open(
     })
 }
 
-/// Copies and hashes the first `len` bytes of `from` into `to`.
-fn copy_prefix(mut from: &File, to: &mut File, len: u64) -> io::Result<Md5> {
+/// Copies the first `len` bytes of `from` into `to`, hashing them if
+/// `hashed`; without hashing the kernel copies (`copy_file_range`), and
+/// the bytes never pass through this process.
+fn copy_prefix(from: &File, to: &mut File, len: u64, hashed: bool) -> io::Result<Option<Md5>> {
+    if !hashed {
+        let copied = io::copy(&mut from.take(len), to)?;
+        if copied != len {
+            return Err(io::Error::other("the file shrank while it was copied"));
+        }
+        return Ok(None);
+    }
+    let mut from = from;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut left = len;
@@ -196,7 +213,7 @@ fn copy_prefix(mut from: &File, to: &mut File, len: u64) -> io::Result<Md5> {
         hasher.update(&buf[..got]);
         left -= got as u64;
     }
-    Ok(hasher)
+    Ok(Some(hasher))
 }
 
 /// An upload in progress.
@@ -437,12 +454,13 @@ fn room(account: &Account, more: u64) -> u64 {
 pub struct Finished {
     /// The partial file, back.
     pub disk: Partial,
-    /// The landed file's MD5, the size it replaced and its key; or why it
-    /// failed.
-    pub result: io::Result<([u8; 16], u64, FileKey)>,
+    /// The landed file's MD5 (if it was hashed on the way), the size it
+    /// replaced and its key; or why it failed.
+    pub result: io::Result<(Option<[u8; 16]>, u64, FileKey)>,
 }
 
-/// Appends the last batch, finishes the MD5 and lands the file. For a worker.
+/// Appends the last batch, finishes the MD5 (if hashed) and lands the
+/// file. For a worker.
 pub fn finish(
     (mut disk, batch): Batch,
     home: &Dir,
@@ -452,7 +470,7 @@ pub fn finish(
 ) -> Finished {
     let result = (|| {
         disk.append(&batch)?;
-        let digest: [u8; 16] = disk.hasher.clone().finalize().into();
+        let digest = disk.digest();
         let file = disk.file.try_clone()?;
         let (replaced, key) =
             upload::land(file, home, partial, name, path).map_err(|(_, m)| io::Error::other(m))?;

@@ -648,7 +648,20 @@ fn a_stor_lands_whole_on_close_and_its_md5_is_known() {
 
 #[test]
 fn an_interrupted_stor_keeps_the_old_file_and_resumes_both_ways() {
+    interrupted_stor_resumes(false);
+}
+
+#[test]
+fn a_resumed_upload_hashed_on_the_way_knows_the_whole_files_md5() {
+    interrupted_stor_resumes(true);
+}
+
+/// Breaks a `STOR`, resumes it with `REST`+`STOR`, then with `APPE`; with
+/// `hashed`, each resume hashes the kept bytes first, so the MD5 known
+/// at the end is the whole file's.
+fn interrupted_stor_resumes(hashed: bool) {
     let mut h = Harness::logged_in();
+    h.with(|s, _| s.hash_uploads(hashed));
     std::fs::write(h.home().join("f.bin"), b"the old one").unwrap();
     h.services.accounts["alice"].borrow_mut().used += 11;
     let body = pattern(600_000);
@@ -710,8 +723,25 @@ fn an_interrupted_stor_keeps_the_old_file_and_resumes_both_ways() {
     h.upload(&body[500_000..], 7_000);
     assert_eq!(h.take(), "226 Transfer complete.\r\n");
     assert_eq!(std::fs::read(h.home().join("f.bin")).unwrap(), body);
-    let a = h.services.accounts["alice"].borrow();
-    assert_eq!((a.used, a.reserved, a.parked), (5 + 600_000, 0, 0));
+    {
+        let a = h.services.accounts["alice"].borrow();
+        assert_eq!((a.used, a.reserved, a.parked), (5 + 600_000, 0, 0));
+    }
+    // Hashed on the way, the digest is known as the file lands; if not,
+    // the first HASH computes it (and then it is known).
+    let md5 = md5_hex(&body);
+    let known = |h: &Harness| {
+        let meta = std::fs::metadata(h.home().join("f.bin")).unwrap();
+        let key = crate::services::digests::FileKey::of(&meta);
+        h.services
+            .digests
+            .cached(&key)
+            .map(|d| crate::services::digests::hex(&d))
+    };
+    assert_eq!(known(&h), hashed.then(|| md5.clone()));
+    h.send("XMD5 f.bin\r\n");
+    assert_eq!(h.take(), format!("250 {md5}\r\n"));
+    assert_eq!(known(&h), Some(md5));
 }
 
 #[test]

@@ -182,8 +182,10 @@ pub struct Upload {
 pub struct Partial {
     /// The file, open for appending.
     pub file: File,
-    /// MD5 of the bytes written so far.
-    pub hasher: Md5,
+    /// MD5 of the bytes written so far; `None` for an upload that is not
+    /// hashed on the way (FTP's, unless asked: see
+    /// [`crate::ftp::store`]).
+    pub hasher: Option<Md5>,
     /// Bytes in the file.
     pub written: u64,
 }
@@ -194,7 +196,9 @@ impl Partial {
     /// before the rename finds little left to do.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
-        self.hasher.update(bytes);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(bytes);
+        }
         let before = self.written;
         self.written = self.written.saturating_add(bytes.len() as u64);
         if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
@@ -202,6 +206,11 @@ impl Partial {
             skiff::os::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
         }
         Ok(())
+    }
+
+    /// The MD5 of what the file holds, if it was hashed on the way.
+    pub fn digest(&self) -> Option<[u8; 16]> {
+        self.hasher.clone().map(|h| h.finalize().into())
     }
 }
 
@@ -498,7 +507,7 @@ fn open_upload(plan: Plan) -> Next {
                 md5: plan.md5,
                 disk: Some(Partial {
                     file,
-                    hasher,
+                    hasher: Some(hasher),
                     written: kept,
                 }),
                 pending: Vec::new(),
@@ -594,7 +603,7 @@ pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>)
         Lane::Bulk,
         move || {
             let appended = disk.append(&batch);
-            let digest: [u8; 16] = disk.hasher.clone().finalize().into();
+            let digest = disk.digest();
             (disk, appended, digest)
         },
         move |(disk, appended, digest), id, _session, out, _ctx| {
@@ -603,19 +612,19 @@ pub fn finish_upload(mut upload: Upload, id: Option<&Number>, out: &mut Vec<u8>)
             if let Err(e) = appended {
                 return failed(upload, e, id, out);
             }
-            if digest != upload.md5 || written != upload.length {
-                info!(
-                    "upload of {} failed verification: got {}",
-                    upload.path,
-                    hex(&digest)
-                );
-                let message = format!(
-                    "{}: MD5 of the received bytes is {}; nothing was replaced",
-                    upload.path,
-                    hex(&digest)
-                );
-                return delete_partial(upload, Code::ChecksumMismatch, message);
-            }
+            // A `put` is always hashed on the way (`None` never matches).
+            let digest = match digest {
+                Some(d) if d == upload.md5 && written == upload.length => d,
+                _ => {
+                    let got = digest.map_or_else(|| "unknown".to_string(), |d| hex(&d));
+                    info!("upload of {} failed verification: got {got}", upload.path);
+                    let message = format!(
+                        "{}: MD5 of the received bytes is {got}; nothing was replaced",
+                        upload.path
+                    );
+                    return delete_partial(upload, Code::ChecksumMismatch, message);
+                }
+            };
             store(upload, digest)
         },
     ))

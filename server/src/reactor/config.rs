@@ -31,6 +31,8 @@ pub struct Config {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// `--ftp-require-tls`: FTP refuses logins and data in clear text.
     pub ftp_require_tls: bool,
+    /// `--ftp-hash-uploads`: FTP uploads are hashed as they arrive.
+    pub ftp_hash_uploads: bool,
     /// Per-connection limits.
     pub limits: Limits,
     /// Most connections open at once.

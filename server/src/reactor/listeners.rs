@@ -278,6 +278,7 @@ impl Reactor {
                 if self.config.tls_config.is_some() {
                     session.offer_tls(self.config.ftp_require_tls);
                 }
+                session.hash_uploads(self.config.ftp_hash_uploads);
                 Protocol::Ftp(Box::new(FtpClient::new(session, local)))
             }
         };

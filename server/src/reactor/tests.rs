@@ -75,6 +75,7 @@ impl Harness {
             tls: Vec::new(),
             tls_config: None,
             ftp_require_tls: false,
+            ftp_hash_uploads: false,
             limits,
             max_conns: 64,
             max_conns_per_ip: 64,
