@@ -452,7 +452,9 @@ fn write(
                 (d.stream.write(b), Via::Write)
             }
             DataOut::File(file, len) => {
-                let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
+                let count = usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(Via::Sendfile.reach(*budget));
                 let fd = std::os::fd::AsFd::as_fd(file);
                 let socket = std::os::fd::AsFd::as_fd(&d.stream);
                 (crate::sys::sendfile(socket, fd, count), Via::Sendfile)
@@ -461,7 +463,7 @@ fn write(
         match Sent::of(sent, via) {
             Sent::Bytes(n) => {
                 any = true;
-                *budget = budget.saturating_sub(n.max(1));
+                *budget = budget.saturating_sub(via.cost(n));
                 env.stats.bytes_out += n as u64;
                 if via == Via::Sendfile {
                     f.session.handle_data_file_sent(n, &mut env.ctx(now));
