@@ -1,18 +1,11 @@
-//! The properties the fuzz targets check, one function per target.
+//! The checks of the `decoder` and `header` targets: the framed
+//! protocol's parsers.
 //!
-//! They live here, not in the targets, so that two builds can run them:
-//!
-//! - `fuzz/fuzz_targets/*.rs`, under libFuzzer (`cargo fuzz run`, nightly),
-//!   which calls them with generated inputs;
-//! - `tests/fuzz_corpus.rs` in the skiff package, on stable, which pulls
-//!   this file in with `#[path]` and calls them on every file of
-//!   `fuzz/corpus/<target>/`, so that `cargo test` keeps every input the
-//!   fuzzer ever found interesting passing.
-//!
-//! Both builds see the skiff library as the crate `skiff`, so this file
-//! names nothing through `crate::` and needs nothing but skiff and
-//! serde_json. A check "fails" by panicking, which is what libFuzzer
-//! reports as a crash and what `cargo test` reports as a failed test.
+//! `tests/fuzz_corpus.rs` in the skiff package pulls this file in with
+//! `#[path]` and runs it on `fuzz/corpus/decoder` and `fuzz/corpus/header`.
+//! That build sees the skiff library as the crate `skiff` too, so this
+//! file names nothing through `crate::` and needs nothing but skiff and
+//! serde_json.
 
 use skiff::frame::{self, Decoded, Decoder, FrameError, Header, MAX_HEAD};
 use skiff::proto;

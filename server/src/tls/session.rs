@@ -710,4 +710,27 @@ mod tests {
             "{err}"
         );
     }
+
+    /// Every input of the `tls_session` fuzz target's corpus passes its
+    /// check against the server's own configuration.
+    #[test]
+    fn the_fuzz_corpus_passes() {
+        let (server, client) = configs();
+        let configs = crate::tls::fuzz_checks::Configs { server, client };
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tls_session");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{} is empty", dir.display());
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let passed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::tls::fuzz_checks::check_tls_session(&configs, &data)
+            }));
+            assert!(passed.is_ok(), "{} fails its check", file.display());
+        }
+    }
 }
