@@ -36,6 +36,15 @@ pub struct Limits {
     pub exec_per_conn: usize,
     /// Longest a command may run (also the cap on its `timeout`).
     pub exec_max_time: Duration,
+    /// Longest a TLS handshake may take, counted from the connection (or
+    /// from `AUTH TLS`): a client that connects and stalls holds a
+    /// descriptor and a session, so it gets seconds, not the idle timeout.
+    /// On an FTP data connection, the transfer then gets `425`/`426`.
+    pub tls_handshake_timeout: Duration,
+    /// How long an FTP passive listener waits for its client to connect
+    /// (then it is closed and a transfer waiting for it gets `425`), and
+    /// an open data connection for a transfer command.
+    pub ftp_passive_timeout: Duration,
 }
 
 impl Limits {
@@ -60,6 +69,8 @@ impl Default for Limits {
             push_soft_time: Duration::from_secs(10),
             exec_per_conn: 8,
             exec_max_time: Duration::from_secs(3600),
+            tls_handshake_timeout: Duration::from_secs(10),
+            ftp_passive_timeout: Duration::from_secs(30),
         }
     }
 }

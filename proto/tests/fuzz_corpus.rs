@@ -6,7 +6,7 @@
 //! The checks are compiled from the fuzz package's own source file rather
 //! than copied here, so the two cannot drift apart.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/frame.rs"]
 mod checks;
 
 use std::fs;

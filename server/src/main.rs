@@ -127,6 +127,11 @@ struct ServeArgs {
     /// answer is kept]
     #[arg(long)]
     ftp_hash_uploads: bool,
+    /// How long an FTP passive listener waits for its client to connect
+    /// (then its port is freed and the transfer gets 425), and an open
+    /// data connection for a transfer command (e.g. 30, 10s, 500ms).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = positive_duration)]
+    ftp_passive_timeout: Duration,
     /// Framed protocol over TLS, HOST:PORT (connect with
     /// skiff --addr tls://HOST:PORT)
     /// [default: 127.0.0.1:9995, if no listener flag is given]
@@ -140,6 +145,11 @@ struct ServeArgs {
     /// [default: the key made with the certificate, DATA_DIR/tls/key.pem]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How long a TLS handshake may take: on the TLS listener, after FTP's
+    /// AUTH TLS, and on an FTP data connection under PROT P (whose
+    /// transfer then gets 425 or 426; the session goes on).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = positive_duration)]
+    tls_handshake_timeout: Duration,
     /// Largest request body (bodies are streamed, so this can be large).
     #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
     max_body: u64,
@@ -199,6 +209,15 @@ fn host_port(value: &str) -> Result<String, String> {
              or 0.0.0.0:{value} (every network)"
         )),
         _ => Err("expected HOST:PORT, such as 127.0.0.1:9999".into()),
+    }
+}
+
+/// Parses a duration that must not be zero: a timeout of nothing would
+/// end every handshake or passive listener before the client could act.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        d if d.is_zero() => Err(format!("{value:?} is no time at all; give at least 1ms")),
+        d => Ok(d),
     }
 }
 
@@ -306,6 +325,8 @@ impl ServeArgs {
                 push_soft_time: Duration::from_secs(10),
                 exec_per_conn: self.exec_per_conn,
                 exec_max_time: self.exec_max_time,
+                tls_handshake_timeout: self.tls_handshake_timeout,
+                ftp_passive_timeout: self.ftp_passive_timeout,
             },
             max_conns: self.max_conns,
             max_conns_per_ip: self.max_conns_per_ip,
@@ -553,6 +574,40 @@ mod tests {
             &["skiffd", "serve", "--tls-key", "k.pem"],
         ] {
             assert!(Cli::try_parse_from(half).is_err(), "{half:?}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_and_passive_timeouts_are_flags_and_never_zero() {
+        let config = |line: &[&str]| {
+            let Cli { command } = Cli::try_parse_from(line).map_err(|e| e.to_string())?;
+            match command {
+                Some(Command::Serve(args)) => args.config(),
+                _ => panic!("not serve"),
+            }
+        };
+        let defaults = config(&["skiffd", "serve"]).unwrap().limits;
+        assert_eq!(defaults.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.ftp_passive_timeout, Duration::from_secs(30));
+        let set = config(&[
+            "skiffd",
+            "serve",
+            "--tls-handshake-timeout",
+            "250ms",
+            "--ftp-passive-timeout",
+            "2m",
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(set.tls_handshake_timeout, Duration::from_millis(250));
+        assert_eq!(set.ftp_passive_timeout, Duration::from_secs(120));
+        for flag in ["--tls-handshake-timeout", "--ftp-passive-timeout"] {
+            for bad in ["0", "0ms", "-1", "soon"] {
+                assert!(
+                    config(&["skiffd", "serve", flag, bad]).is_err(),
+                    "{flag} {bad}"
+                );
+            }
         }
     }
 

@@ -14,6 +14,12 @@ pub mod cert;
 mod selfsigned;
 pub mod session;
 
+/// The `tls_session` fuzz target's check, compiled from the fuzz package
+/// so that `session`'s tests replay its corpus on stable.
+#[cfg(test)]
+#[path = "../../fuzz/src/tls.rs"]
+mod fuzz_checks;
+
 use std::sync::Arc;
 
 use rustls::ServerConfig;

@@ -360,3 +360,59 @@ print("OK")
     );
     python(&server, &script);
 }
+
+/// A passive listener nobody connects to is closed after
+/// `--ftp-passive-timeout`: the transfer waiting for it gets `425`, its
+/// port refuses connections from then on, and the session goes on.
+#[test]
+fn a_passive_port_nobody_connects_to_times_out_with_425_and_is_freed() {
+    let server = start("1M", &["--ftp-passive-timeout", "500ms"]);
+    std::fs::write(home(&server).join("f.txt"), b"still served").unwrap();
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+import time
+def refused(host, dport):
+    # The reactor closes the listener in the turn it sends the 425, just
+    # after writing it: a connect can slip in between, so allow a moment.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, dport), timeout=5).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+f = connect()
+f.login("alice", password)
+# A transfer command waiting for a connection that never comes.
+host, dport = f.makepasv()
+started = time.monotonic()
+f.putcmd("RETR f.txt")
+try:
+    f.getresp()
+    raise AssertionError("RETR without a data connection succeeded")
+except ftplib.error_temp as e:
+    assert str(e).startswith("425"), e
+waited = time.monotonic() - started
+assert 0.4 <= waited < 5, f"425 after {waited:.2f} s, not the 500 ms timeout"
+assert refused(host, dport), "the passive port is still open"
+# A listener with no command behind it goes the same way; what comes
+# next needs a new PASV.
+host, dport = f.makepasv()
+time.sleep(1.5)
+assert refused(host, dport), "the idle passive port is still open"
+try:
+    f.sendcmd("RETR f.txt")
+    raise AssertionError("RETR without PASV succeeded")
+except ftplib.error_temp as e:
+    assert str(e).startswith("425"), e
+# The control connection was never held up.
+expect("noop", f.voidcmd("NOOP")[:3], "200")
+expect("retr", download(f, "f.txt"), b"still served")
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}

@@ -289,3 +289,65 @@ print("OK")
 "#,
     );
 }
+
+/// A client that connects to the passive port under `PROT P` and never
+/// starts its TLS handshake holds the connection only for
+/// `--tls-handshake-timeout`: a transfer on it gets `426`, one asked for
+/// afterwards `425`, and the control connection keeps working.
+#[test]
+fn a_data_connection_that_never_handshakes_is_closed_at_the_deadline() {
+    let server = start(&["--tls-handshake-timeout", "500ms"]);
+    std::fs::write(home(&server).join("f.bin"), vec![9u8; 50_000]).unwrap();
+    python(
+        &server,
+        r#"
+import time
+def closed_by_server(d):
+    try:
+        return d.recv(1) == b""
+    except ConnectionResetError:
+        return True
+f = connect()
+f.auth()
+f.login("alice", password)
+f.prot_p()
+# A transfer begun on a connection that stays silent.
+host, dport = f.makepasv()
+d = socket.create_connection((host, dport), timeout=20)
+started = time.monotonic()
+f.putcmd("RETR f.bin")
+expect("150", f.getresp()[:3], "150")
+try:
+    f.getresp()
+    raise AssertionError("the transfer succeeded without a handshake")
+except ftplib.error_temp as e:
+    assert str(e).startswith("426"), e
+waited = time.monotonic() - started
+assert 0.4 <= waited < 5, f"426 after {waited:.2f} s, not the 500 ms deadline"
+assert closed_by_server(d), "the data connection is still open"
+d.close()
+# A silent connection with no transfer yet: closed at the deadline too,
+# so the transfer asked for next has no data connection.
+host, dport = f.makepasv()
+d = socket.create_connection((host, dport), timeout=20)
+started = time.monotonic()
+assert closed_by_server(d), "the data connection is still open"
+waited = time.monotonic() - started
+assert 0.3 <= waited < 5, f"closed after {waited:.2f} s, not the 500 ms deadline"
+d.close()
+try:
+    f.sendcmd("RETR f.bin")
+    raise AssertionError("RETR without a data connection succeeded")
+except ftplib.error_temp as e:
+    assert str(e).startswith("425"), e
+# The session goes on: commands, and a transfer that does handshake.
+expect("noop", f.voidcmd("NOOP")[:3], "200")
+buf = io.BytesIO()
+f.retrbinary("RETR f.bin", buf.write)
+got = buf.getvalue()
+expect("retr", (len(got), set(got)), (50_000, {9}))
+f.quit()
+print("OK")
+"#,
+    );
+}

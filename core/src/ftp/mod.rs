@@ -85,5 +85,5 @@ mod verbs;
 #[cfg(test)]
 mod tests;
 
-pub use session::{FtpSession, MAX_COMMANDS_PER_TURN, PASSIVE_TIMEOUT, REPLIES_HIGH};
+pub use session::{FtpSession, MAX_COMMANDS_PER_TURN, REPLIES_HIGH};
 pub use transfer::{DataOut, DataRequest};

@@ -24,9 +24,6 @@ use skiff::proto::Code;
 
 /// Most command lines handled per session per turn.
 pub const MAX_COMMANDS_PER_TURN: u16 = 8;
-/// How long a passive listener waits for the client to connect, and an
-/// open data connection for a transfer command, by default.
-pub const PASSIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Replies queued above which no more commands are handled until the
 /// client has read some: a client that pipelines without reading its
 /// replies fills its socket, not the server's memory.
@@ -139,7 +136,8 @@ pub struct FtpSession {
 }
 
 impl FtpSession {
-    /// A new session, greeting the client.
+    /// A new session, greeting the client. `passive_timeout` is
+    /// [`Limits::ftp_passive_timeout`].
     pub fn new(key: usize, peer: IpAddr, now: Instant, passive_timeout: Duration) -> FtpSession {
         let peer = peer.to_canonical();
         let mut s = FtpSession {

@@ -16,6 +16,11 @@ use crate::limits::Limits;
 use crate::services::Services;
 use crate::stats::Stats;
 
+/// The passive timeout of the harness's sessions: the default one.
+fn passive_timeout() -> Duration {
+    Limits::default().ftp_passive_timeout
+}
+
 const PEER: &str = "127.0.0.1";
 const ALICE_QUOTA: u64 = 1 << 20;
 
@@ -66,7 +71,7 @@ impl Harness {
         std::fs::write(dir.join("homes/alice/hello.txt"), b"hello").unwrap();
         let now = Instant::now();
         let mut h = Harness {
-            s: FtpSession::new(7, PEER.parse().unwrap(), now, PASSIVE_TIMEOUT),
+            s: FtpSession::new(7, PEER.parse().unwrap(), now, passive_timeout()),
             limits: Limits::default(),
             stats: Stats::new(now),
             services: Services::new(dir.clone(), crate::users::UserDb::load(&dir).unwrap()),
@@ -432,7 +437,7 @@ fn failed_logins_are_throttled_like_the_framed_protocol() {
     // A new session from the same address: refused at once, no password
     // check (no job), even with the right password.
     let now = h.now;
-    h.s = FtpSession::new(8, PEER.parse().unwrap(), now, PASSIVE_TIMEOUT);
+    h.s = FtpSession::new(8, PEER.parse().unwrap(), now, passive_timeout());
     h.send("USER alice\r\n");
     h.take();
     h.with(|s, ctx| {
@@ -534,7 +539,7 @@ fn the_passive_listener_lifecycle() {
     h.send("LIST\r\n");
     assert_eq!(h.take(), "");
     // ... and gets 425 when the listener times out, which frees the port.
-    h.advance(PASSIVE_TIMEOUT - Duration::from_secs(1));
+    h.advance(passive_timeout() - Duration::from_secs(1));
     assert_eq!(h.take(), "");
     h.advance(Duration::from_secs(1));
     assert_eq!(
@@ -547,7 +552,7 @@ fn the_passive_listener_lifecycle() {
     assert_eq!(h.take(), "425 Use PASV or EPSV first.\r\n");
     // An open data connection nobody uses is closed too.
     h.open_data();
-    h.advance(PASSIVE_TIMEOUT);
+    h.advance(passive_timeout());
     assert!(!h.connected);
     // The listener is announced with the address the reactor gives; an
     // IPv6 one cannot be said in a 227, only in a 229.
@@ -1109,7 +1114,7 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
         if !h.s.wants_read(&h.limits) {
             waits += 1;
             assert!(waits < 1000, "the session stopped reading for good");
-            h.advance(PASSIVE_TIMEOUT);
+            h.advance(passive_timeout());
             continue;
         }
         let n = rng.random_range(1..=(script.len() - pos).min(200));
@@ -1122,7 +1127,7 @@ fn random_hostile_commands_in_random_pieces_are_all_answered() {
         if h.s.wants_read(&h.limits) && !h.s.data.busy() {
             break;
         }
-        h.advance(PASSIVE_TIMEOUT);
+        h.advance(passive_timeout());
     }
     assert!(h.s.wants_read(&h.limits) && !h.s.is_closing());
     let replies = h.take();

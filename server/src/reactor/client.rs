@@ -15,6 +15,7 @@ use mio::Interest;
 use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
 
+use super::config::Config;
 use super::ftp::{FtpClient, FtpEnv, drive_data};
 use super::output::flush;
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
@@ -27,7 +28,7 @@ use crate::handlers::raw_echo::RawEcho;
 use crate::limits::Limits;
 use crate::services::Services;
 use crate::stats::Stats;
-use crate::tls::{self, Received, TlsError, TlsSession, session::HANDSHAKE_TIMEOUT};
+use crate::tls::{self, Received, TlsError, TlsSession};
 
 /// A connected stream socket.
 pub(super) enum Stream {
@@ -249,7 +250,7 @@ impl Reactor {
             {
                 info!(
                     "conn {k}: TLS handshake not done after {:?}: closed",
-                    HANDSHAKE_TIMEOUT
+                    self.config.limits.tls_handshake_timeout
                 );
                 client.fail("TLS handshake timed out".into());
             }
@@ -396,7 +397,7 @@ impl Reactor {
         // loop: a 1 GiB file never holds it for long.
         client.protocol.engine_mut().start_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
-        start_control_tls(k, client, config.tls_config.as_ref(), now);
+        start_control_tls(k, client, config, now);
         let ftp_control = matches!(client.protocol, Protocol::Ftp(_));
         let mut read_budget = READ_BUDGET;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
@@ -496,13 +497,14 @@ impl Reactor {
                 max_conns: config.max_conns,
                 max_conns_per_ip: config.max_conns_per_ip,
                 tls: config.tls_config.as_ref(),
+                handshake_timeout: config.limits.tls_handshake_timeout,
                 plaintext,
             };
             drive_data(k, f, &mut env, &mut fenv, now);
         }
         client.protocol.engine_mut().end_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);
-        start_control_tls(k, client, config.tls_config.as_ref(), now);
+        start_control_tls(k, client, config, now);
         // A TLS connection that is done says goodbye (close_notify), so
         // the peer knows the stream was not cut short. One try: the socket
         // closes next whether it took it or not.
@@ -603,24 +605,20 @@ fn decrypt(
 /// its control connection's bytes go through TLS. The session read nothing
 /// since the command and dropped what came with it, so the first byte the
 /// TLS layer sees is the client's; clear text there fails as "not TLS".
-fn start_control_tls(
-    k: usize,
-    client: &mut Client,
-    config: Option<&std::sync::Arc<rustls::ServerConfig>>,
-    now: Instant,
-) {
+fn start_control_tls(k: usize, client: &mut Client, config: &Config, now: Instant) {
     let Some(f) = client.protocol.ftp() else {
         return;
     };
     if !f.session.wants_control_tls() || client.tls.is_some() {
         return;
     }
-    let Some(config) = config else {
+    let Some(tls_config) = &config.tls_config else {
         // Cannot happen: AUTH TLS is offered only with a configuration.
         client.fail("AUTH TLS without a TLS configuration".into());
         return;
     };
-    match TlsSession::new(std::sync::Arc::clone(config), now) {
+    let timeout = config.limits.tls_handshake_timeout;
+    match TlsSession::new(std::sync::Arc::clone(tls_config), now, timeout) {
         Ok(session) => {
             debug!("ftp {k}: AUTH TLS: the control connection's handshake begins");
             client.tls = Some(Box::new(session));

@@ -21,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use mio::net::{TcpListener, TcpStream};
@@ -196,6 +196,8 @@ pub(super) struct FtpEnv<'a> {
     pub(super) max_conns_per_ip: usize,
     /// The TLS settings, for data connections under `PROT P`.
     pub(super) tls: Option<&'a Arc<ServerConfig>>,
+    /// How long a data connection's TLS handshake may take.
+    pub(super) handshake_timeout: Duration,
     /// Where decrypted data bytes go before the session takes them.
     pub(super) plaintext: &'a mut Vec<u8>,
 }
@@ -371,7 +373,7 @@ fn accept(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: In
                 f.session.handle_data_closed(&mut env.ctx(now));
                 break;
             };
-            match TlsSession::new(Arc::clone(config), now) {
+            match TlsSession::new(Arc::clone(config), now, fenv.handshake_timeout) {
                 Ok(t) => Some(Box::new(t)),
                 Err(e) => {
                     info!("ftp {k}: data connection from {from}: {e}");

@@ -247,7 +247,8 @@ impl Reactor {
                 let Some(config) = &self.config.tls_config else {
                     return; // main sets it whenever it asks for a TLS listener
                 };
-                match TlsSession::new(Arc::clone(config), now) {
+                let timeout = self.config.limits.tls_handshake_timeout;
+                match TlsSession::new(Arc::clone(config), now, timeout) {
                     Ok(session) => tls = Some(Box::new(session)),
                     Err(e) => {
                         warn!("conn {key}: {e}");
@@ -273,8 +274,8 @@ impl Reactor {
                         return;
                     }
                 };
-                let mut session =
-                    FtpSession::new(key, peer_ip, now, skiffd_core::ftp::PASSIVE_TIMEOUT);
+                let timeout = self.config.limits.ftp_passive_timeout;
+                let mut session = FtpSession::new(key, peer_ip, now, timeout);
                 if self.config.tls_config.is_some() {
                     session.offer_tls(self.config.ftp_require_tls);
                 }

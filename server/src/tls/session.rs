@@ -60,10 +60,6 @@ const KEEP_OUT: usize = 4 * 1024;
 /// shrinks back to this between records.
 const RUSTLS_READ_BUFFER: usize = 4096;
 
-/// Longest a handshake may take: a client that connects and stalls holds
-/// a descriptor and a session, so it gets seconds, not the idle timeout.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The first byte of a TLS record carrying a handshake message: every TLS
 /// connection starts with one (the ClientHello).
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -135,15 +131,20 @@ pub struct TlsSession {
     peer_closed: bool,
     /// We sent `close_notify`: no more plaintext is taken.
     closing: bool,
-    /// When the connection was accepted (the handshake's deadline counts
-    /// from it).
-    started: Instant,
+    /// When the handshake must be done by: the connection's start plus
+    /// [`Limits::tls_handshake_timeout`](crate::limits::Limits::tls_handshake_timeout).
+    deadline: Instant,
 }
 
 impl TlsSession {
-    /// A session for a new connection. `config` is built once at startup
+    /// A session for a new connection, whose handshake must be done within
+    /// `handshake_timeout` from `now`. `config` is built once at startup
     /// and shared by every connection.
-    pub fn new(config: Arc<ServerConfig>, now: Instant) -> Result<TlsSession, TlsError> {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Result<TlsSession, TlsError> {
         let mut conn = ServerConnection::new(config).map_err(TlsError::Handshake)?;
         // Emptied into `out` after every call anyway; this holds rustls
         // to the same bound should that ever change.
@@ -156,7 +157,7 @@ impl TlsSession {
             records: Records::default(),
             peer_closed: false,
             closing: false,
-            started: now,
+            deadline: now + handshake_timeout,
         })
     }
 
@@ -286,8 +287,7 @@ impl TlsSession {
 
     /// When the handshake must be done by, while it is not.
     pub fn handshake_deadline(&self) -> Option<Instant> {
-        self.is_handshaking()
-            .then_some(self.started + HANDSHAKE_TIMEOUT)
+        self.is_handshaking().then_some(self.deadline)
     }
 
     /// Says goodbye (`close_notify`): write the rest of the output, then
@@ -399,6 +399,9 @@ mod tests {
 
     use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    /// The handshake timeout of the sessions under test.
+    const TIMEOUT: Duration = Duration::from_secs(10);
     use std::io::Read;
 
     /// A server config and a client config that trusts its certificate.
@@ -479,7 +482,7 @@ mod tests {
     fn plaintext_crosses_both_ways_at_any_split() {
         let (server, client_config) = configs();
         for chunk in [1, 7, 100, 4096, 1 << 20] {
-            let mut s = TlsSession::new(Arc::clone(&server), Instant::now()).unwrap();
+            let mut s = TlsSession::new(Arc::clone(&server), Instant::now(), TIMEOUT).unwrap();
             let mut c = client(&client_config);
             handshake(&mut s, &mut c, chunk);
             assert!(s.describe().contains("TLS"), "{}", s.describe());
@@ -526,7 +529,7 @@ mod tests {
     #[test]
     fn nothing_is_taken_before_the_handshake_and_a_full_output_stops_taking() {
         let (server, client_config) = configs();
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         assert_eq!(s.write_plaintext(b"too early"), 0);
         let mut c = client(&client_config);
         handshake(&mut s, &mut c, 1 << 20);
@@ -584,7 +587,7 @@ mod tests {
     #[test]
     fn close_notify_both_ways() {
         let (server, client_config) = configs();
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         let mut c = client(&client_config);
         handshake(&mut s, &mut c, 1 << 20);
         c.writer().write_all(b"last words").unwrap();
@@ -612,7 +615,7 @@ mod tests {
     #[test]
     fn an_end_without_close_notify_is_reported_as_unclean() {
         let (server, client_config) = configs();
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         let mut c = client(&client_config);
         handshake(&mut s, &mut c, 1 << 20);
         assert!(!s.handle_eof());
@@ -622,7 +625,7 @@ mod tests {
     fn plaintext_on_the_tls_port_is_refused_with_a_clear_error() {
         let (server, _) = configs();
         let frame = b"\0\0\0\x0f{\"op\":\"hello\"}";
-        let mut s = TlsSession::new(Arc::clone(&server), Instant::now()).unwrap();
+        let mut s = TlsSession::new(Arc::clone(&server), Instant::now(), TIMEOUT).unwrap();
         let err = s.handle_ciphertext(frame, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, TlsError::NotTls { .. }));
         let text = err.to_string();
@@ -631,7 +634,7 @@ mod tests {
             "{text}"
         );
 
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         let err = s
             .handle_ciphertext(b"GET / HTTP/1.1\r\n", &mut Vec::new())
             .unwrap_err();
@@ -644,7 +647,7 @@ mod tests {
     #[test]
     fn garbage_after_a_handshake_record_byte_fails_the_handshake_with_an_alert() {
         let (server, _) = configs();
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         // A handshake record header, then a message that is not a ClientHello.
         let bad = [0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0x00, 0x00, 0x01, 0x00];
         let err = s.handle_ciphertext(&bad, &mut Vec::new()).unwrap_err();
@@ -660,12 +663,12 @@ mod tests {
         for name in ["localhost", "127.0.0.1", "::1"] {
             let name = ServerName::try_from(name).unwrap();
             let mut c = ClientConnection::new(Arc::clone(&client_config), name).unwrap();
-            let mut s = TlsSession::new(Arc::clone(&server), Instant::now()).unwrap();
+            let mut s = TlsSession::new(Arc::clone(&server), Instant::now(), TIMEOUT).unwrap();
             handshake(&mut s, &mut c, 1 << 20);
         }
         let elsewhere = ServerName::try_from("example.com").unwrap();
         let mut c = ClientConnection::new(client_config, elsewhere).unwrap();
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         s.handle_ciphertext(&from_client(&mut c), &mut Vec::new())
             .unwrap();
         let mut flight = s.output();
@@ -690,7 +693,7 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut c = client(&Arc::new(config));
-        let mut s = TlsSession::new(server, Instant::now()).unwrap();
+        let mut s = TlsSession::new(server, Instant::now(), TIMEOUT).unwrap();
         s.handle_ciphertext(&from_client(&mut c), &mut Vec::new())
             .unwrap();
         // The client rejects the server's flight and sends an alert.
@@ -706,5 +709,28 @@ mod tests {
             err.to_string().contains("UnknownCA") || err.to_string().contains("alert"),
             "{err}"
         );
+    }
+
+    /// Every input of the `tls_session` fuzz target's corpus passes its
+    /// check against the server's own configuration.
+    #[test]
+    fn the_fuzz_corpus_passes() {
+        let (server, client) = configs();
+        let configs = crate::tls::fuzz_checks::Configs { server, client };
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tls_session");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{} is empty", dir.display());
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let passed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::tls::fuzz_checks::check_tls_session(&configs, &data)
+            }));
+            assert!(passed.is_ok(), "{} fails its check", file.display());
+        }
     }
 }
