@@ -122,9 +122,8 @@ struct ServeArgs {
     /// without PROT P (see docs/ftp.md) [default: off]
     #[arg(long)]
     ftp_require_tls: bool,
-    /// FTP hashes uploads (MD5) as they arrive, so HASH/XMD5 answer at
-    /// once [default: off: the first HASH/XMD5 reads the file, and the
-    /// answer is kept]
+    /// FTP hashes uploads (MD5) as they arrive; otherwise the first
+    /// HASH/XMD5 reads the file [default: off]
     #[arg(long)]
     ftp_hash_uploads: bool,
     /// How long an FTP passive listener waits for its client to connect

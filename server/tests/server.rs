@@ -656,14 +656,23 @@ fn serve_help_shows_every_default_and_how_listeners_combine() {
     ] {
         assert!(help.contains(default), "{default} missing from:\n{help}");
     }
-    // Every flag but --help says its default.
-    let options = help
-        .split("\n\n")
-        .find(|s| s.starts_with("Options:"))
-        .unwrap();
-    let flags = options.lines().filter(|l| l.trim_start().starts_with("--"));
-    for line in flags.filter(|l| !l.contains("--help")) {
-        assert!(line.contains("[default: "), "no default: {line}");
+    // Every flag but --help says its default (on its own line, or on the
+    // lines under it when the help is laid out that way).
+    let options = help.split_once("Options:").map(|(_, rest)| rest).unwrap();
+    let mut entries: Vec<String> = Vec::new();
+    for line in options.lines().skip(1) {
+        if !line.is_empty() && !line.starts_with(' ') {
+            break; // the text after the options
+        }
+        if line.trim_start().starts_with('-') {
+            entries.push(line.to_string());
+        } else if let Some(entry) = entries.last_mut() {
+            entry.push_str(line);
+        }
+    }
+    assert!(entries.len() > 20, "{entries:?}");
+    for entry in entries.iter().filter(|e| !e.contains("--help")) {
+        assert!(entry.contains("[default: "), "no default: {entry}");
     }
     assert!(help.contains("nothing else"), "{help}");
 }

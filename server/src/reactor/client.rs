@@ -16,7 +16,7 @@ use mio::net::{TcpStream, UnixStream};
 use slab::Slab;
 
 use super::config::Config;
-use super::ftp::{FtpClient, FtpEnv, drive_data};
+use super::ftp::{FtpClient, FtpEnv, data_requests, drive_data};
 use super::output::flush;
 use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
 use crate::children::ChildProc;
@@ -390,6 +390,33 @@ impl Reactor {
             children,
             splice_works,
         };
+        // The FTP data side's borrows of the loop, made where needed (the
+        // read below shares `scratch` and `plaintext`).
+        macro_rules! ftp_env {
+            () => {
+                FtpEnv {
+                    registry: poll.registry(),
+                    scratch,
+                    passive: &config.ftp_passive,
+                    next_port: ftp_next_port,
+                    data_conns: ftp_data_conns,
+                    per_ip,
+                    clients: clients_open,
+                    max_conns: config.max_conns,
+                    max_conns_per_ip: config.max_conns_per_ip,
+                    tls: config.tls_config.as_ref(),
+                    handshake_timeout: config.limits.tls_handshake_timeout,
+                    plaintext,
+                }
+            };
+        }
+        // What an FTP session asked of its data side since its last turn
+        // (a timer may have ended a passive listener) is done before its
+        // replies go: a `425` must not reach a client while the port it
+        // speaks of still accepts.
+        if let Some(f) = client.protocol.ftp() {
+            data_requests(k, f, &mut env, &mut ftp_env!(), now);
+        }
         let mut write_budget = WRITE_BUDGET;
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         // One bounded step of server-side work (a file copied through the
@@ -486,21 +513,7 @@ impl Reactor {
         // An FTP session's data connection: its bytes move in the same
         // turn, before `end_turn` hands an upload's batch to a worker.
         if let Some(f) = client.protocol.ftp() {
-            let mut fenv = FtpEnv {
-                registry: poll.registry(),
-                scratch,
-                passive: &config.ftp_passive,
-                next_port: ftp_next_port,
-                data_conns: ftp_data_conns,
-                per_ip,
-                clients: clients_open,
-                max_conns: config.max_conns,
-                max_conns_per_ip: config.max_conns_per_ip,
-                tls: config.tls_config.as_ref(),
-                handshake_timeout: config.limits.tls_handshake_timeout,
-                plaintext,
-            };
-            drive_data(k, f, &mut env, &mut fenv, now);
+            drive_data(k, f, &mut env, &mut ftp_env!(), now);
         }
         client.protocol.engine_mut().end_turn(&mut env.ctx(now));
         flush(k, client, &mut env, now, &mut write_budget, &[]);

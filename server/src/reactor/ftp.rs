@@ -214,7 +214,7 @@ pub(super) fn drive_data(
     let mut read_budget = READ_BUDGET;
     let mut write_budget = WRITE_BUDGET;
     for _ in 0..ROUNDS {
-        let mut moved = requests(k, f, env, fenv, now);
+        let mut moved = data_requests(k, f, env, fenv, now);
         moved |= accept(k, f, env, fenv, now);
         moved |= write(k, f, env, fenv, now, &mut write_budget);
         moved |= read(k, f, env, fenv, now, &mut read_budget);
@@ -225,7 +225,13 @@ pub(super) fn drive_data(
 }
 
 /// Carries out what the session asked; true if it asked anything.
-fn requests(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: Instant) -> bool {
+pub(super) fn data_requests(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+) -> bool {
     let mut any = false;
     while let Some(request) = f.session.poll_data_request() {
         any = true;
