@@ -18,7 +18,7 @@ use slab::Slab;
 use super::config::Config;
 use super::ftp::{FtpClient, FtpEnv, data_requests, drive_data};
 use super::output::flush;
-use super::{READ_BUDGET, Reactor, Source, WRITE_BUDGET};
+use super::{Reactor, Source};
 use crate::children::ChildProc;
 use crate::conn::Conn;
 use crate::ctx::Ctx;
@@ -373,6 +373,7 @@ impl Reactor {
             ftp_data_conns,
             now,
             plaintext,
+            share,
             ..
         } = self;
         let clients_open = clients.len();
@@ -407,6 +408,7 @@ impl Reactor {
                     tls: config.tls_config.as_ref(),
                     handshake_timeout: config.limits.tls_handshake_timeout,
                     plaintext,
+                    share: *share,
                 }
             };
         }
@@ -417,7 +419,7 @@ impl Reactor {
         if let Some(f) = client.protocol.ftp() {
             data_requests(k, f, &mut env, &mut ftp_env!(), now);
         }
-        let mut write_budget = WRITE_BUDGET;
+        let mut write_budget = *share;
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         // One bounded step of server-side work (a file copied through the
         // buffer, requests left from the last share), then back to the
@@ -426,7 +428,7 @@ impl Reactor {
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         start_control_tls(k, client, config, now);
         let ftp_control = matches!(client.protocol, Protocol::Ftp(_));
-        let mut read_budget = READ_BUDGET;
+        let mut read_budget = *share;
         while client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
                 Ok(0) => {

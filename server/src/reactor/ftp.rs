@@ -31,7 +31,6 @@ use rustls::ServerConfig;
 use super::client::Env;
 use super::output::{Sent, Via};
 use super::source::{DataSocket, Source};
-use super::{READ_BUDGET, WRITE_BUDGET};
 use crate::tls::session::OUT_LIMIT;
 use crate::tls::{Received, TlsSession};
 use skiffd_core::ftp::{DataOut, DataRequest, FtpSession};
@@ -200,6 +199,8 @@ pub(super) struct FtpEnv<'a> {
     pub(super) handshake_timeout: Duration,
     /// Where decrypted data bytes go before the session takes them.
     pub(super) plaintext: &'a mut Vec<u8>,
+    /// Bytes the data connection may read, and write, this turn.
+    pub(super) share: usize,
 }
 
 /// Moves client `k`'s data sockets along: the session's requests,
@@ -211,8 +212,8 @@ pub(super) fn drive_data(
     fenv: &mut FtpEnv,
     now: Instant,
 ) {
-    let mut read_budget = READ_BUDGET;
-    let mut write_budget = WRITE_BUDGET;
+    let mut read_budget = fenv.share;
+    let mut write_budget = fenv.share;
     for _ in 0..ROUNDS {
         let mut moved = data_requests(k, f, env, fenv, now);
         moved |= accept(k, f, env, fenv, now);
@@ -460,9 +461,7 @@ fn write(
                 (d.stream.write(b), Via::Write)
             }
             DataOut::File(file, len) => {
-                let count = usize::try_from(len)
-                    .unwrap_or(usize::MAX)
-                    .min(Via::Sendfile.reach(*budget));
+                let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
                 let fd = std::os::fd::AsFd::as_fd(file);
                 let socket = std::os::fd::AsFd::as_fd(&d.stream);
                 (crate::sys::sendfile(socket, fd, count), Via::Sendfile)
@@ -471,7 +470,7 @@ fn write(
         match Sent::of(sent, via) {
             Sent::Bytes(n) => {
                 any = true;
-                *budget = budget.saturating_sub(via.cost(n));
+                *budget = budget.saturating_sub(n.max(1));
                 env.stats.bytes_out += n as u64;
                 if via == Via::Sendfile {
                     f.session.handle_data_file_sent(n, &mut env.ctx(now));

@@ -24,32 +24,6 @@ pub(super) enum Via {
     Splice,
 }
 
-/// A byte the kernel moves without copying it through this process
-/// (`sendfile`, `splice`) costs the loop about a quarter of a copied one,
-/// so the turn's write budget, which stands for the loop's work, lets
-/// four times as many go. A 1 GiB RETR then needs 1,024 calls, not
-/// 4,096, and each still takes well under a millisecond.
-const ZERO_COPY_DISCOUNT: usize = 4;
-
-impl Via {
-    /// Most bytes one call may send within what is left of `budget`.
-    pub(super) fn reach(self, budget: usize) -> usize {
-        match self {
-            Via::Write => budget,
-            Via::Sendfile | Via::Splice => budget.saturating_mul(ZERO_COPY_DISCOUNT),
-        }
-    }
-
-    /// What sending `n` bytes takes from the budget (at least 1, so a
-    /// source that keeps ending early cannot spin).
-    pub(super) fn cost(self, n: usize) -> usize {
-        match self {
-            Via::Write => n.max(1),
-            Via::Sendfile | Via::Splice => n.div_ceil(ZERO_COPY_DISCOUNT).max(1),
-        }
-    }
-}
-
 /// What one `write`, `sendfile` or `splice` to a socket came to: the one
 /// error ladder every output path (framed, TLS, FTP data) shares.
 pub(super) enum Sent {
@@ -119,9 +93,7 @@ pub(super) fn flush(
                 None => (Via::Write, write_parts(stream, parts, *budget)),
             },
             Some(Transmit::File { file, len }) => {
-                let count = usize::try_from(len)
-                    .unwrap_or(usize::MAX)
-                    .min(Via::Sendfile.reach(*budget));
+                let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
                 let file = std::os::fd::AsFd::as_fd(file);
                 (
                     Via::Sendfile,
@@ -142,7 +114,7 @@ pub(super) fn flush(
                 let pipe = std::os::fd::AsFd::as_fd(pipe);
                 (
                     Via::Splice,
-                    crate::sys::splice(pipe, stream.as_fd(), len.min(Via::Splice.reach(*budget))),
+                    crate::sys::splice(pipe, stream.as_fd(), len.min(*budget)),
                 )
             }
         };
@@ -150,7 +122,7 @@ pub(super) fn flush(
             // For a file or a pipe, 0 means the source ended early: the
             // state machine decides what that does to the stream.
             Sent::Bytes(n) => {
-                *budget = budget.saturating_sub(via.cost(n));
+                *budget = budget.saturating_sub(n.max(1));
                 env.stats.bytes_out += n as u64;
                 engine.handle_written(n, &mut env.ctx(now));
             }

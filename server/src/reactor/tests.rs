@@ -626,3 +626,15 @@ fn a_client_evicted_with_a_job_out_stays_until_the_job_is_back() {
     });
     assert_eq!(h.reactor.stats.connections, 0);
 }
+
+#[test]
+fn a_turn_shares_its_bytes_among_the_clients_it_serves_down_to_a_floor() {
+    use super::{TURN_BYTES, WRITE_BUDGET};
+    // Alone, a client may move a whole turn's worth: fewer, bigger calls.
+    assert_eq!(Reactor::share(0), TURN_BYTES);
+    assert_eq!(Reactor::share(1), TURN_BYTES);
+    assert_eq!(Reactor::share(2), TURN_BYTES / 2);
+    // Busy, each gets the floor, so a turn never waits long on one.
+    assert_eq!(Reactor::share(8), WRITE_BUDGET);
+    assert_eq!(Reactor::share(10_000), WRITE_BUDGET);
+}
