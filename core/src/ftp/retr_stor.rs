@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 
+use log::info;
+
 use super::listing::{Cursor, Format};
 use super::session::{FtpSession, job};
 use super::store::{self, Start, Store};
@@ -224,7 +226,10 @@ impl FtpSession {
             move |opened, s: &mut FtpSession, ctx| {
                 let disk = match opened {
                     Ok(d) => d,
-                    Err(e) => return s.reply(451, &format!("Cannot start the upload: {e}")),
+                    Err(e) => {
+                        info!("ftp {}: cannot start an upload: {e}", s.key);
+                        return s.reply(451, &format!("Cannot start the upload: {e}"));
+                    }
                 };
                 let Plan {
                     target,

@@ -457,6 +457,9 @@ impl FtpSession {
 
     /// Ends the transfer: close the data connection, then this reply.
     pub(super) fn end_transfer(&mut self, code: u16, text: &str) {
+        if code >= 400 {
+            info!("ftp {}: transfer failed: {code} {text}", self.key);
+        }
         self.set_transfer(Transfer::Closing(code, text.to_string()));
         self.data.request(DataRequest::CloseData);
     }
