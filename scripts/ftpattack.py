@@ -616,6 +616,56 @@ time.sleep(60)
     return problems, f"kept {size} B after the kill; resumed file whole, XMD5 matches"
 
 
+def bulk_transfers(srv):
+    """Four sessions fetch a 256 MiB file and two upload 128 MiB at once,
+    as fast as loopback goes: the loop's share per turn at its largest
+    and its smallest. Every byte must arrive whole."""
+    problems = []
+    want = md5_of(os.path.join(srv.home("big"), "big.bin"))
+    src = os.path.join(srv.work, "up.src")
+    up_md5 = make_file(src, 128 << 20, seed=b"up")
+    results = {}
+
+    def fetch(i):
+        c = Ftp(srv.ftp, user="big")
+        port, d = c.epsv()
+        c.send("RETR big.bin")
+        c.expect("150")
+        h = hashlib.md5()
+        while True:
+            chunk = d.recv(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+        d.close()
+        c.expect("226")
+        results[f"retr{i}"] = h.hexdigest() == want
+        c.close()
+
+    def upload(i):
+        c = Ftp(srv.ftp, user="big")
+        port, d = c.epsv()
+        c.send(f"STOR up{i}.bin")
+        c.expect("150")
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                d.sendall(chunk)
+        d.close()
+        c.expect("226")
+        results[f"stor{i}"] = md5_of(os.path.join(srv.home("big"), f"up{i}.bin")) == up_md5
+        c.close()
+
+    srv.begin()
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=upload, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 4)
+    check(len(results) == 6 and all(results.values()), f"transfers whole: {results}", problems)
+    return problems, "4 RETRs of 256 MiB and 2 STORs of 128 MiB at once"
+
+
 def big_files(srv):
     make_file(os.path.join(srv.home("big"), "big.bin"), 256 << 20)
     many = os.path.join(srv.home("big"), "many")
@@ -630,7 +680,7 @@ def resume_source(srv):
 
 # Fixtures made before the probe starts (their disk writes are not the
 # attack's).
-SETUP = {"never-read": big_files, "abor": big_files, "kill-stor": resume_source}
+SETUP = {"never-read": big_files, "abor": big_files, "kill-stor": resume_source, "bulk": big_files}
 
 ATTACKS = {
     "pipeline": pipeline_flood,
@@ -645,6 +695,7 @@ ATTACKS = {
     "never-read": never_read,
     "abor": abor_storm,
     "kill-stor": kill_mid_stor,
+    "bulk": bulk_transfers,
 }
 
 
