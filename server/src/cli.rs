@@ -1,0 +1,1484 @@
+//! The command line of `skiffd`: a table of its commands and their
+//! options, one small parser that reads words against that table, and the
+//! help text printed from it.
+//!
+//! ```text
+//! skiffd [serve] [OPTIONS]               serve (also with no command at all)
+//! skiffd user [--data-dir DIR] add|del|mod|passwd|list [OPTIONS] [NAME]
+//! skiffd completions SHELL               a script from contrib/completions/
+//! skiffd man                             the page in docs/skiffd.1
+//! skiffd help [COMMAND...]               the same as COMMAND... --help
+//! ```
+//!
+//! The command line is small and fixed, so a general argument parser
+//! (clap, with its derive, help and error machinery) would be most of
+//! what it costs in the binary: see BENCHMARKS.md. Here the table says
+//! which options exist, whether each takes a value, may repeat, and what
+//! its default is; the parser sorts words into options and positionals;
+//! each command's `set` gives the values their types, with a usage error
+//! (exit 2) that names the option when a value does not parse.
+//!
+//! The completion scripts and the man page are static files printed by
+//! `completions` and `man`; the tests below check that every command and
+//! option in the table appears in each of them, so they cannot drift.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff::proto::{parse_duration, parse_size};
+
+use crate::usercli::{self, UserCommand};
+
+/// One `--long` option of a command.
+pub struct Opt {
+    /// The name without its dashes: `max-body`.
+    pub long: &'static str,
+    /// The value's name in help (`SIZE`), or `None` for a switch.
+    pub value: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+    /// What happens when the option is not given.
+    pub default: Default,
+    /// May be given more than once (the listeners); any other option
+    /// given twice is a usage error rather than a silent "last one wins".
+    pub repeats: bool,
+}
+
+/// An option's default, as help shows it.
+pub enum Default {
+    /// None to speak of (a switch that is off, an optional value).
+    None,
+    /// A value the parser sets before reading the command line, through
+    /// the same code as a given value: what help shows is what is used.
+    Value(&'static str),
+    /// A sentence for help only: the default is decided elsewhere (the
+    /// listeners serve their defaults only when no listener is named).
+    Note(&'static str),
+}
+
+/// A command: a leaf (`serve`, `user add`) or a group of them (`user`).
+pub struct Command {
+    /// The word that names it: `add`.
+    pub name: &'static str,
+    /// The whole command as typed: `skiffd user add`.
+    pub path: &'static str,
+    /// The rest of the usage line: `[OPTIONS] <NAME>`.
+    pub usage: &'static str,
+    /// The first line of its help, and its line in its group's list.
+    pub about: &'static str,
+    /// The positional argument and its help, if it takes one.
+    pub positional: Option<(&'static str, &'static str)>,
+    pub options: &'static [Opt],
+    /// The commands of a group.
+    pub commands: &'static [&'static Command],
+    /// Left out of its group's list (`man` is for packagers).
+    pub hidden: bool,
+    /// A paragraph printed after the options.
+    pub after: &'static str,
+}
+
+const fn opt(long: &'static str, value: &'static str, help: &'static str, default: Default) -> Opt {
+    Opt {
+        long,
+        value: Some(value),
+        help,
+        default,
+        repeats: false,
+    }
+}
+
+const fn switch(long: &'static str, help: &'static str) -> Opt {
+    Opt {
+        long,
+        value: None,
+        help,
+        default: Default::None,
+        repeats: false,
+    }
+}
+
+/// A repeatable listener option, whose default is served only when no
+/// listener at all is named.
+const fn listener(
+    long: &'static str,
+    value: &'static str,
+    help: &'static str,
+    note: &'static str,
+) -> Opt {
+    Opt {
+        long,
+        value: Some(value),
+        help,
+        default: Default::Note(note),
+        repeats: true,
+    }
+}
+
+/// The whole program.
+pub static SKIFFD: Command = Command {
+    name: "skiffd",
+    path: "skiffd",
+    usage: "[COMMAND]",
+    about: "skiffd: a small, fast, single-threaded network server on one mio loop",
+    positional: None,
+    options: &[],
+    commands: &[&SERVE, &COMPLETIONS, &MAN, &USER],
+    hidden: false,
+    after: "With no command, or with serve's flags and no command \
+            (skiffd --listen 127.0.0.1:7000), skiffd serves.",
+};
+
+pub static SERVE: Command = Command {
+    name: "serve",
+    path: "skiffd serve",
+    usage: "[OPTIONS]",
+    about: "Serve clients (the default when no command is given)",
+    positional: None,
+    options: &[
+        opt(
+            "data-dir",
+            "DIR",
+            "Directory for users, homes and uploads, made absolute at startup",
+            Default::Value("./skiff-data"),
+        ),
+        listener(
+            "listen",
+            "HOST:PORT",
+            "Framed protocol over TCP, HOST:PORT (port 0 picks a free one)",
+            "127.0.0.1:9999, if no listener flag is given",
+        ),
+        listener("unix", "PATH", "Framed protocol over a Unix socket", "none"),
+        listener(
+            "udp-time",
+            "HOST:PORT",
+            "UDP time service: a datagram holding a strftime format gets the time",
+            "127.0.0.1:9998, if no listener flag is given",
+        ),
+        listener(
+            "udp-echo",
+            "HOST:PORT",
+            "UDP echo service",
+            "127.0.0.1:9997, if no listener flag is given",
+        ),
+        listener(
+            "raw-echo",
+            "HOST:PORT",
+            "Raw TCP upper-casing echo (no frames; try it with nc)",
+            "127.0.0.1:9996, if no listener flag is given",
+        ),
+        listener(
+            "ftp",
+            "HOST:PORT",
+            "FTP, for the clients people have (curl, lftp, FileZilla, ftplib): see docs/ftp.md",
+            "127.0.0.1:2121, if no listener flag is given",
+        ),
+        opt(
+            "ftp-passive",
+            "LO-HI",
+            "Ports for FTP's passive data connections, LO-HI (open them in a firewall)",
+            Default::Note("any free port"),
+        ),
+        opt(
+            "ftp-advertise",
+            "ADDR",
+            "The address FTP's PASV replies announce, for a server behind NAT",
+            Default::Note("the address the client connected to"),
+        ),
+        Opt {
+            default: Default::Note("off"),
+            ..switch(
+                "ftp-require-tls",
+                "FTP refuses USER/PASS before AUTH TLS, and data connections without PROT P \
+                 (see docs/ftp.md)",
+            )
+        },
+        listener(
+            "tls-listen",
+            "HOST:PORT",
+            "Framed protocol over TLS, HOST:PORT (connect with skiff --addr tls://HOST:PORT)",
+            "127.0.0.1:9995, if no listener flag is given",
+        ),
+        opt(
+            "tls-cert",
+            "FILE",
+            "The TLS certificate (PEM; the chain, server's first); needs --tls-key",
+            Default::Note("a self-signed one, made on first start in DATA_DIR/tls/"),
+        ),
+        opt(
+            "tls-key",
+            "FILE",
+            "The TLS certificate's private key (PEM; ECDSA or Ed25519, not RSA)",
+            Default::Note("the key made with the certificate, DATA_DIR/tls/key.pem"),
+        ),
+        opt(
+            "max-body",
+            "SIZE",
+            "Largest request body (bodies are streamed, so this can be large)",
+            Default::Value("64G"),
+        ),
+        opt(
+            "idle-timeout",
+            "DURATION",
+            "Close connections idle this long (e.g. 300, 5m, 30s)",
+            Default::Value("300s"),
+        ),
+        opt(
+            "max-conns",
+            "N",
+            "Most connections at once; more get `too_busy`",
+            Default::Value("65536"),
+        ),
+        opt(
+            "max-conns-per-ip",
+            "N",
+            "Most connections from one IP address; more get `too_busy`",
+            Default::Value("16384"),
+        ),
+        opt(
+            "out-high-water",
+            "SIZE",
+            "Queued output per connection above which its input is paused",
+            Default::Value("256K"),
+        ),
+        opt(
+            "out-total",
+            "SIZE",
+            "Buffer memory all connections together may hold. Above half of it connections \
+             pause at 16 KiB of output; above it the ones holding the most are closed",
+            Default::Value("64M"),
+        ),
+        opt(
+            "backlog",
+            "N",
+            "Listen backlog (the kernel caps it at net.core.somaxconn)",
+            Default::Value("4096"),
+        ),
+        opt(
+            "exec-per-conn",
+            "N",
+            "Most commands (exec) running at once per connection",
+            Default::Value("8"),
+        ),
+        opt(
+            "exec-max",
+            "N",
+            "Most commands running at once in all",
+            Default::Value("64"),
+        ),
+        opt(
+            "exec-max-time",
+            "DURATION",
+            "Longest a command may run; also caps a request's `timeout`",
+            Default::Value("1h"),
+        ),
+        opt(
+            "exec-max-output",
+            "SIZE",
+            "Most output one command may produce before it is ended",
+            Default::Value("16G"),
+        ),
+        opt(
+            "shutdown-grace",
+            "DURATION",
+            "How long SIGINT/SIGTERM may take to flush clients before exiting",
+            Default::Value("5s"),
+        ),
+    ],
+    commands: &[],
+    hidden: false,
+    after: "\
+Listeners: each listener flag may be given more than once. Give none of
+them and skiffd serves the loopback defaults shown above. Name any one,
+and skiffd serves exactly the listeners you named and nothing else:
+--listen 127.0.0.1:7000 alone serves no UDP and no raw echo.",
+};
+
+pub static COMPLETIONS: Command = Command {
+    name: "completions",
+    path: "skiffd completions",
+    usage: "<SHELL>",
+    about: "Print a completion script for SHELL \
+            (e.g. skiffd completions bash > ~/.local/share/bash-completion/completions/skiffd)",
+    positional: Some(("SHELL", "The shell: bash, zsh, fish, elvish or powershell")),
+    options: &[],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+pub static MAN: Command = Command {
+    name: "man",
+    path: "skiffd man",
+    usage: "",
+    about: "Print the man page (roff): skiffd man > skiffd.1",
+    positional: None,
+    options: &[],
+    commands: &[],
+    hidden: true,
+    after: "",
+};
+
+/// `--data-dir` of `user` and of each of its commands.
+const USER_DATA_DIR: Opt = opt(
+    "data-dir",
+    "DIR",
+    "Directory for users, homes and uploads",
+    Default::Value("./skiff-data"),
+);
+
+const PASSWORD_STDIN: Opt = switch(
+    "password-stdin",
+    "Read the password from the first line of standard input instead of the terminal",
+);
+
+pub static USER: Command = Command {
+    name: "user",
+    path: "skiffd user",
+    usage: "[OPTIONS] <COMMAND>",
+    about: "Manage users: add, del, mod, passwd, list",
+    positional: None,
+    options: &[USER_DATA_DIR],
+    commands: &[&USER_ADD, &USER_DEL, &USER_MOD, &USER_PASSWD, &USER_LIST],
+    hidden: false,
+    after: "",
+};
+
+pub static USER_ADD: Command = Command {
+    name: "add",
+    path: "skiffd user add",
+    usage: "[OPTIONS] <NAME>",
+    about: "Add a user",
+    positional: Some((
+        "NAME",
+        "Login name: 1 to 32 of a-z 0-9 _ . -, not starting with . or -",
+    )),
+    options: &[
+        USER_DATA_DIR,
+        opt(
+            "quota",
+            "SIZE",
+            "Disk quota: bytes, or with a suffix (10M = 10 MiB, 1G = 1 GiB)",
+            Default::Note("unlimited"),
+        ),
+        switch("exec", "Allow running commands (exec)"),
+        PASSWORD_STDIN,
+    ],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+pub static USER_DEL: Command = Command {
+    name: "del",
+    path: "skiffd user del",
+    usage: "[OPTIONS] <NAME>",
+    about: "Delete a user (their home is kept unless --purge)",
+    positional: Some(("NAME", "Login name")),
+    options: &[
+        USER_DATA_DIR,
+        switch(
+            "purge",
+            "Also delete the user's home and unfinished uploads",
+        ),
+    ],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+pub static USER_MOD: Command = Command {
+    name: "mod",
+    path: "skiffd user mod",
+    usage: "[OPTIONS] <--quota <SIZE|none>|--exec|--no-exec> <NAME>",
+    about: "Change a quota or the right to run commands (at the user's next login)",
+    positional: Some(("NAME", "Login name")),
+    options: &[
+        USER_DATA_DIR,
+        opt(
+            "quota",
+            "SIZE|none",
+            "New disk quota: bytes, or with a suffix (10M = 10 MiB), or `none` for unlimited",
+            Default::None,
+        ),
+        switch("exec", "Allow running commands (exec)"),
+        switch("no-exec", "Forbid running commands"),
+    ],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+pub static USER_PASSWD: Command = Command {
+    name: "passwd",
+    path: "skiffd user passwd",
+    usage: "[OPTIONS] <NAME>",
+    about: "Change a password",
+    positional: Some(("NAME", "Login name")),
+    options: &[USER_DATA_DIR, PASSWORD_STDIN],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+pub static USER_LIST: Command = Command {
+    name: "list",
+    path: "skiffd user list",
+    usage: "[OPTIONS]",
+    about: "List users",
+    positional: None,
+    options: &[USER_DATA_DIR],
+    commands: &[],
+    hidden: false,
+    after: "",
+};
+
+/// What the command line asks for.
+pub enum Action {
+    Serve(Box<ServeArgs>),
+    User {
+        data_dir: PathBuf,
+        command: UserCommand,
+    },
+    Completions(Shell),
+    Man,
+    /// Help or the version: print it and exit successfully.
+    Print(String),
+}
+
+/// A command line that does not parse: printed with the command's usage
+/// line, exit status 2.
+pub struct UsageError {
+    pub message: String,
+    pub command: &'static Command,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.command;
+        write!(
+            f,
+            "error: {}\n\nUsage: {} {}\n\nFor more information, try '{} --help'.",
+            self.message, c.path, c.usage, c.path
+        )
+    }
+}
+
+fn error(command: &'static Command, message: impl Into<String>) -> UsageError {
+    UsageError {
+        message: message.into(),
+        command,
+    }
+}
+
+/// The options of `skiffd serve`, typed. Listener options repeat (see
+/// `SERVE.after`); the others hold their default until given.
+#[derive(Debug, Default)]
+pub struct ServeArgs {
+    pub data_dir: PathBuf,
+    pub listen: Vec<String>,
+    pub unix: Vec<PathBuf>,
+    pub udp_time: Vec<String>,
+    pub udp_echo: Vec<String>,
+    pub raw_echo: Vec<String>,
+    pub ftp: Vec<String>,
+    pub ftp_passive: Option<(u16, u16)>,
+    pub ftp_advertise: Option<std::net::IpAddr>,
+    pub ftp_require_tls: bool,
+    pub tls_listen: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_body: u64,
+    pub idle_timeout: Duration,
+    pub max_conns: usize,
+    pub max_conns_per_ip: usize,
+    pub out_high_water: u64,
+    pub out_total: u64,
+    pub backlog: i32,
+    pub exec_per_conn: usize,
+    pub exec_max: usize,
+    pub exec_max_time: Duration,
+    pub exec_max_output: u64,
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// Sets one option from its value (ignored for a switch). The error
+    /// says what is wrong with the value; the caller names the option.
+    fn set(&mut self, long: &str, value: &OsStr) -> Result<(), String> {
+        let text = || text(value);
+        match long {
+            "data-dir" => self.data_dir = value.into(),
+            "listen" => self.listen.push(host_port(text()?)?),
+            "unix" => self.unix.push(value.into()),
+            "udp-time" => self.udp_time.push(host_port(text()?)?),
+            "udp-echo" => self.udp_echo.push(host_port(text()?)?),
+            "raw-echo" => self.raw_echo.push(host_port(text()?)?),
+            "ftp" => self.ftp.push(host_port(text()?)?),
+            "ftp-passive" => self.ftp_passive = Some(port_range(text()?)?),
+            "ftp-advertise" => {
+                let addr = text()?.parse().map_err(|_| "expected an IP address")?;
+                self.ftp_advertise = Some(addr);
+            }
+            "ftp-require-tls" => self.ftp_require_tls = true,
+            "tls-listen" => self.tls_listen.push(host_port(text()?)?),
+            "tls-cert" => self.tls_cert = Some(value.into()),
+            "tls-key" => self.tls_key = Some(value.into()),
+            "max-body" => self.max_body = parse_size(text()?)?,
+            "idle-timeout" => self.idle_timeout = parse_duration(text()?)?,
+            "max-conns" => self.max_conns = number(text()?)?,
+            "max-conns-per-ip" => self.max_conns_per_ip = number(text()?)?,
+            "out-high-water" => self.out_high_water = parse_size(text()?)?,
+            "out-total" => self.out_total = parse_size(text()?)?,
+            // Non-negative: Linux reads a negative backlog as "the maximum".
+            "backlog" => self.backlog = number(text()?)?,
+            "exec-per-conn" => self.exec_per_conn = number(text()?)?,
+            "exec-max" => self.exec_max = number(text()?)?,
+            "exec-max-time" => self.exec_max_time = parse_duration(text()?)?,
+            "exec-max-output" => self.exec_max_output = parse_size(text()?)?,
+            "shutdown-grace" => self.shutdown_grace = parse_duration(text()?)?,
+            _ => return Err(format!("serve has no option --{long}")),
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a listener address has the form HOST:PORT, so that a
+/// mistake is a usage error (exit 2) that says what to write. Names are
+/// resolved later, at startup.
+pub fn host_port(value: &str) -> Result<String, String> {
+    let port_only = value.parse::<u16>().is_ok();
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_string())
+        }
+        _ if port_only => Err(format!(
+            "a listener needs a host too: 127.0.0.1:{value} (this machine only) \
+             or 0.0.0.0:{value} (every network)"
+        )),
+        _ => Err("expected HOST:PORT, such as 127.0.0.1:9999".into()),
+    }
+}
+
+/// Parses `LO-HI`, a range of ports for FTP's passive listeners.
+fn port_range(value: &str) -> Result<(u16, u16), String> {
+    let bad = || {
+        format!("expected LO-HI with 1 <= LO <= HI <= 65535, such as 40000-40999, not {value:?}")
+    };
+    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+    let (lo, hi) = (
+        lo.parse::<u16>().map_err(|_| bad())?,
+        hi.parse::<u16>().map_err(|_| bad())?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// A whole number in decimal digits that fits `T` (so never negative).
+fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse() {
+        Ok(n) if digits => Ok(n),
+        _ if digits => Err(format!("{value} is too large")),
+        _ => Err(format!("expected a whole number, not {value:?}")),
+    }
+}
+
+/// A value that must be text (anything but a path).
+fn text(value: &OsStr) -> Result<&str, String> {
+    value
+        .to_str()
+        .ok_or_else(|| format!("{} is not valid UTF-8", value.display()))
+}
+
+/// The shells `skiffd completions` has a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    PowerShell,
+}
+
+impl Shell {
+    pub const ALL: [(&str, Shell); 5] = [
+        ("bash", Shell::Bash),
+        ("zsh", Shell::Zsh),
+        ("fish", Shell::Fish),
+        ("elvish", Shell::Elvish),
+        ("powershell", Shell::PowerShell),
+    ];
+
+    /// The completion script, kept in contrib/completions/ for packagers.
+    pub fn script(self) -> &'static str {
+        match self {
+            Shell::Bash => include_str!("../../contrib/completions/skiffd.bash"),
+            Shell::Zsh => include_str!("../../contrib/completions/_skiffd"),
+            Shell::Fish => include_str!("../../contrib/completions/skiffd.fish"),
+            Shell::Elvish => include_str!("../../contrib/completions/skiffd.elv"),
+            Shell::PowerShell => include_str!("../../contrib/completions/skiffd.ps1"),
+        }
+    }
+}
+
+/// The man page (roff), printed by `skiffd man`.
+pub const MAN_PAGE: &str = include_str!("../../docs/skiffd.1");
+
+/// One word of a command line, sorted against a command's options.
+enum Word {
+    Help,
+    /// An option and its value (empty for a switch).
+    Opt(&'static Opt, OsString),
+    Positional(OsString),
+}
+
+/// The words after the program's name, read one at a time.
+struct Words {
+    rest: std::vec::IntoIter<OsString>,
+    /// After `--`, every word is positional.
+    only_positionals: bool,
+}
+
+impl Words {
+    /// The next word, sorted against the options of `command`.
+    fn next(&mut self, command: &'static Command) -> Result<Option<Word>, UsageError> {
+        let Some(word) = self.rest.next() else {
+            return Ok(None);
+        };
+        let bytes = word.as_bytes();
+        if self.only_positionals || bytes == b"-" || !bytes.starts_with(b"-") {
+            return Ok(Some(Word::Positional(word)));
+        }
+        if bytes == b"--" {
+            self.only_positionals = true;
+            return self.next(command);
+        }
+        if bytes == b"-h" || bytes == b"--help" {
+            return Ok(Some(Word::Help));
+        }
+        let unexpected = || {
+            error(
+                command,
+                format!("unexpected argument '{}' found", word.display()),
+            )
+        };
+        let Some(long) = bytes.strip_prefix(b"--") else {
+            return Err(unexpected());
+        };
+        // `--name=value` or `--name value`.
+        let (name, inline) = match long.iter().position(|&b| b == b'=') {
+            Some(i) => (&long[..i], Some(OsStr::from_bytes(&long[i + 1..]))),
+            None => (long, None),
+        };
+        let Some(opt) = command.options.iter().find(|o| o.long.as_bytes() == name) else {
+            return Err(unexpected());
+        };
+        let value = match (opt.value, inline) {
+            (None, None) => OsString::new(),
+            (None, Some(value)) => {
+                return Err(error(
+                    command,
+                    format!(
+                        "unexpected value '{}' for '--{}' found",
+                        value.display(),
+                        opt.long
+                    ),
+                ));
+            }
+            (Some(_), Some(value)) => value.to_owned(),
+            // A value that looks like an option is a forgotten value
+            // (`--data-dir --listen ...`); `--data-dir=--odd` still works.
+            (Some(_), None) => match self.rest.next() {
+                Some(value) if !value.as_bytes().starts_with(b"--") => value,
+                _ => {
+                    return Err(error(
+                        command,
+                        format!(
+                            "a value is required for '{}' but none was supplied",
+                            shown(opt)
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(Some(Word::Opt(opt, value)))
+    }
+}
+
+/// `--name <VALUE>`, or `--name` for a switch: how help and errors show an option.
+fn shown(opt: &Opt) -> String {
+    match opt.value {
+        Some(value) => format!("--{} <{value}>", opt.long),
+        None => format!("--{}", opt.long),
+    }
+}
+
+/// Refuses a second use of an option that does not repeat.
+fn once(
+    command: &'static Command,
+    opt: &'static Opt,
+    seen: &mut Vec<&'static str>,
+) -> Result<(), UsageError> {
+    if !opt.repeats && seen.contains(&opt.long) {
+        return Err(error(
+            command,
+            format!(
+                "the argument '{}' cannot be used multiple times",
+                shown(opt)
+            ),
+        ));
+    }
+    seen.push(opt.long);
+    Ok(())
+}
+
+/// The error for a value that does not parse.
+fn invalid(command: &'static Command, opt: &Opt, value: &OsStr, why: &str) -> UsageError {
+    error(
+        command,
+        format!(
+            "invalid value '{}' for '{}': {why}",
+            value.display(),
+            shown(opt)
+        ),
+    )
+}
+
+/// The command line with `serve` put in front when it starts with a flag
+/// of `serve` rather than a command: `skiffd --listen ...` is
+/// `skiffd serve --listen ...`. Help and version flags are left to the
+/// top level.
+fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let starts_with_flag = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-') && !["-h", "--help", "-V", "--version"].contains(&a));
+    if starts_with_flag {
+        args.insert(1, "serve".into());
+    }
+    args
+}
+
+/// Reads a whole command line, the program's name first.
+pub fn parse(args: Vec<OsString>) -> Result<Action, UsageError> {
+    let mut words = Words {
+        rest: with_default_command(args).into_iter(),
+        only_positionals: false,
+    };
+    words.rest.next(); // the program's name
+    let Some(first) = words.rest.next() else {
+        return serve(&mut words);
+    };
+    match first.to_str().unwrap_or("") {
+        "-h" | "--help" => Ok(Action::Print(help(&SKIFFD))),
+        "-V" | "--version" => Ok(Action::Print(format!(
+            "skiffd {}\n",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        "serve" => serve(&mut words),
+        "user" => user(&mut words),
+        "completions" => completions(&mut words),
+        "man" => match words.next(&MAN)? {
+            None => Ok(Action::Man),
+            Some(Word::Help) => Ok(Action::Print(help(&MAN))),
+            Some(Word::Opt(..)) => unreachable_option(&MAN),
+            Some(Word::Positional(p)) => Err(unexpected(&MAN, &p)),
+        },
+        "help" => help_for(&SKIFFD, &mut words),
+        _ => Err(error(
+            &SKIFFD,
+            format!("unrecognized subcommand '{}'", first.display()),
+        )),
+    }
+}
+
+/// `man` has no options, so its words are never sorted into one.
+fn unreachable_option(command: &'static Command) -> Result<Action, UsageError> {
+    Err(error(command, "takes no options"))
+}
+
+fn unexpected(command: &'static Command, word: &OsStr) -> UsageError {
+    error(
+        command,
+        format!("unexpected argument '{}' found", word.display()),
+    )
+}
+
+/// `help [COMMAND...]`: the help of the command named, or of `group`.
+fn help_for(group: &'static Command, words: &mut Words) -> Result<Action, UsageError> {
+    let mut command = group;
+    for word in words.rest.by_ref() {
+        command = command
+            .commands
+            .iter()
+            .find(|c| OsStr::new(c.name) == word)
+            .ok_or_else(|| {
+                error(
+                    command,
+                    format!("unrecognized subcommand '{}'", word.display()),
+                )
+            })?;
+    }
+    Ok(Action::Print(help(command)))
+}
+
+fn serve(words: &mut Words) -> Result<Action, UsageError> {
+    let mut args = ServeArgs::default();
+    for opt in SERVE.options {
+        if let Default::Value(value) = opt.default {
+            args.set(opt.long, OsStr::new(value))
+                .map_err(|why| invalid(&SERVE, opt, OsStr::new(value), &why))?;
+        }
+    }
+    let mut seen = Vec::new();
+    while let Some(word) = words.next(&SERVE)? {
+        match word {
+            Word::Help => return Ok(Action::Print(help(&SERVE))),
+            Word::Positional(p) => return Err(unexpected(&SERVE, &p)),
+            Word::Opt(opt, value) => {
+                once(&SERVE, opt, &mut seen)?;
+                args.set(opt.long, &value)
+                    .map_err(|why| invalid(&SERVE, opt, &value, &why))?;
+            }
+        }
+    }
+    // A certificate needs its key, and the other way round.
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(_), None) => Err(error(&SERVE, "--tls-cert needs --tls-key <FILE> too")),
+        (None, Some(_)) => Err(error(&SERVE, "--tls-key needs --tls-cert <FILE> too")),
+        _ => Ok(Action::Serve(Box::new(args))),
+    }
+}
+
+fn completions(words: &mut Words) -> Result<Action, UsageError> {
+    let mut shell = None;
+    while let Some(word) = words.next(&COMPLETIONS)? {
+        match word {
+            Word::Help => return Ok(Action::Print(help(&COMPLETIONS))),
+            Word::Opt(..) => return unreachable_option(&COMPLETIONS),
+            Word::Positional(p) if shell.is_none() => {
+                let known = Shell::ALL.iter().find(|(name, _)| OsStr::new(name) == p);
+                shell = Some(known.map(|&(_, s)| s).ok_or_else(|| {
+                    error(
+                        &COMPLETIONS,
+                        format!(
+                            "invalid value '{}' for '<SHELL>': expected bash, zsh, fish, elvish or powershell",
+                            p.display()
+                        ),
+                    )
+                })?);
+            }
+            Word::Positional(p) => return Err(unexpected(&COMPLETIONS, &p)),
+        }
+    }
+    shell.map(Action::Completions).ok_or_else(|| {
+        error(
+            &COMPLETIONS,
+            "the shell is missing: bash, zsh, fish, elvish or powershell",
+        )
+    })
+}
+
+/// What the words of one `user` command came to, before they are checked
+/// against what that command needs.
+#[derive(Default)]
+struct UserWords {
+    name: Option<String>,
+    quota: Option<OsString>,
+    exec: bool,
+    no_exec: bool,
+    purge: bool,
+    password_stdin: bool,
+}
+
+fn user(words: &mut Words) -> Result<Action, UsageError> {
+    let mut data_dir = PathBuf::from(match USER_DATA_DIR.default {
+        Default::Value(dir) => dir,
+        _ => "./skiff-data",
+    });
+    let mut seen = Vec::new();
+    // `--data-dir` may come before the command as well as after it.
+    let name = loop {
+        match words.next(&USER)? {
+            None => {
+                return Err(error(
+                    &USER,
+                    "a command is required: add, del, mod, passwd or list",
+                ));
+            }
+            Some(Word::Help) => return Ok(Action::Print(help(&USER))),
+            Some(Word::Opt(opt, value)) => {
+                once(&USER, opt, &mut seen)?;
+                data_dir = value.into();
+            }
+            Some(Word::Positional(name)) => break name,
+        }
+    };
+    if name == "help" {
+        return help_for(&USER, words);
+    }
+    let Some(&command) = USER.commands.iter().find(|c| OsStr::new(c.name) == name) else {
+        return Err(error(
+            &USER,
+            format!("unrecognized subcommand '{}'", name.display()),
+        ));
+    };
+    let mut got = UserWords::default();
+    while let Some(word) = words.next(command)? {
+        match word {
+            Word::Help => return Ok(Action::Print(help(command))),
+            Word::Positional(p) if got.name.is_none() && command.positional.is_some() => {
+                let name = text(&p).map_err(|why| error(command, format!("NAME: {why}")))?;
+                got.name = Some(name.to_string());
+            }
+            Word::Positional(p) => return Err(unexpected(command, &p)),
+            Word::Opt(opt, value) => {
+                once(command, opt, &mut seen)?;
+                match opt.long {
+                    "data-dir" => data_dir = value.into(),
+                    "quota" => got.quota = Some(value),
+                    "exec" => got.exec = true,
+                    "no-exec" => got.no_exec = true,
+                    "purge" => got.purge = true,
+                    _ => got.password_stdin = true,
+                }
+            }
+        }
+    }
+    let command = user_command(command, got)?;
+    Ok(Action::User { data_dir, command })
+}
+
+/// Checks the words of one `user` command and gives them their types.
+fn user_command(command: &'static Command, got: UserWords) -> Result<UserCommand, UsageError> {
+    let name = match (command.positional, got.name) {
+        (Some(_), None) => return Err(error(command, "the user's <NAME> is missing")),
+        (_, name) => name.unwrap_or_default(),
+    };
+    // `add` and `mod` read --quota differently (`none` is for `mod`).
+    let quota = got.quota.as_deref();
+    Ok(match command.name {
+        "add" => UserCommand::Add {
+            name,
+            quota: typed_quota(command, quota, parse_size)?,
+            exec: got.exec,
+            password_stdin: got.password_stdin,
+        },
+        "del" => UserCommand::Del {
+            name,
+            purge: got.purge,
+        },
+        "mod" => {
+            if got.exec && got.no_exec {
+                return Err(error(
+                    command,
+                    "the argument '--exec' cannot be used with '--no-exec'",
+                ));
+            }
+            let quota = typed_quota(command, quota, usercli::parse_quota)?;
+            if quota.is_none() && !got.exec && !got.no_exec {
+                return Err(error(
+                    command,
+                    "nothing to change: give --quota <SIZE|none>, --exec or --no-exec",
+                ));
+            }
+            UserCommand::Mod {
+                name,
+                quota,
+                exec: got.exec,
+                no_exec: got.no_exec,
+            }
+        }
+        "passwd" => UserCommand::Passwd {
+            name,
+            password_stdin: got.password_stdin,
+        },
+        _ => UserCommand::List,
+    })
+}
+
+/// The value of `--quota`, if given, parsed by `parse`.
+fn typed_quota<T>(
+    command: &'static Command,
+    value: Option<&OsStr>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, UsageError> {
+    let (Some(value), Some(opt)) = (value, command.options.iter().find(|o| o.long == "quota"))
+    else {
+        return Ok(None);
+    };
+    text(value)
+        .and_then(parse)
+        .map(Some)
+        .map_err(|why| invalid(command, opt, value, &why))
+}
+
+/// The help of one command, in the layout clap made familiar.
+pub fn help(command: &Command) -> String {
+    let mut out = format!(
+        "{}\n\nUsage: {} {}\n",
+        command.about, command.path, command.usage
+    );
+    if let Some((name, help)) = command.positional {
+        out.push_str(&format!("\nArguments:\n  <{name}>  {help}\n"));
+    }
+    let listed: Vec<_> = command.commands.iter().filter(|c| !c.hidden).collect();
+    if !listed.is_empty() {
+        let width = listed
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        out.push_str("\nCommands:\n");
+        for c in listed {
+            out.push_str(&format!("  {:width$}  {}\n", c.name, c.about));
+        }
+        let help = "Print this message or the help of the given command";
+        out.push_str(&format!("  {:width$}  {help}\n", "help"));
+    }
+    let mut rows: Vec<(String, String)> = command
+        .options
+        .iter()
+        .map(|o| {
+            let default = match o.default {
+                Default::None => String::new(),
+                Default::Value(d) | Default::Note(d) => format!(" [default: {d}]"),
+            };
+            (
+                format!("      {}", shown(o)),
+                format!("{}{default}", o.help),
+            )
+        })
+        .collect();
+    rows.push(("  -h, --help".into(), "Print help".into()));
+    if std::ptr::eq(command, &SKIFFD) {
+        rows.push(("  -V, --version".into(), "Print version".into()));
+    }
+    let width = rows.iter().map(|(left, _)| left.len()).max().unwrap_or(0);
+    out.push_str("\nOptions:\n");
+    for (left, right) in rows {
+        out.push_str(&format!("{left:width$}  {right}\n"));
+    }
+    if !command.after.is_empty() {
+        out.push_str(&format!("\n{}\n", command.after));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usercli::Quota;
+
+    /// Every command in the table, groups included.
+    fn all_commands() -> Vec<&'static Command> {
+        let mut all = vec![&SKIFFD];
+        let mut i = 0;
+        while let Some(c) = all.get(i) {
+            all.extend(c.commands.iter().copied());
+            i += 1;
+        }
+        all
+    }
+
+    fn parse_words(words: &[&str]) -> Result<Action, UsageError> {
+        let mut args = vec![OsString::from("skiffd")];
+        args.extend(words.iter().map(OsString::from));
+        parse(args)
+    }
+
+    fn serve_args(words: &[&str]) -> ServeArgs {
+        match parse_words(words) {
+            Ok(Action::Serve(args)) => *args,
+            Ok(_) => panic!("{words:?}: not serve"),
+            Err(e) => panic!("{words:?}: {e}"),
+        }
+    }
+
+    fn usage_error(words: &[&str]) -> String {
+        match parse_words(words) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{words:?} parsed"),
+        }
+    }
+
+    fn printed(words: &[&str]) -> String {
+        match parse_words(words) {
+            Ok(Action::Print(text)) => text,
+            _ => panic!("{words:?}: nothing printed"),
+        }
+    }
+
+    /// A value each option's parser takes, by the value's name.
+    fn sample(value: &str) -> &'static str {
+        match value {
+            "HOST:PORT" => "127.0.0.1:0",
+            "SIZE" | "SIZE|none" => "10M",
+            "DURATION" => "30s",
+            "N" => "7",
+            "LO-HI" => "40000-40009",
+            "ADDR" => "192.0.2.1",
+            _ => "some/path",
+        }
+    }
+
+    #[test]
+    fn no_arguments_serve_with_every_default() {
+        let args = serve_args(&[]);
+        assert_eq!(args.data_dir, PathBuf::from("./skiff-data"));
+        assert_eq!(args.max_body, 64 << 30);
+        assert_eq!(args.idle_timeout, Duration::from_secs(300));
+        assert_eq!((args.max_conns, args.max_conns_per_ip), (65536, 16384));
+        assert_eq!((args.out_high_water, args.out_total), (256 << 10, 64 << 20));
+        assert_eq!(args.backlog, 4096);
+        assert_eq!((args.exec_per_conn, args.exec_max), (8, 64));
+        assert_eq!(args.exec_max_time, Duration::from_secs(3600));
+        assert_eq!(args.exec_max_output, 16 << 30);
+        assert_eq!(args.shutdown_grace, Duration::from_secs(5));
+        assert!(args.listen.is_empty() && args.tls_cert.is_none() && !args.ftp_require_tls);
+    }
+
+    #[test]
+    fn every_serve_option_is_accepted_both_ways() {
+        for opt in SERVE.options {
+            let value = opt.value.map(sample);
+            // The certificate and its key each need the other.
+            let partner: &[&str] = match opt.long {
+                "tls-cert" => &["--tls-key", "k.pem"],
+                "tls-key" => &["--tls-cert", "c.pem"],
+                _ => &[],
+            };
+            let spaced = format!("--{}", opt.long);
+            let mut line = vec!["serve", spaced.as_str()];
+            line.extend(value);
+            line.extend(partner);
+            serve_args(&line);
+            if let Some(value) = value {
+                let joined = format!("--{}={value}", opt.long);
+                let mut line = vec!["serve", joined.as_str()];
+                line.extend(partner);
+                serve_args(&line);
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_typed_and_listeners_repeat() {
+        let args = serve_args(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--listen=[::1]:2",
+            "--max-body",
+            "1K",
+            "--idle-timeout=250ms",
+            "--ftp-passive",
+            "40000-40009",
+            "--ftp-advertise",
+            "192.0.2.1",
+            "--ftp-require-tls",
+            "--unix",
+            "/tmp/s",
+        ]);
+        assert_eq!(args.listen, ["127.0.0.1:1", "[::1]:2"]);
+        assert_eq!(args.max_body, 1024);
+        assert_eq!(args.idle_timeout, Duration::from_millis(250));
+        assert_eq!(args.ftp_passive, Some((40000, 40009)));
+        assert_eq!(args.ftp_advertise, Some("192.0.2.1".parse().unwrap()));
+        assert!(args.ftp_require_tls);
+        assert_eq!(args.unix, [PathBuf::from("/tmp/s")]);
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors_that_say_why() {
+        for (line, says) in [
+            (&["serve", "--bogus"][..], "unexpected argument '--bogus'"),
+            (&["--bogus"], "Usage: skiffd serve [OPTIONS]"),
+            (&["serve", "extra"], "unexpected argument 'extra'"),
+            (&["serve", "-x"], "unexpected argument '-x'"),
+            (
+                &["serve", "--listen"],
+                "a value is required for '--listen <HOST:PORT>'",
+            ),
+            (
+                &["serve", "--data-dir", "--listen", "x:1"],
+                "a value is required for '--data-dir",
+            ),
+            (&["serve", "--listen", "9999"], "127.0.0.1:9999"),
+            (
+                &["serve", "--max-conns", "x"],
+                "invalid value 'x' for '--max-conns <N>'",
+            ),
+            (&["serve", "--max-conns", "-1"], "expected a whole number"),
+            (&["serve", "--backlog", "-1"], "expected a whole number"),
+            (&["serve", "--backlog", "99999999999"], "too large"),
+            (&["serve", "--max-body", "lots"], "--max-body <SIZE>"),
+            (&["serve", "--idle-timeout", "-1s"], "--idle-timeout"),
+            (&["serve", "--ftp-passive", "5-3"], "LO <= HI"),
+            (
+                &["serve", "--ftp-advertise", "nope"],
+                "expected an IP address",
+            ),
+            (
+                &["serve", "--ftp-require-tls=yes"],
+                "unexpected value 'yes'",
+            ),
+            (
+                &["serve", "--max-body", "1K", "--max-body", "2K"],
+                "cannot be used multiple times",
+            ),
+            (
+                &["serve", "--tls-cert", "c.pem"],
+                "--tls-cert needs --tls-key",
+            ),
+            (
+                &["serve", "--tls-key", "k.pem"],
+                "--tls-key needs --tls-cert",
+            ),
+            (&["frob"], "unrecognized subcommand 'frob'"),
+            (&["user"], "a command is required"),
+            (&["user", "frob"], "unrecognized subcommand 'frob'"),
+            (&["user", "add"], "<NAME> is missing"),
+            (&["user", "add", "a", "b"], "unexpected argument 'b'"),
+            (
+                &["user", "list", "--purge"],
+                "unexpected argument '--purge'",
+            ),
+            (
+                &["user", "list", "--data-dir"],
+                "a value is required for '--data-dir <DIR>'",
+            ),
+            (
+                &["user", "add", "--quota", "lots", "bob"],
+                "invalid value 'lots' for '--quota <SIZE>'",
+            ),
+            (&["user", "mod", "bob"], "nothing to change"),
+            (
+                &["user", "mod", "--exec", "--no-exec", "bob"],
+                "cannot be used with",
+            ),
+            (&["user", "mod", "--quota", "lots", "bob"], "`none`"),
+            (&["completions"], "the shell is missing"),
+            (&["completions", "tcsh"], "invalid value 'tcsh'"),
+            (&["completions", "bash", "zsh"], "unexpected argument 'zsh'"),
+            (&["man", "x"], "unexpected argument 'x'"),
+            (&["help", "frob"], "unrecognized subcommand 'frob'"),
+        ] {
+            let e = usage_error(line);
+            assert!(e.contains(says), "{line:?}: {e:?} does not say {says:?}");
+            assert!(
+                e.starts_with("error: ") && e.contains("\n\nUsage: skiffd"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_commands_take_data_dir_before_or_after_the_command() {
+        let user = |line: &[&str]| match parse_words(line) {
+            Ok(Action::User { data_dir, command }) => (data_dir, command),
+            Ok(_) => panic!("{line:?}: not user"),
+            Err(e) => panic!("{line:?}: {e}"),
+        };
+        let (dir, command) = user(&[
+            "user",
+            "--data-dir",
+            "/d",
+            "add",
+            "bob",
+            "--quota",
+            "1G",
+            "--exec",
+        ]);
+        assert_eq!(dir, PathBuf::from("/d"));
+        assert!(
+            matches!(command, UserCommand::Add { ref name, quota: Some(q), exec: true, password_stdin: false } if name == "bob" && q == 1 << 30)
+        );
+        let (dir, command) = user(&["user", "mod", "bob", "--quota=none", "--data-dir=/e"]);
+        assert_eq!(dir, PathBuf::from("/e"));
+        assert!(matches!(
+            command,
+            UserCommand::Mod {
+                quota: Some(Quota(None)),
+                exec: false,
+                no_exec: false,
+                ..
+            }
+        ));
+        let (dir, command) = user(&["user", "list"]);
+        assert_eq!(dir, PathBuf::from("./skiff-data"));
+        assert!(matches!(command, UserCommand::List));
+        assert!(matches!(
+            user(&["user", "del", "--purge", "bob"]).1,
+            UserCommand::Del { purge: true, .. }
+        ));
+        assert!(matches!(
+            user(&["user", "passwd", "--password-stdin", "bob"]).1,
+            UserCommand::Passwd {
+                password_stdin: true,
+                ..
+            }
+        ));
+        assert!(
+            usage_error(&["user", "--data-dir", "/a", "list", "--data-dir", "/b"])
+                .contains("multiple times")
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_printed_for_every_command() {
+        assert_eq!(
+            printed(&["-V"]),
+            format!("skiffd {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(printed(&["--version"]), printed(&["-V"]));
+        let top = printed(&["--help"]);
+        assert_eq!(printed(&["help"]), top);
+        assert!(
+            top.contains("  serve ") && top.contains("  user ") && top.contains("-V, --version")
+        );
+        assert!(!top.contains("  man "), "man is for packagers: {top}");
+        for command in all_commands() {
+            let words: Vec<&str> = command.path.split(' ').skip(1).collect();
+            let mut asked = words.clone();
+            asked.push("--help");
+            let help = printed(&asked);
+            assert_eq!(help, super::help(command));
+            assert!(help.starts_with(command.about), "{help}");
+            assert!(
+                help.contains(&format!("Usage: {} ", command.path)),
+                "{help}"
+            );
+            for opt in command.options {
+                assert!(help.contains(&shown(opt)), "{}: {help}", opt.long);
+            }
+            let mut via_help = vec!["help"];
+            via_help.extend(&words);
+            assert_eq!(printed(&via_help), help, "{via_help:?}");
+        }
+        // Help wins over what comes before it, as it did.
+        assert_eq!(
+            printed(&["serve", "--listen=127.0.0.1:0", "--help"]),
+            help(&SERVE)
+        );
+        assert_eq!(
+            printed(&["user", "--data-dir", "/x", "list", "-h"]),
+            help(&USER_LIST)
+        );
+    }
+
+    #[test]
+    fn a_leading_flag_means_serve() {
+        let line = |args: &[&str]| -> Vec<String> {
+            let args = args.iter().map(OsString::from).collect();
+            with_default_command(args)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            line(&["skiffd", "--listen", "x:1"]),
+            ["skiffd", "serve", "--listen", "x:1"]
+        );
+        for unchanged in [
+            &["skiffd"][..],
+            &["skiffd", "--help"],
+            &["skiffd", "-V"],
+            &["skiffd", "user", "list"],
+            &["skiffd", "serve", "--listen", "x:1"],
+        ] {
+            assert_eq!(line(unchanged), unchanged);
+        }
+    }
+
+    #[test]
+    fn listener_addresses_need_a_host_and_a_port() {
+        assert_eq!(host_port("127.0.0.1:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(host_port("[::1]:9999").as_deref(), Ok("[::1]:9999"));
+        assert_eq!(host_port("localhost:80").as_deref(), Ok("localhost:80"));
+        assert!(host_port("9999").unwrap_err().contains("127.0.0.1:9999"));
+        for bad in ["", ":9999", "host", "host:", "host:99999", "host:port"] {
+            assert!(host_port(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_need_not_be_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(b"/tmp/\xff".to_vec());
+        let line = vec![
+            "skiffd".into(),
+            "serve".into(),
+            "--data-dir".into(),
+            odd.clone(),
+        ];
+        match parse(line) {
+            Ok(Action::Serve(args)) => assert_eq!(args.data_dir.as_os_str(), odd),
+            _ => panic!("a non-UTF-8 data dir was refused"),
+        }
+    }
+
+    /// The words `--long` of every option and the name of every command,
+    /// which each completion script and the man page must contain.
+    fn table_words() -> Vec<String> {
+        let mut words = Vec::new();
+        for command in all_commands() {
+            words.push(command.name.to_string());
+            words.extend(command.options.iter().map(|o| format!("--{}", o.long)));
+        }
+        words.sort();
+        words.dedup();
+        words
+    }
+
+    /// fish's `complete` names an option `-l long`: this reads it as `--long`.
+    fn as_long_options(script: &str) -> String {
+        let lines = script
+            .lines()
+            .map(|line| match line.starts_with("complete ") {
+                true => line.replace(" -l ", " --"),
+                false => line.to_string(),
+            });
+        lines.collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn completions_and_the_man_page_know_every_command_and_option() {
+        // The man page escapes dashes (\-): compare with them unescaped.
+        let page = MAN_PAGE.replace("\\-", "-");
+        let texts: Vec<(&str, String)> = Shell::ALL
+            .iter()
+            .map(|&(name, shell)| (name, as_long_options(shell.script())))
+            .chain([("man page", page)])
+            .collect();
+        let words = table_words();
+        for (name, text) in &texts {
+            for word in &words {
+                let found = text.match_indices(word.as_str()).any(|(i, _)| {
+                    // A whole word: `--exec` is not found inside `--exec-max`.
+                    let after = text[i + word.len()..].chars().next();
+                    !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+                assert!(found, "{name} does not mention {word}");
+            }
+            // And nothing the parser no longer knows.
+            for (i, _) in text.match_indices("--") {
+                let flag: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                let known = flag.len() <= 2
+                    || words.contains(&flag)
+                    // --addr is the client's, in "connect with skiff --addr".
+                    || ["--help", "--version", "--addr"].contains(&flag.as_str())
+                    || !flag[2..].starts_with(|c: char| c.is_ascii_lowercase());
+                assert!(known, "{name} mentions {flag}, which skiffd does not take");
+            }
+        }
+    }
+}
