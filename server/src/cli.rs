@@ -592,7 +592,7 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
 fn text(value: &OsStr) -> Result<&str, String> {
     value
         .to_str()
-        .ok_or_else(|| format!("{} is not valid UTF-8", value.display()))
+        .ok_or_else(|| format!("{} is not valid UTF-8", value.to_string_lossy()))
 }
 
 /// The shells `skiffd completions` has a script for.
@@ -602,7 +602,7 @@ pub enum Shell {
     Zsh,
     Fish,
     Elvish,
-    PowerShell,
+    Powershell,
 }
 
 impl Shell {
@@ -611,7 +611,7 @@ impl Shell {
         ("zsh", Shell::Zsh),
         ("fish", Shell::Fish),
         ("elvish", Shell::Elvish),
-        ("powershell", Shell::PowerShell),
+        ("powershell", Shell::Powershell),
     ];
 
     /// The completion script, kept in contrib/completions/ for packagers.
@@ -621,7 +621,7 @@ impl Shell {
             Shell::Zsh => include_str!("../../contrib/completions/_skiffd"),
             Shell::Fish => include_str!("../../contrib/completions/skiffd.fish"),
             Shell::Elvish => include_str!("../../contrib/completions/skiffd.elv"),
-            Shell::PowerShell => include_str!("../../contrib/completions/skiffd.ps1"),
+            Shell::Powershell => include_str!("../../contrib/completions/skiffd.ps1"),
         }
     }
 }
@@ -664,7 +664,7 @@ impl Words {
         let unexpected = || {
             error(
                 command,
-                format!("unexpected argument '{}' found", word.display()),
+                format!("unexpected argument '{}' found", word.to_string_lossy()),
             )
         };
         let Some(long) = bytes.strip_prefix(b"--") else {
@@ -685,7 +685,7 @@ impl Words {
                     command,
                     format!(
                         "unexpected value '{}' for '--{}' found",
-                        value.display(),
+                        value.to_string_lossy(),
                         opt.long
                     ),
                 ));
@@ -743,7 +743,7 @@ fn invalid(command: &'static Command, opt: &Opt, value: &OsStr, why: &str) -> Us
         command,
         format!(
             "invalid value '{}' for '{}': {why}",
-            value.display(),
+            value.to_string_lossy(),
             shown(opt)
         ),
     )
@@ -786,26 +786,27 @@ pub fn parse(args: Vec<OsString>) -> Result<Action, UsageError> {
         "man" => match words.next(&MAN)? {
             None => Ok(Action::Man),
             Some(Word::Help) => Ok(Action::Print(help(&MAN))),
-            Some(Word::Opt(..)) => unreachable_option(&MAN),
+            Some(Word::Opt(..)) => takes_no_options(&MAN),
             Some(Word::Positional(p)) => Err(unexpected(&MAN, &p)),
         },
         "help" => help_for(&SKIFFD, &mut words),
         _ => Err(error(
             &SKIFFD,
-            format!("unrecognized subcommand '{}'", first.display()),
+            format!("unrecognized subcommand '{}'", first.to_string_lossy()),
         )),
     }
 }
 
-/// `man` has no options, so its words are never sorted into one.
-fn unreachable_option(command: &'static Command) -> Result<Action, UsageError> {
+/// For a command without options (`man`, `completions`), whose words
+/// are never sorted into one: the parser has no such option to offer.
+fn takes_no_options(command: &'static Command) -> Result<Action, UsageError> {
     Err(error(command, "takes no options"))
 }
 
 fn unexpected(command: &'static Command, word: &OsStr) -> UsageError {
     error(
         command,
-        format!("unexpected argument '{}' found", word.display()),
+        format!("unexpected argument '{}' found", word.to_string_lossy()),
     )
 }
 
@@ -820,7 +821,7 @@ fn help_for(group: &'static Command, words: &mut Words) -> Result<Action, UsageE
             .ok_or_else(|| {
                 error(
                     command,
-                    format!("unrecognized subcommand '{}'", word.display()),
+                    format!("unrecognized subcommand '{}'", word.to_string_lossy()),
                 )
             })?;
     }
@@ -860,7 +861,7 @@ fn completions(words: &mut Words) -> Result<Action, UsageError> {
     while let Some(word) = words.next(&COMPLETIONS)? {
         match word {
             Word::Help => return Ok(Action::Print(help(&COMPLETIONS))),
-            Word::Opt(..) => return unreachable_option(&COMPLETIONS),
+            Word::Opt(..) => return takes_no_options(&COMPLETIONS),
             Word::Positional(p) if shell.is_none() => {
                 let known = Shell::ALL.iter().find(|(name, _)| OsStr::new(name) == p);
                 shell = Some(known.map(|&(_, s)| s).ok_or_else(|| {
@@ -868,7 +869,7 @@ fn completions(words: &mut Words) -> Result<Action, UsageError> {
                         &COMPLETIONS,
                         format!(
                             "invalid value '{}' for '<SHELL>': expected bash, zsh, fish, elvish or powershell",
-                            p.display()
+                            p.to_string_lossy()
                         ),
                     )
                 })?);
@@ -925,7 +926,7 @@ fn user(words: &mut Words) -> Result<Action, UsageError> {
     let Some(&command) = USER.commands.iter().find(|c| OsStr::new(c.name) == name) else {
         return Err(error(
             &USER,
-            format!("unrecognized subcommand '{}'", name.display()),
+            format!("unrecognized subcommand '{}'", name.to_string_lossy()),
         ));
     };
     let mut got = UserWords::default();
@@ -945,7 +946,13 @@ fn user(words: &mut Words) -> Result<Action, UsageError> {
                     "exec" => got.exec = true,
                     "no-exec" => got.no_exec = true,
                     "purge" => got.purge = true,
-                    _ => got.password_stdin = true,
+                    "password-stdin" => got.password_stdin = true,
+                    other => {
+                        return Err(error(
+                            command,
+                            format!("{} has no option --{other}", command.path),
+                        ));
+                    }
                 }
             }
         }
@@ -1164,6 +1171,29 @@ mod tests {
                 let mut line = vec!["serve", joined.as_str()];
                 line.extend(partner);
                 serve_args(&line);
+            }
+        }
+    }
+
+    #[test]
+    fn every_user_option_is_accepted() {
+        for command in USER.commands {
+            for opt in command.options {
+                let long = format!("--{}", opt.long);
+                let mut line = vec!["user", command.name, long.as_str()];
+                line.extend(opt.value.map(sample));
+                // `mod` needs something to change besides what is tested.
+                if command.name == "mod" && opt.long != "quota" {
+                    line.extend(["--quota", "1M"]);
+                }
+                if command.positional.is_some() {
+                    line.push("bob");
+                }
+                match parse_words(&line) {
+                    Ok(Action::User { .. }) => {}
+                    Ok(_) => panic!("{line:?}: not a user command"),
+                    Err(e) => panic!("{line:?}: {e}"),
+                }
             }
         }
     }
@@ -1438,12 +1468,13 @@ mod tests {
 
     /// fish's `complete` names an option `-l long`: this reads it as `--long`.
     fn as_long_options(script: &str) -> String {
-        let lines = script
-            .lines()
-            .map(|line| match line.starts_with("complete ") {
-                true => line.replace(" -l ", " --"),
-                false => line.to_string(),
-            });
+        let lines = script.lines().map(|line| {
+            if line.starts_with("complete ") {
+                line.replace(" -l ", " --")
+            } else {
+                line.to_string()
+            }
+        });
         lines.collect::<Vec<_>>().join("\n")
     }
 
