@@ -26,12 +26,10 @@ var user-options = [
 
 set edit:completion:arg-completer[skiffd] = {|@words|
   # $words ends with the word being completed.
+  var command = $words[1]
   if (== (count $words) 2) {
     put serve user completions man help --version $@serve-options
-    return
-  }
-  var command = $words[1]
-  if (or (eq $command serve) (str:has-prefix $command -)) {
+  } elif (or (eq $command serve) (str:has-prefix $command -)) {
     put $@serve-options
   } elif (eq $command completions) {
     put bash zsh fish elvish powershell
@@ -55,7 +53,7 @@ set edit:completion:arg-completer[skiffd] = {|@words|
       }
     }
     if (has-key $user-options $sub) {
-      put $@user-options[$sub]
+      all $user-options[$sub]
     }
   }
 }
