@@ -212,24 +212,10 @@ fn worker(
     loop {
         let task = match next.take() {
             Some(task) => task,
-            None => {
-                // The lock is held only while waiting for the next task;
-                // a poisoned lock cannot happen (nothing panics while
-                // holding it) but would only end this worker.
-                let Ok(rx) = tasks.lock() else { return };
-                // Work that comes back soon finds the thread's caches (such
-                // as argon2's 19 MiB) still there; a quiet spell frees them.
-                let task = match rx.recv_timeout(IDLE_GRACE) {
-                    Ok(task) => Ok(task),
-                    Err(RecvTimeoutError::Timeout) => {
-                        idle();
-                        rx.recv()
-                    }
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-                let Ok(task) = task else { return };
-                task
-            }
+            None => match next_task(tasks, idle) {
+                Some(task) => task,
+                None => return,
+            },
         };
         let started = std::time::Instant::now();
         let result = (task.work)();
@@ -254,6 +240,25 @@ fn worker(
         // worker holds the lock, it is waiting: the queue is empty.
         next = tasks.try_lock().ok().and_then(|rx| rx.try_recv().ok());
     }
+}
+
+/// Waits for a task. Work that comes back within [`IDLE_GRACE`] finds the
+/// thread's caches (such as argon2's 19 MiB) still there; after a quiet
+/// spell the thread runs `idle` and then waits as long as it takes.
+/// `None`: the pool is gone.
+///
+/// The lock is held only while waiting (a poisoned lock cannot happen:
+/// nothing panics while holding it; it would only end this worker). The
+/// caches `idle` frees must be shared by the lane's threads, not one
+/// thread's own: while one thread waits, the others wait for the lock.
+fn next_task(tasks: &Mutex<Receiver<Task>>, idle: fn()) -> Option<Task> {
+    match tasks.lock().ok()?.recv_timeout(IDLE_GRACE) {
+        Ok(task) => return Some(task),
+        Err(RecvTimeoutError::Disconnected) => return None,
+        Err(RecvTimeoutError::Timeout) => {}
+    }
+    idle();
+    tasks.lock().ok()?.recv().ok()
 }
 
 #[cfg(test)]
@@ -326,7 +331,7 @@ mod tests {
         assert_eq!(IDLE.load(Ordering::SeqCst), 0);
         // A quiet spell: the hook runs.
         let deadline = Instant::now() + IDLE_GRACE * 10;
-        while IDLE.load(Ordering::SeqCst) < 1 {
+        while IDLE.load(Ordering::SeqCst) == 0 {
             assert!(Instant::now() < deadline, "the idle hook never ran");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -45,7 +45,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use argon2::password_hash::{PasswordHasher, phc::PasswordHash};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -202,39 +202,41 @@ fn check_hash(password: &str, hash: &str) -> bool {
         return false;
     };
     let need = params.block_count();
-    let computed = KDF_MEMORY.with(|memory| {
-        let mut blocks = memory.borrow_mut();
-        if blocks.len() < need {
-            blocks.resize(need, argon2::Block::default());
-        }
-        Argon2::new(algorithm, version, params)
-            .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut blocks[..need])
-            .is_ok()
-    });
+    let mut blocks = kdf_spare().pop().unwrap_or_default();
+    if blocks.len() < need {
+        blocks.resize(need, argon2::Block::default());
+    }
+    let computed = Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut blocks[..need])
+        .is_ok();
+    kdf_spare().push(blocks);
     // `Output`'s equality is constant-time, as in argon2's own verify.
     computed
         && argon2::password_hash::phc::Output::new(out).is_ok_and(|computed| &computed == expected)
 }
 
-thread_local! {
-    /// argon2's working area (19 MiB) on this worker thread, kept while
-    /// checks keep coming: mapped afresh, each check would cost about
-    /// 4,900 page faults and an `munmap`, whose TLB shootdown interrupts
-    /// the loop thread too. [`release_kdf_memory`] frees it when the
-    /// worker runs out of work.
-    static KDF_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// argon2's working areas (19 MiB each) not in use: a check takes one
+/// and gives it back, so logins that keep coming reuse them (mapped
+/// afresh, each check would cost about 4,900 page faults and an `munmap`,
+/// whose TLB shootdown interrupts the loop thread too). At most one per
+/// worker that checks passwords. [`release_kdf_memory`] frees them when
+/// the pool has been quiet for a moment.
+static KDF_SPARE: Mutex<Vec<Vec<argon2::Block>>> = Mutex::new(Vec::new());
+
+/// The spare areas (a panic while holding the lock cannot happen: the
+/// list is only pushed and popped).
+fn kdf_spare() -> std::sync::MutexGuard<'static, Vec<Vec<argon2::Block>>> {
+    KDF_SPARE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Frees this thread's argon2 working area, if it has one. The worker
-/// pool calls it when a worker is about to wait for work, so an idle
-/// server holds none of it.
+/// Frees argon2's spare working areas. The worker pool calls it from any
+/// worker that has been without work for a moment, so an idle server
+/// holds none of them.
 pub fn release_kdf_memory() {
-    KDF_MEMORY.with(|memory| {
-        if !memory.borrow().is_empty() {
-            *memory.borrow_mut() = Vec::new();
-        }
-    });
+    let spare = std::mem::take(&mut *kdf_spare());
+    drop(spare);
 }
 
 /// Does `password` match `hash`, the stored hash of the user logging in?

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod children;
+mod cli;
 mod containment;
 mod listen;
 mod reactor;
@@ -18,238 +19,21 @@ mod usercli;
 // The sans-I/O core, under the names the server's modules use for it.
 use skiffd_core::{buffer, conn, ctx, engine, handlers, limits, pool, services, stats, users};
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{info, warn};
 
-use skiff::proto::{parse_duration, parse_size};
-
+use crate::cli::{Action, ServeArgs};
 use crate::limits::Limits;
 use crate::reactor::{Config, Reactor};
-
-/// skiffd: a small, fast, single-threaded server.
-#[derive(Parser)]
-#[command(
-    name = "skiffd",
-    version,
-    about,
-    long_about = None,
-    after_help = "With no command, or with serve's flags and no command \
-                  (skiffd --listen 127.0.0.1:7000), skiffd serves."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-// Parsed once per run: the size of the largest variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Subcommand)]
-enum Command {
-    /// Serve clients (the default when no command is given).
-    #[command(after_help = LISTENER_HELP)]
-    Serve(Box<ServeArgs>),
-    /// Print a completion script for SHELL (e.g. skiffd completions bash > ~/.local/share/bash-completion/completions/skiffd).
-    Completions {
-        /// The shell: bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff): skiffd man > skiffd.1
-    #[command(hide = true)]
-    Man,
-    /// Manage users: add, del, mod, passwd, list.
-    User {
-        /// Directory for users, homes and uploads.
-        #[arg(long, default_value = "./skiff-data", global = true)]
-        data_dir: PathBuf,
-        #[command(subcommand)]
-        command: usercli::UserCommand,
-    },
-}
-
-/// How the listener flags combine, shown below `skiffd serve --help`.
-const LISTENER_HELP: &str = "\
-Listeners: each listener flag may be given more than once. Give none of
-them and skiffd serves the loopback defaults shown above. Name any one,
-and skiffd serves exactly the listeners you named and nothing else:
---listen 127.0.0.1:7000 alone serves no UDP and no raw echo.";
-
-/// The options of `skiffd serve`. Listener options are repeatable (see
-/// [`LISTENER_HELP`]); their defaults are in their help text, because a
-/// clap default would be served even when another listener is named.
-#[derive(Args, Debug)]
-struct ServeArgs {
-    /// Directory for users, homes and uploads, made absolute at startup.
-    #[arg(long, default_value = "./skiff-data")]
-    data_dir: PathBuf,
-    /// Framed protocol over TCP, HOST:PORT (port 0 picks a free one)
-    /// [default: 127.0.0.1:9999, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    listen: Vec<String>,
-    /// Framed protocol over a Unix socket [default: none]
-    #[arg(long, value_name = "PATH")]
-    unix: Vec<PathBuf>,
-    /// UDP time service: a datagram holding a strftime format gets the time
-    /// [default: 127.0.0.1:9998, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    udp_time: Vec<String>,
-    /// UDP echo service
-    /// [default: 127.0.0.1:9997, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    udp_echo: Vec<String>,
-    /// Raw TCP upper-casing echo (no frames; try it with nc)
-    /// [default: 127.0.0.1:9996, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    raw_echo: Vec<String>,
-    /// FTP, for the clients people have (curl, lftp, FileZilla, ftplib):
-    /// see docs/ftp.md [default: 127.0.0.1:2121, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    ftp: Vec<String>,
-    /// Ports for FTP's passive data connections, LO-HI (open them in a
-    /// firewall) [default: any free port]
-    #[arg(long, value_name = "LO-HI", value_parser = port_range)]
-    ftp_passive: Option<(u16, u16)>,
-    /// The address FTP's PASV replies announce, for a server behind NAT
-    /// [default: the address the client connected to]
-    #[arg(long, value_name = "ADDR")]
-    ftp_advertise: Option<std::net::IpAddr>,
-    /// FTP refuses USER/PASS before AUTH TLS, and data connections
-    /// without PROT P (see docs/ftp.md) [default: off]
-    #[arg(long)]
-    ftp_require_tls: bool,
-    /// FTP hashes uploads (MD5) as they arrive; otherwise the first
-    /// HASH/XMD5 reads the file [default: off]
-    #[arg(long)]
-    ftp_hash_uploads: bool,
-    /// How long an FTP passive listener waits for its client to connect
-    /// (then its port is freed and the transfer gets 425), and an open
-    /// data connection for a transfer command (e.g. 30, 10s, 500ms).
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = positive_duration)]
-    ftp_passive_timeout: Duration,
-    /// Framed protocol over TLS, HOST:PORT (connect with
-    /// skiff --addr tls://HOST:PORT)
-    /// [default: 127.0.0.1:9995, if no listener flag is given]
-    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    tls_listen: Vec<String>,
-    /// The TLS certificate (PEM; the chain, server's first) [default: a
-    /// self-signed one, made on first start in DATA_DIR/tls/]
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The TLS certificate's private key (PEM; ECDSA or Ed25519, not RSA)
-    /// [default: the key made with the certificate, DATA_DIR/tls/key.pem]
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// How long a TLS handshake may take: on the TLS listener, after FTP's
-    /// AUTH TLS, and on an FTP data connection under PROT P (whose
-    /// transfer then gets 425 or 426; the session goes on).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = positive_duration)]
-    tls_handshake_timeout: Duration,
-    /// Largest request body (bodies are streamed, so this can be large).
-    #[arg(long, default_value = "64G", value_name = "SIZE", value_parser = parse_size)]
-    max_body: u64,
-    /// Close connections idle this long (e.g. 300, 5m, 30s).
-    #[arg(long, default_value = "300s", value_name = "DURATION", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// Most connections at once; more get `too_busy`.
-    #[arg(long, default_value_t = 65536, value_name = "N")]
-    max_conns: usize,
-    /// Most connections from one IP address; more get `too_busy`.
-    #[arg(long, default_value_t = 16384, value_name = "N")]
-    max_conns_per_ip: usize,
-    /// Queued output per connection above which its input is paused.
-    #[arg(long, default_value = "256K", value_name = "SIZE", value_parser = parse_size)]
-    out_high_water: u64,
-    /// Buffer memory all connections together may hold. Above half of it
-    /// connections pause at 16 KiB of output; above it the ones holding
-    /// the most are closed.
-    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_size)]
-    out_total: u64,
-    /// Listen backlog (the kernel caps it at net.core.somaxconn).
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    backlog: i32,
-    /// Most commands (exec) running at once per connection.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    exec_per_conn: usize,
-    /// Most commands running at once in all.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    exec_max: usize,
-    /// Longest a command may run; also caps a request's `timeout`.
-    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
-    exec_max_time: Duration,
-    /// Most output one command may produce before it is ended.
-    #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = parse_size)]
-    exec_max_output: u64,
-    /// How long SIGINT/SIGTERM may take to flush clients before exiting.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
-    shutdown_grace: Duration,
-}
 
 /// Where the TLS listener is when no listener flag is given: on loopback
 /// beside the other services, so a first start can be reached over TLS at
 /// once, and moving it to a network is one flag.
 const DEFAULT_TLS: &str = "127.0.0.1:9995";
-
-/// Checks that a listener address has the form HOST:PORT, so that a
-/// mistake is a usage error (exit 2) that says what to write. Names are
-/// resolved later, at startup.
-fn host_port(value: &str) -> Result<String, String> {
-    let port_only = value.parse::<u16>().is_ok();
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(value.to_string())
-        }
-        _ if port_only => Err(format!(
-            "a listener needs a host too: 127.0.0.1:{value} (this machine only) \
-             or 0.0.0.0:{value} (every network)"
-        )),
-        _ => Err("expected HOST:PORT, such as 127.0.0.1:9999".into()),
-    }
-}
-
-/// Parses a duration that must not be zero: a timeout of nothing would
-/// end every handshake or passive listener before the client could act.
-fn positive_duration(value: &str) -> Result<Duration, String> {
-    match parse_duration(value)? {
-        d if d.is_zero() => Err(format!("{value:?} is no time at all; give at least 1ms")),
-        d => Ok(d),
-    }
-}
-
-/// Parses `LO-HI`, a range of ports for FTP's passive listeners.
-fn port_range(value: &str) -> Result<(u16, u16), String> {
-    let bad = || {
-        format!("expected LO-HI with 1 <= LO <= HI <= 65535, such as 40000-40999, not {value:?}")
-    };
-    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
-    let (lo, hi) = (
-        lo.parse::<u16>().map_err(|_| bad())?,
-        hi.parse::<u16>().map_err(|_| bad())?,
-    );
-    if lo == 0 || lo > hi {
-        return Err(bad());
-    }
-    Ok((lo, hi))
-}
-
-/// The command line with `serve` put in front when it starts with a flag
-/// of `serve` rather than a command: `skiffd --listen ...` is
-/// `skiffd serve --listen ...`. Help and version flags are left to the
-/// top level.
-fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
-    let starts_with_flag = args
-        .get(1)
-        .and_then(|a| a.to_str())
-        .is_some_and(|a| a.starts_with('-') && !["-h", "--help", "-V", "--version"].contains(&a));
-    if starts_with_flag {
-        args.insert(1, "serve".into());
-    }
-    args
-}
 
 impl ServeArgs {
     /// No listener flag was given: every service gets its loopback default.
@@ -455,29 +239,30 @@ fn absolute_data_dir(dir: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))
 }
 
+/// Writes text to standard output; a closed pipe (`skiffd man | head`)
+/// is an error to report, not a panic as `print!` would make it.
+fn print(text: &str) -> Result<(), String> {
+    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+        .map_err(|e| format!("cannot write to standard output: {e}"))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
-    let command = cli.command.unwrap_or_else(|| {
-        let Cli { command } = Cli::parse_from(["skiffd", "serve"]);
-        command.expect("serve parses without arguments")
-    });
-    let result = match command {
-        Command::Serve(args) => serve(*args),
-        Command::User { data_dir, command } => usercli::run(&data_dir, command),
-        Command::Completions { shell } => {
-            // Built in memory: clap_complete panics if its writer fails
-            // (a closed pipe), a plain write does not.
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "skiffd", &mut script);
-            std::io::Write::write_all(&mut std::io::stdout(), &script)
-                .map_err(|e| format!("cannot write the completion script: {e}"))
+    let action = match cli::parse(std::env::args_os().collect()) {
+        Ok(action) => action,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| format!("cannot write the man page: {e}")),
+    };
+    let result = match action {
+        Action::Serve(args) => serve(*args),
+        Action::User { data_dir, command } => usercli::run(&data_dir, command),
+        Action::Completions(shell) => print(shell.script()),
+        Action::Man => print(cli::MAN_PAGE),
+        Action::Print(text) => print(&text),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -491,41 +276,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listener_addresses_need_a_host_and_a_port() {
-        assert_eq!(host_port("127.0.0.1:0").as_deref(), Ok("127.0.0.1:0"));
-        assert_eq!(host_port("[::1]:9999").as_deref(), Ok("[::1]:9999"));
-        assert_eq!(host_port("localhost:80").as_deref(), Ok("localhost:80"));
-        assert!(host_port("9999").unwrap_err().contains("127.0.0.1:9999"));
-        for bad in ["", ":9999", "host", "host:", "host:99999", "host:port"] {
-            assert!(host_port(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_leading_flag_means_serve() {
-        let line = |args: &[&str]| -> Vec<String> {
-            let args = args.iter().map(OsString::from).collect();
-            with_default_command(args)
-                .into_iter()
-                .map(|a| a.into_string().unwrap())
-                .collect()
-        };
-        assert_eq!(
-            line(&["skiffd", "--listen", "x:1"]),
-            ["skiffd", "serve", "--listen", "x:1"]
-        );
-        for unchanged in [
-            &["skiffd"][..],
-            &["skiffd", "--help"],
-            &["skiffd", "-V"],
-            &["skiffd", "user", "list"],
-            &["skiffd", "serve", "--listen", "x:1"],
-        ] {
-            assert_eq!(line(unchanged), unchanged);
-        }
-    }
+    use std::ffi::OsString;
 
     #[test]
     fn a_new_certificate_is_announced_with_its_fingerprint_and_how_to_connect() {
@@ -547,12 +298,9 @@ mod tests {
 
     #[test]
     fn tls_listens_on_loopback_by_default_and_only_when_named_otherwise() {
-        let args = |line: &[&str]| {
-            let Cli { command } = Cli::parse_from(line);
-            match command {
-                Some(Command::Serve(args)) => args,
-                _ => panic!("not serve"),
-            }
+        let args = |line: &[&str]| match cli::parse(line.iter().map(OsString::from).collect()) {
+            Ok(Action::Serve(args)) => args,
+            _ => panic!("not serve"),
         };
         let all = args(&["skiffd", "serve"]);
         assert_eq!(
@@ -567,27 +315,21 @@ mod tests {
             ["127.0.0.1:0".parse().unwrap()]
         );
         assert!(tls_only.config().unwrap().framed.is_empty());
-        // A certificate needs its key, and the other way round.
-        for half in [
-            &["skiffd", "serve", "--tls-cert", "c.pem"][..],
-            &["skiffd", "serve", "--tls-key", "k.pem"],
-        ] {
-            assert!(Cli::try_parse_from(half).is_err(), "{half:?}");
-        }
     }
 
     #[test]
     fn the_handshake_and_passive_timeouts_are_flags_and_never_zero() {
-        let config = |line: &[&str]| {
-            let Cli { command } = Cli::try_parse_from(line).map_err(|e| e.to_string())?;
-            match command {
-                Some(Command::Serve(args)) => args.config(),
-                _ => panic!("not serve"),
-            }
+        let config = |line: &[&str]| match cli::parse(line.iter().map(OsString::from).collect()) {
+            Ok(Action::Serve(args)) => args.config(),
+            _ => Err("not serve".to_string()),
         };
-        let defaults = config(&["skiffd", "serve"]).unwrap().limits;
-        assert_eq!(defaults.tls_handshake_timeout, Duration::from_secs(10));
-        assert_eq!(defaults.ftp_passive_timeout, Duration::from_secs(30));
+        let defaults = config(&["skiffd", "serve"]).unwrap();
+        assert_eq!(
+            defaults.limits.tls_handshake_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(defaults.limits.ftp_passive_timeout, Duration::from_secs(30));
+        assert!(!defaults.ftp_hash_uploads);
         let set = config(&[
             "skiffd",
             "serve",
@@ -595,11 +337,12 @@ mod tests {
             "250ms",
             "--ftp-passive-timeout",
             "2m",
+            "--ftp-hash-uploads",
         ])
-        .unwrap()
-        .limits;
-        assert_eq!(set.tls_handshake_timeout, Duration::from_millis(250));
-        assert_eq!(set.ftp_passive_timeout, Duration::from_secs(120));
+        .unwrap();
+        assert_eq!(set.limits.tls_handshake_timeout, Duration::from_millis(250));
+        assert_eq!(set.limits.ftp_passive_timeout, Duration::from_secs(120));
+        assert!(set.ftp_hash_uploads);
         for flag in ["--tls-handshake-timeout", "--ftp-passive-timeout"] {
             for bad in ["0", "0ms", "-1", "soon"] {
                 assert!(
@@ -608,10 +351,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn the_command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
     }
 }

@@ -14,25 +14,20 @@ use std::io::{self, BufRead};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use clap::{ArgGroup, Subcommand};
-
 use crate::users::{UserDb, check_name, create_home};
 
-/// The `skiffd user` subcommands.
-#[derive(Subcommand, Debug)]
+/// The `skiffd user` subcommands (their options and help are in `cli`).
+#[derive(Debug)]
 pub enum UserCommand {
     /// Add a user
     Add {
         /// Login name: 1 to 32 of a-z 0-9 _ . -, not starting with . or -
         name: String,
         /// Disk quota: bytes, or with a suffix (10M = 10 MiB, 1G = 1 GiB); unlimited if not given
-        #[arg(long, value_parser = skiff::proto::parse_size)]
         quota: Option<u64>,
         /// Allow running commands (exec)
-        #[arg(long)]
         exec: bool,
         /// Read the password from the first line of standard input instead of the terminal
-        #[arg(long)]
         password_stdin: bool,
     },
     /// Delete a user (their home is kept unless --purge)
@@ -40,22 +35,17 @@ pub enum UserCommand {
         /// Login name
         name: String,
         /// Also delete the user's home and unfinished uploads
-        #[arg(long)]
         purge: bool,
     },
     /// Change a quota or the right to run commands (at the user's next login)
-    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
     Mod {
         /// Login name
         name: String,
         /// New disk quota: bytes, or with a suffix (10M = 10 MiB), or `none` for unlimited
-        #[arg(long, value_name = "SIZE|none", value_parser = parse_quota, group = "change")]
         quota: Option<Quota>,
         /// Allow running commands (exec)
-        #[arg(long, group = "change", conflicts_with = "no_exec")]
         exec: bool,
         /// Forbid running commands
-        #[arg(long, group = "change")]
         no_exec: bool,
     },
     /// Change a password
@@ -63,7 +53,6 @@ pub enum UserCommand {
         /// Login name
         name: String,
         /// Read the password from the first line of standard input instead of the terminal
-        #[arg(long)]
         password_stdin: bool,
     },
     /// List users
@@ -194,7 +183,7 @@ pub fn run(data_dir: &Path, command: UserCommand) -> Result<(), String> {
 pub struct Quota(pub Option<u64>);
 
 /// Parses `--quota` of `user mod`: `none`, or a size such as `10M`.
-fn parse_quota(value: &str) -> Result<Quota, String> {
+pub fn parse_quota(value: &str) -> Result<Quota, String> {
     if value.eq_ignore_ascii_case("none") {
         return Ok(Quota(None));
     }

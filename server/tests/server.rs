@@ -678,7 +678,7 @@ fn serve_help_shows_every_default_and_how_listeners_combine() {
 }
 
 #[test]
-fn completions_and_the_man_page_come_from_the_command_line_definition() {
+fn completions_and_the_man_page_are_printed_and_unknown_shells_refused() {
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
             .args(args)
@@ -694,7 +694,7 @@ fn completions_and_the_man_page_come_from_the_command_line_definition() {
         }
     }
     let page = run(&["man"]);
-    assert!(page.contains(".TH skiffd 1"), "{page}");
+    assert!(page.contains(".TH SKIFFD 1"), "{page}");
     assert!(page.contains("serve"), "{page}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
         .args(["completions", "tcsh"])
