@@ -26,7 +26,9 @@ Rows (ROWS is a comma-separated list; default all):
 For each row: handshakes done (and failed), how long the attack took, the
 handshakes' own time (ClientHello to done, p50 and p99), the probe's round
 trips overlapping the window (count, p50, p99, max) and the server's CPU
-over the window (utime+stime from /proc). At the end, a markdown table of
+over the window (utime+stime from /proc), and how many times it was
+preempted (nonvoluntary context switches: the other builders on its
+CPU, not the attack). At the end, a markdown table of
 medians over the runs.
 
 Every server is stopped by its PID however this ends. Standard library
@@ -56,10 +58,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 FLOOD_SECONDS = 5.0
 FLOOD_IN_FLIGHT = 64
 ATTACK_TIMEOUT = 120.0
+PROBE_PREFIX = []  # a command the probe runs under (--probe-rt)
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+def preempted(pid):
+    """Times the server was switched out while it could have run on."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
 
 
 def cpu_seconds(pid):
@@ -257,10 +269,10 @@ def one(label, binary, row_name, work, cert, key):
     x.server = Server(binary, work, cert, key)
     probe = None
     try:
-        probe = stallprobe.Probe(x.server.port)
-        cpu0 = cpu_seconds(x.server.proc.pid)
+        probe = stallprobe.Probe(x.server.port, PROBE_PREFIX)
+        cpu0, pre0 = cpu_seconds(x.server.proc.pid), preempted(x.server.proc.pid)
         t0, t1, done, failed = ROWS[row_name][1](x)
-        cpu1 = cpu_seconds(x.server.proc.pid)
+        cpu1, pre1 = cpu_seconds(x.server.proc.pid), preempted(x.server.proc.pid)
         samples = probe.stop()
         probe = None
     finally:
@@ -271,14 +283,15 @@ def one(label, binary, row_name, work, cert, key):
     took = [h.took * 1000 for h in done]
     r = {
         "label": label, "row": row_name, "ok": len(done), "failed": len(failed),
-        "secs": t1 - t0, "cpu": cpu1 - cpu0,
+        "secs": t1 - t0, "cpu": cpu1 - cpu0, "preempted": pre1 - pre0,
         "hs_p50": stallprobe.pct(took, 0.5), "hs_p99": stallprobe.pct(took, 0.99),
         "n": len(rtts), "p50": stallprobe.pct(rtts, 0.5), "p99": stallprobe.pct(rtts, 0.99),
         "max": max(rtts) if rtts else float("nan"),
     }
     log(f"{label:>12} {row_name:>10}: {r['ok']} ok {r['failed']} failed in {r['secs']:.2f} s, "
         f"handshake p50 {r['hs_p50']:.1f} p99 {r['hs_p99']:.1f} ms; probe {r['n']} samples "
-        f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} max {r['max']:.1f} ms; server CPU {r['cpu']:.2f} s")
+        f"p50 {r['p50']:.1f} p99 {r['p99']:.1f} max {r['max']:.1f} ms; server CPU {r['cpu']:.2f} s, "
+        f"preempted {r['preempted']} times")
     return r
 
 
@@ -286,8 +299,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--probe-rt", action="store_true",
+                    help="run the probe at real-time priority (chrt -f 10), so that the clients "
+                         "sharing its CPU do not delay it")
     ap.add_argument("bins", nargs="+", metavar="LABEL=BIN")
     a = ap.parse_args()
+    global PROBE_PREFIX
+    PROBE_PREFIX = ["chrt", "-f", "10"] if a.probe_rt else []
     bins = [b.split("=", 1) for b in a.bins]
     rows = a.rows.split(",")
     for r in rows:
@@ -319,8 +337,9 @@ def print_table(results, rows, bins, runs):
     med = statistics.median
     print(f"\nMedians of {runs} runs; max is also given as the range over the runs.\n")
     print("| attack | binary | handshakes ok (failed) | attack s | handshake p50 / p99 ms "
-          "| probe samples | probe p50 ms | probe p99 ms | **probe max ms** (range) | server CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| probe samples | probe p50 ms | probe p99 ms | **probe max ms** (range) | server CPU s "
+          "| server preempted |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row_name in rows:
         for label, _ in bins:
             rs = [r for r in results if r["row"] == row_name and r["label"] == label]
@@ -332,7 +351,8 @@ def print_table(results, rows, bins, runs):
                   f"{med([r['hs_p50'] for r in rs]):.1f} / {med([r['hs_p99'] for r in rs]):.1f} | "
                   f"{med([r['n'] for r in rs]):.0f} | {med([r['p50'] for r in rs]):.1f} | "
                   f"{med([r['p99'] for r in rs]):.1f} | **{med(maxes):.1f}** "
-                  f"({min(maxes):.1f}–{max(maxes):.1f}) | {med([r['cpu'] for r in rs]):.2f} |")
+                  f"({min(maxes):.1f}–{max(maxes):.1f}) | {med([r['cpu'] for r in rs]):.2f} | "
+                  f"{med([r['preempted'] for r in rs]):.0f} |")
 
 
 if __name__ == "__main__":
