@@ -524,6 +524,14 @@ impl Reactor {
             tls.close();
             flush(k, client, &mut env, now, &mut write_budget, &[]);
         }
+        // Nothing more to send and nothing on its way: a TLS output
+        // buffer kept for a transfer goes.
+        if !client.job_in_flight()
+            && !client.wants_write()
+            && let Some(tls) = &mut client.tls
+        {
+            tls.release_idle();
+        }
         client.account(env.stats);
 
         if client.is_done() {
