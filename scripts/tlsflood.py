@@ -3,7 +3,8 @@
 
   tlsflood.py [--runs N] [--rows ROWS] LABEL=BIN [LABEL=BIN ...]
 
-For each run, row and binary (the binaries' order rotates every row) it
+For each run, row and binary (which binary goes first rotates from run to
+run, and from row to row) it
 starts a fresh `BIN serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0`
 pinned to CPU 0, with one ECDSA P-256 certificate made here by openssl. The
 probe of scripts/stallprobe.py (a framed 16 B `echo` every 5 ms on the
@@ -32,7 +33,12 @@ CPU, not the attack). At the end, a markdown table of
 medians over the runs.
 
 Every server is stopped by its PID however this ends. Standard library
-only, plus `openssl` and `taskset` on the PATH.
+only, plus `openssl` and `taskset` on the PATH (and `chrt` for --rt).
+
+On a machine shared with other work, the probe's waits include the time
+the server (CPU 0) and the probe (CPU 1, with the clients) wait for a
+CPU; --rt runs both at real-time priority (SCHED_FIFO), so that what is
+left is the loop's own delay. The clients stay at normal priority.
 """
 
 import argparse
@@ -58,7 +64,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 FLOOD_SECONDS = 5.0
 FLOOD_IN_FLIGHT = 64
 ATTACK_TIMEOUT = 120.0
-PROBE_PREFIX = []  # a command the probe runs under (--probe-rt)
+RT_PREFIX = ["chrt", "-f", "10"]
+PRIORITY = []  # a command the probe and the server run under (--rt)
 
 
 def log(*a):
@@ -87,7 +94,7 @@ class Server:
         os.makedirs(self.data)
         self.log = open(os.path.join(work, "server.log"), "w")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", binary, "serve", "--data-dir", self.data,
+            ["taskset", "-c", "0", *PRIORITY, binary, "serve", "--data-dir", self.data,
              "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0",
              "--tls-cert", cert, "--tls-key", key],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -269,7 +276,7 @@ def one(label, binary, row_name, work, cert, key):
     x.server = Server(binary, work, cert, key)
     probe = None
     try:
-        probe = stallprobe.Probe(x.server.port, PROBE_PREFIX)
+        probe = stallprobe.Probe(x.server.port, PRIORITY)
         cpu0, pre0 = cpu_seconds(x.server.proc.pid), preempted(x.server.proc.pid)
         t0, t1, done, failed = ROWS[row_name][1](x)
         cpu1, pre1 = cpu_seconds(x.server.proc.pid), preempted(x.server.proc.pid)
@@ -299,13 +306,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--probe-rt", action="store_true",
-                    help="run the probe at real-time priority (chrt -f 10), so that the clients "
-                         "sharing its CPU do not delay it")
+    ap.add_argument("--rt", action="store_true",
+                    help="run the server and the probe at real-time priority (chrt -f 10): "
+                         "other processes on the machine then delay neither, and what is left "
+                         "is the loop's own delay")
     ap.add_argument("bins", nargs="+", metavar="LABEL=BIN")
     a = ap.parse_args()
-    global PROBE_PREFIX
-    PROBE_PREFIX = ["chrt", "-f", "10"] if a.probe_rt else []
+    global PRIORITY
+    PRIORITY = RT_PREFIX if a.rt else []
     bins = [b.split("=", 1) for b in a.bins]
     rows = a.rows.split(",")
     for r in rows:
@@ -321,11 +329,11 @@ def main():
                         "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
                         "-keyout", key, "-out", cert], check=True, capture_output=True)
         results = []
-        turn = 0
         for run in range(a.runs):
-            for row_name in rows:
-                order = bins[turn % len(bins):] + bins[:turn % len(bins)]
-                turn += 1
+            for i, row_name in enumerate(rows):
+                # Each row starts with another binary in every run.
+                first = (run + i) % len(bins)
+                order = bins[first:] + bins[:first]
                 for label, binary in order:
                     results.append(one(label, binary, row_name, work, cert, key))
         print_table(results, rows, bins, a.runs)
