@@ -97,10 +97,12 @@ impl Sending {
 
     /// Copies up to the high-water mark of the file into `out`.
     ///
-    /// One allocation of the size the batch needs, and no zero-fill:
-    /// `read_to_end` reads straight into the vector's spare capacity
-    /// (growing it by doubling and zeroing it first had cost more CPU,
-    /// in page faults and `memset`, than reading the file).
+    /// `out` is normally the last buffer-full's allocation, handed back
+    /// once written ([`Sending::spare`]): a fresh one per buffer-full is
+    /// fresh pages from the kernel every time, whose page faults had cost
+    /// more CPU than the read. Otherwise it is allocated once at the size
+    /// the batch needs. No zero-fill: `read_to_end` reads straight into
+    /// the vector's spare capacity.
     pub fn step(&mut self, out: &mut Vec<u8>, out_high: usize, key: usize) -> Step {
         let batch = out_high.saturating_sub(out.len());
         let batch = usize::try_from(self.remaining).map_or(batch, |r| r.min(batch));
