@@ -508,6 +508,7 @@ impl Reactor {
                 max_conns_per_ip: config.max_conns_per_ip,
                 tls: config.tls_config.as_ref(),
                 plaintext,
+                handshakes_left,
             };
             drive_data(k, f, &mut env, &mut fenv, now);
         }
@@ -547,7 +548,11 @@ impl Reactor {
             client.queued = true;
             ready.push_back(Source::Client(k));
         }
-        if handshake_waits && !client.awaits_handshake {
+        let data_waits = client
+            .protocol
+            .ftp()
+            .is_some_and(|f| f.awaits_handshake_step());
+        if (handshake_waits || data_waits) && !client.awaits_handshake {
             debug!("conn {k}: waits for a handshake step (this turn's are taken)");
             client.awaits_handshake = true;
             handshake_queue.push_back(k);

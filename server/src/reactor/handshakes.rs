@@ -18,6 +18,10 @@
 //! serves that queue first, oldest first, before the new batch of events,
 //! and the loop does not sleep while the queue is not empty.
 //!
+//! An FTP data connection under `PROT P` handshakes too, and takes its
+//! steps from the same budget (`reactor/ftp.rs`, `read`): without one it
+//! is not read, and its control connection's client joins the queue.
+//!
 //! Why not the signature on a worker thread: rustls 0.23 signs inside
 //! `process_new_packets`, through a synchronous `Signer`, and has no way to
 //! suspend a handshake until a signature comes back. Moving the whole
