@@ -67,6 +67,7 @@ RESULTS=$WORK/results.tsv
 SERVER_PID=
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -f "$WORK/data/homes/bench/big.bin"  # the raw results stay
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
