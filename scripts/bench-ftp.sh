@@ -15,6 +15,12 @@
 #   fetch     100 clients fetching small files in a loop: req/s and p99
 #   list      LIST and MLSD of a directory of 10,000 entries
 #   phases    (not in `all`) one client's fetches, timed step by step
+#   ftps      (not in `all`) `transfer` over explicit FTPS: `curl
+#             --ssl-reqd` (AUTH TLS, PROT P on the data connection), skiffd
+#             and vsftpd (ssl_enable=YES, data connections must resume the
+#             control connection's session) with one ECDSA P-256
+#             certificate made here by openssl; SERVERS defaults to those
+#             two, the only ones set up for TLS here
 #
 # Environment: SKIFFD (default target/release/skiffd), PEERS (default
 # /opt/ftp-peers), ROOT (fixtures, default /var/tmp/skiff-ftpbench), REPS
@@ -30,6 +36,10 @@ WHAT=${1:-all}
 LOAD="python3 $PWD/scripts/ftpload.py"
 USER_NAME=ftpbench
 PASS=benchpass
+FTPS=0
+CERT=$ROOT/tls/cert.pem
+KEY=$ROOT/tls/key.pem
+[ "$WHAT" = ftps ] && FTPS=1
 ulimit -n 20000
 
 install_peers() {
@@ -87,8 +97,10 @@ start() {
     mkdir -p "$dir"
     case $name in
     skiffd)
+        local tls=()
+        [ "$FTPS" = 1 ] && tls=(--tls-cert "$CERT" --tls-key "$KEY")
         "$SKIFFD" serve --data-dir "$ROOT/skiff-data" --ftp 127.0.0.1:2200 \
-            --ftp-passive 43000-43999 >"$dir/log" 2>&1 &
+            --ftp-passive 43000-43999 "${tls[@]}" >"$dir/log" 2>&1 &
         PORT=2200 ;;
     vsftpd)
         cat >"$dir/vsftpd.conf" <<EOF
@@ -107,6 +119,14 @@ pam_service_name=vsftpd
 max_clients=5000
 max_per_ip=5000
 background=NO
+EOF
+        [ "$FTPS" = 1 ] && cat >>"$dir/vsftpd.conf" <<EOF
+ssl_enable=YES
+rsa_cert_file=$CERT
+rsa_private_key_file=$KEY
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+ssl_ciphers=HIGH
 EOF
         "$PEERS/vsftpd/usr/sbin/vsftpd" "$dir/vsftpd.conf" >"$dir/log" 2>&1 &
         PORT=2201 ;;
@@ -229,7 +249,11 @@ stop() {
     kill -9 "$1" 2>/dev/null || true
 }
 
-SERVERS=${SERVERS:-"skiffd vsftpd pure-ftpd proftpd pyftpdlib"}
+if [ "$WHAT" = ftps ]; then
+    SERVERS=${SERVERS:-"skiffd vsftpd"}
+else
+    SERVERS=${SERVERS:-"skiffd vsftpd pure-ftpd proftpd pyftpdlib"}
+fi
 
 bench_memory() {
     echo "## memory: whole server with N logged-in idle sessions (KiB)"
@@ -271,6 +295,34 @@ bench_transfer() {
             curl -sS -o /dev/null -Q "DELE up.bin" "$url/" || true
             echo "$name rep=$rep retr_MBps=$(echo "$speed / 1000000" | bc) retr_cpu_s=$(echo "$t1 - $t0" | bc)" \
                 "stor_MBps=$(echo "$up / 1000000" | bc) stor_cpu_s=$(echo "$t2 - $t1" | bc)"
+            stop "$PID"
+        done
+    done
+}
+
+bench_ftps() {
+    mkdir -p "$ROOT/tls"
+    [ -f "$CERT" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$KEY" -out "$CERT" 2>/dev/null
+    echo "## ftps: 1 GiB over explicit FTPS with curl --ssl-reqd (MB/s, server CPU seconds per GiB)"
+    for rep in $(seq "$REPS"); do
+        for name in $SERVERS; do
+            serve "$name"
+            local url="ftp://$USER_NAME:$PASS@127.0.0.1:$PORT" tls=(--ssl-reqd --cacert "$CERT")
+            local t0 speed t1 up t2 suite
+            suite=$(curl -sS "${tls[@]}" -v -o /dev/null "$url/small-0" 2>&1 \
+                | sed -n 's/.*SSL connection using \(.*\)$/\1/p' | head -1 | tr ' ' '_')
+            t0=$(cpu_seconds)
+            speed=$(curl -sS "${tls[@]}" -o /dev/null -w '%{speed_download}' "$url/big.bin")
+            sleep 0.5
+            t1=$(cpu_seconds)
+            up=$(curl -sS "${tls[@]}" -T "$ROOT/home/big.bin" -w '%{speed_upload}' -o /dev/null "$url/up.bin")
+            sleep 0.5
+            t2=$(cpu_seconds)
+            curl -sS "${tls[@]}" -o /dev/null -Q "DELE up.bin" "$url/" || true
+            echo "$name rep=$rep retr_MBps=$(echo "$speed / 1000000" | bc) retr_cpu_s=$(echo "$t1 - $t0" | bc)" \
+                "stor_MBps=$(echo "$up / 1000000" | bc) stor_cpu_s=$(echo "$t2 - $t1" | bc) tls=$suite"
             stop "$PID"
         done
     done
@@ -322,5 +374,6 @@ transfer) bench_transfer ;;
 fetch) bench_fetch ;;
 list) bench_list ;;
 phases) bench_phases ;;
+ftps) bench_ftps ;;
 *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

@@ -38,7 +38,8 @@
 # Debian (`apt-get install redis-server redis-tools`, done here if missing
 # and run as root; Debian builds redis with TLS).
 # Binaries: SKIFFD, SKIFF (default target/release/...), REDIS_SERVER,
-# REDIS_BENCHMARK. Every server is stopped by its PID however this ends.
+# REDIS_BENCHMARK. PARTS picks the parts (default "echo get handshake rss").
+# Every server is stopped by its PID however this ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -49,10 +50,12 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 REDIS_BENCHMARK=${REDIS_BENCHMARK:-redis-benchmark}
 REDIS_N_P1=${REDIS_N_P1:-100000}
 REDIS_N_P16=${REDIS_N_P16:-2000000}
+PARTS=" ${PARTS:-echo get handshake rss} "
+has() { [[ $PARTS == *" $1 "* ]]; }
 TICK=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)"
 
-if ! command -v "$REDIS_SERVER" >/dev/null || ! command -v "$REDIS_BENCHMARK" >/dev/null; then
+if { has echo || has handshake; } && { ! command -v "$REDIS_SERVER" >/dev/null || ! command -v "$REDIS_BENCHMARK" >/dev/null; }; then
     [ "$(id -u)" = 0 ] || { echo "needs redis-server and redis-tools (apt-get install)" >&2; exit 1; }
     apt-get install -y redis-server redis-tools >/dev/null
     # Debian starts a system redis on install: not ours, leave it be.
@@ -64,6 +67,7 @@ RESULTS=$WORK/results.tsv
 SERVER_PID=
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -f "$WORK/data/homes/bench/big.bin"  # the raw results stay
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -249,21 +253,29 @@ PY
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # The file for `get`, in bench's home.
 printf 'bench-pass\n' | "$SKIFFD" user add bench --password-stdin --data-dir "$WORK/data" >/dev/null
-head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/data/homes/bench/big.bin"
+if has get; then head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/data/homes/bench/big.bin"; fi
 
 for run in $(seq "$RUNS"); do
     if [ $((run % 2)) = 1 ]; then modes="plain tls"; else modes="tls plain"; fi
-    for cell in 1:1 50:16; do
-        IFS=: read -r conns pipe <<< "$cell"
-        for mode in $modes; do echo_skiffd "$mode" "$conns" "$pipe" "$run"; echo_redis "$mode" "$conns" "$pipe" "$run"; done
-    done
-    start_skiffd; sleep 0.3
-    get_one plain 0 2>/dev/null; sed -i '$d' "$RESULTS"  # unmeasured: the server hashes the file
-    for mode in $modes; do get_one "$mode" "$run"; done
-    stop
-    for s in skiffd redis; do s_time_one "$s" "$run"; done
-    swarm_handshakes "$run"
-    for mode in $modes; do idle_rss "$mode" "$run"; done
+    if has echo; then
+        for cell in 1:1 50:16; do
+            IFS=: read -r conns pipe <<< "$cell"
+            for mode in $modes; do echo_skiffd "$mode" "$conns" "$pipe" "$run"; echo_redis "$mode" "$conns" "$pipe" "$run"; done
+        done
+    fi
+    if has get; then
+        start_skiffd; sleep 0.3
+        get_one plain 0 2>/dev/null; sed -i '$d' "$RESULTS"  # unmeasured: the server hashes the file
+        for mode in $modes; do get_one "$mode" "$run"; done
+        stop
+    fi
+    if has handshake; then
+        for s in skiffd redis; do s_time_one "$s" "$run"; done
+        swarm_handshakes "$run"
+    fi
+    if has rss; then
+        for mode in $modes; do idle_rss "$mode" "$run"; done
+    fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
@@ -279,8 +291,10 @@ def ratio(k1, k2, i):
     common = sorted(set(by[k1]) & set(by[k2]))
     return med(by[k1][r][i] / by[k2][r][i] for r in common)
 
-print("| cell (conns:size:pipeline) | server | runs | req/s | server CPU µs/req | errors |")
-print("|---|---|---|---|---|---|")
+kinds = {k[0] for k in by}
+if "echo" in kinds:
+    print("| cell (conns:size:pipeline) | server | runs | req/s | server CPU µs/req | errors |")
+    print("|---|---|---|---|---|---|")
 for cell in sorted({k[1] for k in by if k[0] == "echo"}, key=lambda c: int(c.split(":")[0])):
     for who in ("skiffd-plain", "skiffd-tls", "redis-ping-plain", "redis-ping-tls", "redis-set-plain", "redis-set-tls"):
         k = ("echo", cell, who)
@@ -291,32 +305,35 @@ for cell in sorted({k[1] for k in by if k[0] == "echo"}, key=lambda c: int(c.spl
         ka, kb = ("echo", cell, a), ("echo", cell, b)
         if ka in by and kb in by:
             print(f"| {cell} | **{a} / {b}** | | **{ratio(ka, kb, 0):.2f}×** | **{ratio(ka, kb, 1):.2f}×** | |")
-print()
-print("| get | runs | MB/s | server CPU s/GiB |")
-print("|---|---|---|---|")
-for who in ("skiffd-plain", "skiffd-tls"):
-    k = next(k for k in by if k[0] == "get" and k[2] == who)
-    print(f"| {who} | {len(by[k])} | {col(k, 0):,.0f} | {col(k, 1):.3f} |")
-kp = next(k for k in by if k[0] == "get" and k[2] == "skiffd-plain")
-kt = next(k for k in by if k[0] == "get" and k[2] == "skiffd-tls")
-print(f"| **tls / plain** | | **{ratio(kt, kp, 0):.2f}×** | **{ratio(kt, kp, 1):.2f}×** |")
-print()
-print("| handshakes (openssl s_time -new, one at a time) | runs | handshakes/s | server CPU µs/handshake |")
-print("|---|---|---|---|")
-for who in ("skiffd-tls", "redis-tls"):
-    k = ("handshake", "s_time", who)
-    print(f"| {who} | {len(by[k])} | {col(k, 0):,.0f} | {col(k, 1):,.0f} |")
-ks, kr = ("handshake", "s_time", "skiffd-tls"), ("handshake", "s_time", "redis-tls")
-print(f"| **skiffd / redis** | | **{ratio(ks, kr, 0):.2f}×** | **{ratio(ks, kr, 1):.2f}×** |")
-k = ("handshake", "swarm-200", "skiffd-tls")
-print(f"\nskiff swarm --conns 200 over tls://: {col(k, 0):.0f} handshakes, p50 {col(k, 1):,.0f} µs, p99 {col(k, 2):,.0f} µs (medians of {len(by[k])} runs)\n")
-print("| idle connections | runs | RSS per connection, idle | after one 64 B echo each |")
-print("|---|---|---|---|")
-for who in ("skiffd-plain", "skiffd-tls"):
-    k = next(k for k in by if k[0] == "rss" and k[2] == who)
-    print(f"| {who} ({k[1]}) | {len(by[k])} | {col(k, 0):,.0f} B | {col(k, 1):,.0f} B |")
-kp = next(k for k in by if k[0] == "rss" and k[2] == "skiffd-plain")
-kt = next(k for k in by if k[0] == "rss" and k[2] == "skiffd-tls")
-print(f"| **tls − plain** | | {col(kt, 0) - col(kp, 0):+,.0f} B | {col(kt, 1) - col(kp, 1):+,.0f} B |")
+if "get" in kinds:
+    print()
+    print("| get | runs | MB/s | server CPU s/GiB |")
+    print("|---|---|---|---|")
+    for who in ("skiffd-plain", "skiffd-tls"):
+        k = next(k for k in by if k[0] == "get" and k[2] == who)
+        print(f"| {who} | {len(by[k])} | {col(k, 0):,.0f} | {col(k, 1):.3f} |")
+    kp = next(k for k in by if k[0] == "get" and k[2] == "skiffd-plain")
+    kt = next(k for k in by if k[0] == "get" and k[2] == "skiffd-tls")
+    print(f"| **tls / plain** | | **{ratio(kt, kp, 0):.2f}×** | **{ratio(kt, kp, 1):.2f}×** |")
+if "handshake" in kinds:
+    print()
+    print("| handshakes (openssl s_time -new, one at a time) | runs | handshakes/s | server CPU µs/handshake |")
+    print("|---|---|---|---|")
+    for who in ("skiffd-tls", "redis-tls"):
+        k = ("handshake", "s_time", who)
+        print(f"| {who} | {len(by[k])} | {col(k, 0):,.0f} | {col(k, 1):,.0f} |")
+    ks, kr = ("handshake", "s_time", "skiffd-tls"), ("handshake", "s_time", "redis-tls")
+    print(f"| **skiffd / redis** | | **{ratio(ks, kr, 0):.2f}×** | **{ratio(ks, kr, 1):.2f}×** |")
+    k = ("handshake", "swarm-200", "skiffd-tls")
+    print(f"\nskiff swarm --conns 200 over tls://: {col(k, 0):.0f} handshakes, p50 {col(k, 1):,.0f} µs, p99 {col(k, 2):,.0f} µs (medians of {len(by[k])} runs)\n")
+if "rss" in kinds:
+    print("| idle connections | runs | RSS per connection, idle | after one 64 B echo each |")
+    print("|---|---|---|---|")
+    for who in ("skiffd-plain", "skiffd-tls"):
+        k = next(k for k in by if k[0] == "rss" and k[2] == who)
+        print(f"| {who} ({k[1]}) | {len(by[k])} | {col(k, 0):,.0f} B | {col(k, 1):,.0f} B |")
+    kp = next(k for k in by if k[0] == "rss" and k[2] == "skiffd-plain")
+    kt = next(k for k in by if k[0] == "rss" and k[2] == "skiffd-tls")
+    print(f"| **tls − plain** | | {col(kt, 0) - col(kp, 0):+,.0f} B | {col(kt, 1) - col(kp, 1):+,.0f} B |")
 PY
 echo "raw runs: $RESULTS" >&2

@@ -133,8 +133,8 @@ def probe_main(port):
 
 
 class Probe:
-    def __init__(self, port):
-        self.p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "probe", str(port)],
+    def __init__(self, port, prefix=()):
+        self.p = subprocess.Popen([*prefix, sys.executable, os.path.abspath(__file__), "probe", str(port)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if line.strip() != "ready":

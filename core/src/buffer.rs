@@ -162,6 +162,23 @@ impl OutBuf {
         }
     }
 
+    /// Marks `n` bytes written, as [`OutBuf::consume`] does; when that
+    /// empties the buffer, hands its allocation back (emptied) instead of
+    /// freeing it, for a caller that refills it at once: a file copied
+    /// through the buffer reuses one allocation for every buffer-full
+    /// rather than mapping fresh pages (and faulting them in) each time.
+    pub fn consume_and_reclaim(&mut self, n: usize) -> Option<Vec<u8>> {
+        if self.shared.is_none() && self.start + n >= self.bytes.len() && self.bytes.capacity() > 0
+        {
+            let mut bytes = std::mem::take(&mut self.bytes);
+            bytes.clear();
+            self.start = 0;
+            return Some(bytes);
+        }
+        self.consume(n);
+        None
+    }
+
     /// Notes that the first `n` bytes of `bytes` (all written) are about
     /// to be removed.
     fn drop_written(&mut self, n: usize) {
@@ -213,6 +230,17 @@ impl OutBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hands_back_the_allocation_when_drained_if_asked() {
+        let mut b = OutBuf::from(vec![1u8; 1000]);
+        assert_eq!(b.consume_and_reclaim(400), None);
+        assert_eq!(b.pending().len(), 600);
+        let spare = b.consume_and_reclaim(600).expect("drained");
+        assert!(spare.is_empty() && spare.capacity() >= 1000);
+        assert!(b.is_empty());
+        assert_eq!(b.capacity(), 0);
+    }
 
     #[test]
     fn frees_memory_when_drained() {

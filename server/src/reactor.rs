@@ -29,6 +29,11 @@
 //!   serve the ready list · fire timers · close what finished
 //! ```
 //!
+//! A TLS handshake is the one step whose cost does not scale with bytes
+//! read (a signature and a key exchange, about half a millisecond), so it
+//! has a budget of its own: [`HANDSHAKES_PER_TURN`] per turn, the rest
+//! wait their turn in a queue (`handshakes`).
+//!
 //! This file is the skeleton: the `Reactor`, `run`, `dispatch` and the
 //! ready list. Each concern has its own child module:
 //!
@@ -38,6 +43,7 @@
 //! | `source` | tokens: which table an event is for |
 //! | `listeners` | binding, accepting, admitting or refusing, datagrams |
 //! | `client` | one client's turn (`drive_client`), its timers, closing late |
+//! | `handshakes` | the per-turn budget of TLS handshake steps, and its queue |
 //! | `ftp` | an FTP session's passive listener and data connection |
 //! | `output` | the one flush path: `poll_transmit`, then `writev`, `sendfile` or `splice` |
 //! | `jobs` | handing jobs to the worker pool and results back |
@@ -69,6 +75,7 @@ mod client;
 mod commands;
 mod config;
 mod ftp;
+mod handshakes;
 mod jobs;
 mod listeners;
 mod memory;
@@ -108,6 +115,9 @@ pub(super) const TURN_BYTES: usize = 2 << 20;
 pub const ACCEPT_BUDGET: usize = 64;
 /// Most datagrams answered from one UDP socket per turn.
 const DATAGRAM_BUDGET: usize = 64;
+/// Most TLS connections whose handshake advances in one turn (see
+/// `handshakes`).
+pub const HANDSHAKES_PER_TURN: usize = 4;
 /// The server: its poll, its sources and its counters.
 pub struct Reactor {
     poll: Poll,
@@ -119,6 +129,11 @@ pub struct Reactor {
     clients: Slab<Client>,
     /// Sources that may still be ready after using up their budget.
     ready: VecDeque<Source>,
+    /// TLS clients waiting to advance their handshake, first come first
+    /// served (see `handshakes`).
+    handshake_queue: VecDeque<usize>,
+    /// Handshake steps this turn may still take.
+    handshakes_left: usize,
     /// Listeners on the ready list already.
     listener_queued: Vec<bool>,
     /// Client deadlines, earliest first; stale entries are skipped.
@@ -210,6 +225,8 @@ impl Reactor {
             signals,
             clients: Slab::new(),
             ready: VecDeque::new(),
+            handshake_queue: VecDeque::new(),
+            handshakes_left: HANDSHAKES_PER_TURN,
             timers: BinaryHeap::new(),
             per_ip: HashMap::new(),
             to_close: Vec::new(),
@@ -284,7 +301,11 @@ impl Reactor {
     {
         self.now = Instant::now();
         let events = events.into_iter();
-        self.share = Reactor::share(events.clone().count() + self.ready.len());
+        self.share =
+            Reactor::share(events.clone().count() + self.ready.len() + self.handshake_queue.len());
+        // Handshakes that waited go first: they came before this batch.
+        self.handshakes_left = HANDSHAKES_PER_TURN;
+        self.serve_handshake_queue();
         for event in events {
             self.dispatch(event);
         }
@@ -307,7 +328,8 @@ impl Reactor {
     /// Zero while anything is still ready; else until the earliest
     /// deadline, by a fresh look at the clock (`now` is as old as the turn).
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || !self.broadcasts.is_empty() {
+        if !self.ready.is_empty() || !self.broadcasts.is_empty() || !self.handshake_queue.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let timers = [self.timers.peek(), self.child_timers.peek()];

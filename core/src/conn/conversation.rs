@@ -31,7 +31,6 @@ use super::Conn;
 use crate::ctx::{Ctx, Submission};
 use crate::handlers::files::Sending;
 use crate::handlers::{self, Job, Next, Sink, Then};
-use crate::limits::Limits;
 
 /// Where in the conversation a connection is.
 pub(super) enum State {
@@ -107,11 +106,12 @@ impl Conn {
     /// without a socket event: it copies a file through its buffer
     /// ([`Conn::work`]), or it has decoded its share of requests for this
     /// turn and more are buffered.
-    pub(super) fn has_work(&self, limits: &Limits) -> bool {
+    pub(super) fn has_work(&self) -> bool {
         match &self.state {
-            State::Sending { send, .. } => {
-                !send.zero_copy && self.outbox.out.len() <= limits.out_low
-            }
+            // The next buffer-full is read once this one is all written:
+            // then it takes this one's allocation (`Sending::spare`), and
+            // the socket still has the TLS layer's output to drain.
+            State::Sending { send, .. } => !send.zero_copy && self.outbox.out.is_empty(),
             _ => self.inbox.turn_limited,
         }
     }

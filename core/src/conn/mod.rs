@@ -144,7 +144,7 @@ impl Engine for Conn {
     /// that waited while it was held back.
     fn start_turn(&mut self, ctx: &mut Ctx) {
         self.begin_turn();
-        if self.has_work(ctx.limits) {
+        if self.has_work() {
             self.work(ctx);
         }
         self.resume(ctx);
@@ -419,8 +419,8 @@ impl Engine for Conn {
 
     /// Owed a turn without a socket event: it copies a file through its
     /// buffer, or it decoded its share of requests and more are buffered.
-    fn wants_turn(&self, limits: &Limits) -> bool {
-        self.has_work(limits)
+    fn wants_turn(&self, _limits: &Limits) -> bool {
+        self.has_work()
     }
 
     /// When [`Conn::handle_timeout`] should next be called.
@@ -451,6 +451,7 @@ impl Engine for Conn {
         let sink = match &self.state {
             State::Body { sink, .. } => sink.buffered_bytes(),
             State::Waiting(w) => w.holds,
+            State::Sending { send } => send.spare.capacity(),
             _ => 0,
         };
         self.inbox.input.capacity() + self.outbox.buffered_bytes() + sink

@@ -26,6 +26,7 @@ use log::{debug, info};
 use serde_json::Number;
 
 use super::Conn;
+use super::conversation::State;
 use crate::buffer::{OutBuf, SharedFrame};
 use crate::ctx::Ctx;
 use crate::engine::{Lent, MAX_LENT, Parts};
@@ -359,7 +360,14 @@ impl Conn {
         self.last_active = ctx.now;
         let mut n = n.min(self.outbox.out.len() + self.outbox.lent_len());
         if self.outbox.lent.is_empty() {
-            self.outbox.out.consume(n);
+            match &mut self.state {
+                State::Sending { send } if !send.zero_copy => {
+                    if let Some(spare) = self.outbox.out.consume_and_reclaim(n) {
+                        send.spare = spare;
+                    }
+                }
+                _ => self.outbox.out.consume(n),
+            }
             self.after_written(ctx);
             return;
         }

@@ -93,6 +93,7 @@ impl FtpSession {
                             remaining: len - offset,
                             // TLS encrypts every byte: no sendfile.
                             zero_copy: !s.data_private(),
+                            spare: Vec::new(),
                         }),
                         listing: None,
                     };

@@ -580,11 +580,11 @@ impl Engine for FtpSession {
     /// Whether the reactor owes this session a turn without a socket
     /// event: commands wait past the turn's share, or a file is copied
     /// to the data connection (no `sendfile`).
-    fn wants_turn(&self, limits: &Limits) -> bool {
+    fn wants_turn(&self, _limits: &Limits) -> bool {
         // A share used up owes a turn even with nothing buffered: more may
         // wait in the socket, and no new edge would say so.
         let owed = self.commands_this_turn >= MAX_COMMANDS_PER_TURN && !self.eof;
-        ((self.has_commands() || owed) && self.may_handle()) || self.data_has_work(limits)
+        ((self.has_commands() || owed) && self.may_handle()) || self.data_has_work()
     }
 
     /// When `handle_timeout` should next be called.

@@ -181,7 +181,10 @@ impl Data {
 
     pub(super) fn buffered_bytes(&self) -> usize {
         let flow = |f: &Flow| match f {
-            Flow::Send { listing, .. } => listing.as_ref().map_or(0, |c| c.held_bytes()),
+            Flow::Send { listing, file } => {
+                listing.as_ref().map_or(0, |c| c.held_bytes())
+                    + file.as_ref().map_or(0, |f| f.spare.capacity())
+            }
             Flow::Receive(store) => store.buffered_bytes(),
         };
         self.out.capacity()
@@ -295,7 +298,18 @@ impl FtpSession {
 
     /// The data connection took `n` bytes of [`DataOut::Bytes`].
     pub fn handle_data_written(&mut self, n: usize, ctx: &mut Ctx) {
-        self.data.out.consume(n);
+        match &mut self.data.transfer {
+            // A file copied through the buffer: keep the allocation for
+            // the next buffer-full (see `OutBuf::consume_and_reclaim`).
+            Transfer::Running(Flow::Send {
+                file: Some(send), ..
+            }) if !send.zero_copy => {
+                if let Some(spare) = self.data.out.consume_and_reclaim(n) {
+                    send.spare = spare;
+                }
+            }
+            _ => self.data.out.consume(n),
+        }
         self.progress(ctx);
         self.data_work(ctx);
         self.pump_send(ctx);
@@ -535,17 +549,17 @@ impl FtpSession {
 
     /// A file is sent by copying (TLS on the data connection, or no
     /// `sendfile`) and its buffer has room for the next chunk.
-    pub(super) fn data_has_work(&self, limits: &Limits) -> bool {
+    pub(super) fn data_has_work(&self) -> bool {
         !self.job_out()
             && matches!(&self.data.transfer, Transfer::Running(Flow::Send { file: Some(send), .. })
-            if !send.zero_copy && send.remaining > 0 && self.data.out.len() <= limits.out_low)
+            if !send.zero_copy && send.remaining > 0 && self.data.out.is_empty())
     }
 
     /// Reads the next buffer-full of a file being copied, on a worker (a
     /// read can wait on the disk); back on the loop it joins the data
     /// connection's output, where TLS, if any, encrypts it.
     pub(super) fn data_work(&mut self, ctx: &mut Ctx) {
-        if !self.data_has_work(ctx.limits) {
+        if !self.data_has_work() {
             return;
         }
         let Transfer::Running(Flow::Send { file, .. }) = &mut self.data.transfer else {
@@ -560,7 +574,7 @@ impl FtpSession {
             "retr-read",
             Lane::Bulk,
             move || {
-                let mut bytes = Vec::new();
+                let mut bytes = std::mem::take(&mut send.spare);
                 let step = send.step(&mut bytes, limit, key);
                 (send, bytes, step)
             },
@@ -569,7 +583,11 @@ impl FtpSession {
                     return; // aborted meanwhile: the file closes here
                 };
                 *file = Some(send);
-                s.data.out.writer().extend_from_slice(&bytes);
+                if s.data.out.is_empty() {
+                    s.data.out = OutBuf::from(bytes); // no copy
+                } else {
+                    s.data.out.writer().extend_from_slice(&bytes);
+                }
                 if let Step::Close(_) = step {
                     s.data.out = OutBuf::default();
                     s.end_transfer(451, "The file changed while it was sent; transfer aborted.");

@@ -17,6 +17,7 @@ use slab::Slab;
 
 use super::config::Config;
 use super::ftp::{FtpClient, FtpEnv, data_requests, drive_data};
+use super::handshakes;
 use super::output::flush;
 use super::{Reactor, Source};
 use crate::children::ChildProc;
@@ -148,6 +149,8 @@ pub(super) struct Client {
     pub(super) writable: bool,
     /// On the ready list already.
     pub(super) queued: bool,
+    /// On the handshake queue already (see `handshakes`).
+    pub(super) awaits_handshake: bool,
     /// The deadline this client has in the timer heap.
     pub(super) timer: Option<Instant>,
     /// Set when the socket failed: close without flushing.
@@ -374,6 +377,8 @@ impl Reactor {
             now,
             plaintext,
             share,
+            handshake_queue,
+            handshakes_left,
             ..
         } = self;
         let clients_open = clients.len();
@@ -409,6 +414,7 @@ impl Reactor {
                     handshake_timeout: config.limits.tls_handshake_timeout,
                     plaintext,
                     share: *share,
+                    handshakes_left,
                 }
             };
         }
@@ -428,8 +434,14 @@ impl Reactor {
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         start_control_tls(k, client, config, now);
         let ftp_control = matches!(client.protocol, Protocol::Ftp(_));
+        // A handshake step is the one read whose CPU does not scale with
+        // its bytes: a few per turn (`handshakes`), the rest wait unread.
+        let handshake_waits = client.readable
+            && client.tls.as_ref().is_some_and(|t| t.is_handshaking())
+            && client.wants_read(limits)
+            && !handshakes::take_step(handshakes_left);
         let mut read_budget = *share;
-        while client.readable && client.wants_read(limits) && read_budget > 0 {
+        while !handshake_waits && client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
                 Ok(0) => {
                     client.readable = false;
@@ -530,6 +542,14 @@ impl Reactor {
             tls.close();
             flush(k, client, &mut env, now, &mut write_budget, &[]);
         }
+        // Nothing more to send and nothing on its way: a TLS output
+        // buffer kept for a transfer goes.
+        if !client.job_in_flight()
+            && !client.wants_write()
+            && let Some(tls) = &mut client.tls
+        {
+            tls.release_idle();
+        }
         client.account(env.stats);
 
         if client.is_done() {
@@ -537,13 +557,22 @@ impl Reactor {
             return;
         }
         let (wants_read, wants_write) = (client.wants_read(limits), client.wants_write());
-        let more_to_read = client.readable && wants_read;
+        let more_to_read = client.readable && wants_read && !handshake_waits;
         let more_to_write = client.writable && wants_write;
         let more_work = client.protocol.engine().wants_turn(limits)
             || client.protocol.ftp().is_some_and(|f| f.still_ready());
         if (more_to_read || more_to_write || more_work) && !client.queued {
             client.queued = true;
             ready.push_back(Source::Client(k));
+        }
+        let data_waits = client
+            .protocol
+            .ftp()
+            .is_some_and(|f| f.awaits_handshake_step());
+        if (handshake_waits || data_waits) && !client.awaits_handshake {
+            debug!("conn {k}: waits for a handshake step (this turn's are taken)");
+            client.awaits_handshake = true;
+            handshake_queue.push_back(k);
         }
         let want = interest(wants_read, wants_write);
         if want != client.interest {

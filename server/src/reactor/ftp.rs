@@ -29,6 +29,7 @@ use mio::{Interest, Registry};
 use rustls::ServerConfig;
 
 use super::client::Env;
+use super::handshakes;
 use super::output::{Sent, Via};
 use super::source::{DataSocket, Source};
 use crate::tls::session::OUT_LIMIT;
@@ -81,6 +82,9 @@ struct DataConn {
     /// until the ciphertext the session counts as sent, and the
     /// `close_notify` after it, have gone out.
     closing: bool,
+    /// Its TLS handshake waits for a step of a later turn's budget (see
+    /// `handshakes`): not read meanwhile, and not owed a turn for it.
+    awaits_handshake_step: bool,
 }
 
 impl FtpClient {
@@ -111,12 +115,18 @@ impl FtpClient {
     /// event (the turn's budget ran out): the client is owed a turn.
     pub(super) fn still_ready(&self) -> bool {
         let data = self.data.as_ref().is_some_and(|d| {
-            (d.readable && self.wants_data_read(d))
+            (d.readable && !d.awaits_handshake_step && self.wants_data_read(d))
                 || (d.writable && d.tls.as_ref().is_some_and(|t| t.wants_write()))
                 || (d.closing && d.tls.as_ref().is_some_and(|t| !t.is_handshaking()))
                 || (d.writable && !matches!(self.session.data_output(), DataOut::Nothing))
         });
         data || (self.acceptable && self.listener.is_some())
+    }
+
+    /// The data connection's TLS handshake waits for a step of the
+    /// handshake budget: the reactor queues this client for one.
+    pub(super) fn awaits_handshake_step(&self) -> bool {
+        self.data.as_ref().is_some_and(|d| d.awaits_handshake_step)
     }
 
     /// Whether to read the data connection: while the session wants
@@ -201,6 +211,8 @@ pub(super) struct FtpEnv<'a> {
     pub(super) plaintext: &'a mut Vec<u8>,
     /// Bytes the data connection may read, and write, this turn.
     pub(super) share: usize,
+    /// TLS handshake steps this turn may still take (see `handshakes`).
+    pub(super) handshakes_left: &'a mut usize,
 }
 
 /// Moves client `k`'s data sockets along: the session's requests,
@@ -411,6 +423,7 @@ fn accept(k: usize, f: &mut FtpClient, env: &mut Env, fenv: &mut FtpEnv, now: In
             writable: true,
             tls,
             closing: false,
+            awaits_handshake_step: false,
         });
         close_listener(f, fenv);
         break;
@@ -573,6 +586,10 @@ fn read(
     budget: &mut usize,
 ) -> bool {
     let mut any = false;
+    let mut stepped = false;
+    if let Some(d) = &mut f.data {
+        d.awaits_handshake_step = false; // decided again below
+    }
     while *budget > 0 {
         let ready = f
             .data
@@ -584,6 +601,15 @@ fn read(
         let Some(d) = &mut f.data else {
             break;
         };
+        // A handshake step costs the loop what a client's does: it comes
+        // out of the same budget, and without one the bytes wait unread.
+        if !stepped && d.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+            d.awaits_handshake_step = !handshakes::take_step(fenv.handshakes_left);
+            if d.awaits_handshake_step {
+                break;
+            }
+            stepped = true;
+        }
         match d.stream.read(fenv.scratch) {
             Ok(0) => {
                 any = true;

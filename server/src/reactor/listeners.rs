@@ -294,6 +294,7 @@ impl Reactor {
             read_closed: false,
             writable: true,
             queued: false,
+            awaits_handshake: false,
             timer: None,
             broken: None,
             buffered: 0,

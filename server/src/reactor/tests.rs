@@ -17,13 +17,18 @@
 //! - stale tokens: an event still in a batch for a client that finished
 //!   earlier in that batch does not reach the client accepted after it;
 //! - close late: a client that goes away, or is evicted, while its job is
-//!   on the worker pool stays until the job's result is back.
+//!   on the worker pool stays until the job's result is back;
+//! - TLS handshakes: a turn advances at most [`HANDSHAKES_PER_TURN`] of
+//!   them however many ClientHellos arrived, answers a plain client in the
+//!   same turn, and serves the waiting ones in the next turns with no new
+//!   event.
 //!
 //! Every wait is bounded, by a number of turns or by [`PATIENCE`], and
 //! each turn polls for at most [`MAX_WAIT`]; nothing sleeps.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -33,7 +38,7 @@ use socket2::SockRef;
 use testkit::{TempDir, frame_bytes};
 
 use super::source::Source;
-use super::{Config, READ_BUDGET, Reactor};
+use super::{Config, HANDSHAKES_PER_TURN, READ_BUDGET, Reactor};
 use crate::conn::MAX_REQUESTS_PER_TURN;
 use crate::limits::Limits;
 use crate::services::Services;
@@ -51,6 +56,8 @@ struct Harness {
     reactor: Reactor,
     events: Events,
     addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    tls_addr: Option<SocketAddr>,
     // Dropped last: the reactor's data directory.
     _dir: TempDir,
 }
@@ -58,6 +65,11 @@ struct Harness {
 impl Harness {
     /// A reactor with `limits`, no users and an empty data directory.
     fn start(limits: Limits) -> Harness {
+        Harness::start_with(limits, None)
+    }
+
+    /// The same, with a TLS listener too when `tls` is given.
+    fn start_with(limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Harness {
         let dir = TempDir::new("reactor");
         let users = UserDb::load(dir.root()).expect("an empty user store loads");
         let services = Services::new(dir.root().to_path_buf(), users);
@@ -72,8 +84,11 @@ impl Harness {
                 ports: None,
                 advertise: None,
             },
-            tls: Vec::new(),
-            tls_config: None,
+            tls: match tls {
+                Some(_) => vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+                None => Vec::new(),
+            },
+            tls_config: tls,
             ftp_require_tls: false,
             ftp_hash_uploads: false,
             limits,
@@ -89,10 +104,16 @@ impl Harness {
             .1
             .parse()
             .expect("a TCP listener's address");
+        let tls_addr = reactor
+            .local_addrs()
+            .iter()
+            .find(|(name, _)| *name == "tls")
+            .map(|(_, a)| a.parse().expect("a TCP listener's address"));
         Harness {
             reactor,
             events: Events::with_capacity(1024),
             addr,
+            tls_addr,
             _dir: dir,
         }
     }
@@ -637,4 +658,167 @@ fn a_turn_shares_its_bytes_among_the_clients_it_serves_down_to_a_floor() {
     // Busy, each gets the floor, so a turn never waits long on one.
     assert_eq!(Reactor::share(8), WRITE_BUDGET);
     assert_eq!(Reactor::share(10_000), WRITE_BUDGET);
+}
+
+/// A server configuration with a fresh self-signed certificate in `dir`,
+/// and a client configuration that trusts it.
+fn tls_configs(dir: &TempDir) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let identity = crate::tls::Identity::load_or_generate(dir.root(), &["localhost".into()])
+        .expect("a self-signed certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(identity.chain[0].clone()).expect("a root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = crate::tls::server_config(&identity).expect("a server configuration");
+    (server, Arc::new(client))
+}
+
+/// A TLS client on a blocking-free socket, driven by hand.
+struct TlsClient {
+    stream: TcpStream,
+    key: usize,
+    tls: rustls::ClientConnection,
+    /// The server's first flight has arrived.
+    answered: bool,
+}
+
+impl TlsClient {
+    /// Writes what the client's TLS has to send (all of it fits a fresh
+    /// socket's buffer: a ClientHello, a Finished).
+    fn send(&mut self) {
+        let mut bytes = Vec::new();
+        while self.tls.wants_write() {
+            self.tls.write_tls(&mut bytes).expect("to a Vec");
+        }
+        self.stream
+            .write_all(&bytes)
+            .expect("write a handshake flight");
+    }
+
+    /// Takes what the server sent, answers it; true if anything came.
+    fn receive(&mut self) -> bool {
+        let mut got = Received::default();
+        got.read(&mut self.stream);
+        if got.bytes.is_empty() {
+            return false;
+        }
+        let mut bytes = &got.bytes[..];
+        while !bytes.is_empty() {
+            self.tls.read_tls(&mut bytes).expect("from a slice");
+            self.tls
+                .process_new_packets()
+                .expect("a valid server flight");
+        }
+        self.answered = true;
+        self.send();
+        true
+    }
+}
+
+#[test]
+fn a_turn_advances_at_most_its_budget_of_tls_handshakes_and_still_answers_a_plain_client() {
+    const CLIENTS: usize = 3 * HANDSHAKES_PER_TURN + 1;
+    let certs = TempDir::new("reactor-tls");
+    let (server_config, client_config) = tls_configs(&certs);
+    let mut h = Harness::start_with(Limits::default(), Some(server_config));
+    let tls_addr = h.tls_addr.expect("a TLS listener");
+    let (mut plain, plain_key) = h.connect();
+    let mut clients: Vec<TlsClient> = (0..CLIENTS)
+        .map(|_| {
+            let stream = TcpStream::connect(tls_addr).expect("connect");
+            let key = h.accepted(&stream);
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+            let tls =
+                rustls::ClientConnection::new(Arc::clone(&client_config), name).expect("a client");
+            TlsClient {
+                stream,
+                key,
+                tls,
+                answered: false,
+            }
+        })
+        .collect();
+
+    // Every ClientHello and a plain echo arrive before one turn runs.
+    for c in &mut clients {
+        c.send();
+    }
+    plain
+        .write_all(&frame_bytes(json!({"op": "echo", "id": 1}), b"meanwhile"))
+        .expect("write the echo");
+    let mut sources: Vec<Source> = clients.iter().map(|c| Source::Client(c.key)).collect();
+    sources.push(Source::Client(plain_key));
+    let batch = h.gather(&sources);
+    h.reactor.turn(batch.iter());
+
+    let answered = clients
+        .iter_mut()
+        .map(|c| c.receive())
+        .filter(|&got| got)
+        .count();
+    assert_eq!(
+        answered, HANDSHAKES_PER_TURN,
+        "one turn with {CLIENTS} ClientHellos advanced {answered} handshakes"
+    );
+    let mut plain_got = Received::default();
+    plain_got.read(&mut plain);
+    assert_eq!(
+        plain_got.frames.len(),
+        1,
+        "the plain client is answered in the same turn"
+    );
+    assert_eq!(plain_got.frames[0].1, b"meanwhile");
+    assert_eq!(
+        h.reactor.handshake_queue.len(),
+        CLIENTS - HANDSHAKES_PER_TURN
+    );
+
+    // The rest are served from the queue, a budget per turn, with no event
+    // of their own (their ClientHellos were never read again); every
+    // handshake then finishes.
+    let give_up = Instant::now() + PATIENCE;
+    let mut turns = 1;
+    loop {
+        let done = clients.iter().all(|c| {
+            h.reactor.clients[c.key]
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.is_handshaking())
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "gave up waiting for the handshakes"
+        );
+        h.step();
+        turns += 1;
+        let newly = clients
+            .iter_mut()
+            .filter(|c| !c.answered)
+            .filter_map(|c| c.receive().then_some(()))
+            .count();
+        assert!(
+            newly <= HANDSHAKES_PER_TURN,
+            "turn {turns}: {newly} first flights sent, more than the budget"
+        );
+        for c in clients.iter_mut().filter(|c| c.answered) {
+            c.receive(); // tickets after the handshake
+        }
+    }
+    assert!(
+        clients
+            .iter()
+            .all(|c| c.answered && !c.tls.is_handshaking())
+    );
+    assert!(
+        turns >= CLIENTS / HANDSHAKES_PER_TURN,
+        "{CLIENTS} handshakes in {turns} turns"
+    );
+    assert!(h.reactor.handshake_queue.is_empty());
 }

@@ -51,9 +51,15 @@ use rustls::{ServerConfig, ServerConnection};
 /// and a client that does not read costs no more than this.
 pub const OUT_LIMIT: usize = 64 * 1024;
 
-/// An output buffer at most this big is kept when it empties (small
-/// replies reuse it); a bigger one is freed, so idle connections hold none.
+/// An output buffer at most this big is kept by [`TlsSession::release_idle`]
+/// (small replies reuse it); a bigger one is freed, so idle connections
+/// hold none.
 const KEEP_OUT: usize = 4 * 1024;
+
+/// What [`OUT_LIMIT`] bytes of plaintext can grow to as records: a 5-byte
+/// header, a content type byte and a 16-byte tag per 16 KiB record, and
+/// room for the one record that may straddle the limit.
+const OUT_CAPACITY: usize = OUT_LIMIT + 16 * 1024 + 4 * 22;
 
 /// What rustls keeps to read records into, once a connection has sent
 /// anything: it grows to hold a whole record while one arrives, and
@@ -244,6 +250,17 @@ impl TlsSession {
         if take == 0 {
             return 0;
         }
+        // Bulk output (a file) comes in buffer-fulls: one allocation for
+        // all of them, kept until the connection has nothing more to send
+        // (`release_idle`), rather than one that grows by doubling and
+        // is freed every time the socket empties it.
+        if self.out_start > 0 {
+            self.out.drain(..self.out_start);
+            self.out_start = 0;
+        }
+        if take > KEEP_OUT && self.out.capacity() < OUT_CAPACITY {
+            self.out.reserve_exact(OUT_CAPACITY - self.out.len());
+        }
         // Writing to rustls's buffer cannot fail; it may take less.
         let taken = self.conn.writer().write(&plaintext[..take]).unwrap_or(0);
         self.drain_tls();
@@ -260,11 +277,16 @@ impl TlsSession {
         self.out_start = (self.out_start + n).min(self.out.len());
         if self.out_start == self.out.len() {
             self.out_start = 0;
-            if self.out.capacity() > KEEP_OUT {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
+            self.out.clear();
+        }
+    }
+
+    /// The connection has nothing more to send for now: frees a big
+    /// output buffer once it is empty, so an idle connection holds none.
+    pub fn release_idle(&mut self) {
+        if self.output().is_empty() && self.out.capacity() > KEEP_OUT {
+            self.out = Vec::new();
+            self.out_start = 0;
         }
     }
 
@@ -544,6 +566,11 @@ mod tests {
         assert!(!s.wants_read(), "a full output stops reading");
         assert_eq!(to_client(&mut s, &mut c, 1 << 20), big[..taken]);
         assert!(s.wants_read());
+        assert!(
+            s.buffered_bytes() >= RUSTLS_READ_BUFFER + OUT_LIMIT,
+            "the output is kept while more may come"
+        );
+        s.release_idle();
         assert_eq!(
             s.buffered_bytes(),
             RUSTLS_READ_BUFFER,
