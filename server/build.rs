@@ -9,7 +9,16 @@
 //!   symbols for profiling (`CARGO_PROFILE_RELEASE_STRIP=false`) keeps the
 //!   tables too, so that perf and gdb can walk the stack.
 //!
-//! Both are options of lld, the linker rustc uses by itself on
+//! - `-z pack-relative-relocs` (RELR): the relocations a position-
+//!   independent binary needs at start are packed into a bitmap instead of
+//!   24 bytes each. The loader must know the format: glibc 2.36 or later
+//!   (Debian 12, Ubuntu 22.10), which marks it with the version
+//!   `GLIBC_ABI_DT_RELR`. It is used only when the C library this build
+//!   links against has that version, so the binary runs where it is built;
+//!   copied to a host with an older glibc, it refuses to start, naming the
+//!   missing version.
+//!
+//! All are options of lld, the linker rustc uses by itself on
 //! x86_64-unknown-linux-gnu since Rust 1.90. With any other linker (an
 //! older rustc, another target, a linker chosen in the environment or in a
 //! Cargo config) nothing is added, and the binary is only larger.
@@ -25,6 +34,9 @@ fn main() {
         return;
     }
     println!("cargo::rustc-link-arg-bins=-Wl,--icf=all");
+    if glibc_knows_relr() {
+        println!("cargo::rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     let keeps_symbols = matches!(
         env::var("CARGO_PROFILE_RELEASE_STRIP").as_deref(),
         Ok("false" | "none" | "debuginfo")
@@ -69,4 +81,18 @@ fn links_with_rusts_own_lld() -> bool {
         .and_then(|rest| rest.split('.').next())
         .and_then(|minor| minor.parse::<u32>().ok());
     minor.is_some_and(|minor| minor >= 90)
+}
+
+/// Whether the C library the binary links against can load packed
+/// relative relocations (it defines the symbol version
+/// `GLIBC_ABI_DT_RELR`, glibc 2.36 and later).
+fn glibc_knows_relr() -> bool {
+    let libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/libc.so.6",
+        "/usr/lib64/libc.so.6",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read(path).ok());
+    libc.is_some_and(|bytes| bytes.windows(17).any(|w| w == b"GLIBC_ABI_DT_RELR"))
 }
