@@ -9,31 +9,12 @@
 #[path = "../../fuzz/src/ftp.rs"]
 mod checks;
 
-use std::fs;
-use std::panic;
-use std::path::{Path, PathBuf};
+#[path = "../../fuzz/src/replay.rs"]
+mod corpus;
 
-/// Runs `check` on every file of `fuzz/corpus/<target>`, and names each
-/// file that fails.
+/// Runs `check` on every file of `fuzz/corpus/<target>`.
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} is empty", dir.display());
-    let failed: Vec<String> = files
-        .iter()
-        .filter(|file| {
-            let data = fs::read(file).unwrap();
-            panic::catch_unwind(|| check(&data)).is_err()
-        })
-        .map(|file| file.display().to_string())
-        .collect();
-    assert!(failed.is_empty(), "failing corpus files: {failed:#?}");
+    corpus::replay(env!("CARGO_MANIFEST_DIR"), target, check);
 }
 
 #[test]
