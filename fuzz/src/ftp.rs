@@ -435,7 +435,7 @@ impl Harness {
                     self.with(|s, ctx| s.handle_data_written(n, ctx));
                     return true;
                 }
-                DataOut::File(_, n) => {
+                DataOut::File { len: n, .. } => {
                     let n = usize::try_from(n).unwrap_or(usize::MAX).min(256 << 10);
                     self.with(|s, ctx| s.handle_data_file_sent(n, ctx));
                     return true;

@@ -188,7 +188,7 @@ impl Harness {
                     self.with(|s, ctx| s.handle_data_written(b.len(), ctx));
                     return true;
                 }
-                DataOut::File(mut file, n) => {
+                DataOut::File { mut file, len: n, .. } => {
                     let mut buf = vec![0u8; usize::try_from(n).unwrap().min(100_000)];
                     let got = file.read(&mut buf).unwrap();
                     self.data_in.extend_from_slice(&buf[..got]);
@@ -1327,7 +1327,7 @@ fn retr_under_prot_p_is_read_by_jobs_never_sent_with_sendfile() {
     let mut names = Vec::new();
     for _ in 0..1000 {
         assert!(
-            !matches!(h.s.data_output(), DataOut::File(..)),
+            !matches!(h.s.data_output(), DataOut::File { .. }),
             "sendfile offered under PROT P"
         );
         let Some(job) = h.jobs.pop() else {
