@@ -583,6 +583,68 @@ def row_put(x):
                     f"{size / (t1 - t0) / 1e6:.0f} MB/s; last byte sent → ok {1e3 * (t1 - t_sent):.0f} ms")
 
 
+COLD_FILES = 4  # row 14: files of 256 MiB, one per connection
+
+
+def drop_from_cache(path):
+    """posix_fadvise(DONTNEED) on one file (clean pages only: fsync first);
+    the rest of the machine's page cache is left alone."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def row_cold_gets(x):
+    """COLD_FILES connections each get a different 256 MiB file whose
+    pages were dropped from the cache just before; bodies read whole."""
+    names = [f"c256-{i}.bin" for i in range(COLD_FILES)]
+    socks = []
+    for _ in names:
+        s = connect(x.port)
+        login(s, "cold")
+        socks.append(s)
+    x.keep.extend(socks)
+    # The server hashes a planted file on its first get (reading it into
+    # the cache): get each once, read the body, then drop the pages.
+    for s, name in zip(socks, names):
+        skiffwire.send(s, {"op": "get", "id": 1, "path": "/" + name})
+        h, size = skiffwire.recv_header(s)
+        skiffwire.skip_body(s, size)
+    for dst in x.paths:
+        drop_from_cache(dst)
+    cached = [page_cache(dst) for dst in x.paths]
+    before = stats(socks[0]).get("warmed_windows")
+    got, errors = [0] * len(names), []
+
+    def fetch(i):
+        try:
+            skiffwire.send(socks[i], {"op": "get", "id": 2, "path": "/" + names[i]})
+            h, size = skiffwire.recv_header(socks[i])
+            if h.get("op") != "ok" or h.get("md5") != x.fix.md5[names[i]]:
+                raise RuntimeError(f"get {names[i]}: {h}")
+            skiffwire.skip_body(socks[i], size)
+            got[i] = size
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(len(names))]
+    t0 = now()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(IO_TIMEOUT)
+    t1 = now()
+    after = stats(socks[0]).get("warmed_windows")
+    warmed = "n/a" if after is None else after - (before or 0)
+    in_cache = ", ".join("?" if c is None else f"{100 * c:.0f} %" for c in cached)
+    return t0, t1, (f"{sum(got) >> 20} MiB in {len(names)} bodies, {len(errors)} errors "
+                    f"{errors[:1]}; {sum(got) / (t1 - t0) / 1e6:.0f} MB/s together; in page cache "
+                    f"before: {in_cache}; warm jobs: {warmed}")
+
+
 # name, description, users, plants [(fixture_fn, user, name)], row fn, prep
 ROWS = {
     "idle": ("idle", "probe alone, no attack", ["bench"], [], row_idle),
@@ -598,14 +660,18 @@ ROWS = {
     "11": ("11", "3,000 conns: header of a 64 KiB say, no body", ["bench"], [], row_say_headers),
     "12": ("12", "30 × 64 KiB say * to 1,000 sessions that never read", ["bench"], [], row_say_flood),
     "13": ("13", "one 1 GiB put at full speed", ["bench"], [], row_put),
+    "14": ("14", f"{COLD_FILES} concurrent gets of 256 MiB files dropped from the page cache", ["cold"],
+           [(f"c256-{i}", "cold", f"c256-{i}.bin") for i in range(COLD_FILES)], row_cold_gets),
 }
-DEFAULT_ROWS = "idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13"
+DEFAULT_ROWS = "idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13 14"
 
 
 def fixture(fix, name):
     """Path of a fixture to plant (moved in, moved back after the row)."""
     if name == "g64":
         return fix.blob("g64.bin", 64 << 20)
+    if name.startswith("c256-"):
+        return fix.blob(name + ".bin", 256 << 20)
     if name == "rm1g":  # consumed by the row: a fresh copy every time
         src = fix.blob("p1g.bin", 1 << 30)
         dst = fix.path("rm1g.bin")
@@ -671,6 +737,7 @@ def run_main(args):
                         if os.path.isfile(dst):
                             c = page_cache(dst)
                             x.cached = "in page cache: unknown" if c is None else f"{100 * c:.0f} % in page cache"
+                    x.paths = [dst for dst, _ in srv.planted]
                     x.port = srv.start(pidfile, f"skiffd-{rid}-{label}-{run}.log")
                     x.pid = srv.pid
                     probe = Probe(x.port)
