@@ -597,6 +597,41 @@ def drop_from_cache(path):
         os.close(fd)
 
 
+class StateSampler:
+    """The loop thread's scheduler state (R, S, D...) every 0.2 ms while
+    active: D is an uninterruptible wait, here the disk; with its kernel
+    stack, which says where."""
+
+    def __init__(self, pid):
+        self.pid, self.states, self.stacks, self.halt = pid, {}, {}, threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        task = f"/proc/{self.pid}/task/{self.pid}"
+        while not self.halt.wait(0.0002):
+            try:
+                st = open(task + "/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return
+            self.states[st] = self.states.get(st, 0) + 1
+            if st == "D":
+                try:  # root only
+                    frames = open(task + "/stack").read().split("\n")[:6]
+                    where = " < ".join(f.split()[1].split("+")[0] for f in frames if f.strip())
+                except (OSError, IndexError):
+                    where = "?"
+                self.stacks[where] = self.stacks.get(where, 0) + 1
+
+    def stop(self):
+        self.halt.set()
+        self.t.join()
+        n = sum(self.states.values())
+        top = max(self.stacks.items(), key=lambda kv: kv[1], default=("", 0))[0]
+        return (f"loop thread in D {self.states.get('D', 0)} of {n} samples"
+                + (f" (mostly {top})" if top else ""))
+
+
 def row_cold_gets(x):
     """COLD_FILES connections each get a different 256 MiB file whose
     pages were dropped from the cache just before; bodies read whole."""
@@ -631,18 +666,20 @@ def row_cold_gets(x):
             errors.append(e)
 
     threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(len(names))]
+    sampler = StateSampler(x.pid)
     t0 = now()
     for t in threads:
         t.start()
     for t in threads:
         t.join(IO_TIMEOUT)
     t1 = now()
+    states = sampler.stop()
     after = stats(socks[0]).get("warmed_windows")
     warmed = "n/a" if after is None else after - (before or 0)
     in_cache = ", ".join("?" if c is None else f"{100 * c:.0f} %" for c in cached)
     return t0, t1, (f"{sum(got) >> 20} MiB in {len(names)} bodies, {len(errors)} errors "
                     f"{errors[:1]}; {sum(got) / (t1 - t0) / 1e6:.0f} MB/s together; in page cache "
-                    f"before: {in_cache}; warm jobs: {warmed}")
+                    f"before: {in_cache}; warm jobs: {warmed}; {states}")
 
 
 # name, description, users, plants [(fixture_fn, user, name)], row fn, prep
