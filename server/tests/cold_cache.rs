@@ -49,7 +49,10 @@ fn drop_from_cache(path: &Path) {
 /// The server's count of windows read in by workers.
 fn warmed_windows(c: &mut Client) -> u64 {
     let stats = c.request(json!({"op":"stats"}), b"").unwrap();
-    stats.header.u64("warmed_windows").expect("stats has warmed_windows")
+    stats
+        .header
+        .u64("warmed_windows")
+        .expect("stats has warmed_windows")
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -77,11 +80,18 @@ fn a_get_of_a_file_dropped_from_the_page_cache_is_read_in_by_workers() {
     assert_eq!(cached_pages(&path), (12 << 20) / 4096);
     let (got, _) = get(&mut c, "cold.bin").unwrap();
     assert!(got == bytes);
-    assert_eq!(warmed_windows(&mut c) - before, 3, "a cached file was warmed");
+    assert_eq!(
+        warmed_windows(&mut c) - before,
+        3,
+        "a cached file was warmed"
+    );
     // A range from an offset: one window (the last 2 MiB).
     drop_from_cache(&path);
     let f = c
-        .request(json!({"op":"get","path":"cold.bin","offset":10u64 << 20}), b"")
+        .request(
+            json!({"op":"get","path":"cold.bin","offset":10u64 << 20}),
+            b"",
+        )
         .unwrap();
     assert!(f.body == bytes[10 << 20..]);
     assert_eq!(warmed_windows(&mut c) - before, 4);
@@ -139,5 +149,9 @@ f.quit()
 print("OK")
 "#,
     );
-    assert_eq!(warmed_windows(&mut c) - before, 4, "a cached file was warmed");
+    assert_eq!(
+        warmed_windows(&mut c) - before,
+        4,
+        "a cached file was warmed"
+    );
 }

@@ -1151,7 +1151,11 @@ fn sendfile(h: &mut Harness, max: u64) -> Option<(u64, u64, bool)> {
         return None;
     };
     let mut file = file;
-    assert_eq!(file.stream_position().unwrap(), offset, "offset is not the file's");
+    assert_eq!(
+        file.stream_position().unwrap(),
+        offset,
+        "offset is not the file's"
+    );
     let mut buf = vec![0u8; len.min(max) as usize];
     file.read_exact(&mut buf).unwrap();
     h.received.extend_from_slice(&buf);
@@ -1185,7 +1189,10 @@ fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
     assert_eq!(h.jobs.len(), 1);
     assert_eq!(h.jobs[0].name, "warm for get");
     assert!(h.conn.job_in_flight());
-    assert!(h.conn.poll_transmit(&[]).is_none(), "sent while the job is out");
+    assert!(
+        h.conn.poll_transmit(&[]).is_none(),
+        "sent while the job is out"
+    );
     assert!(!h.conn.wants_read(&h.limits));
     assert_eq!(h.stats.warmed_windows, 1);
     let job = h.jobs.pop().unwrap();
@@ -1193,7 +1200,10 @@ fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
     h.with(|conn, ctx| conn.handle_job_done(result, ctx));
     // The window the job read is offered whole, without asking again.
     assert_eq!(sendfile(&mut h, 3 * MIB), Some((MIB, WINDOW, false)));
-    assert_eq!(sendfile(&mut h, 3 * MIB), Some((4 * MIB, WINDOW - 3 * MIB, false)));
+    assert_eq!(
+        sendfile(&mut h, 3 * MIB),
+        Some((4 * MIB, WINDOW - 3 * MIB, false))
+    );
     // The window is sent and the file is cold: the next job goes out at
     // once, without a report.
     assert_eq!(h.jobs.len(), 1, "the next window is not warmed");

@@ -211,7 +211,9 @@ impl Harness {
                     self.with(|s, ctx| s.handle_data_file_not_cached(offset, n, ctx));
                     return true;
                 }
-                DataOut::File { mut file, len: n, .. } => {
+                DataOut::File {
+                    mut file, len: n, ..
+                } => {
                     let mut buf = vec![0u8; usize::try_from(n).unwrap().min(100_000)];
                     let got = file.read(&mut buf).unwrap();
                     self.data_in.extend_from_slice(&buf[..got]);
@@ -1389,9 +1391,15 @@ fn a_retr_of_a_file_not_in_the_page_cache_waits_for_workers_to_read_it_in() {
     assert!(h.take().starts_with("150 "));
     assert_eq!(h.jobs.len(), 1);
     assert_eq!(h.jobs[0].name, "retr-warm");
-    assert!(matches!(h.s.data_output(), DataOut::Nothing), "sent while the job is out");
+    assert!(
+        matches!(h.s.data_output(), DataOut::Nothing),
+        "sent while the job is out"
+    );
     assert!(h.data_in.is_empty());
-    assert!(!h.s.wants_read(&h.limits), "commands wait for the job like any other");
+    assert!(
+        !h.s.wants_read(&h.limits),
+        "commands wait for the job like any other"
+    );
     h.run_jobs = true;
     h.settle();
     assert!(h.data_in == body, "the body came back changed");
