@@ -30,9 +30,14 @@
 //! loop sends, and a cold transfer streams at the disk's pace instead of
 //! stopping for a whole window's read each time.
 //!
-//! **A window already cached** (the read-ahead got there first, or the
-//! file was only partly evicted) is not read again: the job asks the same
-//! question first ([`set_cache_probe`]).
+//! **Why a job always reads.** `cachestat` counts a page as cached from
+//! the moment a read of it is queued, before the data is there: a window
+//! the job before asked for (`WILLNEED`) looks cached while the disk is
+//! still reading it, and a `sendfile` from it would wait for that I/O on
+//! the loop. So a job does not ask, it reads: `pread` returns only once
+//! the pages hold their data. A window that was cached after all (a
+//! file only partly evicted) costs a copy of 4 MiB on a worker, not a
+//! wait on the loop.
 //!
 //! **Pages evicted** between the job and the `sendfile` (memory pressure
 //! in those few microseconds) make that one `sendfile` read the disk: the
@@ -43,7 +48,6 @@ use std::fs::File;
 use std::io;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
 
 /// Bytes one job brings into the page cache: big enough that a job's
 /// round trip is rare (one per 4 MiB), small enough that the window
@@ -89,33 +93,14 @@ impl Warmth {
     }
 }
 
-/// Whether every page of a file's bytes `[offset, offset + len)` is in
-/// the page cache, without waiting: the server's `cachestat(2)`.
-pub type CacheProbe = fn(&File, u64, u64) -> bool;
-
-/// The server's [`CacheProbe`], set once at startup. (The core has no
-/// unsafe code to make the system call with; unset, as in the core's own
-/// tests, a job always reads its window.)
-static PROBE: OnceLock<CacheProbe> = OnceLock::new();
-
-/// Sets the probe jobs use to skip reading a window that is cached
-/// already (the first call wins).
-pub fn set_cache_probe(probe: CacheProbe) {
-    let _ = PROBE.set(probe);
-}
-
 /// Brings `len` bytes of `file` from `offset` into the page cache (on a
 /// worker: it waits for the disk) and asks the kernel to start reading the
 /// `len` bytes after them. Returns the bytes found: fewer than `len`
 /// means the file ended there (it shrank).
 ///
-/// A window the probe finds cached is not read: once a file was found
-/// cold every window gets a job, and one cached after all (the read-ahead
-/// got there, or the file was only partly evicted) then costs a system
-/// call, not a copy of 4 MiB. Otherwise `pread` reads it; it does not
-/// move the file's offset, which `sendfile` goes on from. The bytes land
-/// in a buffer of [`READ_CHUNK`] that is dropped: only the pages they
-/// passed through matter.
+/// `pread` does not move the file's offset, which `sendfile` goes on
+/// from. The bytes land in a buffer of [`READ_CHUNK`] that is dropped:
+/// only the pages they passed through matter.
 pub fn warm(file: &File, offset: u64, len: u64) -> io::Result<u64> {
     // Both windows at once: the kernel queues the I/O and returns, and
     // the reads below then wait for what they need. An error here only
@@ -126,9 +111,6 @@ pub fn warm(file: &File, offset: u64, len: u64) -> io::Result<u64> {
         NonZeroU64::new(len.saturating_mul(2)),
         rustix::fs::Advice::WillNeed,
     );
-    if PROBE.get().is_some_and(|cached| cached(file, offset, len)) {
-        return Ok(len);
-    }
     let mut buf = vec![0u8; READ_CHUNK];
     let mut done = 0u64;
     while done < len {

@@ -183,8 +183,6 @@ impl Reactor {
         poll.registry()
             .register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Jobs.token())?);
-        // Jobs that warm a file's window skip the read if it is cached.
-        skiffd_core::warm::set_cache_probe(page_cache::all_cached);
         let pool = Pool::start(
             Arc::new(move || {
                 // Fails only if the eventfd is gone, and then so is the loop.

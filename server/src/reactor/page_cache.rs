@@ -2,9 +2,7 @@
 //! `sendfile` the state machine marks `check_cache` (see "Cold pages" in
 //! `crate::engine`): `sendfile` from pages not cached reads the disk, and
 //! the loop would wait for it. The answer comes from `cachestat(2)`,
-//! which looks at the cache's index and never waits. Workers warming a
-//! window ask it too (`skiffd_core::warm::set_cache_probe`), to skip
-//! reading one that is cached already.
+//! which looks at the cache's index and never waits.
 //!
 //! A kernel without it (before 6.5, or a seccomp filter that forbids it)
 //! answers `ENOSYS`: then no range is known to be cached, so every window
