@@ -45,16 +45,18 @@
 //! engine sends the file another way.
 //!
 //! **Cold pages.** `sendfile` from pages not in the page cache reads the
-//! disk, and the loop would wait for it. So when a [`Transmit::File`] says
-//! `check_cache`, the reactor first asks the kernel (without waiting)
+//! disk, and the loop would wait for it. So before sending a
+//! [`Transmit::File`] the reactor asks the kernel (without waiting)
 //! whether the range it is about to send, `[offset, offset + n)`, is all
-//! cached. If not (or if the kernel cannot tell), it sends nothing and
-//! calls [`Engine::handle_file_not_cached`] with that range instead; the
-//! engine hands a job to the pool that reads it in ([`crate::warm`]) and
-//! offers nothing until the job is back (`job_in_flight`). A range offered
-//! without `check_cache` was just read in by such a job and is sent as is.
-//! A report that does not match the file on offer (another offset, no
-//! file) is ignored.
+//! cached. If not, it sends nothing and calls
+//! [`Engine::handle_file_not_cached`] with that range instead; the engine
+//! hands a job to the pool that reads it in ([`crate::warm`]) and offers
+//! nothing until the job is back (`job_in_flight`). A range a job just
+//! read is offered `warmed`: it is still asked about (its pages may have
+//! been evicted since, and are then read in again), but where the kernel
+//! cannot tell (no `cachestat`) it is sent, where another range is handed
+//! back. A report that does not match the file on offer (another offset,
+//! no file) is ignored.
 //!
 //! **Lending.** Bytes passed to `handle_input` may stay in the reactor's
 //! read buffer instead of being copied (a plain echo body): the engine
@@ -106,9 +108,9 @@ pub enum Transmit<'a> {
         offset: u64,
         /// Bytes to send (at most what is left of the file's part).
         len: u64,
-        /// Ask the kernel whether the range is in the page cache before
-        /// sending it (see "Cold pages" in the module doc).
-        check_cache: bool,
+        /// A job has just read these bytes into the page cache (see "Cold
+        /// pages" in the module doc).
+        warmed: bool,
     },
     /// `len` bytes waiting in a command's pipe, by `splice`. The reactor
     /// owns the pipe; this names it.

@@ -12,8 +12,8 @@
 //!
 //! ```text
 //!   position        warm_to               (file offsets)
-//!      │ sent without   │ asked about before every sendfile,
-//!      │ asking: a job  │ or, once a window was cold, warmed by
+//!      │ offered as     │ asked about before every sendfile,
+//!      │ `warmed`: a job│ or, once a window was cold, warmed by
 //!      ▼ just read it   ▼ the next job straight away
 //!   ───┼────────────────┼───────────────────────────────▶
 //!                       └── WINDOW ──┘└── WINDOW ──┘
@@ -39,10 +39,11 @@
 //! file only partly evicted) costs a copy of 4 MiB on a worker, not a
 //! wait on the loop.
 //!
-//! **Pages evicted** between the job and the `sendfile` (memory pressure
-//! in those few microseconds) make that one `sendfile` read the disk: the
-//! window just warmed is not asked about again, so a send always moves
-//! on.
+//! **Pages evicted** between the job and the `sendfile` (memory pressure:
+//! freshly read pages are the first to go) are caught: the reactor asks
+//! about a warmed window too, and one found short is read in again by
+//! another job. Only where the kernel cannot tell (no `cachestat`) is a
+//! warmed window trusted, so that a send always moves on.
 
 use std::fs::File;
 use std::io;
@@ -61,8 +62,8 @@ const READ_CHUNK: usize = 128 * 1024;
 /// What the engine sending a file knows about its pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Warmth {
-    /// Bytes before this offset were just read in by a job: they are sent
-    /// without asking the kernel.
+    /// Bytes before this offset were just read in by a job: offered as
+    /// `warmed`, and the send stops there for the next job if `cold`.
     warm_to: u64,
     /// A window of this file was found not cached: from now on each
     /// window is warmed by a job before it is sent.
@@ -71,12 +72,12 @@ pub struct Warmth {
 
 impl Warmth {
     /// How much of the `remaining` bytes at `position` to offer to
-    /// `sendfile` now, and whether the reactor must ask the kernel first.
+    /// `sendfile` now, and whether a job has just read them in.
     pub fn offer(&self, position: u64, remaining: u64) -> (u64, bool) {
         if position < self.warm_to {
-            (remaining.min(self.warm_to - position), false)
+            (remaining.min(self.warm_to - position), true)
         } else {
-            (remaining, true)
+            (remaining, false)
         }
     }
 
@@ -132,20 +133,20 @@ mod tests {
     #[test]
     fn a_fresh_file_is_offered_whole_and_asked_about() {
         let w = Warmth::default();
-        assert_eq!(w.offer(0, 10 * WINDOW), (10 * WINDOW, true));
+        assert_eq!(w.offer(0, 10 * WINDOW), (10 * WINDOW, false));
         assert!(!w.warm_next(0));
     }
 
     #[test]
-    fn a_warmed_window_is_offered_up_to_its_end_without_asking() {
+    fn a_warmed_window_is_offered_up_to_its_end_as_warmed() {
         let mut w = Warmth::default();
         w.warmed(WINDOW + 100);
-        assert_eq!(w.offer(100, 10 * WINDOW), (WINDOW, false));
-        assert_eq!(w.offer(WINDOW, 10), (10, false));
+        assert_eq!(w.offer(100, 10 * WINDOW), (WINDOW, true));
+        assert_eq!(w.offer(WINDOW, 10), (10, true));
         assert!(!w.warm_next(WINDOW));
         // Past it, the next window is warmed without asking: the file is cold.
         assert!(w.warm_next(WINDOW + 100));
-        assert_eq!(w.offer(WINDOW + 100, 5), (5, true));
+        assert_eq!(w.offer(WINDOW + 100, 5), (5, false));
     }
 
     #[test]

@@ -119,8 +119,8 @@ const PEER: &str = "127.0.0.1";
 /// The first byte chooses whether the harness logs in as `alice` first
 /// (bit 0), whether `AUTH TLS` is offered (bit 1: the harness then
 /// plays the TLS layer, which passes the bytes through) and whether no
-/// file is in the page cache (bit 2: every range `RETR` offers to be
-/// checked is reported not cached, so workers read it in). The rest is
+/// file is in the page cache (bit 2: every range `RETR` offers that no
+/// job has just read in is reported not cached, so workers read it in). The rest is
 /// operations, each a byte `op` and what it needs:
 ///
 /// | `op % 8` | operation |
@@ -444,7 +444,7 @@ impl Harness {
                 DataOut::File {
                     offset,
                     len,
-                    check_cache: true,
+                    warmed: false,
                     ..
                 } if self.cold => {
                     let n = len.min(256 << 10);

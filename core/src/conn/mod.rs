@@ -216,12 +216,12 @@ impl Engine for Conn {
         if let State::Sending { send } = &self.state
             && send.zero_copy
         {
-            let (offset, len, check_cache) = send.file_offer();
+            let (offset, len, warmed) = send.file_offer();
             return Some(Transmit::File {
                 file: &send.file,
                 offset,
                 len,
-                check_cache,
+                warmed,
             });
         }
         self.outbox.splice.map(|s| Transmit::Pipe {

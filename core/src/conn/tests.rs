@@ -1138,14 +1138,14 @@ fn a_pipe_that_ends_before_its_frame_closes_the_connection() {
 
 /// What the reactor's `sendfile` would do with the file on offer: move up
 /// to `max` bytes from the file's offset into `received`. The offer's
-/// offset, length and `check_cache` come back too.
+/// offset, length and `warmed` come back too.
 fn sendfile(h: &mut Harness, max: u64) -> Option<(u64, u64, bool)> {
     use std::io::{Read, Seek};
     let Some(Transmit::File {
         file,
         offset,
         len,
-        check_cache,
+        warmed,
     }) = h.conn.poll_transmit(&[])
     else {
         return None;
@@ -1160,7 +1160,7 @@ fn sendfile(h: &mut Harness, max: u64) -> Option<(u64, u64, bool)> {
     file.read_exact(&mut buf).unwrap();
     h.received.extend_from_slice(&buf);
     h.with(|conn, ctx| conn.handle_written(buf.len(), ctx));
-    Some((offset, len, check_cache))
+    Some((offset, len, warmed))
 }
 
 #[test]
@@ -1178,7 +1178,7 @@ fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
     h.settle(); // open and hash
     h.drain_all(); // the reply header
     // A first MiB the kernel says is cached goes by sendfile.
-    assert_eq!(sendfile(&mut h, MIB), Some((0, size, true)));
+    assert_eq!(sendfile(&mut h, MIB), Some((0, size, false)));
     assert!(h.jobs.is_empty());
     // Reports that do not match the file on offer are ignored.
     h.with(|conn, ctx| conn.handle_file_not_cached(0, MIB, ctx));
@@ -1198,17 +1198,22 @@ fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
     let job = h.jobs.pop().unwrap();
     let result = (job.work)();
     h.with(|conn, ctx| conn.handle_job_done(result, ctx));
-    // The window the job read is offered whole, without asking again.
-    assert_eq!(sendfile(&mut h, 3 * MIB), Some((MIB, WINDOW, false)));
-    assert_eq!(
-        sendfile(&mut h, 3 * MIB),
-        Some((4 * MIB, WINDOW - 3 * MIB, false))
-    );
+    // The window the job read is offered whole, as warmed.
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((MIB, WINDOW, true)));
+    // Its last MiB was evicted meanwhile, say: that window is read in
+    // again, and offered again.
+    h.with(|conn, ctx| conn.handle_file_not_cached(4 * MIB, MIB, ctx));
+    assert_eq!(h.jobs.len(), 1);
+    let job = h.jobs.pop().unwrap();
+    let result = (job.work)();
+    h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((4 * MIB, WINDOW, true)));
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((7 * MIB, MIB, true)));
     // The window is sent and the file is cold: the next job goes out at
     // once, without a report.
     assert_eq!(h.jobs.len(), 1, "the next window is not warmed");
     assert!(h.conn.poll_transmit(&[]).is_none());
-    let mut jobs = 1;
+    let mut jobs = 2;
     loop {
         while let Some(job) = h.jobs.pop() {
             jobs += 1;
@@ -1216,13 +1221,13 @@ fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
             h.with(|conn, ctx| conn.handle_job_done(result, ctx));
         }
         match sendfile(&mut h, 3 * MIB) {
-            Some((_, _, check_cache)) => assert!(!check_cache),
+            Some((_, _, warmed)) => assert!(warmed),
             None => break,
         }
     }
-    // 1 MiB sent, then a window at 1 MiB and the rest from 5 MiB.
-    assert_eq!(jobs, 2);
-    assert_eq!(h.stats.warmed_windows, 2);
+    // Windows at 1 MiB, at 4 MiB again, and at 8 MiB for the last 123 bytes.
+    assert_eq!(jobs, 3);
+    assert_eq!(h.stats.warmed_windows, 3);
     let frames = h.frames();
     assert_eq!(frames.len(), 1);
     assert!(frames[0].1 == big, "the body came back changed");

@@ -48,8 +48,8 @@ struct Harness {
     read_data: bool,
     /// The data connection has no sendfile.
     copy_only: bool,
-    /// No range of any file is in the page cache (the kernel says so, or
-    /// cannot tell): every range offered with `check_cache` is reported.
+    /// No range of any file is in the page cache, or the kernel cannot
+    /// tell: every range not just warmed by a job is reported.
     cold: bool,
     /// What the reactor says a new listener is announced as.
     announce: SocketAddr,
@@ -204,7 +204,7 @@ impl Harness {
                 DataOut::File {
                     offset,
                     len,
-                    check_cache: true,
+                    warmed: false,
                     ..
                 } if self.cold => {
                     let n = len.min(100_000);

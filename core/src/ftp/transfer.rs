@@ -65,10 +65,10 @@ pub enum DataOut<'a> {
     Bytes(&'a [u8]),
     /// Up to `len` bytes of `file`, from its current position `offset`,
     /// with `sendfile(2)`; then [`FtpSession::handle_data_file_sent`].
-    /// With `check_cache`, the reactor first asks the kernel whether the
-    /// range it sends is in the page cache, and if not calls
+    /// The reactor first asks the kernel whether the range it sends is in
+    /// the page cache, and if not calls
     /// [`FtpSession::handle_data_file_not_cached`] instead (as in the
-    /// framed connection's contract, [`crate::engine`]).
+    /// framed connection's contract, [`crate::engine`]; `warmed` as there).
     File {
         /// The open file.
         file: &'a File,
@@ -76,8 +76,8 @@ pub enum DataOut<'a> {
         offset: u64,
         /// Most bytes to send.
         len: u64,
-        /// Ask about the page cache first.
-        check_cache: bool,
+        /// A job has just read these bytes into the page cache.
+        warmed: bool,
     },
 }
 
@@ -302,12 +302,12 @@ impl FtpSession {
             Transfer::Running(Flow::Send {
                 file: Some(send), ..
             }) if send.zero_copy && send.remaining > 0 => {
-                let (offset, len, check_cache) = send.file_offer();
+                let (offset, len, warmed) = send.file_offer();
                 DataOut::File {
                     file: &send.file,
                     offset,
                     len,
-                    check_cache,
+                    warmed,
                 }
             }
             _ => DataOut::Nothing,

@@ -86,10 +86,10 @@ impl Sending {
     }
 
     /// What to offer `sendfile` now: the offset, how many bytes, and
-    /// whether the reactor must ask the kernel first if they are cached.
+    /// whether a job has just read them into the page cache.
     pub fn file_offer(&self) -> (u64, u64, bool) {
-        let (len, check_cache) = self.warmth.offer(self.position, self.remaining);
-        (self.position, len, check_cache)
+        let (len, warmed) = self.warmth.offer(self.position, self.remaining);
+        (self.position, len, warmed)
     }
 
     /// The socket took `n` bytes of the file.

@@ -465,12 +465,12 @@ fn write(
                 file,
                 offset,
                 len,
-                check_cache,
+                warmed,
             } => {
                 let count = usize::try_from(len)
                     .unwrap_or(usize::MAX)
                     .min(Via::Sendfile.reach(*budget));
-                if check_cache && !page_cache::all_cached(file, offset, count as u64) {
+                if !page_cache::cached(file, offset, count as u64).unwrap_or(warmed) {
                     // sendfile would read the disk on the loop: the
                     // session has a worker read the range in first.
                     debug!("ftp {k}: {count} bytes at {offset} not in the page cache");

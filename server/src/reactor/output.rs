@@ -124,12 +124,12 @@ pub(super) fn flush(
                 file,
                 offset,
                 len,
-                check_cache,
+                warmed,
             }) => {
                 let count = usize::try_from(len)
                     .unwrap_or(usize::MAX)
                     .min(Via::Sendfile.reach(*budget));
-                if check_cache && !page_cache::all_cached(file, offset, count as u64) {
+                if !page_cache::cached(file, offset, count as u64).unwrap_or(warmed) {
                     // sendfile would read the disk on the loop: the state
                     // machine has a worker read the range in first.
                     debug!("conn {k}: {count} bytes at {offset} not in the page cache");

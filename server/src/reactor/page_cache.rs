@@ -1,12 +1,12 @@
-//! Whether a range of a file is in the page cache, asked before a
-//! `sendfile` the state machine marks `check_cache` (see "Cold pages" in
-//! `crate::engine`): `sendfile` from pages not cached reads the disk, and
+//! Whether a range of a file is in the page cache, asked before every
+//! `sendfile` (see "Cold pages" in `crate::engine`): `sendfile` from pages not cached reads the disk, and
 //! the loop would wait for it. The answer comes from `cachestat(2)`,
 //! which looks at the cache's index and never waits.
 //!
 //! A kernel without it (before 6.5, or a seccomp filter that forbids it)
 //! answers `ENOSYS`: then no range is known to be cached, so every window
-//! of every file is read in by a worker before it is sent. That is
+//! of every file is read in by a worker before it is sent (and, having
+//! just been read, is then sent without asking). That is
 //! correct and slower (a job per 4 MiB, whose read finds the pages
 //! cached when they are); the `ENOSYS` is remembered, and logged, once.
 
@@ -21,13 +21,13 @@ use log::{debug, warn};
 static NO_CACHESTAT: AtomicBool = AtomicBool::new(false);
 
 /// Whether every page of `file`'s bytes `[offset, offset + len)` is in
-/// the page cache. False when the kernel cannot tell.
-pub(super) fn all_cached(file: &File, offset: u64, len: u64) -> bool {
+/// the page cache; `None` when the kernel cannot tell.
+pub(super) fn cached(file: &File, offset: u64, len: u64) -> Option<bool> {
     if len == 0 {
-        return true;
+        return Some(true);
     }
     if NO_CACHESTAT.load(Ordering::Relaxed) {
-        return false;
+        return None;
     }
     static PAGE: OnceLock<u64> = OnceLock::new();
     let page = *PAGE.get_or_init(crate::sys::page_size);
@@ -35,18 +35,18 @@ pub(super) fn all_cached(file: &File, offset: u64, len: u64) -> bool {
     let last = offset.saturating_add(len - 1) / page;
     let pages = last - first + 1;
     match crate::sys::cached_pages(file.as_fd(), offset, len) {
-        Ok(cached) => cached >= pages,
+        Ok(cached) => Some(cached >= pages),
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
             warn!(
                 "cachestat(2) is not available (Linux before 6.5?): every window of a file \
                  is read in by a worker before sendfile sends it"
             );
             NO_CACHESTAT.store(true, Ordering::Relaxed);
-            false
+            None
         }
         Err(e) => {
-            debug!("cachestat failed ({e}): the range is read in by a worker first");
-            false
+            debug!("cachestat failed ({e}): as if it could not tell");
+            None
         }
     }
 }
