@@ -13,6 +13,9 @@
 #   COLD=0       COLD=1 runs row 8c: `sync` and `echo 3 > /proc/sys/vm/drop_caches`
 #                just before its server starts. That drops the page cache of
 #                the whole (shared) machine, so it is off by default.
+#   READ_BPS=    run each server in a cgroup (v1 blkio, root) whose reads from
+#                WORK's disk are throttled to this many bytes/s: a slow disk
+#                (row 14 with READ_BPS=100000000: 100 MB/s)
 #   WORK=        parent of the temp dir (default /tmp); needs about 4.5 GiB
 #   FIXTURES=    keep the fixtures (200,000 files, 200,000 symlinks, 10,000
 #                files, 64 MiB, 1 GiB and four 256 MiB random files, about 2.1 GiB; a few

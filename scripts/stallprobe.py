@@ -169,6 +169,29 @@ def pct(xs, p):
 
 # ---- the server --------------------------------------------------------
 
+SLOW_DISK = None  # a blkio cgroup (v1) that throttles reads, with READ_BPS
+
+
+def slow_disk(path):
+    """READ_BPS=N: a cgroup whose reads from path's block device are
+    throttled to N bytes/s (cgroup v1 blkio; root), as on a slow disk."""
+    bps = os.environ.get("READ_BPS")
+    if not bps:
+        return None
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    # The whole disk, not the partition: the throttle works on the disk.
+    name = os.path.basename(os.path.realpath(f"/sys/dev/block/{dev}"))
+    parent = f"/sys/class/block/{name}/.."
+    if os.path.exists(f"/sys/class/block/{name}/partition"):
+        dev = open(os.path.join(os.path.realpath(parent), "dev")).read().strip()
+    group = f"/sys/fs/cgroup/blkio/skiff-stall-{os.getpid()}"
+    os.makedirs(group, exist_ok=True)
+    with open(group + "/blkio.throttle.read_bps_device", "w") as f:
+        f.write(f"{dev} {int(bps)}\n")
+    log(f"slow disk: reads from {dev} at {int(bps) / 1e6:.0f} MB/s for the servers ({group})")
+    return group
+
 def status_kb(pid, key):
     try:
         for line in open(f"/proc/{pid}/status"):
@@ -218,9 +241,10 @@ class Server:
 
     def start(self, pidfile, logname):
         self.log = open(os.path.join(os.path.dirname(self.data), logname), "w")
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", self.binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        command = ["taskset", "-c", "0", self.binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0"]
+        if SLOW_DISK:  # the server (all its threads) reads the disk at READ_BPS at most
+            command = ["sh", "-c", f'echo $$ > {SLOW_DISK}/cgroup.procs && exec "$@"', "sh"] + command
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         with open(pidfile, "a") as f:
             f.write(f"{self.proc.pid}\n")
         deadline = now() + 10
@@ -743,6 +767,8 @@ def run_main(args):
     if unknown or not bins:
         sys.exit(f"unknown rows {unknown}" if unknown else "no binaries")
     fix = Fixtures(os.environ.get("FIXTURES") or os.path.join(work, "fixtures"))
+    global SLOW_DISK
+    SLOW_DISK = slow_disk(work)
     if any(r in ("13",) or r == "10" for r in rows):
         fix.blob("p1g.bin", 1 << 30)  # md5 computed once, while writing
     if any(r in ("9a", "9b") for r in rows):
@@ -808,6 +834,8 @@ def run_main(args):
                     f"{r['attack']:.3f}\t{r['notes']}")
                 results.append(r)
     log(f"total {now() - start:.0f} s; load average {open('/proc/loadavg').read().split()[:3]}")
+    if SLOW_DISK:
+        os.rmdir(SLOW_DISK)  # empty: its servers have exited
     print_table(results, rows, bins, runs)
 
 
