@@ -36,6 +36,12 @@ fn cached_pages(path: &Path) -> u64 {
     stat[0]
 }
 
+/// The size of a memory page.
+fn page_size() -> u64 {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
+}
+
 /// Writes `path`'s dirty pages out, then asks the kernel to drop them all.
 fn drop_from_cache(path: &Path) {
     let file = File::open(path).unwrap();
@@ -75,14 +81,17 @@ fn a_get_of_a_file_dropped_from_the_page_cache_is_read_in_by_workers() {
     let (got, md5) = get(&mut c, "cold.bin").unwrap();
     assert!(got == bytes, "the body came back changed");
     assert_eq!(md5, md5_hex(&bytes));
-    assert_eq!(warmed_windows(&mut c) - before, 3, "a job per window");
+    // A job per window (another for a window whose pages were evicted
+    // between its job and its sendfile, on a machine short of memory).
+    let cold = warmed_windows(&mut c) - before;
+    assert!(cold >= 3, "{cold} windows warmed");
     // The jobs left the file cached: a second get takes none.
-    assert_eq!(cached_pages(&path), (12 << 20) / 4096);
+    assert_eq!(cached_pages(&path), (12u64 << 20).div_ceil(page_size()));
     let (got, _) = get(&mut c, "cold.bin").unwrap();
     assert!(got == bytes);
     assert_eq!(
         warmed_windows(&mut c) - before,
-        3,
+        cold,
         "a cached file was warmed"
     );
     // A range from an offset: one window (the last 2 MiB).
@@ -94,7 +103,7 @@ fn a_get_of_a_file_dropped_from_the_page_cache_is_read_in_by_workers() {
         )
         .unwrap();
     assert!(f.body == bytes[10 << 20..]);
-    assert_eq!(warmed_windows(&mut c) - before, 4);
+    assert!(warmed_windows(&mut c) - before > cold);
 }
 
 #[test]
@@ -132,8 +141,10 @@ print("OK")
     );
     let before = warmed_windows(&mut c);
     python(&server, &script);
-    // 9 MiB in windows at 0, 4 and 8 MiB; then 1 MiB from 8 MiB.
-    assert_eq!(warmed_windows(&mut c) - before, 4);
+    // 9 MiB in windows at 0, 4 and 8 MiB; then 1 MiB from 8 MiB (more
+    // if pages were evicted between a job and its sendfile).
+    let cold = warmed_windows(&mut c) - before;
+    assert!(cold >= 4, "{cold} windows warmed");
     // Now cached: a plain RETR takes no job.
     python(
         &server,
@@ -151,7 +162,7 @@ print("OK")
     );
     assert_eq!(
         warmed_windows(&mut c) - before,
-        4,
+        cold,
         "a cached file was warmed"
     );
 }
