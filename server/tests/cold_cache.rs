@@ -49,7 +49,11 @@ fn drop_from_cache(path: &Path) {
     // SAFETY: posix_fadvise takes integers only; the fd is open.
     let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(r, 0);
-    assert_eq!(cached_pages(path), 0, "{path:?} is still cached");
+    assert_eq!(
+        cached_pages(path),
+        0,
+        "{path:?} is still cached: on tmpfs pages cannot be dropped; set TMPDIR to a disk"
+    );
 }
 
 /// The server's count of windows read in by workers.
