@@ -11,7 +11,8 @@
 #
 #   memory    RSS and PSS of each whole server (all its processes) with
 #             300 and 1,000 logged-in idle sessions
-#   transfer  1 GiB RETR and STOR with curl: MB/s and server CPU per GiB
+#   transfer  1 GiB RETR (from the page cache) and STOR with curl: MB/s and
+#             server CPU per GiB
 #   fetch     100 clients fetching small files in a loop: req/s and p99
 #   list      LIST and MLSD of a directory of 10,000 entries
 #   phases    (not in `all`) one client's fetches, timed step by step
@@ -285,6 +286,8 @@ bench_transfer() {
             serve "$name"
             local url="ftp://$USER_NAME:$PASS@127.0.0.1:$PORT"
             local t0 speed t1 up t2
+            # From a warm page cache (the last STOR may have evicted some).
+            cat "$ROOT/home/big.bin" > /dev/null
             # One login and a small fetch first, so the server's first-login
             # work (skiffd measures the home for the quota) is not counted
             # as the transfer's.

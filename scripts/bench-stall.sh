@@ -7,15 +7,18 @@
 #       (default: main=target/release/skiffd; a bare path is labelled by its file name)
 #
 # Environment:
-#   ROWS="idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13"   rows to run (default: all)
+#   ROWS="idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13 14"   rows to run (default: all)
 #   RUNS=1       rounds over all rows; the table gives medians and, for max,
 #                the range over the runs
 #   COLD=0       COLD=1 runs row 8c: `sync` and `echo 3 > /proc/sys/vm/drop_caches`
 #                just before its server starts. That drops the page cache of
 #                the whole (shared) machine, so it is off by default.
-#   WORK=        parent of the temp dir (default /tmp); needs about 3.5 GiB
+#   READ_BPS=    run each server in a cgroup (v1 blkio, root) whose reads from
+#                WORK's disk are throttled to this many bytes/s: a slow disk
+#                (row 14 with READ_BPS=100000000: 100 MB/s)
+#   WORK=        parent of the temp dir (default /tmp); needs about 4.5 GiB
 #   FIXTURES=    keep the fixtures (200,000 files, 200,000 symlinks, 10,000
-#                files, 64 MiB and 1 GiB random files, about 1.1 GiB; a few
+#                files, 64 MiB, 1 GiB and four 256 MiB random files, about 2.1 GiB; a few
 #                minutes to build on a busy disk) in this directory for the
 #                next invocation; it must be on the same filesystem as WORK
 #                (they are planted by rename) and is not removed. Default:
@@ -58,6 +61,10 @@
 #   13    one 1 GiB `put` (put -> ok offset 0; data frame, body by
 #         sendfile); attack = put request to final ok; notes give the probe
 #         max between the last byte sent and the ok (verify, fsync, rename)
+#   14    4 logged-in connections each `get` a different 256 MiB file
+#         (hashed by a first get), whose pages were dropped from the cache
+#         just before with posix_fadvise(DONTNEED) (that file only); attack
+#         = until every body has been read; notes give `warmed_windows`
 # Per-row lines go to stderr as they finish; the markdown table to stdout.
 # Every server is stopped by its PID, and the temp dir (1 GiB files) is
 # removed, however the script ends.

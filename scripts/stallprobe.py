@@ -169,6 +169,29 @@ def pct(xs, p):
 
 # ---- the server --------------------------------------------------------
 
+SLOW_DISK = None  # a blkio cgroup (v1) that throttles reads, with READ_BPS
+
+
+def slow_disk(path):
+    """READ_BPS=N: a cgroup whose reads from path's block device are
+    throttled to N bytes/s (cgroup v1 blkio; root), as on a slow disk."""
+    bps = os.environ.get("READ_BPS")
+    if not bps:
+        return None
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    # The whole disk, not the partition: the throttle works on the disk.
+    name = os.path.basename(os.path.realpath(f"/sys/dev/block/{dev}"))
+    parent = f"/sys/class/block/{name}/.."
+    if os.path.exists(f"/sys/class/block/{name}/partition"):
+        dev = open(os.path.join(os.path.realpath(parent), "dev")).read().strip()
+    group = f"/sys/fs/cgroup/blkio/skiff-stall-{os.getpid()}"
+    os.makedirs(group, exist_ok=True)
+    with open(group + "/blkio.throttle.read_bps_device", "w") as f:
+        f.write(f"{dev} {int(bps)}\n")
+    log(f"slow disk: reads from {dev} at {int(bps) / 1e6:.0f} MB/s for the servers ({group})")
+    return group
+
 def status_kb(pid, key):
     try:
         for line in open(f"/proc/{pid}/status"):
@@ -218,9 +241,10 @@ class Server:
 
     def start(self, pidfile, logname):
         self.log = open(os.path.join(os.path.dirname(self.data), logname), "w")
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", self.binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        command = ["taskset", "-c", "0", self.binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0"]
+        if SLOW_DISK:  # the server (all its threads) reads the disk at READ_BPS at most
+            command = ["sh", "-c", f'echo $$ > {SLOW_DISK}/cgroup.procs && exec "$@"', "sh"] + command
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         with open(pidfile, "a") as f:
             f.write(f"{self.proc.pid}\n")
         deadline = now() + 10
@@ -583,6 +607,105 @@ def row_put(x):
                     f"{size / (t1 - t0) / 1e6:.0f} MB/s; last byte sent → ok {1e3 * (t1 - t_sent):.0f} ms")
 
 
+COLD_FILES = 4  # row 14: files of 256 MiB, one per connection
+
+
+def drop_from_cache(path):
+    """posix_fadvise(DONTNEED) on one file (clean pages only: fsync first);
+    the rest of the machine's page cache is left alone."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+class StateSampler:
+    """The loop thread's scheduler state (R, S, D...) every 0.2 ms while
+    active: D is an uninterruptible wait, here the disk; with its kernel
+    stack, which says where."""
+
+    def __init__(self, pid):
+        self.pid, self.states, self.stacks, self.halt = pid, {}, {}, threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        task = f"/proc/{self.pid}/task/{self.pid}"
+        while not self.halt.wait(0.0002):
+            try:
+                st = open(task + "/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return
+            self.states[st] = self.states.get(st, 0) + 1
+            if st == "D":
+                try:  # root only
+                    frames = open(task + "/stack").read().split("\n")[:6]
+                    where = " < ".join(f.split()[1].split("+")[0] for f in frames if f.strip())
+                except (OSError, IndexError):
+                    where = "?"
+                self.stacks[where] = self.stacks.get(where, 0) + 1
+
+    def stop(self):
+        self.halt.set()
+        self.t.join()
+        n = sum(self.states.values())
+        top = max(self.stacks.items(), key=lambda kv: kv[1], default=("", 0))[0]
+        return (f"loop thread in D {self.states.get('D', 0)} of {n} samples"
+                + (f" (mostly {top})" if top else ""))
+
+
+def row_cold_gets(x):
+    """COLD_FILES connections each get a different 256 MiB file whose
+    pages were dropped from the cache just before; bodies read whole."""
+    names = [f"c256-{i}.bin" for i in range(COLD_FILES)]
+    socks = []
+    for _ in names:
+        s = connect(x.port)
+        login(s, "cold")
+        socks.append(s)
+    x.keep.extend(socks)
+    # The server hashes a planted file on its first get (reading it into
+    # the cache): get each once, read the body, then drop the pages.
+    for s, name in zip(socks, names):
+        skiffwire.send(s, {"op": "get", "id": 1, "path": "/" + name})
+        h, size = skiffwire.recv_header(s)
+        skiffwire.skip_body(s, size)
+    for dst in x.paths:
+        drop_from_cache(dst)
+    cached = [page_cache(dst) for dst in x.paths]
+    before = stats(socks[0]).get("warmed_windows")
+    got, errors = [0] * len(names), []
+
+    def fetch(i):
+        try:
+            skiffwire.send(socks[i], {"op": "get", "id": 2, "path": "/" + names[i]})
+            h, size = skiffwire.recv_header(socks[i])
+            if h.get("op") != "ok" or h.get("md5") != x.fix.md5[names[i]]:
+                raise RuntimeError(f"get {names[i]}: {h}")
+            skiffwire.skip_body(socks[i], size)
+            got[i] = size
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(len(names))]
+    sampler = StateSampler(x.pid)
+    t0 = now()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(IO_TIMEOUT)
+    t1 = now()
+    states = sampler.stop()
+    after = stats(socks[0]).get("warmed_windows")
+    warmed = "n/a" if after is None else after - (before or 0)
+    in_cache = ", ".join("?" if c is None else f"{100 * c:.0f} %" for c in cached)
+    return t0, t1, (f"{sum(got) >> 20} MiB in {len(names)} bodies, {len(errors)} errors "
+                    f"{errors[:1]}; {sum(got) / (t1 - t0) / 1e6:.0f} MB/s together; in page cache "
+                    f"before: {in_cache}; warm jobs: {warmed}; {states}")
+
+
 # name, description, users, plants [(fixture_fn, user, name)], row fn, prep
 ROWS = {
     "idle": ("idle", "probe alone, no attack", ["bench"], [], row_idle),
@@ -598,14 +721,18 @@ ROWS = {
     "11": ("11", "3,000 conns: header of a 64 KiB say, no body", ["bench"], [], row_say_headers),
     "12": ("12", "30 × 64 KiB say * to 1,000 sessions that never read", ["bench"], [], row_say_flood),
     "13": ("13", "one 1 GiB put at full speed", ["bench"], [], row_put),
+    "14": ("14", f"{COLD_FILES} concurrent gets of 256 MiB files dropped from the page cache", ["cold"],
+           [(f"c256-{i}", "cold", f"c256-{i}.bin") for i in range(COLD_FILES)], row_cold_gets),
 }
-DEFAULT_ROWS = "idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13"
+DEFAULT_ROWS = "idle 6a 6b 7a 7b 8w 8c 9a 9b 10 11 12 13 14"
 
 
 def fixture(fix, name):
     """Path of a fixture to plant (moved in, moved back after the row)."""
     if name == "g64":
         return fix.blob("g64.bin", 64 << 20)
+    if name.startswith("c256-"):
+        return fix.blob(name + ".bin", 256 << 20)
     if name == "rm1g":  # consumed by the row: a fresh copy every time
         src = fix.blob("p1g.bin", 1 << 30)
         dst = fix.path("rm1g.bin")
@@ -640,6 +767,8 @@ def run_main(args):
     if unknown or not bins:
         sys.exit(f"unknown rows {unknown}" if unknown else "no binaries")
     fix = Fixtures(os.environ.get("FIXTURES") or os.path.join(work, "fixtures"))
+    global SLOW_DISK
+    SLOW_DISK = slow_disk(work)
     if any(r in ("13",) or r == "10" for r in rows):
         fix.blob("p1g.bin", 1 << 30)  # md5 computed once, while writing
     if any(r in ("9a", "9b") for r in rows):
@@ -671,6 +800,7 @@ def run_main(args):
                         if os.path.isfile(dst):
                             c = page_cache(dst)
                             x.cached = "in page cache: unknown" if c is None else f"{100 * c:.0f} % in page cache"
+                    x.paths = [dst for dst, _ in srv.planted]
                     x.port = srv.start(pidfile, f"skiffd-{rid}-{label}-{run}.log")
                     x.pid = srv.pid
                     probe = Probe(x.port)
@@ -704,6 +834,8 @@ def run_main(args):
                     f"{r['attack']:.3f}\t{r['notes']}")
                 results.append(r)
     log(f"total {now() - start:.0f} s; load average {open('/proc/loadavg').read().split()[:3]}")
+    if SLOW_DISK:
+        os.rmdir(SLOW_DISK)  # empty: its servers have exited
     print_table(results, rows, bins, runs)
 
 

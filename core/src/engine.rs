@@ -27,6 +27,7 @@
 //!   handle_timeout(ctx)                   deadline() has passed
 //!   handle_job_done(result, ctx)          a job this engine handed out is back
 //!   handle_job_refused(ctx)               the pool's queue was full
+//!   handle_file_not_cached(offset, len, ctx)  instead of a sendfile: see "Cold pages"
 //!   handle_reset()                        the socket failed: drop what is queued
 //!   shut_down()                           the server is stopping: finish politely
 //!
@@ -42,6 +43,20 @@
 //! the promised length. If the kernel cannot `sendfile` to this socket the
 //! reactor says so with [`Engine::handle_zero_copy_refused`] and the
 //! engine sends the file another way.
+//!
+//! **Cold pages.** `sendfile` from pages not in the page cache reads the
+//! disk, and the loop would wait for it. So before sending a
+//! [`Transmit::File`] the reactor asks the kernel (without waiting)
+//! whether the range it is about to send, `[offset, offset + n)`, is all
+//! cached. If not, it sends nothing and calls
+//! [`Engine::handle_file_not_cached`] with that range instead; the engine
+//! hands a job to the pool that reads it in ([`crate::warm`]) and offers
+//! nothing until the job is back (`job_in_flight`). A range a job just
+//! read is offered `warmed`: it is still asked about (its pages may have
+//! been evicted since, and are then read in again), but where the kernel
+//! cannot tell (no `cachestat`) it is sent, where another range is handed
+//! back. A report that does not match the file on offer (another offset,
+//! no file) is ignored.
 //!
 //! **Lending.** Bytes passed to `handle_input` may stay in the reactor's
 //! read buffer instead of being copied (a plain echo body): the engine
@@ -89,8 +104,13 @@ pub enum Transmit<'a> {
     File {
         /// The open file.
         file: &'a File,
-        /// Bytes still to send.
+        /// Its current offset, where the bytes come from.
+        offset: u64,
+        /// Bytes to send (at most what is left of the file's part).
         len: u64,
+        /// A job has just read these bytes into the page cache (see "Cold
+        /// pages" in the module doc).
+        warmed: bool,
     },
     /// `len` bytes waiting in a command's pipe, by `splice`. The reactor
     /// owns the pipe; this names it.
@@ -230,6 +250,11 @@ pub trait Engine {
 
     /// The kernel cannot `sendfile` to this socket: send files another way.
     fn handle_zero_copy_refused(&mut self);
+
+    /// The `len` bytes at `offset` of the file on offer are not all in the
+    /// page cache (or the kernel cannot say): bring them in on a worker
+    /// before offering them again.
+    fn handle_file_not_cached(&mut self, offset: u64, len: u64, ctx: &mut Ctx);
 
     /// The peer finished sending.
     fn handle_eof(&mut self, ctx: &mut Ctx);

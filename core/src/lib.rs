@@ -11,13 +11,14 @@
 //! - [`handlers`]: what each op does, returning replies, bodies to stream,
 //!   and [`handlers::Job`]s for work that may wait on a disk;
 //! - [`pool`]: the worker threads that run those jobs;
-//! - [`users`], [`jail`], [`buffer`], [`stats`], [`command`]: the user
-//!   store, the path jail, output buffers, counters, and what a command
-//!   request carries.
+//! - [`users`], [`jail`], [`buffer`], [`stats`], [`command`], [`warm`]:
+//!   the user store, the path jail, output buffers, counters, what a
+//!   command request carries, and bringing a file into the page cache
+//!   before it is sent.
 //!
 //! The modules form layers, each using only those below it
 //! (`tests/module_graph.rs` fails on a cycle): `limits`, `buffer`,
-//! `stats`, `pool`, `users`, `jail`, `command` at the bottom; `services`;
+//! `stats`, `pool`, `users`, `jail`, `command`, `warm` at the bottom; `services`;
 //! `ctx`; `handlers`; `conn` on top.
 //!
 //! The crate has no mio and no `unsafe`: the build itself guarantees that
@@ -39,3 +40,4 @@ pub mod pool;
 pub mod services;
 pub mod stats;
 pub mod users;
+pub mod warm;

@@ -35,6 +35,9 @@ pub struct Stats {
     pub evicted: u64,
     /// `buffered` is above half the budget: connections pause early.
     pub pressure: bool,
+    /// Windows of files a worker read into the page cache because they
+    /// were not there when `sendfile` was to send them.
+    pub warmed_windows: u64,
 }
 
 impl Stats {
@@ -54,6 +57,7 @@ impl Stats {
             shared: Rc::new(Cell::new(0)),
             evicted: 0,
             pressure: false,
+            warmed_windows: 0,
         }
     }
 

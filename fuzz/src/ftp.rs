@@ -117,8 +117,10 @@ const PEER: &str = "127.0.0.1";
 /// again or is closing, never one stuck.
 ///
 /// The first byte chooses whether the harness logs in as `alice` first
-/// (bit 0) and whether `AUTH TLS` is offered (bit 1: the harness then
-/// plays the TLS layer, which passes the bytes through). The rest is
+/// (bit 0), whether `AUTH TLS` is offered (bit 1: the harness then
+/// plays the TLS layer, which passes the bytes through) and whether no
+/// file is in the page cache (bit 2: every range `RETR` offers that no
+/// job has just read in is reported not cached, so workers read it in). The rest is
 /// operations, each a byte `op` and what it needs:
 ///
 /// | `op % 8` | operation |
@@ -134,6 +136,7 @@ pub fn check_ftp_session(data: &[u8]) {
         return;
     };
     let mut h = Harness::new(flags & 2 != 0);
+    h.cold = flags & 4 != 0;
     if flags & 1 != 0 {
         h.control(format!("USER alice\r\nPASS {PASSWORD}\r\n").as_bytes());
     }
@@ -258,6 +261,8 @@ struct Harness {
     connected: bool,
     /// The client reads the data connection.
     read_data: bool,
+    /// No range of a file is in the page cache.
+    cold: bool,
 }
 
 impl Harness {
@@ -287,6 +292,7 @@ impl Harness {
             listening: false,
             connected: false,
             read_data: true,
+            cold: false,
         };
         h.settle();
         h
@@ -435,7 +441,17 @@ impl Harness {
                     self.with(|s, ctx| s.handle_data_written(n, ctx));
                     return true;
                 }
-                DataOut::File(_, n) => {
+                DataOut::File {
+                    offset,
+                    len,
+                    warmed: false,
+                    ..
+                } if self.cold => {
+                    let n = len.min(256 << 10);
+                    self.with(|s, ctx| s.handle_data_file_not_cached(offset, n, ctx));
+                    return true;
+                }
+                DataOut::File { len: n, .. } => {
                     let n = usize::try_from(n).unwrap_or(usize::MAX).min(256 << 10);
                     self.with(|s, ctx| s.handle_data_file_sent(n, ctx));
                     return true;

@@ -46,6 +46,7 @@
 //! | `handshakes` | the per-turn budget of TLS handshake steps, and its queue |
 //! | `ftp` | an FTP session's passive listener and data connection |
 //! | `output` | the one flush path: `poll_transmit`, then `writev`, `sendfile` or `splice` |
+//! | `page_cache` | whether a file's range is cached, asked before `sendfile` (`cachestat`) |
 //! | `jobs` | handing jobs to the worker pool and results back |
 //! | `broadcast` | actions from handlers; `say` spread over turns |
 //! | `memory` | the `--out-total` budget: eviction, giving memory back |
@@ -80,6 +81,7 @@ mod jobs;
 mod listeners;
 mod memory;
 mod output;
+mod page_cache;
 mod shutdown;
 mod source;
 #[cfg(test)]

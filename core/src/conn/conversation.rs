@@ -11,6 +11,9 @@
 //!          │ │ │                               ▼  │                     │
 //!          │ │ └──── job back ─────────── Waiting(job) ◀── login, ls, get, put, end of upload
 //!          │ └──── get, MD5 known ──▶ Sending ──┐                       │
+//!          │                   not cached │ ▲   │                       │
+//!          │                              ▼ │   │                       │
+//!          │                   Waiting(warm for get)                    │
 //!          └────────────── file sent ◀──────────┘◀──────────────────────┘
 //!   any state ── bye, bad frame, peer gone, idle timeout ──▶ Closing ──▶ done
 //!                          (output flushed first; after a job in flight, once it is back)
@@ -152,10 +155,43 @@ impl Conn {
             return;
         }
         self.last_active = ctx.now;
-        send.remaining = send.remaining.saturating_sub(n as u64);
+        send.sent(n as u64);
         if send.remaining == 0 {
             self.finish_request(ctx);
+        } else if send.wants_warming() {
+            // The file is cold: its next window is read in (the disk has
+            // already started on it) before any more is sent.
+            self.warm(ctx);
         }
+    }
+
+    /// The reactor found the `len` bytes at `offset` of the file being
+    /// sent not (all) in the page cache.
+    pub(super) fn file_not_cached(&mut self, offset: u64, len: u64, ctx: &mut Ctx) {
+        let State::Sending { send } = &self.state else {
+            return; // nothing on offer: a stray report
+        };
+        if !send.zero_copy || send.position != offset || len == 0 {
+            return;
+        }
+        debug!(
+            "conn {}: {len} bytes at {offset} not in the page cache",
+            self.session.key
+        );
+        self.warm(ctx);
+    }
+
+    /// Hands the file to a worker that reads its next window into the
+    /// page cache ([`crate::warm`]); the send goes on when it is back.
+    fn warm(&mut self, ctx: &mut Ctx) {
+        let State::Sending { send } = self.set_state(State::Idle) else {
+            return;
+        };
+        ctx.stats.warmed_windows += 1;
+        let job = send.warm_job(self.session.key);
+        // A step of a request under way: never refused (see `must_run`).
+        self.first_step = false;
+        self.start_job(None, job, ctx);
     }
 
     /// The socket cannot take a file directly: copy through the buffer.

@@ -216,9 +216,12 @@ impl Engine for Conn {
         if let State::Sending { send } = &self.state
             && send.zero_copy
         {
+            let (offset, len, warmed) = send.file_offer();
             return Some(Transmit::File {
                 file: &send.file,
-                len: send.remaining,
+                offset,
+                len,
+                warmed,
             });
         }
         self.outbox.splice.map(|s| Transmit::Pipe {
@@ -246,6 +249,12 @@ impl Engine for Conn {
 
     fn handle_zero_copy_refused(&mut self) {
         self.zero_copy_unavailable();
+    }
+
+    /// Part of the file being sent is not in the page cache: a worker
+    /// reads it in, and the send waits for that.
+    fn handle_file_not_cached(&mut self, offset: u64, len: u64, ctx: &mut Ctx) {
+        self.file_not_cached(offset, len, ctx);
     }
 
     /// The peer shut down its sending side.

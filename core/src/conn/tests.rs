@@ -1144,3 +1144,130 @@ fn a_pipe_that_ends_before_its_frame_closes_the_connection() {
     );
     assert!(!h.conn.splicing_from(3));
 }
+
+/// What the reactor's `sendfile` would do with the file on offer: move up
+/// to `max` bytes from the file's offset into `received`. The offer's
+/// offset, length and `warmed` come back too.
+fn sendfile(h: &mut Harness, max: u64) -> Option<(u64, u64, bool)> {
+    use std::io::{Read, Seek};
+    let Some(Transmit::File {
+        file,
+        offset,
+        len,
+        warmed,
+    }) = h.conn.poll_transmit(&[])
+    else {
+        return None;
+    };
+    let mut file = file;
+    assert_eq!(
+        file.stream_position().unwrap(),
+        offset,
+        "offset is not the file's"
+    );
+    let mut buf = vec![0u8; len.min(max) as usize];
+    file.read_exact(&mut buf).unwrap();
+    h.received.extend_from_slice(&buf);
+    h.with(|conn, ctx| conn.handle_written(buf.len(), ctx));
+    Some((offset, len, warmed))
+}
+
+#[test]
+fn a_file_not_in_the_page_cache_is_read_in_by_a_worker_before_sendfile() {
+    use crate::warm::WINDOW;
+    const MIB: u64 = 1 << 20;
+    let mut h = logged_in();
+    let size = 2 * WINDOW + 123;
+    let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    std::fs::write(h.services.data_dir.join("homes/alice/big.bin"), &big).unwrap();
+    feed_only(
+        &mut h,
+        &frame_bytes(json!({"op":"get","id":1,"path":"big.bin"}), b""),
+    );
+    h.settle(); // open and hash
+    h.drain_all(); // the reply header
+    // A first MiB the kernel says is cached goes by sendfile.
+    assert_eq!(sendfile(&mut h, MIB), Some((0, size, false)));
+    assert!(h.jobs.is_empty());
+    // Reports that do not match the file on offer are ignored.
+    h.with(|conn, ctx| conn.handle_file_not_cached(0, MIB, ctx));
+    h.with(|conn, ctx| conn.handle_file_not_cached(MIB, 0, ctx));
+    assert!(h.jobs.is_empty() && !h.conn.job_in_flight());
+    // The next MiB is not cached: a job, and nothing on offer meanwhile.
+    h.with(|conn, ctx| conn.handle_file_not_cached(MIB, MIB, ctx));
+    assert_eq!(h.jobs.len(), 1);
+    assert_eq!(h.jobs[0].name, "warm for get");
+    assert!(h.conn.job_in_flight());
+    assert!(
+        h.conn.poll_transmit(&[]).is_none(),
+        "sent while the job is out"
+    );
+    assert!(!h.conn.wants_read(&h.limits));
+    assert_eq!(h.stats.warmed_windows, 1);
+    let job = h.jobs.pop().unwrap();
+    let result = (job.work)();
+    h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+    // The window the job read is offered whole, as warmed.
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((MIB, WINDOW, true)));
+    // Its last MiB was evicted meanwhile, say: that window is read in
+    // again, and offered again.
+    h.with(|conn, ctx| conn.handle_file_not_cached(4 * MIB, MIB, ctx));
+    assert_eq!(h.jobs.len(), 1);
+    let job = h.jobs.pop().unwrap();
+    let result = (job.work)();
+    h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((4 * MIB, WINDOW, true)));
+    assert_eq!(sendfile(&mut h, 3 * MIB), Some((7 * MIB, MIB, true)));
+    // The window is sent and the file is cold: the next job goes out at
+    // once, without a report.
+    assert_eq!(h.jobs.len(), 1, "the next window is not warmed");
+    assert!(h.conn.poll_transmit(&[]).is_none());
+    let mut jobs = 2;
+    loop {
+        while let Some(job) = h.jobs.pop() {
+            jobs += 1;
+            let result = (job.work)();
+            h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+        }
+        match sendfile(&mut h, 3 * MIB) {
+            Some((_, _, warmed)) => assert!(warmed),
+            None => break,
+        }
+    }
+    // Windows at 1 MiB, at 4 MiB again, and at 8 MiB for the last 123 bytes.
+    assert_eq!(jobs, 3);
+    assert_eq!(h.stats.warmed_windows, 3);
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].1 == big, "the body came back changed");
+    // The connection takes requests again.
+    feed_only(&mut h, &frame_bytes(json!({"op":"pwd","id":2}), b""));
+    h.drain_all();
+    assert_eq!(h.frames().len(), 2);
+}
+
+#[test]
+fn a_file_that_shrinks_before_its_window_is_warmed_closes_the_stream() {
+    let mut h = logged_in();
+    let path = h.services.data_dir.join("homes/alice/big.bin");
+    std::fs::write(&path, vec![5u8; 300_000]).unwrap();
+    feed_only(
+        &mut h,
+        &frame_bytes(json!({"op":"get","id":1,"path":"big.bin"}), b""),
+    );
+    h.settle();
+    h.drain_all();
+    h.with(|conn, ctx| conn.handle_file_not_cached(0, 300_000, ctx));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let job = h.jobs.pop().unwrap();
+    let result = (job.work)();
+    h.with(|conn, ctx| conn.handle_job_done(result, ctx));
+    assert!(h.conn.is_closing(), "a short body would desync the stream");
+    assert!(h.conn.poll_transmit(&[]).is_none());
+    assert!(h.conn.is_done());
+}

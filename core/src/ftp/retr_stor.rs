@@ -88,13 +88,8 @@ impl FtpSession {
                 Err(text) => s.reply(554, &text),
                 Ok((file, len)) => {
                     let flow = Flow::Send {
-                        file: Some(Sending {
-                            file,
-                            remaining: len - offset,
-                            // TLS encrypts every byte: no sendfile.
-                            zero_copy: !s.data_private(),
-                            spare: Vec::new(),
-                        }),
+                        // TLS encrypts every byte: no sendfile.
+                        file: Some(Sending::new(file, offset, len - offset, !s.data_private())),
                         listing: None,
                     };
                     let opening =

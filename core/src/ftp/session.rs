@@ -496,6 +496,10 @@ impl Engine for FtpSession {
     /// The control connection never sends a file.
     fn handle_zero_copy_refused(&mut self) {}
 
+    /// The control connection never offers a file (the data side has
+    /// [`FtpSession::handle_data_file_not_cached`]).
+    fn handle_file_not_cached(&mut self, _offset: u64, _len: u64, _ctx: &mut Ctx) {}
+
     /// The peer shut down its side of the control connection.
     fn handle_eof(&mut self, ctx: &mut Ctx) {
         self.eof = true;

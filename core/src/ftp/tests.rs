@@ -48,6 +48,9 @@ struct Harness {
     read_data: bool,
     /// The data connection has no sendfile.
     copy_only: bool,
+    /// No range of any file is in the page cache, or the kernel cannot
+    /// tell: every range not just warmed by a job is reported.
+    cold: bool,
     /// What the reactor says a new listener is announced as.
     announce: SocketAddr,
 }
@@ -87,6 +90,7 @@ impl Harness {
             run_jobs: true,
             read_data: true,
             copy_only: false,
+            cold: false,
             announce: "127.0.0.1:50123".parse().unwrap(),
         };
         h.settle();
@@ -107,6 +111,15 @@ impl Harness {
 
     fn home(&self) -> PathBuf {
         self.dir.join("homes/alice")
+    }
+
+    /// Runs the oldest job waiting (as a worker would), then what follows.
+    fn run_one_job(&mut self) -> &'static str {
+        let job = self.jobs.remove(0);
+        let result = (job.work)();
+        self.with(|s, ctx| s.handle_job_done(result, ctx));
+        self.settle();
+        job.name
     }
 
     /// The replies the session offers the control socket now.
@@ -188,7 +201,19 @@ impl Harness {
                     self.with(|s, ctx| s.handle_data_written(b.len(), ctx));
                     return true;
                 }
-                DataOut::File(mut file, n) => {
+                DataOut::File {
+                    offset,
+                    len,
+                    warmed: false,
+                    ..
+                } if self.cold => {
+                    let n = len.min(100_000);
+                    self.with(|s, ctx| s.handle_data_file_not_cached(offset, n, ctx));
+                    return true;
+                }
+                DataOut::File {
+                    mut file, len: n, ..
+                } => {
                     let mut buf = vec![0u8; usize::try_from(n).unwrap().min(100_000)];
                     let got = file.read(&mut buf).unwrap();
                     self.data_in.extend_from_slice(&buf[..got]);
@@ -1327,7 +1352,7 @@ fn retr_under_prot_p_is_read_by_jobs_never_sent_with_sendfile() {
     let mut names = Vec::new();
     for _ in 0..1000 {
         assert!(
-            !matches!(h.s.data_output(), DataOut::File(..)),
+            !matches!(h.s.data_output(), DataOut::File { .. }),
             "sendfile offered under PROT P"
         );
         let Some(job) = h.jobs.pop() else {
@@ -1342,4 +1367,69 @@ fn retr_under_prot_p_is_read_by_jobs_never_sent_with_sendfile() {
     assert_eq!(h.data_in, big);
     let reads = names.iter().filter(|n| **n == "retr-read").count();
     assert!(reads >= 2, "read in bounded chunks on workers: {names:?}");
+}
+
+#[test]
+fn a_retr_of_a_file_not_in_the_page_cache_waits_for_workers_to_read_it_in() {
+    use crate::warm::WINDOW;
+    let mut h = Harness::logged_in();
+    // A cached file goes by sendfile alone.
+    h.open_data();
+    h.send("RETR hello.txt\r\n");
+    assert_eq!(h.data_in, b"hello");
+    assert_eq!(h.stats.warmed_windows, 0);
+    h.take();
+    h.data_in.clear();
+    // A cold one: each window is read in by a job before it is offered.
+    let body = pattern(2 * WINDOW as usize + 5);
+    std::fs::write(h.home().join("big.bin"), &body).unwrap();
+    h.cold = true;
+    h.open_data();
+    h.run_jobs = false;
+    h.send("RETR big.bin\r\n");
+    assert_eq!(h.run_one_job(), "retr-open");
+    assert!(h.take().starts_with("150 "));
+    assert_eq!(h.jobs.len(), 1);
+    assert_eq!(h.jobs[0].name, "retr-warm");
+    assert!(
+        matches!(h.s.data_output(), DataOut::Nothing),
+        "sent while the job is out"
+    );
+    assert!(h.data_in.is_empty());
+    assert!(
+        !h.s.wants_read(&h.limits),
+        "commands wait for the job like any other"
+    );
+    h.run_jobs = true;
+    h.settle();
+    assert!(h.data_in == body, "the body came back changed");
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    // Windows at 0, 4 MiB, and the last 5 bytes.
+    assert_eq!(h.stats.warmed_windows, 3);
+}
+
+#[test]
+fn a_file_that_shrinks_before_its_window_is_warmed_ends_the_retr_with_451() {
+    let mut h = Harness::logged_in();
+    std::fs::write(h.home().join("big.bin"), pattern(300_000)).unwrap();
+    h.cold = true;
+    h.open_data();
+    h.run_jobs = false;
+    h.send("RETR big.bin\r\n");
+    assert_eq!(h.run_one_job(), "retr-open");
+    assert!(h.take().starts_with("150 "));
+    assert_eq!(h.jobs.len(), 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(h.home().join("big.bin"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    h.run_jobs = true;
+    h.settle();
+    assert!(h.data_in.is_empty());
+    assert_eq!(
+        h.take(),
+        "451 The file changed while it was sent; transfer aborted.\r\n"
+    );
 }

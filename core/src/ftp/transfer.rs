@@ -63,9 +63,22 @@ pub enum DataOut<'a> {
     Nothing,
     /// These bytes; then [`FtpSession::handle_data_written`].
     Bytes(&'a [u8]),
-    /// Up to this many bytes of this file, from its current position,
+    /// Up to `len` bytes of `file`, from its current position `offset`,
     /// with `sendfile(2)`; then [`FtpSession::handle_data_file_sent`].
-    File(&'a File, u64),
+    /// The reactor first asks the kernel whether the range it sends is in
+    /// the page cache, and if not calls
+    /// [`FtpSession::handle_data_file_not_cached`] instead (as in the
+    /// framed connection's contract, [`crate::engine`]; `warmed` as there).
+    File {
+        /// The open file.
+        file: &'a File,
+        /// Its current offset.
+        offset: u64,
+        /// Most bytes to send.
+        len: u64,
+        /// A job has just read these bytes into the page cache.
+        warmed: bool,
+    },
 }
 
 /// The passive side: listener and connection.
@@ -291,7 +304,15 @@ impl FtpSession {
         match &self.data.transfer {
             Transfer::Running(Flow::Send {
                 file: Some(send), ..
-            }) if send.zero_copy && send.remaining > 0 => DataOut::File(&send.file, send.remaining),
+            }) if send.zero_copy && send.remaining > 0 => {
+                let (offset, len, warmed) = send.file_offer();
+                DataOut::File {
+                    file: &send.file,
+                    offset,
+                    len,
+                    warmed,
+                }
+            }
             _ => DataOut::Nothing,
         }
     }
@@ -329,9 +350,67 @@ impl FtpSession {
             self.end_transfer(451, "The file changed while it was sent; transfer aborted.");
             return;
         }
-        send.remaining = send.remaining.saturating_sub(n as u64);
+        send.sent(n as u64);
+        let cold = send.wants_warming();
         self.progress(ctx);
+        if cold {
+            // The file is cold: its next window is read in (the disk has
+            // already started on it) before any more is sent.
+            self.warm_data(ctx);
+            return;
+        }
         self.pump_send(ctx);
+    }
+
+    /// The reactor found the `len` bytes at `offset` of the file on offer
+    /// not (all) in the page cache: a worker reads them in first.
+    pub fn handle_data_file_not_cached(&mut self, offset: u64, len: u64, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Send {
+            file: Some(send), ..
+        }) = &self.data.transfer
+        else {
+            return; // nothing on offer: a stray report
+        };
+        if !send.zero_copy || send.position != offset || len == 0 || self.job_out() {
+            return;
+        }
+        debug!(
+            "ftp {}: {len} bytes at {offset} not in the page cache",
+            self.key
+        );
+        self.warm_data(ctx);
+    }
+
+    /// Hands the file being sent to a worker that reads its next window
+    /// into the page cache ([`crate::warm`]); `sendfile` goes on from
+    /// there when it is back.
+    fn warm_data(&mut self, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Send { file, .. }) = &mut self.data.transfer else {
+            return;
+        };
+        let Some(mut send) = file.take() else {
+            return;
+        };
+        ctx.stats.warmed_windows += 1;
+        let key = self.key;
+        let warm = job(
+            "retr-warm",
+            Lane::Bulk,
+            move || {
+                let whole = send.warm_window(key);
+                (send, whole)
+            },
+            |(send, whole): (Sending, bool), s: &mut FtpSession, _ctx| {
+                let Transfer::Running(Flow::Send { file, .. }) = &mut s.data.transfer else {
+                    return; // aborted meanwhile: the file closes here
+                };
+                *file = Some(send);
+                if !whole {
+                    s.end_transfer(451, "The file changed while it was sent; transfer aborted.");
+                }
+            },
+        );
+        self.start_job(warm, ctx);
     }
 
     /// The data socket cannot take a file directly: copy through the buffer.

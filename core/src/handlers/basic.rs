@@ -63,6 +63,7 @@ pub fn stats(id: Option<&Number>, out: &mut Vec<u8>, ctx: &mut Ctx) -> Next {
         .field("datagrams", s.datagrams)
         .field("buffered_bytes", s.buffered_total())
         .field("evicted", s.evicted)
+        .field("warmed_windows", s.warmed_windows)
         .field("cpu_user_s", cpu.user.as_secs_f64())
         .field("cpu_sys_s", cpu.system.as_secs_f64())
         .field("rss_bytes", skiff::os::rss_bytes())

@@ -32,6 +32,7 @@ use crate::jail;
 use crate::pool::Lane;
 use crate::services::account::{Account, PathLock};
 use crate::services::digests::{FileKey, hex};
+use crate::warm::{WINDOW, Warmth, warm};
 
 /// A refused request: the error code and message for the reply.
 pub type Refusal = (Code, String);
@@ -40,10 +41,17 @@ pub type Refusal = (Code, String);
 /// from the page cache with `sendfile(2)` by the reactor when `zero_copy`,
 /// else read into the output buffer a buffer-full at a time by a worker
 /// ([`Sending::read_job`]), as under TLS, which must encrypt every byte.
+///
+/// A range the reactor finds not cached is first read in by a worker
+/// ([`Sending::warm_window`], see [`crate::warm`]), so `sendfile` never
+/// waits for the disk on the loop.
 #[derive(Debug)]
 pub struct Sending {
-    /// The file, positioned at the next byte to send.
+    /// The file, its offset at the next byte to send (`sendfile` goes on
+    /// from it).
     pub file: File,
+    /// That offset: where the next byte comes from.
+    pub position: u64,
     /// Bytes still to send.
     pub remaining: u64,
     /// The reactor moves the bytes without copying them.
@@ -51,6 +59,8 @@ pub struct Sending {
     /// When copying: the allocation of the last buffer-full, handed back
     /// once the socket has taken it, for the next one (empty otherwise).
     pub spare: Vec<u8>,
+    /// What is known of the file's pages in the page cache.
+    pub warmth: Warmth,
 }
 
 /// What a step of [`Sending::step`] came to.
@@ -64,6 +74,59 @@ pub enum Step {
 }
 
 impl Sending {
+    /// Sends `remaining` bytes of `file`, which is positioned at `position`.
+    pub fn new(file: File, position: u64, remaining: u64, zero_copy: bool) -> Sending {
+        Sending {
+            file,
+            position,
+            remaining,
+            zero_copy,
+            spare: Vec::new(),
+            warmth: Warmth::default(),
+        }
+    }
+
+    /// What to offer `sendfile` now: the offset, how many bytes, and
+    /// whether a job has just read them into the page cache.
+    pub fn file_offer(&self) -> (u64, u64, bool) {
+        let (len, warmed) = self.warmth.offer(self.position, self.remaining);
+        (self.position, len, warmed)
+    }
+
+    /// The socket took `n` bytes of the file.
+    pub fn sent(&mut self, n: u64) {
+        let n = n.min(self.remaining);
+        self.remaining -= n;
+        self.position += n;
+    }
+
+    /// Whether the next window should be warmed by a job before any more
+    /// is sent: an earlier one was cold, and what was warmed is sent.
+    pub fn wants_warming(&self) -> bool {
+        self.zero_copy && self.remaining > 0 && self.warmth.warm_next(self.position)
+    }
+
+    /// On a worker: reads the next [`WINDOW`] into the page cache (and
+    /// starts the kernel on the one after). False if the file ended
+    /// before it (it shrank, or cannot be read): the send cannot go on.
+    pub fn warm_window(&mut self, key: usize) -> bool {
+        let len = self.remaining.min(WINDOW);
+        match warm(&self.file, self.position, len) {
+            Ok(got) if got == len => {
+                self.warmth.warmed(self.position + len);
+                true
+            }
+            Ok(got) => {
+                warn!("conn {key}: file ended {got} bytes into a window being warmed");
+                false
+            }
+            Err(e) => {
+                warn!("conn {key}: reading a window into the page cache failed: {e}");
+                false
+            }
+        }
+    }
+
     /// A job that reads the next `limit` bytes of the file on a worker (a
     /// read can wait on the disk, which the loop must never do); back on
     /// the loop they join the output, and the send goes on from there
@@ -95,6 +158,27 @@ impl Sending {
         job
     }
 
+    /// A job that reads the next window of the file into the page cache
+    /// on a worker ([`Sending::warm_window`]); back on the loop the send
+    /// goes on by `sendfile`, from memory.
+    pub fn warm_job(mut self, key: usize) -> Job {
+        Job::new(
+            "warm for get",
+            Lane::Bulk,
+            move || {
+                let whole = self.warm_window(key);
+                (self, whole)
+            },
+            |(send, whole): (Sending, bool), _id, _session, _out, _ctx| {
+                if whole {
+                    Next::Send(send)
+                } else {
+                    Next::Close("file changed during get")
+                }
+            },
+        )
+    }
+
     /// Copies up to the high-water mark of the file into `out`.
     ///
     /// `out` is normally the last buffer-full's allocation, handed back
@@ -119,7 +203,7 @@ impl Sending {
                     return Step::Close("file changed during get");
                 }
                 Ok(got) => {
-                    self.remaining -= got as u64;
+                    self.sent(got as u64);
                 }
             }
         }
@@ -419,11 +503,6 @@ fn start_send(
     if size == 0 {
         Next::Done
     } else {
-        Next::Send(Sending {
-            file,
-            remaining: size,
-            zero_copy: true,
-            spare: Vec::new(),
-        })
+        Next::Send(Sending::new(file, offset, size, true))
     }
 }

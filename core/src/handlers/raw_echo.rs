@@ -75,6 +75,9 @@ impl Engine for RawEcho {
     /// Never happens: it sends no files.
     fn handle_zero_copy_refused(&mut self) {}
 
+    /// Never offers a file.
+    fn handle_file_not_cached(&mut self, _offset: u64, _len: u64, _ctx: &mut Ctx) {}
+
     /// The peer finished sending: flush, then close.
     fn handle_eof(&mut self, _ctx: &mut Ctx) {
         self.eof = true;

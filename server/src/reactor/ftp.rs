@@ -9,7 +9,8 @@
 //!                  local address; announce --ftp-advertise or that address
 //!   accept       → only from the control peer's IP (the session decides);
 //!                  the listener goes once one is kept
-//!   data_output  → write / sendfile within the turn's budget
+//!   data_output  → write / sendfile within the turn's budget (a range
+//!                  not in the page cache goes back to the session first)
 //!   wants_data_read → read within the turn's budget
 //!   CloseData    → close, then handle_data_closed
 //! ```
@@ -31,6 +32,7 @@ use rustls::ServerConfig;
 use super::client::Env;
 use super::handshakes;
 use super::output::{Sent, Via};
+use super::page_cache;
 use super::source::{DataSocket, Source};
 use crate::tls::session::OUT_LIMIT;
 use crate::tls::{Received, TlsSession};
@@ -473,8 +475,22 @@ fn write(
                 let b = &b[..b.len().min(*budget)];
                 (d.stream.write(b), Via::Write)
             }
-            DataOut::File(file, len) => {
+            DataOut::File {
+                file,
+                offset,
+                len,
+                warmed,
+            } => {
                 let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
+                if !page_cache::cached(file, offset, count as u64).unwrap_or(warmed) {
+                    // sendfile would read the disk on the loop: the
+                    // session has a worker read the range in first.
+                    debug!("ftp {k}: {count} bytes at {offset} not in the page cache");
+                    f.session
+                        .handle_data_file_not_cached(offset, count as u64, &mut env.ctx(now));
+                    any = true;
+                    break;
+                }
                 let fd = std::os::fd::AsFd::as_fd(file);
                 let socket = std::os::fd::AsFd::as_fd(&d.stream);
                 (crate::sys::sendfile(socket, fd, count), Via::Sendfile)
@@ -526,7 +542,7 @@ fn write_tls(
         while !d.closing && !tls.is_handshaking() && tls.output().len() < OUT_LIMIT {
             let taken = match f.session.data_output() {
                 DataOut::Nothing => break,
-                DataOut::File(..) => {
+                DataOut::File { .. } => {
                     f.session.data_zero_copy_unavailable();
                     continue;
                 }

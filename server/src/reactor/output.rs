@@ -1,7 +1,8 @@
 //! Writing a client's output: one loop that asks the state machine what
 //! to send ([`Engine::poll_transmit`]), sends it the way its kind asks —
 //! bytes by `writev` (with echo bodies still lent from the read buffer), a
-//! file by `sendfile`, a command's pipe by `splice` — within the turn's
+//! file by `sendfile` (once its pages are known to be cached), a command's
+//! pipe by `splice` — within the turn's
 //! write budget, and reports what the socket took
 //! ([`Engine::handle_written`]). One ladder of results serves all three.
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::client::{Client, Env, Stream};
+use super::page_cache;
 use crate::children::Fd;
 use crate::engine::{Engine, MAX_PARTS, Parts, Transmit};
 use crate::tls::TlsSession;
@@ -92,8 +94,22 @@ pub(super) fn flush(
                 Some(bytes) => (Via::Write, stream.write(&bytes[..bytes.len().min(*budget)])),
                 None => (Via::Write, write_parts(stream, parts, *budget)),
             },
-            Some(Transmit::File { file, len }) => {
+            Some(Transmit::File {
+                file,
+                offset,
+                len,
+                warmed,
+            }) => {
                 let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
+                if !page_cache::cached(file, offset, count as u64).unwrap_or(warmed) {
+                    // sendfile would read the disk on the loop: the state
+                    // machine has a worker read the range in first.
+                    debug!("conn {k}: {count} bytes at {offset} not in the page cache");
+                    engine.handle_file_not_cached(offset, count as u64, &mut env.ctx(now));
+                    // It waits for the job now; nothing else is queued
+                    // behind a file.
+                    return;
+                }
                 let file = std::os::fd::AsFd::as_fd(file);
                 (
                     Via::Sendfile,
