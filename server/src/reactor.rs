@@ -100,18 +100,16 @@ use source::Source;
 
 /// Bytes read per `read` call (the size of the shared read buffer).
 const READ_CHUNK: usize = 64 * 1024;
-/// Most bytes read from one client per turn before others are served,
-/// when the turn is busy (see [`TURN_BYTES`]).
+/// Most bytes read from one client per turn before others are served.
 pub const READ_BUDGET: usize = 256 * 1024;
-/// Most bytes written to one client per turn, when the turn is busy.
+/// Most bytes copied to one client per turn (and its least share of
+/// zero-copy bytes, see [`TURN_BYTES`]).
 pub const WRITE_BUDGET: usize = 256 * 1024;
-/// Bytes a turn moves each way, shared out among the clients it serves:
-/// a client alone may read or write this much before the loop polls
-/// again (fewer, larger `sendfile` and `read` calls: a 1 GiB RETR takes a
-/// quarter of the turns it would at [`WRITE_BUDGET`]); eight or more
-/// clients get the floors above each. Either way a turn moves at most
-/// about this much per client it serves, so nobody waits on one client
-/// for long.
+/// Bytes the kernel moves without copying (`sendfile`, `splice`) that a
+/// turn shares out among the clients it serves (see `output::Budget`): a
+/// client alone may send this much before the loop polls again, eight or
+/// more get [`WRITE_BUDGET`] each. Reads and copied writes keep their
+/// fixed budgets: their cost grows with every byte (parsing, encrypting).
 pub(super) const TURN_BYTES: usize = 2 << 20;
 /// Most connections accepted from one listener per turn.
 pub const ACCEPT_BUDGET: usize = 64;
@@ -144,7 +142,7 @@ pub struct Reactor {
     per_ip: HashMap<IpAddr, usize>,
     /// Clients to remove after the current batch.
     to_close: Vec<usize>,
-    /// Bytes each client may read, and write, this turn: [`TURN_BYTES`]
+    /// Zero-copy bytes each client may send this turn: [`TURN_BYTES`]
     /// shared among the sources the turn serves (see [`Reactor::share`]).
     share: usize,
     /// The one read buffer all clients share: input is consumed from it
@@ -321,10 +319,10 @@ impl Reactor {
         self.give_back_memory();
     }
 
-    /// Each client's read and write budget in a turn serving `sources`
+    /// Each client's zero-copy budget in a turn serving `sources`
     /// (events and ready sources; a client with both counts twice).
     fn share(sources: usize) -> usize {
-        (TURN_BYTES / sources.max(1)).clamp(WRITE_BUDGET.min(READ_BUDGET), TURN_BYTES)
+        (TURN_BYTES / sources.max(1)).clamp(WRITE_BUDGET, TURN_BYTES)
     }
 
     /// Zero while anything is still ready; else until the earliest

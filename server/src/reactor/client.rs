@@ -18,8 +18,8 @@ use slab::Slab;
 use super::config::Config;
 use super::ftp::{FtpClient, FtpEnv, data_requests, drive_data};
 use super::handshakes;
-use super::output::flush;
-use super::{Reactor, Source};
+use super::output::{Budget, flush};
+use super::{READ_BUDGET, Reactor, Source};
 use crate::children::ChildProc;
 use crate::conn::Conn;
 use crate::ctx::Ctx;
@@ -425,7 +425,7 @@ impl Reactor {
         if let Some(f) = client.protocol.ftp() {
             data_requests(k, f, &mut env, &mut ftp_env!(), now);
         }
-        let mut write_budget = *share;
+        let mut write_budget = Budget::new(*share);
         flush(k, client, &mut env, now, &mut write_budget, &[]);
         // One bounded step of server-side work (a file copied through the
         // buffer, requests left from the last share), then back to the
@@ -440,7 +440,7 @@ impl Reactor {
             && client.tls.as_ref().is_some_and(|t| t.is_handshaking())
             && client.wants_read(limits)
             && !handshakes::take_step(handshakes_left);
-        let mut read_budget = *share;
+        let mut read_budget = READ_BUDGET;
         while !handshake_waits && client.readable && client.wants_read(limits) && read_budget > 0 {
             match client.stream.read(scratch) {
                 Ok(0) => {

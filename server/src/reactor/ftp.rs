@@ -29,9 +29,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use rustls::ServerConfig;
 
+use super::READ_BUDGET;
 use super::client::Env;
 use super::handshakes;
-use super::output::{Sent, Via};
+use super::output::{Budget, Sent, Via};
 use super::page_cache;
 use super::source::{DataSocket, Source};
 use crate::tls::session::OUT_LIMIT;
@@ -211,7 +212,7 @@ pub(super) struct FtpEnv<'a> {
     pub(super) handshake_timeout: Duration,
     /// Where decrypted data bytes go before the session takes them.
     pub(super) plaintext: &'a mut Vec<u8>,
-    /// Bytes the data connection may read, and write, this turn.
+    /// The turn's share of zero-copy bytes (see [`Budget`]).
     pub(super) share: usize,
     /// TLS handshake steps this turn may still take (see `handshakes`).
     pub(super) handshakes_left: &'a mut usize,
@@ -226,8 +227,8 @@ pub(super) fn drive_data(
     fenv: &mut FtpEnv,
     now: Instant,
 ) {
-    let mut read_budget = fenv.share;
-    let mut write_budget = fenv.share;
+    let mut read_budget = READ_BUDGET;
+    let mut write_budget = Budget::new(fenv.share);
     for _ in 0..ROUNDS {
         let mut moved = data_requests(k, f, env, fenv, now);
         moved |= accept(k, f, env, fenv, now);
@@ -456,13 +457,13 @@ fn write(
     env: &mut Env,
     fenv: &mut FtpEnv,
     now: Instant,
-    budget: &mut usize,
+    budget: &mut Budget,
 ) -> bool {
     if f.data.as_ref().is_some_and(|d| d.tls.is_some()) {
         return write_tls(k, f, env, fenv, now, budget);
     }
     let mut any = false;
-    while *budget > 0 {
+    while budget.left() {
         let Some(d) = &mut f.data else {
             break;
         };
@@ -472,7 +473,7 @@ fn write(
         let (sent, via) = match f.session.data_output() {
             DataOut::Nothing => break,
             DataOut::Bytes(b) => {
-                let b = &b[..b.len().min(*budget)];
+                let b = &b[..b.len().min(budget.room(Via::Write))];
                 (d.stream.write(b), Via::Write)
             }
             DataOut::File {
@@ -481,7 +482,9 @@ fn write(
                 len,
                 warmed,
             } => {
-                let count = usize::try_from(len).unwrap_or(usize::MAX).min(*budget);
+                let count = usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(budget.room(Via::Sendfile));
                 if !page_cache::cached(file, offset, count as u64).unwrap_or(warmed) {
                     // sendfile would read the disk on the loop: the
                     // session has a worker read the range in first.
@@ -499,7 +502,7 @@ fn write(
         match Sent::of(sent, via) {
             Sent::Bytes(n) => {
                 any = true;
-                *budget = budget.saturating_sub(n.max(1));
+                budget.spend(via, n);
                 env.stats.bytes_out += n as u64;
                 if via == Via::Sendfile {
                     f.session.handle_data_file_sent(n, &mut env.ctx(now));
@@ -529,7 +532,7 @@ fn write_tls(
     env: &mut Env,
     fenv: &mut FtpEnv,
     now: Instant,
-    budget: &mut usize,
+    budget: &mut Budget,
 ) -> bool {
     let mut any = false;
     loop {
@@ -569,13 +572,14 @@ fn write_tls(
             }
             return any;
         }
-        if !d.writable || *budget == 0 {
+        if !d.writable || !budget.left() {
             return any;
         }
-        match Sent::of(d.stream.write(&out[..out.len().min(*budget)]), Via::Write) {
+        let room = budget.room(Via::Write);
+        match Sent::of(d.stream.write(&out[..out.len().min(room)]), Via::Write) {
             Sent::Bytes(n) => {
                 any = true;
-                *budget -= n;
+                budget.spend(Via::Write, n);
                 env.stats.bytes_out += n as u64;
                 tls.handle_written(n);
             }
