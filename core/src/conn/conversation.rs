@@ -51,9 +51,10 @@ pub(super) enum State {
     /// idle connections are many, jobs in flight few.
     Waiting(Box<Waiting>),
     /// Sending a file as the socket takes it; later requests wait.
+    /// Boxed, as `Waiting` is: sends in flight are few.
     Sending {
         /// The file and how much of it is left.
-        send: Sending,
+        send: Box<Sending>,
     },
     /// Flushing output, then closing; the reason is for the log.
     Closing(&'static str),
@@ -295,7 +296,9 @@ impl Conn {
     pub(super) fn apply(&mut self, id: Option<Number>, next: Next, size: u64, ctx: &mut Ctx) {
         let to = match next {
             Next::Body(sink) => State::Body { id, sink },
-            Next::Send(send) => State::Sending { send },
+            Next::Send(send) => State::Sending {
+                send: Box::new(send),
+            },
             // A body nobody wants is still read, so framing stays in sync.
             Next::Done if size > 0 => State::Body {
                 id,
