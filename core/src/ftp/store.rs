@@ -44,8 +44,14 @@ use crate::services::account::{Account, PathLock};
 use crate::services::digests::{self, FileKey, hex};
 use skiff::proto::Code;
 
-/// Bytes collected before a worker appends them (as for `put`).
+/// Bytes collected before a worker appends them (as for `put`), while
+/// the server's buffers are under pressure.
 pub const WRITE_BATCH: usize = upload::WRITE_BATCH;
+/// Bytes collected before a worker appends them otherwise: each batch
+/// costs a hand-off to a worker and back (two wake-ups), so larger ones
+/// cost less CPU per GiB (BENCHMARKS.md §19f). Two of them per upload are
+/// the most an upload holds.
+pub const STREAM_BATCH: usize = 1 << 20;
 
 /// The partial file's name for an FTP upload of `target`: one per path,
 /// never the name of a framed `put`'s partial (those end in `.part` after
@@ -229,6 +235,9 @@ pub struct Store {
     handed: u64,
     /// Bytes received and not yet handed to a worker.
     pending: Vec<u8>,
+    /// How many of them make a batch: [`STREAM_BATCH`], or [`WRITE_BATCH`]
+    /// while the server's buffers are under pressure.
+    batch: usize,
     /// The other of the two batch buffers, empty: while a worker writes
     /// one, the loop receives into the other.
     spare: Vec<u8>,
@@ -284,6 +293,7 @@ impl Store {
             handed: disk.written,
             disk: Some(disk),
             pending: Vec::new(),
+            batch: STREAM_BATCH,
             spare: Vec::new(),
             failed: None,
             existing,
@@ -371,7 +381,7 @@ impl Store {
 
     /// Whether a batch should go to a worker now.
     pub fn batch_full(&self) -> bool {
-        self.pending.len() >= WRITE_BATCH
+        self.pending.len() >= self.batch
     }
 
     /// Whether bytes wait to be written (and the file is here to take them).
@@ -400,6 +410,18 @@ impl Store {
             self.pending = batch;
         } else {
             self.spare = batch;
+        }
+    }
+
+    /// Sizes batches for the server's buffers: small under `pressure`
+    /// (and the allocations shrunk to match), large otherwise.
+    pub fn fit_batch(&mut self, pressure: bool) {
+        self.batch = if pressure { WRITE_BATCH } else { STREAM_BATCH };
+        if pressure {
+            self.spare.shrink_to(WRITE_BATCH);
+            if self.pending.len() <= WRITE_BATCH {
+                self.pending.shrink_to(WRITE_BATCH);
+            }
         }
     }
 

@@ -1014,12 +1014,51 @@ fn abor_overtakes_commands_waiting_behind_a_transfer() {
 }
 
 #[test]
+fn an_upload_holds_two_large_batches_at_most_and_two_small_ones_under_pressure() {
+    for pressure in [false, true] {
+        let mut h = Harness::logged_in();
+        h.services.accounts["alice"].borrow_mut().quota = None;
+        h.open_data();
+        h.send("STOR up.bin\r\n");
+        h.take();
+        h.run_jobs = false; // the worker never finishes the first batch
+        h.stats.pressure = pressure;
+        let chunk = pattern(64 << 10);
+        let mut taken = 0;
+        for _ in 0..100 {
+            if !h.s.wants_data_read() {
+                break;
+            }
+            h.with(|s, ctx| s.handle_data_input(&chunk, ctx));
+            taken += chunk.len();
+        }
+        let held = h.s.buffered_bytes();
+        let batch = if pressure {
+            store::WRITE_BATCH
+        } else {
+            store::STREAM_BATCH
+        };
+        assert!(
+            !h.s.wants_data_read(),
+            "reading stops (pressure {pressure})"
+        );
+        assert_eq!(h.jobs.len(), 1, "one batch on the worker");
+        assert!(
+            (2 * batch..=2 * batch + chunk.len()).contains(&taken),
+            "{taken} bytes taken, batches of {batch}"
+        );
+        assert!(held <= 2 * (batch + chunk.len()), "{held} bytes held");
+    }
+}
+
+#[test]
 fn a_session_closed_while_a_batch_is_on_a_worker_parks_its_partial() {
     let mut h = Harness::logged_in();
     h.open_data();
     h.send("STOR up.bin\r\n");
     h.take();
     h.run_jobs = false;
+    h.stats.pressure = true; // batches of 256 KiB
     h.with(|s, ctx| s.handle_data_input(&pattern(300_000), ctx));
     assert_eq!(h.jobs.len(), 1, "a full batch goes to a worker");
     h.s.handle_reset();
@@ -1043,6 +1082,7 @@ fn the_next_batch_is_received_while_a_worker_appends_one_within_the_quota() {
     h.send("STOR up.bin\r\n");
     h.take();
     h.run_jobs = false;
+    h.stats.pressure = true; // batches of 256 KiB
     h.with(|s, ctx| s.handle_data_input(&body[..600_000], ctx));
     assert_eq!(h.jobs.len(), 1, "a full batch goes to a worker");
     assert!(

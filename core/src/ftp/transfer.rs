@@ -437,6 +437,7 @@ impl FtpSession {
         let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
             return; // not receiving: dropped
         };
+        store.fit_batch(ctx.stats.pressure);
         store.take(bytes);
         self.progress(ctx);
         self.settle_upload(ctx);
