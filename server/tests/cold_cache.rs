@@ -170,3 +170,26 @@ print("OK")
         "a cached file was warmed"
     );
 }
+
+/// Without `cachestat(2)` (a kernel before 6.5; `SKIFFD_CACHESTAT=off`
+/// takes the same path) the kernel cannot tell what is cached: every
+/// window of a `get` is read in by a worker, and the file arrives whole.
+#[test]
+fn without_cachestat_every_window_is_read_in_by_a_worker() {
+    let server = common::start_env(&[], &[("SKIFFD_CACHESTAT", "off")]);
+    let mut c = server.demo_client();
+    let bytes = pattern(12 << 20);
+    put(&mut c, "warm.bin", &bytes).unwrap();
+    let before = warmed_windows(&mut c);
+    for round in 1..=2 {
+        let (got, md5) = get(&mut c, "warm.bin").unwrap();
+        assert!(got == bytes, "the body came back changed");
+        assert_eq!(md5, md5_hex(&bytes));
+        // Cached or not, each of the three 4 MiB windows took a job.
+        let warmed = warmed_windows(&mut c) - before;
+        assert!(
+            warmed >= 3 * round,
+            "round {round}: {warmed} windows warmed"
+        );
+    }
+}

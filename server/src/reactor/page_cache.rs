@@ -9,6 +9,7 @@
 //! just been read, is then sent without asking). That is
 //! correct and slower (a job per 4 MiB, whose read finds the pages
 //! cached when they are); the `ENOSYS` is remembered, and logged, once.
+//! `SKIFFD_CACHESTAT=off` takes that path on any kernel.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -20,13 +21,32 @@ use log::{debug, warn};
 /// `cachestat(2)` answered `ENOSYS`: it is not asked again.
 static NO_CACHESTAT: AtomicBool = AtomicBool::new(false);
 
+/// Set this variable to `off` in skiffd's environment to behave as on a
+/// kernel without `cachestat(2)` (to try, test or measure that path).
+pub const CACHESTAT_ENV: &str = "SKIFFD_CACHESTAT";
+
+/// The variable says `off` (read once).
+fn turned_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| {
+        let off = std::env::var_os(CACHESTAT_ENV).is_some_and(|v| v == "off");
+        if off {
+            warn!(
+                "{CACHESTAT_ENV}=off: every window of a file is read in by a worker \
+                 before sendfile sends it"
+            );
+        }
+        off
+    })
+}
+
 /// Whether every page of `file`'s bytes `[offset, offset + len)` is in
 /// the page cache; `None` when the kernel cannot tell.
 pub(super) fn cached(file: &File, offset: u64, len: u64) -> Option<bool> {
     if len == 0 {
         return Some(true);
     }
-    if NO_CACHESTAT.load(Ordering::Relaxed) {
+    if NO_CACHESTAT.load(Ordering::Relaxed) || turned_off() {
         return None;
     }
     static PAGE: OnceLock<u64> = OnceLock::new();
