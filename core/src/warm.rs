@@ -34,10 +34,11 @@
 //! the moment a read of it is queued, before the data is there: a window
 //! the job before asked for (`WILLNEED`) looks cached while the disk is
 //! still reading it, and a `sendfile` from it would wait for that I/O on
-//! the loop. So a job does not ask, it reads: `pread` returns only once
-//! the pages hold their data. A window that was cached after all (a
-//! file only partly evicted) costs a copy of 4 MiB on a worker, not a
-//! wait on the loop.
+//! the loop. So a job does not ask, it reads: a `sendfile` of the window
+//! to `/dev/null` returns only once the pages hold their data, and copies
+//! nothing. A window that was cached after all (a file only partly
+//! evicted, or any window on a kernel without `cachestat`) costs a walk
+//! of its pages on a worker, not a wait on the loop.
 //!
 //! **Pages evicted** between the job and the `sendfile` (memory pressure:
 //! freshly read pages are the first to go) are caught: the reactor asks
@@ -45,18 +46,20 @@
 //! another job. Only where the kernel cannot tell (no `cachestat`) is a
 //! warmed window trusted, so that a send always moves on.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
 
 /// Bytes one job brings into the page cache: big enough that a job's
 /// round trip is rare (one per 4 MiB), small enough that the window
 /// after it can be read while this one is sent.
 pub const WINDOW: u64 = 4 * 1024 * 1024;
 
-/// Bytes one `pread` of a warming job takes, into a buffer that is thrown
-/// away: the read is only there to wait for the pages.
+/// Bytes one `pread` of a warming job takes where `sendfile` to
+/// `/dev/null` is refused, into a buffer that is thrown away: the read is
+/// only there to wait for the pages.
 const READ_CHUNK: usize = 128 * 1024;
 
 /// What the engine sending a file knows about its pages.
@@ -99,9 +102,11 @@ impl Warmth {
 /// `len` bytes after them. Returns the bytes found: fewer than `len`
 /// means the file ended there (it shrank).
 ///
-/// `pread` does not move the file's offset, which `sendfile` goes on
-/// from. The bytes land in a buffer of [`READ_CHUNK`] that is dropped:
-/// only the pages they passed through matter.
+/// The window goes by `sendfile` to `/dev/null`: the kernel reads each
+/// page in and waits for its data, then throws it away without copying it
+/// anywhere. Where that is refused, a `pread` into a buffer that is
+/// dropped does the same at the cost of a copy. Neither moves the file's
+/// offset, which the loop's `sendfile` goes on from.
 pub fn warm(file: &File, offset: u64, len: u64) -> io::Result<u64> {
     // Both windows at once: the kernel queues the I/O and returns, and
     // the reads below then wait for what they need. An error here only
@@ -112,6 +117,42 @@ pub fn warm(file: &File, offset: u64, len: u64) -> io::Result<u64> {
         NonZeroU64::new(len.saturating_mul(2)),
         rustix::fs::Advice::WillNeed,
     );
+    match dev_null() {
+        Some(null) => match to_null(file, null, offset, len) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                read_through(file, offset, len)
+            }
+            result => result,
+        },
+        None => read_through(file, offset, len),
+    }
+}
+
+/// `/dev/null`, opened once for every worker.
+fn dev_null() -> Option<&'static File> {
+    static NULL: OnceLock<Option<File>> = OnceLock::new();
+    NULL.get_or_init(|| OpenOptions::new().write(true).open("/dev/null").ok())
+        .as_ref()
+}
+
+/// Sends the window to `null`; returns the bytes there were.
+fn to_null(file: &File, null: &File, offset: u64, len: u64) -> io::Result<u64> {
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(usize::MAX);
+        match rustix::fs::sendfile(null, file, Some(&mut at), want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(at - offset)
+}
+
+/// Reads the window into a buffer of [`READ_CHUNK`] that is dropped.
+fn read_through(file: &File, offset: u64, len: u64) -> io::Result<u64> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut done = 0u64;
     while done < len {
@@ -147,6 +188,23 @@ mod tests {
         // Past it, the next window is warmed without asking: the file is cold.
         assert!(w.warm_next(WINDOW + 100));
         assert_eq!(w.offer(WINDOW + 100, 5), (5, false));
+    }
+
+    #[test]
+    fn both_ways_of_reading_in_find_the_same_bytes() {
+        let path = std::env::temp_dir().join(format!("skiff-warm2-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 300_000]).unwrap();
+        let file = File::open(&path).unwrap();
+        let null = dev_null().expect("/dev/null");
+        for (offset, len, found) in [
+            (0, 200_000, 200_000),
+            (200_000, 200_000, 100_000),
+            (400_000, 10, 0),
+        ] {
+            assert_eq!(to_null(&file, null, offset, len).unwrap(), found);
+            assert_eq!(read_through(&file, offset, len).unwrap(), found);
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
