@@ -75,16 +75,7 @@ impl FtpSession {
         };
         self.home_job(
             "cwd",
-            move |home| {
-                let meta = home
-                    .metadata(jail::relative(&target))
-                    .map_err(|e| jail::io_error(&e, &target))?;
-                if meta.is_dir() {
-                    Ok(target)
-                } else {
-                    Err((Code::NotADirectory, format!("{target}: not a directory")))
-                }
-            },
+            move |home| crate::handlers::files::directory(home, target),
             |target, s, _ctx| {
                 s.session.cwd = target;
                 s.reply(250, "Directory successfully changed.");

@@ -18,7 +18,6 @@ use super::store;
 use super::transfer::{Flow, Transfer};
 use crate::ctx::Ctx;
 use crate::pool::Lane;
-use crate::services::account;
 
 impl FtpSession {
     /// The turn is over: received bytes go to a worker.
@@ -199,26 +198,11 @@ impl FtpSession {
         let Transfer::Running(Flow::Receive(store)) = &self.data.transfer else {
             return;
         };
-        let (partial, spare) = {
-            let account = store.account();
-            let a = account.borrow();
-            (a.partial.clone(), a.active.clone())
-        };
-        let discard = job(
-            "discard-parked",
-            Lane::Quick,
-            move || account::discard_parked(&partial, want, &spare),
-            |freed, s: &mut FtpSession, _ctx| {
-                if let Transfer::Running(Flow::Receive(store)) = &mut s.data.transfer {
-                    {
-                        let account = store.account();
-                        let mut a = account.borrow_mut();
-                        a.parked = a.parked.saturating_sub(freed);
-                    }
-                    store.unblock(freed);
-                }
-            },
-        );
-        self.start_job(discard, ctx);
+        let account = store.account();
+        self.discard_parked(&account, want, ctx, |freed, s, _ctx| {
+            if let Transfer::Running(Flow::Receive(store)) = &mut s.data.transfer {
+                store.unblock(freed);
+            }
+        });
     }
 }

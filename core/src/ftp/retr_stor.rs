@@ -4,8 +4,10 @@
 //! (open, list, check and open the partial), then hands the transfer to
 //! [`super::transfer`] to start when the data connection is there.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::rc::Rc;
 
 use log::info;
 
@@ -186,22 +188,11 @@ impl FtpSession {
             return self.reply(552, &text);
         }
         let want = a.shortfall(plan.need, own_parked);
-        let partial = a.partial.clone();
-        let spare = a.active.clone();
         drop(a);
-        let discard = job(
-            "discard-parked",
-            Lane::Quick,
-            move || account::discard_parked(&partial, want, &spare),
-            move |freed, s: &mut FtpSession, ctx| {
-                {
-                    let mut a = plan.account.borrow_mut();
-                    a.parked = a.parked.saturating_sub(freed);
-                }
-                s.stor_room(plan, false, ctx);
-            },
-        );
-        self.start_job(discard, ctx);
+        let account = plan.account.clone();
+        self.discard_parked(&account, want, ctx, move |_, s, ctx| {
+            s.stor_room(plan, false, ctx)
+        });
     }
 
     /// Opens the partial file with its base (copied or hashed on a
@@ -285,7 +276,7 @@ impl FtpSession {
     /// (oldest first, as `put` does) and tries once more.
     fn reserve(
         &mut self,
-        account: std::rc::Rc<std::cell::RefCell<Account>>,
+        account: Rc<RefCell<Account>>,
         bytes: u64,
         may_discard: bool,
         ctx: &mut Ctx,
@@ -304,9 +295,28 @@ impl FtpSession {
             return;
         }
         let want = a.shortfall(bytes, 0);
-        let partial = a.partial.clone();
-        let spare = a.active.clone();
         drop(a);
+        self.discard_parked(&account.clone(), want, ctx, move |_, s, ctx| {
+            s.reserve(account, bytes, false, ctx)
+        });
+    }
+
+    /// Discards partials of other, abandoned uploads of `account` on a
+    /// worker, oldest first (as `put` does), until `want` bytes are free;
+    /// back on the loop, counts them as no longer parked and calls `then`
+    /// with the bytes freed.
+    pub(super) fn discard_parked(
+        &mut self,
+        account: &Rc<RefCell<Account>>,
+        want: u64,
+        ctx: &mut Ctx,
+        then: impl FnOnce(u64, &mut FtpSession, &mut Ctx) + 'static,
+    ) {
+        let (partial, spare) = {
+            let a = account.borrow();
+            (a.partial.clone(), a.active.clone())
+        };
+        let account = account.clone();
         let discard = job(
             "discard-parked",
             Lane::Quick,
@@ -316,7 +326,7 @@ impl FtpSession {
                     let mut a = account.borrow_mut();
                     a.parked = a.parked.saturating_sub(freed);
                 }
-                s.reserve(account, bytes, false, ctx);
+                then(freed, s, ctx);
             },
         );
         self.start_job(discard, ctx);
@@ -340,7 +350,7 @@ struct Plan {
     /// The upload's hold on its target path.
     lock: PathLock,
     /// The user's account.
-    account: std::rc::Rc<std::cell::RefCell<Account>>,
+    account: Rc<RefCell<Account>>,
 }
 
 /// Why an upload does not fit, with the numbers.

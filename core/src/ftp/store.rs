@@ -264,12 +264,7 @@ pub struct Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if self.keeps_partial {
-            let size = self
-                .disk
-                .as_ref()
-                .map_or(0, |d| d.file.metadata().map_or(d.written, |m| m.len()));
-            let mut account = self.claim.account().borrow_mut();
-            account.parked = account.parked.saturating_add(size);
+            upload::park(self.disk.as_ref(), self.claim.account());
         }
     }
 }

@@ -288,22 +288,26 @@ pub(super) fn reply_or<T>(
     }
 }
 
+/// `target` if it names a directory in `home` (for `cd` and FTP's `CWD`;
+/// on a worker: it may wait for the disk).
+pub fn directory(home: &Dir, target: String) -> Result<String, Refusal> {
+    let meta = home
+        .metadata(jail::relative(&target))
+        .map_err(|e| jail::io_error(&e, &target))?;
+    if meta.is_dir() {
+        Ok(target)
+    } else {
+        Err((Code::NotADirectory, format!("{target}: not a directory")))
+    }
+}
+
 fn cd(header: &Header, session: &Session, account: &Account) -> Result<Next, Refusal> {
     let target = resolve(header, session, true)?;
     let home = account.home.clone();
     Ok(Next::Job(Job::new(
         "cd",
         Lane::Quick,
-        move || {
-            let meta = home
-                .metadata(jail::relative(&target))
-                .map_err(|e| jail::io_error(&e, &target))?;
-            if meta.is_dir() {
-                Ok(target)
-            } else {
-                Err((Code::NotADirectory, format!("{target}: not a directory")))
-            }
-        },
+        move || directory(&home, target),
         |result, id, session, out, _ctx| {
             if let Some(target) = reply_or(result, id, out) {
                 session.cwd = target;

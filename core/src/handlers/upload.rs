@@ -214,16 +214,18 @@ impl Partial {
     }
 }
 
+/// Counts an upload's kept partial file as parked in `account`, by its
+/// size on disk (an `fstat` of the open file: no path walk, no disk wait).
+pub fn park(disk: Option<&Partial>, account: &RefCell<Account>) {
+    let size = disk.map_or(0, |d| d.file.metadata().map_or(d.written, |m| m.len()));
+    let mut account = account.borrow_mut();
+    account.parked = account.parked.saturating_add(size);
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if self.keeps_partial {
-            // fstat of an open file: no path walk, no disk wait.
-            let size = self
-                .disk
-                .as_ref()
-                .map_or(0, |d| d.file.metadata().map_or(d.written, |m| m.len()));
-            let mut account = self.reservation.account.borrow_mut();
-            account.parked = account.parked.saturating_add(size);
+            park(self.disk.as_ref(), &self.reservation.account);
         }
     }
 }
