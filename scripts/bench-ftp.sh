@@ -294,15 +294,22 @@ bench_transfer() {
             curl -sS -o /dev/null "$url/small-0"
             sleep 0.5
             t0=$(cpu_seconds)
-            speed=$(curl -sS -o /dev/null -w '%{speed_download}' "$url/big.bin")
+            # curl's speed is the bytes over its whole run (connect, login,
+            # EPSV, transfer, 226); the transfer's own rate leaves out what
+            # came before the data connection (time_pretransfer).
+            read -r speed pre total < <(curl -sS -o /dev/null \
+                -w '%{speed_download} %{time_pretransfer} %{time_total}' "$url/big.bin")
             sleep 0.5
             t1=$(cpu_seconds)
-            up=$(curl -sS -T "$ROOT/home/big.bin" -w '%{speed_upload}' -o /dev/null "$url/up.bin")
+            read -r up upre utotal < <(curl -sS -T "$ROOT/home/big.bin" -o /dev/null \
+                -w '%{speed_upload} %{time_pretransfer} %{time_total}' "$url/up.bin")
             sleep 0.5
             t2=$(cpu_seconds)
             curl -sS -o /dev/null -Q "DELE up.bin" "$url/" || true
             echo "$name rep=$rep retr_MBps=$(echo "$speed / 1000000" | bc) retr_cpu_s=$(echo "$t1 - $t0" | bc)" \
-                "stor_MBps=$(echo "$up / 1000000" | bc) stor_cpu_s=$(echo "$t2 - $t1" | bc)"
+                "stor_MBps=$(echo "$up / 1000000" | bc) stor_cpu_s=$(echo "$t2 - $t1" | bc)" \
+                "retr_pre_s=$pre retr_xfer_MBps=$(echo "$speed * $total / ($total - $pre) / 1000000" | bc)" \
+                "stor_pre_s=$upre stor_xfer_MBps=$(echo "$up * $utotal / ($utotal - $upre) / 1000000" | bc)"
             stop "$PID"
         done
     done

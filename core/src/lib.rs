@@ -11,14 +11,16 @@
 //! - [`handlers`]: what each op does, returning replies, bodies to stream,
 //!   and [`handlers::Job`]s for work that may wait on a disk;
 //! - [`pool`]: the worker threads that run those jobs;
-//! - [`users`], [`jail`], [`buffer`], [`stats`], [`command`], [`warm`]:
-//!   the user store, the path jail, output buffers, counters, what a
-//!   command request carries, and bringing a file into the page cache
-//!   before it is sent.
+//! - [`users`], [`jail`], [`buffer`], [`stats`], [`command`], [`warm`],
+//!   [`upload_pipe`]: the user store, the path jail, output buffers,
+//!   counters, what a command request carries, bringing a file into the
+//!   page cache before it is sent, and the pipes an upload's bytes take
+//!   from the socket to the file.
 //!
 //! The modules form layers, each using only those below it
 //! (`tests/module_graph.rs` fails on a cycle): `limits`, `buffer`,
-//! `stats`, `pool`, `users`, `jail`, `command`, `warm` at the bottom; `services`;
+//! `stats`, `pool`, `users`, `jail`, `command`, `warm`, `upload_pipe` at the
+//! bottom; `services`;
 //! `ctx`; `handlers`; `conn` on top.
 //!
 //! The crate has no mio and no `unsafe`: the build itself guarantees that
@@ -39,5 +41,6 @@ pub mod limits;
 pub mod pool;
 pub mod services;
 pub mod stats;
+pub mod upload_pipe;
 pub mod users;
 pub mod warm;

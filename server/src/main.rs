@@ -142,8 +142,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.tls_config = identity.as_ref().map(tls::server_config).transpose()?;
     match skiff::os::raise_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            // Keep a few descriptors for listeners, files and pipes.
-            let fit = (limit as usize).saturating_sub(64);
+            // Keep a few descriptors for listeners, files and pipes,
+            // and those of the uploads received through pipes.
+            let spare = 64 + skiffd_core::upload_pipe::MOST_DESCRIPTORS;
+            let fit = (limit as usize).saturating_sub(spare);
             if config.max_conns > fit {
                 info!(
                     "open-file limit is {limit}: serving at most {fit} connections, not {}",

@@ -156,10 +156,11 @@ pub fn pipe_available(pipe: std::os::fd::BorrowedFd) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-/// Moves up to `len` bytes from a pipe to a socket inside the kernel
-/// (`splice`), without blocking.
+/// Moves up to `len` bytes between a pipe and a socket (either way) inside
+/// the kernel (`splice`), without blocking on either: the socket is
+/// non-blocking, and `SPLICE_F_NONBLOCK` makes the pipe so for this call.
 pub fn splice(
-    from_pipe: std::os::fd::BorrowedFd,
+    from: std::os::fd::BorrowedFd,
     to: std::os::fd::BorrowedFd,
     len: usize,
 ) -> io::Result<usize> {
@@ -168,7 +169,7 @@ pub fn splice(
     // (required for a pipe, and for a socket) touch no memory of ours.
     let n = unsafe {
         libc::splice(
-            from_pipe.as_raw_fd(),
+            from.as_raw_fd(),
             std::ptr::null_mut(),
             to.as_raw_fd(),
             std::ptr::null_mut(),

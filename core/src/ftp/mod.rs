@@ -39,7 +39,12 @@
 //!     data_output() → handle_data_written(n) / handle_data_file_sent(n)
 //!                                   Bytes to write, or a File range for sendfile;
 //!                                   data_zero_copy_unavailable() falls back to copying
-//!     wants_data_read() → handle_data_input(bytes), handle_data_eof()
+//!     data_input() → Bytes: read, then handle_data_input(bytes)
+//!                  → Pipe { pipe, room }: splice ≤ room bytes into the pipe, then
+//!                    handle_data_spliced(n); the pipe full while the socket has bytes:
+//!                    handle_data_pipe_full(); no splice (or TLS): data_splice_unavailable()
+//!     handle_data_eof()             the client finished sending
+//!     wants_data_read()             data_input() is not Nothing
 //!     handle_data_closed()          the data connection failed (reset) or was closed
 //!     (every call may queue replies: flush the control connection after it)
 //!
@@ -86,4 +91,4 @@ mod verbs;
 mod tests;
 
 pub use session::{FtpSession, MAX_COMMANDS_PER_TURN, REPLIES_HIGH};
-pub use transfer::{DataOut, DataRequest};
+pub use transfer::{DataIn, DataOut, DataRequest};

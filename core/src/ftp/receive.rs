@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!   bytes ─▶ take (quota) ─▶ batch full / turn over ─▶ [bulk] append (+ MD5) ─▶ ...
+//!   (spliced into a pipe: admitted by the quota before they move)
 //!   EOF ─▶ [bulk] last batch, (MD5,) fsync, rename ─▶ CloseData ─▶ 226
 //!   quota reached ─▶ [bulk] what fit ─▶ CloseData ─▶ 552 (partial kept)
 //!   connection lost ─▶ 426 (partial kept)      disk full ─▶ [quick] delete partial ─▶ 452
@@ -20,13 +21,17 @@ use crate::ctx::Ctx;
 use crate::pool::Lane;
 
 impl FtpSession {
-    /// The turn is over: received bytes go to a worker.
+    /// The turn is over: received bytes go to a worker, unless they wait
+    /// in a pipe that is not full yet (they cost no memory here, and each
+    /// hand-off costs two wake-ups: a pipe goes when full, at the end of
+    /// the upload, or when it breaks off).
     pub(super) fn flush_upload(&mut self, ctx: &mut Ctx) {
         if self.job_out() {
             return;
         }
         if let Transfer::Running(Flow::Receive(store)) = &self.data.transfer
             && store.has_pending()
+            && !store.filling_pipe()
         {
             self.write_batch(ctx);
         }
@@ -94,15 +99,15 @@ impl FtpSession {
         let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
             return;
         };
-        let Some((mut disk, batch)) = store.take_batch() else {
+        let Some((mut disk, mut batch)) = store.take_batch() else {
             return;
         };
-        let holds = batch.capacity();
+        let holds = batch.holds();
         let mut write = job(
             "write",
             Lane::Bulk,
             move || {
-                let written = disk.append(&batch);
+                let written = batch.write_to(&mut disk);
                 (disk, batch, written)
             },
             |(disk, batch, written), s: &mut FtpSession, _ctx| {
@@ -137,7 +142,7 @@ impl FtpSession {
                 let store::Finished { disk, result } = finished;
                 let length = disk.written;
                 let mut store = store;
-                store.put_back(disk, Vec::new(), Ok(()));
+                store.put_back(disk, store::Received::default(), Ok(()));
                 s.data.lost = false;
                 match result {
                     Ok((digest, replaced, key)) => {

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::rc::Rc;
 
-use log::info;
+use log::{debug, info};
 
 use super::listing::{Cursor, Format};
 use super::session::{FtpSession, job};
@@ -206,11 +206,35 @@ impl FtpSession {
         let target = plan.target.clone();
         let base = plan.base;
         let hashed = self.hash_uploads;
+        // Bytes nobody needs to see (not hashed, not decrypted) go from
+        // the socket to the file through pipes, while slots last.
+        let slot = if hashed || self.data_private() {
+            None
+        } else {
+            ctx.services.upload_pipes.take()
+        };
+        let with_pipes = slot.is_some();
         let open = job(
             "stor-open",
             Lane::Bulk,
-            move || store::open(&home, &partial, &name, &target, base, hashed),
-            move |opened, s: &mut FtpSession, ctx| {
+            move || {
+                let disk = store::open(&home, &partial, &name, &target, base, hashed);
+                let pipes = with_pipes.then(store::open_pipes);
+                (disk, pipes)
+            },
+            move |(opened, pipes), s: &mut FtpSession, ctx| {
+                let pipes = match (pipes, slot) {
+                    (Some(Ok((filling, spare))), Some(slot)) => Some(store::Pipes {
+                        filling,
+                        spare,
+                        slot,
+                    }),
+                    (Some(Err(e)), _) => {
+                        debug!("ftp {}: no pipes for the upload ({e}): copying", s.key);
+                        None
+                    }
+                    _ => None,
+                };
                 let disk = match opened {
                     Ok(d) => d,
                     Err(e) => {
@@ -247,7 +271,16 @@ impl FtpSession {
                 } else {
                     format!("Ok to send data for {target}.")
                 };
-                let store = Store::new(target, disk, facts.existing, reservation, claim, lock);
+                let mut store = Store::new(
+                    target,
+                    disk,
+                    facts.existing,
+                    reservation,
+                    claim,
+                    lock,
+                    pipes,
+                );
+                store.fit_batch(ctx.stats.pressure);
                 s.begin(Flow::Receive(Box::new(store)), opening, ctx);
             },
         );

@@ -1,8 +1,10 @@
 //! What `STOR` and `APPE` write into: the framed protocol's upload rules
 //! ([`crate::handlers::upload`]) with FTP's way of saying things.
 //!
-//! The bytes go into a partial file outside the home, hashed on the way,
-//! and the file appears at its path only when the client has closed the
+//! The bytes go into a partial file outside the home (through two pipes,
+//! by `splice`, when they need not be seen: [`crate::upload_pipe`]; else
+//! copied through two buffers, and hashed on the way with
+//! `--ftp-hash-uploads`), and the file appears at its path only when the client has closed the
 //! data connection: an interrupted `STOR` leaves the old file whole.
 //! FTP declares neither length nor MD5 up front, so the partial is named
 //! after the path alone, and kept when a transfer breaks off:
@@ -42,6 +44,7 @@ use crate::handlers::upload::{self, Claim, Partial, Reservation};
 use crate::jail;
 use crate::services::account::{Account, PathLock};
 use crate::services::digests::{self, FileKey, hex};
+use crate::upload_pipe::{PipeSlot, UploadPipe};
 use skiff::proto::Code;
 
 /// Bytes collected before a worker appends them (as for `put`), while
@@ -233,8 +236,21 @@ pub struct Store {
     /// known while the file is out on a worker, so the quota admits the
     /// next batch's bytes meanwhile.
     handed: u64,
-    /// Bytes received and not yet handed to a worker.
+    /// Bytes received and not yet handed to a worker, copied here. They
+    /// follow those waiting in `pipe`, if any.
     pending: Vec<u8>,
+    /// The pipe the reactor splices the socket's bytes into, when the
+    /// upload receives through pipes (`slot` is held).
+    pipe: Option<UploadPipe>,
+    /// The other pipe, empty, while `pipe` fills; `None` while a worker
+    /// empties it.
+    spare_pipe: Option<UploadPipe>,
+    /// The pipe took no more though the socket had bytes: it is full in
+    /// the kernel's count (of pages) before ours (of bytes).
+    pipe_full: bool,
+    /// This upload's right to receive through pipes; without it, bytes
+    /// are copied.
+    pipe_slot: Option<PipeSlot>,
     /// How many of them make a batch: [`STREAM_BATCH`], or [`WRITE_BATCH`]
     /// while the server's buffers are under pressure.
     batch: usize,
@@ -270,11 +286,53 @@ impl Drop for Store {
 }
 
 /// A partial file and a batch of bytes on their way to a worker.
-pub type Batch = (Partial, Vec<u8>);
+pub type Batch = (Partial, Received);
+
+/// Bytes received for a worker to append: first those waiting in a pipe,
+/// then those copied into memory.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// A pipe holding the batch's first bytes.
+    pub pipe: Option<UploadPipe>,
+    /// Bytes copied, after the pipe's.
+    pub bytes: Vec<u8>,
+}
+
+impl Received {
+    /// Appends the batch to `disk`, in order. For a worker.
+    pub fn write_to(&mut self, disk: &mut Partial) -> io::Result<()> {
+        if let Some(pipe) = &mut self.pipe {
+            disk.append_pipe(pipe)?;
+        }
+        disk.append(&self.bytes)
+    }
+
+    /// Memory the batch holds (the pipe's bytes and the buffer).
+    pub fn holds(&self) -> usize {
+        self.pipe.as_ref().map_or(0, UploadPipe::len) + self.bytes.capacity()
+    }
+}
+
+/// The two pipes of an upload received by `splice`, and its right to them.
+#[derive(Debug)]
+pub struct Pipes {
+    /// The pipe filled first.
+    pub filling: UploadPipe,
+    /// The pipe filled while a worker empties the first.
+    pub spare: UploadPipe,
+    /// Its slot among [`crate::upload_pipe::MOST_UPLOADS`].
+    pub slot: PipeSlot,
+}
+
+/// Opens an upload's two pipes, or says why not (the upload then copies
+/// its bytes). For a worker, with the partial file.
+pub fn open_pipes() -> io::Result<(UploadPipe, UploadPipe)> {
+    Ok((UploadPipe::open()?, UploadPipe::open()?))
+}
 
 impl Store {
     /// An upload into `disk` (already holding its base), holding
-    /// `reservation`.
+    /// `reservation`; received through `pipes` if there are some.
     pub fn new(
         path: String,
         disk: Partial,
@@ -282,12 +340,22 @@ impl Store {
         reservation: Reservation,
         claim: Claim,
         lock: PathLock,
+        pipes: Option<Pipes>,
     ) -> Store {
+        let (pipe, spare_pipe, pipe_slot) = match pipes {
+            // A hashed upload must see its bytes.
+            Some(p) if disk.hasher.is_none() => (Some(p.filling), Some(p.spare), Some(p.slot)),
+            _ => (None, None, None),
+        };
         Store {
             path,
             handed: disk.written,
             disk: Some(disk),
             pending: Vec::new(),
+            pipe,
+            spare_pipe,
+            pipe_full: false,
+            pipe_slot,
             batch: STREAM_BATCH,
             spare: Vec::new(),
             failed: None,
@@ -304,7 +372,90 @@ impl Store {
 
     /// Bytes received so far, the base included.
     pub fn received(&self) -> u64 {
-        self.handed.saturating_add(self.pending.len() as u64)
+        self.handed
+            .saturating_add(self.piped() as u64)
+            .saturating_add(self.pending.len() as u64)
+    }
+
+    /// Bytes waiting in the pipe being filled.
+    fn piped(&self) -> usize {
+        self.pipe.as_ref().map_or(0, UploadPipe::len)
+    }
+
+    /// Where the reactor should splice the socket's bytes, and how many
+    /// at most: `None` when they must be read and copied instead
+    /// ([`Store::take`]), which is also the way every limit is found
+    /// (the quota, a failure, the batch being full). Bytes go into the
+    /// pipe only while no copied ones wait, so a batch's pipe bytes
+    /// always come before its copied ones.
+    pub fn splice_into(&self) -> Option<(std::os::fd::BorrowedFd<'_>, usize)> {
+        let pipe = self.pipe.as_ref()?;
+        if self.pipe_slot.is_none()
+            || !self.pending.is_empty()
+            || self.pipe_full
+            || self.failed.is_some()
+            || self.over_quota
+            || self.blocked()
+        {
+            return None;
+        }
+        let want = self.batch.saturating_sub(pipe.len()).min(pipe.room());
+        let room = self.admits(want);
+        (room > 0).then(|| (pipe.input(), room))
+    }
+
+    /// How many of `want` more bytes the quota admits as they come,
+    /// without holding any back (no parked partial is discarded for them).
+    fn admits(&self, want: usize) -> usize {
+        let after = self.received().saturating_add(want as u64);
+        let more = after
+            .saturating_sub(self.existing)
+            .saturating_sub(self.reservation.bytes());
+        if more == 0 {
+            return want;
+        }
+        let a = self.claim.account().borrow();
+        let short = more.saturating_sub(room(&a, more));
+        want.saturating_sub(usize::try_from(short).unwrap_or(usize::MAX))
+    }
+
+    /// The reactor spliced `n` bytes into the pipe (at most what
+    /// [`Store::splice_into`] said): the reservation grows to hold them.
+    pub fn spliced(&mut self, n: usize) {
+        let Some(pipe) = &mut self.pipe else {
+            return;
+        };
+        pipe.filled(n);
+        let more = self
+            .received()
+            .saturating_sub(self.existing)
+            .saturating_sub(self.reservation.bytes());
+        if more > 0 {
+            let room = room(&self.claim.account().borrow(), more);
+            self.reservation.grow(room);
+            if room < more {
+                // More than was admitted: the rest of the upload is refused.
+                self.over_quota = true;
+            }
+        }
+    }
+
+    /// The pipe took nothing though the socket has bytes: it goes to a
+    /// worker as it is.
+    pub fn pipe_is_full(&mut self) {
+        if self.piped() > 0 {
+            self.pipe_full = true;
+        }
+    }
+
+    /// The socket cannot splice: the rest of the upload is copied (what
+    /// a pipe holds still goes to the file first).
+    pub fn stop_splicing(&mut self) {
+        self.pipe_slot = None;
+        self.spare_pipe = None;
+        if self.piped() == 0 {
+            self.pipe = None;
+        }
     }
 
     /// Takes as much of `chunk` as the quota admits; returns how much.
@@ -376,35 +527,60 @@ impl Store {
 
     /// Whether a batch should go to a worker now.
     pub fn batch_full(&self) -> bool {
-        self.pending.len() >= self.batch
+        self.pipe_full || self.piped().saturating_add(self.pending.len()) >= self.batch
     }
 
     /// Whether bytes wait to be written (and the file is here to take them).
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() && self.disk.is_some()
+        (self.piped() > 0 || !self.pending.is_empty()) && self.disk.is_some()
     }
 
-    /// The partial and the collected bytes, for a worker to append.
+    /// Whether the received bytes all wait in a pipe that still has room.
+    pub fn filling_pipe(&self) -> bool {
+        self.piped() > 0 && self.pending.is_empty() && !self.batch_full()
+    }
+
+    /// The partial and the collected bytes, for a worker to append. A
+    /// pipe with bytes goes with them, and the spare one is filled next.
     pub fn take_batch(&mut self) -> Option<Batch> {
         let disk = self.disk.take()?;
-        let batch = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
-        self.handed = disk.written.saturating_add(batch.len() as u64);
+        let pipe = if self.piped() > 0 {
+            std::mem::replace(&mut self.pipe, self.spare_pipe.take())
+        } else {
+            None
+        };
+        self.pipe_full = false;
+        let bytes = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let batch = Received { pipe, bytes };
+        let len = batch.pipe.as_ref().map_or(0, UploadPipe::len) + batch.bytes.len();
+        self.handed = disk.written.saturating_add(len as u64);
         Some((disk, batch))
     }
 
     /// A batch is back from the worker.
-    pub fn put_back(&mut self, disk: Partial, mut batch: Vec<u8>, written: io::Result<()>) {
+    pub fn put_back(&mut self, disk: Partial, batch: Received, written: io::Result<()>) {
         // A failed append may have written part of the batch.
         self.handed = disk.written;
         self.disk = Some(disk);
+        let failed = written.is_err();
         if let Err(e) = written {
             self.failed.get_or_insert(e);
         }
-        batch.clear();
+        let Received { pipe, mut bytes } = batch;
+        // An emptied pipe is filled again; one a failure left bytes in
+        // goes (they would come before the next batch's).
+        if let Some(p) = pipe.filter(|p| p.is_empty() && !failed && self.pipe_slot.is_some()) {
+            if self.pipe.is_none() {
+                self.pipe = Some(p);
+            } else {
+                self.spare_pipe = Some(p);
+            }
+        }
+        bytes.clear();
         if self.pending.is_empty() {
-            self.pending = batch;
+            self.pending = bytes;
         } else {
-            self.spare = batch;
+            self.spare = bytes;
         }
     }
 
@@ -422,7 +598,7 @@ impl Store {
 
     /// Memory held for received bytes.
     pub fn buffered_bytes(&self) -> usize {
-        self.pending.capacity() + self.spare.capacity() + self.blocked.capacity()
+        self.pending.capacity() + self.spare.capacity() + self.blocked.capacity() + self.piped()
     }
 
     /// What a worker needs to land the upload: the partial's directory and
@@ -479,14 +655,14 @@ pub struct Finished {
 /// Appends the last batch, finishes the MD5 (if hashed) and lands the
 /// file. For a worker.
 pub fn finish(
-    (mut disk, batch): Batch,
+    (mut disk, mut batch): Batch,
     home: &Dir,
     partial: &Dir,
     name: &str,
     path: &str,
 ) -> Finished {
     let result = (|| {
-        disk.append(&batch)?;
+        batch.write_to(&mut disk)?;
         let digest = disk.digest();
         let file = disk.file.try_clone()?;
         let (replaced, key) =

@@ -46,8 +46,10 @@ struct Harness {
     run_jobs: bool,
     /// Read the data connection as bytes come (false: the client stalls).
     read_data: bool,
-    /// The data connection has no sendfile.
+    /// The data connection has no sendfile, and no splice.
     copy_only: bool,
+    /// Bytes the harness spliced into an upload's pipe.
+    spliced: usize,
     /// No range of any file is in the page cache, or the kernel cannot
     /// tell: every range not just warmed by a job is reported.
     cold: bool,
@@ -90,6 +92,7 @@ impl Harness {
             run_jobs: true,
             read_data: true,
             copy_only: false,
+            spliced: 0,
             cold: false,
             announce: "127.0.0.1:50123".parse().unwrap(),
         };
@@ -285,18 +288,64 @@ impl Harness {
     /// session reads them, in reads of `chunk` bytes; then closes it.
     fn upload(&mut self, bytes: &[u8], chunk: usize) {
         let mut at = 0;
-        while at < bytes.len() {
-            if !self.s.wants_data_read() {
-                break; // over quota, failed: the rest is refused
-            }
+        let mut refused = 0;
+        while at < bytes.len() && refused < 2 {
             let end = (at + chunk).min(bytes.len());
-            self.with(|s, ctx| s.handle_data_input(&bytes[at..end], ctx));
-            at = end;
+            let took = self.receive(&bytes[at..end]);
             self.settle();
+            // Nothing taken: over quota or failed (the rest is refused),
+            // or a pipe full in pages that a worker has emptied since.
+            refused = if took == 0 { refused + 1 } else { 0 };
+            at += took;
         }
         if self.connected {
             self.with(|s, ctx| s.handle_data_eof(ctx));
             self.settle();
+        }
+    }
+
+    /// What the reactor does with bytes that arrived on the data
+    /// connection: splices as many as the session's pipe may take (and
+    /// tells it when the pipe, counted in pages, is full first), or reads
+    /// them all. Returns how many were taken.
+    fn receive(&mut self, bytes: &[u8]) -> usize {
+        if self.copy_only {
+            self.s.data_splice_unavailable();
+        }
+        let spliced = match self.s.data_input() {
+            DataIn::Nothing => return 0,
+            DataIn::Bytes => None,
+            DataIn::Pipe { pipe, room } => {
+                // As `splice` with SPLICE_F_NONBLOCK would: never wait.
+                let flags = rustix::fs::fcntl_getfl(pipe).unwrap();
+                rustix::fs::fcntl_setfl(pipe, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+                let n = room.min(bytes.len());
+                let mut at = 0;
+                while at < n {
+                    match rustix::io::write(pipe, &bytes[at..n]) {
+                        Ok(w) => at += w,
+                        Err(rustix::io::Errno::AGAIN) => break,
+                        Err(e) => panic!("write the pipe: {e}"),
+                    }
+                }
+                Some((at, at < n))
+            }
+        };
+        match spliced {
+            Some((n, full)) => {
+                self.spliced += n;
+                if n > 0 {
+                    self.with(|s, ctx| s.handle_data_spliced(n, ctx));
+                }
+                if full {
+                    self.with(|s, ctx| s.handle_data_pipe_full(ctx));
+                }
+                n
+            }
+            None => {
+                self.with(|s, ctx| s.handle_data_input(bytes, ctx));
+                bytes.len()
+            }
         }
     }
 
@@ -1472,4 +1521,170 @@ fn a_file_that_shrinks_before_its_window_is_warmed_ends_the_retr_with_451() {
         h.take(),
         "451 The file changed while it was sent; transfer aborted.\r\n"
     );
+}
+
+/// Starts a `STOR` of `name` with no quota, the data connection open.
+fn stor_without_quota(h: &mut Harness, name: &str) {
+    h.services.accounts["alice"].borrow_mut().quota = None;
+    h.open_data();
+    h.send(&format!("STOR {name}\r\n"));
+    assert_eq!(h.take(), format!("150 Ok to send data for /{name}.\r\n"));
+}
+
+#[test]
+fn a_plain_upload_is_spliced_through_pipes_and_lands_whole() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    assert_eq!(
+        h.services.upload_pipes.taken(),
+        1,
+        "the upload holds a slot"
+    );
+    let body = pattern(3 << 20);
+    h.upload(&body, 100_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(h.spliced, body.len(), "every byte went through a pipe");
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+    assert_eq!(h.services.upload_pipes.taken(), 0, "the slot is given back");
+    // The digest is computed on asking, from the file.
+    h.send("XMD5 up.bin\r\n");
+    assert_eq!(h.take(), format!("250 {}\r\n", md5_hex(&body)));
+}
+
+#[test]
+fn an_upload_hashed_on_the_way_or_without_a_slot_copies_its_bytes() {
+    for case in ["hashed", "no slot"] {
+        let mut h = Harness::logged_in();
+        let held: Vec<_> = if case == "hashed" {
+            h.with(|s, _| s.hash_uploads(true));
+            Vec::new()
+        } else {
+            let slots = h.services.upload_pipes.clone();
+            (0..crate::upload_pipe::MOST_UPLOADS)
+                .map(|_| slots.take().unwrap())
+                .collect()
+        };
+        stor_without_quota(&mut h, "up.bin");
+        assert!(matches!(h.s.data_input(), DataIn::Bytes), "{case}");
+        let body = pattern(500_000);
+        h.upload(&body, 64 << 10);
+        assert_eq!(h.take(), "226 Transfer complete.\r\n", "{case}");
+        assert_eq!(h.spliced, 0, "{case}");
+        assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+        drop(held);
+    }
+}
+
+#[test]
+fn bytes_copied_after_spliced_ones_land_after_them() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    let body = pattern(900_000);
+    assert_eq!(h.receive(&body[..300_000]), 300_000);
+    assert_eq!(h.spliced, 300_000);
+    // The connection turns out unable to splice (as under TLS): the
+    // rest is copied, and goes after what waits in the pipe.
+    h.s.data_splice_unavailable();
+    assert!(matches!(h.s.data_input(), DataIn::Bytes));
+    h.upload(&body[300_000..], 70_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(h.spliced, 300_000);
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+}
+
+#[test]
+fn a_pipe_fills_until_full_then_goes_to_a_worker_while_the_other_fills() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    h.run_jobs = false;
+    let body = pattern(3_000_000);
+    assert_eq!(h.receive(&body[..100_000]), 100_000);
+    h.with(|s, ctx| s.end_turn(ctx));
+    assert!(h.jobs.is_empty(), "a pipe with room waits past the turn");
+    // The kernel counts the pipe full before we do: it goes as it is.
+    h.with(|s, ctx| s.handle_data_pipe_full(ctx));
+    assert_eq!(h.jobs.len(), 1, "the pipe went to a worker");
+    let DataIn::Pipe { room, .. } = h.s.data_input() else {
+        panic!("the other pipe is offered while the worker writes");
+    };
+    assert_eq!(room, store::STREAM_BATCH);
+    // It fills to its batch, then reading stops until the worker is back.
+    let mut at = 100_000;
+    while at < body.len() {
+        let took = h.receive(&body[at..(at + 64_000).min(body.len())]);
+        if took == 0 {
+            break;
+        }
+        at += took;
+    }
+    // (The pipe counts pages: writes that leave a page part-filled fill
+    // it before a whole batch of bytes is in.)
+    let more = at - 100_000;
+    assert!(
+        (store::STREAM_BATCH / 2..=store::STREAM_BATCH).contains(&more),
+        "{more} bytes more: one batch at most"
+    );
+    assert!(!h.s.wants_data_read());
+    assert!(
+        h.s.buffered_bytes() <= 2 * store::STREAM_BATCH,
+        "{} bytes held in both pipes",
+        h.s.buffered_bytes()
+    );
+    h.run_jobs = true;
+    h.settle();
+    h.upload(&body[at..], 64_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    let landed = std::fs::read(h.home().join("up.bin")).unwrap();
+    let first_difference = landed.iter().zip(&body).position(|(a, b)| a != b);
+    assert_eq!((landed.len(), first_difference), (body.len(), None));
+}
+
+#[test]
+fn a_pipe_never_takes_more_than_the_quota_has_room_for() {
+    let mut h = Harness::logged_in();
+    let room = usize::try_from(ALICE_QUOTA - 5).unwrap();
+    h.open_data();
+    h.send("STOR big.bin\r\n");
+    h.take();
+    h.stats.pressure = false;
+    let body = pattern(2 << 20);
+    let DataIn::Pipe { room: offered, .. } = h.s.data_input() else {
+        panic!("a pipe is offered");
+    };
+    assert_eq!(offered, room, "the pipe is offered what the quota admits");
+    h.upload(&body, 300_000);
+    assert_eq!(h.spliced, room, "spliced up to the quota, not a byte more");
+    assert!(
+        h.take()
+            .starts_with(&format!("552 Quota exceeded: {room} bytes are kept"))
+    );
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.used, a.reserved, a.parked), (5, 0, room as u64));
+}
+
+#[test]
+fn a_session_reset_with_a_pipe_on_a_worker_parks_what_reached_the_file() {
+    let mut h = Harness::logged_in();
+    h.stats.pressure = true; // batches of 256 KiB
+    stor_without_quota(&mut h, "up.bin");
+    h.run_jobs = false;
+    let body = pattern(400_000);
+    let took = h.receive(&body);
+    assert_eq!(took, store::WRITE_BATCH, "a batch under pressure");
+    assert_eq!(h.jobs.len(), 1, "a full pipe goes to a worker");
+    assert_eq!(
+        h.receive(&body[took..]),
+        body.len() - took,
+        "the other fills"
+    );
+    h.s.handle_reset();
+    h.run_jobs = true;
+    h.settle();
+    assert!(h.s.is_done());
+    // The bytes on the worker reached the file; those in the other pipe
+    // went with the session.
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!(a.parked, store::WRITE_BATCH as u64);
+    drop(a);
+    assert_eq!(h.services.upload_pipes.taken(), 0);
 }

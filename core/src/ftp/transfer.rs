@@ -28,6 +28,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use log::{debug, info};
@@ -78,6 +79,29 @@ pub enum DataOut<'a> {
         len: u64,
         /// A job has just read these bytes into the page cache.
         warmed: bool,
+    },
+}
+
+/// Where to put what is read from the data connection now.
+#[derive(Debug)]
+pub enum DataIn<'a> {
+    /// Nothing: do not read.
+    Nothing,
+    /// Read into a buffer; then [`FtpSession::handle_data_input`].
+    Bytes,
+    /// Move up to `room` bytes from the socket into `pipe` with
+    /// `splice(2)` and `SPLICE_F_NONBLOCK` (never more: the quota
+    /// admitted that many); then [`FtpSession::handle_data_spliced`]. A
+    /// pipe that takes nothing while the socket still has bytes (both say
+    /// `EAGAIN`; a peek tells them apart):
+    /// [`FtpSession::handle_data_pipe_full`]. A socket that cannot
+    /// splice, or one under TLS: [`FtpSession::data_splice_unavailable`],
+    /// and read instead.
+    Pipe {
+        /// The pipe's input end.
+        pipe: BorrowedFd<'a>,
+        /// Most bytes to move.
+        room: usize,
     },
 }
 
@@ -430,6 +454,49 @@ impl FtpSession {
                 // While a worker appends one batch, the next is received.
                 && (!self.job_out() || store.writing()))
             && !self.data.eof
+    }
+
+    /// Where the reactor should put what it reads from the data
+    /// connection now ([`DataIn`]).
+    pub fn data_input(&self) -> DataIn<'_> {
+        if !self.wants_data_read() {
+            return DataIn::Nothing;
+        }
+        match &self.data.transfer {
+            Transfer::Running(Flow::Receive(store)) => match store.splice_into() {
+                Some((pipe, room)) => DataIn::Pipe { pipe, room },
+                None => DataIn::Bytes,
+            },
+            _ => DataIn::Nothing,
+        }
+    }
+
+    /// `n` bytes of the upload were spliced into the pipe of
+    /// [`DataIn::Pipe`].
+    pub fn handle_data_spliced(&mut self, n: usize, ctx: &mut Ctx) {
+        let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
+            return;
+        };
+        store.fit_batch(ctx.stats.pressure);
+        store.spliced(n);
+        self.progress(ctx);
+        self.settle_upload(ctx);
+    }
+
+    /// The pipe of [`DataIn::Pipe`] took nothing though the socket has
+    /// bytes: it goes to a worker as it is.
+    pub fn handle_data_pipe_full(&mut self, ctx: &mut Ctx) {
+        if let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer {
+            store.pipe_is_full();
+            self.settle_upload(ctx);
+        }
+    }
+
+    /// The data connection cannot splice into a pipe: copy instead.
+    pub fn data_splice_unavailable(&mut self) {
+        if let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer {
+            store.stop_splicing();
+        }
     }
 
     /// Bytes read from the data connection.

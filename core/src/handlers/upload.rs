@@ -46,6 +46,7 @@ use crate::jail;
 use crate::pool::Lane;
 use crate::services::account::{self, Account, PathLock};
 use crate::services::digests::{self, FileKey, hex, parse_md5};
+use crate::upload_pipe::UploadPipe;
 
 /// Bytes of an upload handed to writeback at a time.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -199,13 +200,33 @@ impl Partial {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(bytes);
         }
+        self.grew(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Appends the bytes waiting in `pipe` (on a worker, as [`Partial::append`]).
+    /// They are never seen here, so an upload hashed on the way must not
+    /// receive through a pipe: refused if it does.
+    pub fn append_pipe(&mut self, pipe: &mut UploadPipe) -> io::Result<()> {
+        if self.hasher.is_some() {
+            return Err(io::Error::other(
+                "a hashed upload cannot take bytes from a pipe",
+            ));
+        }
+        let (moved, result) = pipe.drain_into(&self.file);
+        self.grew(moved);
+        result
+    }
+
+    /// `n` bytes were appended: count them, and start writeback of each
+    /// finished [`WRITEBACK_STEP`].
+    fn grew(&mut self, n: u64) {
         let before = self.written;
-        self.written = self.written.saturating_add(bytes.len() as u64);
+        self.written = self.written.saturating_add(n);
         if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
             let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
             skiff::os::start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
         }
-        Ok(())
     }
 
     /// The MD5 of what the file holds, if it was hashed on the way.

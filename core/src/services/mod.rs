@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::upload_pipe::PipeSlots;
 use crate::users::UserDb;
 use account::Account;
 use digests::Digests;
@@ -35,6 +36,8 @@ pub struct Services {
     pub throttle: Throttle,
     /// Sessions open per user, so `say` can tell when nobody will read.
     pub online: Online,
+    /// Uploads receiving through pipes now (they are limited).
+    pub upload_pipes: PipeSlots,
     /// Modification time of users.json when it was last read.
     users_mtime: Option<std::time::SystemTime>,
 }
@@ -50,6 +53,7 @@ impl Services {
             digests: Arc::default(),
             throttle: Throttle::default(),
             online: Online::default(),
+            upload_pipes: PipeSlots::default(),
             users_mtime,
         }
     }

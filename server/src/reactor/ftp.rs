@@ -11,7 +11,9 @@
 //!                  the listener goes once one is kept
 //!   data_output  → write / sendfile within the turn's budget (a range
 //!                  not in the page cache goes back to the session first)
-//!   wants_data_read → read within the turn's budget
+//!   data_input   → read within the turn's budget, or (a plain upload)
+//!                  splice from the socket into the session's pipe within
+//!                  the turn's zero-copy share
 //!   CloseData    → close, then handle_data_closed
 //! ```
 //!
@@ -21,6 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,7 @@ use super::page_cache;
 use super::source::{DataSocket, Source};
 use crate::tls::session::OUT_LIMIT;
 use crate::tls::{Received, TlsSession};
-use skiffd_core::ftp::{DataOut, DataRequest, FtpSession};
+use skiffd_core::ftp::{DataIn, DataOut, DataRequest, FtpSession};
 
 /// Most ports tried for one passive listener before giving up (`425`).
 const BIND_TRIES: usize = 64;
@@ -228,12 +231,14 @@ pub(super) fn drive_data(
     now: Instant,
 ) {
     let mut read_budget = READ_BUDGET;
-    let mut write_budget = Budget::new(fenv.share);
+    // Zero-copy bytes (sendfile out, splice in) and copied writes; a data
+    // connection moves one way at a time.
+    let mut budget = Budget::new(fenv.share);
     for _ in 0..ROUNDS {
         let mut moved = data_requests(k, f, env, fenv, now);
         moved |= accept(k, f, env, fenv, now);
-        moved |= write(k, f, env, fenv, now, &mut write_budget);
-        moved |= read(k, f, env, fenv, now, &mut read_budget);
+        moved |= write(k, f, env, fenv, now, &mut budget);
+        moved |= read(k, f, env, fenv, now, &mut read_budget, &mut budget);
         if !moved {
             return;
         }
@@ -596,7 +601,97 @@ fn write_tls(
     }
 }
 
-/// Reads the data connection while the session wants bytes.
+/// What one step of receiving on the data connection came to.
+enum Spliced {
+    /// The session wants the bytes read and copied ([`DataIn::Bytes`]).
+    NotOffered,
+    /// Bytes moved, or the session was told why not: go on.
+    Moved,
+    /// Nothing more this turn (the socket is empty, the budget spent, or
+    /// the pipe waits for a worker).
+    Stop,
+    /// The data connection is gone.
+    Lost,
+}
+
+/// Moves upload bytes from the socket into the session's pipe when it
+/// offers one ([`DataIn::Pipe`]): they never pass through this process.
+fn splice_in(
+    k: usize,
+    f: &mut FtpClient,
+    env: &mut Env,
+    fenv: &mut FtpEnv,
+    now: Instant,
+    budget: &mut Budget,
+) -> Spliced {
+    let Some(d) = &mut f.data else {
+        return Spliced::Stop;
+    };
+    let result = match f.session.data_input() {
+        DataIn::Pipe { .. } if d.tls.is_some() => None,
+        DataIn::Pipe { pipe, room } => {
+            let room = room.min(budget.room(Via::Splice));
+            if room == 0 {
+                return Spliced::Stop;
+            }
+            Some(crate::sys::splice(d.stream.as_fd(), pipe, room))
+        }
+        _ => return Spliced::NotOffered,
+    };
+    let Some(result) = result else {
+        // Under TLS the bytes must be decrypted here.
+        f.session.data_splice_unavailable();
+        return Spliced::Moved;
+    };
+    match result {
+        Ok(0) => {
+            d.readable = false;
+            f.session.handle_data_eof(&mut env.ctx(now));
+            Spliced::Moved
+        }
+        Ok(n) => {
+            budget.spend(Via::Splice, n);
+            env.stats.bytes_in += n as u64;
+            f.session.handle_data_spliced(n, &mut env.ctx(now));
+            Spliced::Moved
+        }
+        // Both an empty socket and a full pipe say so: a peek tells.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => match d.stream.peek(&mut [0u8]) {
+            Ok(0) => {
+                d.readable = false;
+                f.session.handle_data_eof(&mut env.ctx(now));
+                Spliced::Moved
+            }
+            Ok(_) => {
+                debug!("ftp {k}: the upload's pipe is full");
+                f.session.handle_data_pipe_full(&mut env.ctx(now));
+                Spliced::Stop
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                d.readable = false;
+                Spliced::Stop
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Spliced::Moved,
+            Err(e) => {
+                lose_data(k, f, env, fenv, now, &e);
+                Spliced::Lost
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Spliced::Moved,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            debug!("ftp {k}: no splice from the data connection ({e}): copying");
+            f.session.data_splice_unavailable();
+            Spliced::Moved
+        }
+        Err(e) => {
+            lose_data(k, f, env, fenv, now, &e);
+            Spliced::Lost
+        }
+    }
+}
+
+/// Reads the data connection while the session wants bytes: spliced
+/// into its pipe, or read into the scratch buffer and handed over.
 fn read(
     k: usize,
     f: &mut FtpClient,
@@ -604,6 +699,7 @@ fn read(
     fenv: &mut FtpEnv,
     now: Instant,
     budget: &mut usize,
+    zero_copy: &mut Budget,
 ) -> bool {
     let mut any = false;
     let mut stepped = false;
@@ -630,6 +726,18 @@ fn read(
             }
             stepped = true;
         }
+        match splice_in(k, f, env, fenv, now, zero_copy) {
+            Spliced::NotOffered => {}
+            Spliced::Moved => {
+                any = true;
+                continue;
+            }
+            Spliced::Stop => break,
+            Spliced::Lost => return true,
+        }
+        let Some(d) = &mut f.data else {
+            break;
+        };
         match d.stream.read(fenv.scratch) {
             Ok(0) => {
                 any = true;
