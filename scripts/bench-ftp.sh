@@ -298,11 +298,11 @@ bench_transfer() {
             # EPSV, transfer, 226); the transfer's own rate leaves out what
             # came before the data connection (time_pretransfer).
             read -r speed pre total < <(curl -sS -o /dev/null \
-                -w '%{speed_download} %{time_pretransfer} %{time_total}' "$url/big.bin")
+                -w '%{speed_download} %{time_pretransfer} %{time_total}\n' "$url/big.bin")
             sleep 0.5
             t1=$(cpu_seconds)
             read -r up upre utotal < <(curl -sS -T "$ROOT/home/big.bin" -o /dev/null \
-                -w '%{speed_upload} %{time_pretransfer} %{time_total}' "$url/up.bin")
+                -w '%{speed_upload} %{time_pretransfer} %{time_total}\n' "$url/up.bin")
             sleep 0.5
             t2=$(cpu_seconds)
             curl -sS -o /dev/null -Q "DELE up.bin" "$url/" || true

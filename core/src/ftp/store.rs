@@ -441,10 +441,13 @@ impl Store {
     }
 
     /// The pipe took nothing though the socket has bytes: it goes to a
-    /// worker as it is.
+    /// worker as it is. One that should be empty cannot be trusted (and
+    /// offering it again would spin): the rest is copied.
     pub fn pipe_is_full(&mut self) {
         if self.piped() > 0 {
             self.pipe_full = true;
+        } else {
+            self.stop_splicing();
         }
     }
 

@@ -1688,3 +1688,18 @@ fn a_session_reset_with_a_pipe_on_a_worker_parks_what_reached_the_file() {
     drop(a);
     assert_eq!(h.services.upload_pipes.taken(), 0);
 }
+
+#[test]
+fn an_empty_pipe_said_to_be_full_is_not_offered_again() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    assert!(matches!(h.s.data_input(), DataIn::Pipe { .. }));
+    // Cannot happen while the counts are right; if it did, offering the
+    // pipe again would make the reactor spin on it.
+    h.with(|s, ctx| s.handle_data_pipe_full(ctx));
+    assert!(matches!(h.s.data_input(), DataIn::Bytes));
+    let body = pattern(200_000);
+    h.upload(&body, 50_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+}
