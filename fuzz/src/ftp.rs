@@ -14,7 +14,7 @@ use skiffd_core::ctx::{Action, Ctx, Submission};
 use skiffd_core::engine::{Engine, Transmit};
 use skiffd_core::ftp::command::{self, Refused, VERBS};
 use skiffd_core::ftp::line::{Line, LineReader, MAX_LINE};
-use skiffd_core::ftp::{DataOut, DataRequest, FtpSession};
+use skiffd_core::ftp::{DataIn, DataOut, DataRequest, FtpSession};
 use skiffd_core::limits::Limits;
 use skiffd_core::services::Services;
 use skiffd_core::stats::Stats;
@@ -349,12 +349,36 @@ impl Harness {
         self.settle();
     }
 
+    /// The client sends `bytes` on the data connection; they go where
+    /// the session says, as the reactor would put them: read and handed
+    /// over, or spliced into the upload's pipe (a write here, which never
+    /// waits: a pipe full in pages first is reported as full).
     fn data(&mut self, mut bytes: &[u8]) {
-        while self.connected && !bytes.is_empty() && self.s.wants_data_read() {
+        let mut refused = 0;
+        while self.connected && !bytes.is_empty() && refused < 2 {
             let n = bytes.len().min(64 << 10);
-            let (read, rest) = bytes.split_at(n);
-            self.with(|s, ctx| s.handle_data_input(read, ctx));
-            bytes = rest;
+            let spliced = match self.s.data_input() {
+                DataIn::Nothing => break,
+                DataIn::Bytes => None,
+                DataIn::Pipe { pipe, room } => Some(write_pipe(pipe, &bytes[..n.min(room)])),
+            };
+            let taken = match spliced {
+                None => {
+                    self.with(|s, ctx| s.handle_data_input(&bytes[..n], ctx));
+                    n
+                }
+                Some((written, full)) => {
+                    if written > 0 {
+                        self.with(|s, ctx| s.handle_data_spliced(written, ctx));
+                    }
+                    if full {
+                        self.with(|s, ctx| s.handle_data_pipe_full(ctx));
+                    }
+                    written
+                }
+            };
+            refused = if taken == 0 { refused + 1 } else { 0 };
+            bytes = &bytes[taken..];
             self.settle();
         }
     }
@@ -526,4 +550,21 @@ impl Harness {
             eprintln!("{}", String::from_utf8_lossy(&self.replies));
         }
     }
+}
+
+/// Writes what a pipe takes of `bytes` without waiting, as `splice` with
+/// `SPLICE_F_NONBLOCK` would move it; says how much, and whether the pipe
+/// refused the rest (full).
+fn write_pipe(pipe: std::os::fd::BorrowedFd, bytes: &[u8]) -> (usize, bool) {
+    let flags = rustix::fs::fcntl_getfl(pipe).expect("pipe flags");
+    rustix::fs::fcntl_setfl(pipe, flags | rustix::fs::OFlags::NONBLOCK).expect("pipe flags");
+    let mut at = 0;
+    while at < bytes.len() {
+        match rustix::io::write(pipe, &bytes[at..]) {
+            Ok(n) => at += n,
+            Err(rustix::io::Errno::AGAIN) => return (at, true),
+            Err(e) => panic!("write the pipe: {e}"),
+        }
+    }
+    (at, false)
 }

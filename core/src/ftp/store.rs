@@ -4,8 +4,9 @@
 //! The bytes go into a partial file outside the home (through two pipes,
 //! by `splice`, when they need not be seen: [`crate::upload_pipe`]; else
 //! copied through two buffers, and hashed on the way with
-//! `--ftp-hash-uploads`), and the file appears at its path only when the client has closed the
-//! data connection: an interrupted `STOR` leaves the old file whole.
+//! `--ftp-hash-uploads`), and the file appears at its path only when the
+//! client has closed the data connection: an interrupted `STOR` leaves
+//! the old file whole.
 //! FTP declares neither length nor MD5 up front, so the partial is named
 //! after the path alone, and kept when a transfer breaks off:
 //!
@@ -240,7 +241,7 @@ pub struct Store {
     /// follow those waiting in `pipe`, if any.
     pending: Vec<u8>,
     /// The pipe the reactor splices the socket's bytes into, when the
-    /// upload receives through pipes (`slot` is held).
+    /// upload receives through pipes (`pipe_slot` is held).
     pipe: Option<UploadPipe>,
     /// The other pipe, empty, while `pipe` fills; `None` while a worker
     /// empties it.
