@@ -233,14 +233,22 @@ impl Client {
 
 impl Reactor {
     /// Gives each client whose deadline has passed `handle_timeout` and a
-    /// turn; heap entries a later deadline replaced are skipped.
+    /// turn; heap entries a later deadline replaced are skipped. The
+    /// clients due are taken from the heap first: an engine that leaves
+    /// its deadline in the past (it waits for a job before it can act)
+    /// comes up again next turn, not over and over inside this one, where
+    /// the loop would never poll for the job's result.
     pub(super) fn fire_timers(&mut self) {
         let now = self.now;
+        let mut due = Vec::new();
         while let Some(&Reverse((t, k))) = self.timers.peek() {
             if t > now {
                 break;
             }
             self.timers.pop();
+            due.push((t, k));
+        }
+        for (t, k) in due {
             let Some(client) = self.clients.get_mut(k) else {
                 continue;
             };
