@@ -823,6 +823,11 @@ impl FtpSession {
             _ => None,
         };
         let stalled = match self.data.transfer {
+            // A job out: the transfer waits for a worker, not for the
+            // client, and a deadline passed meanwhile would fall due
+            // again at once, turn after turn (the reactor would spin).
+            // It is looked at again when the job is back.
+            Transfer::Running(_) if self.job_out() => None,
             Transfer::Running(_) | Transfer::Closing(..) | Transfer::Aborting => {
                 Some(self.data.progress + limits.idle_timeout)
             }
