@@ -15,6 +15,7 @@ Standard library only; everything targets 127.0.0.1 (and 127.0.0.2, for
 the data connection "from another host") and ends by itself.
 """
 
+import ctypes
 import hashlib
 import os
 import re
@@ -36,23 +37,33 @@ QUOTA = 64 << 20
 TIMEOUT = 60.0
 
 
+def die_with_parent():
+    """In the server's process before it runs: SIGKILL when this script
+    ends, however it ends (a run stopped by `timeout` leaves no server)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Server:
     """A fresh skiffd: user `eve` with a 64 MiB quota, and `big`
-    without one."""
+    without one; `users` adds more (name, quota or None); `wrap` is a
+    command the server runs under (e.g. prlimit); `args` are more flags
+    for `serve`."""
 
-    def __init__(self, binary, work):
+    def __init__(self, binary, work, users=(), wrap=(), args=()):
         self.work = work
         self.data = os.path.join(work, "data")
         os.makedirs(self.data)
-        for user, extra in (("eve", ["--quota", str(QUOTA)]), ("big", [])):
+        for user, quota in (("eve", QUOTA), ("big", None), *users):
+            extra = ["--quota", str(quota)] if quota is not None else []
             subprocess.run([binary, "user", "--data-dir", self.data, "add", user,
                             "--password-stdin", *extra],
                            input=PW + "\n", text=True, check=True, capture_output=True)
         self.log = open(os.path.join(work, "skiffd.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0",
-             "--ftp", "127.0.0.1:0", "--ftp-passive", "46000-46099"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+            [*wrap, binary, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:0",
+             "--ftp", "127.0.0.1:0", "--ftp-passive", "46000-46099", *args],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=die_with_parent)
         found = {}
         deadline = now() + 10
         while len(found) < 2 and now() < deadline:
@@ -706,24 +717,31 @@ ATTACKS = {
 
 
 def main():
-    args = sys.argv[1:]
+    run(ATTACKS, SETUP, sys.argv[1:])
+
+
+def run(attacks, setup, args, options=None):
+    """Runs the attacks named in `args` (all if none; a first argument
+    with a `/` is the binary), each on a fresh server started with
+    `options[name]` (Server's keyword arguments) if given."""
+    options = options or {}
     binary = os.path.abspath("target/release/skiffd")
     if args and os.path.sep in args[0]:
         binary = os.path.abspath(args.pop(0))
-    names = args or list(ATTACKS)
+    names = args or list(attacks)
     print(f"| attack | probe worst ms | probe p99 ms | samples | max RSS KiB | server CPU s | result | what happened |")
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         work = tempfile.mkdtemp(prefix=f"ftpattack-{name}-")
-        srv = Server(binary, work)
-        if name in SETUP:
-            SETUP[name](srv)
+        srv = Server(binary, work, **options.get(name, {}))
+        if name in setup:
+            setup[name](srv)
             os.sync()
         probe = Probe(srv.framed)
         rss = RssSampler(srv.pid)
         t0, cpu0 = now(), srv.cpu_seconds()
         try:
-            problems, note = ATTACKS[name](srv)
+            problems, note = attacks[name](srv)
         except Exception as e:  # the row says what broke, the next goes on
             problems, note = [f"{type(e).__name__}: {e}"], ""
         t1, cpu1 = now(), srv.cpu_seconds()

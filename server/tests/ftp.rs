@@ -174,6 +174,38 @@ print("OK")
 }
 
 #[test]
+fn an_urgent_byte_on_the_data_connection_does_not_end_an_upload_early() {
+    // TCP keeps an urgent (out-of-band) byte out of the stream, and a read
+    // skips it; a splice stops at it, and says 0 once the FIN is in. The
+    // bytes after it must land, whichever way the upload receives them.
+    let server = start("100M", &[]);
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+import time
+f = connect()
+f.login("alice", password)
+before, after = os.urandom(100000), os.urandom(100000)
+for name, wait in (("at-once.bin", 0.0), ("paused.bin", 0.3)):
+    conn = f.transfercmd("STOR " + name)
+    conn.sendall(before)
+    conn.send(b"!", socket.MSG_OOB)
+    time.sleep(wait)
+    conn.sendall(after)
+    conn.close()
+    expect(name, f.voidresp()[:3], "226")
+    with open(os.path.join(home, name), "rb") as landed:
+        got = landed.read()
+    expect(name + " bytes", len(got), len(before) + len(after))
+    assert got == before + after, name + ": different bytes"
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
+
+#[test]
 fn data_connections_come_only_from_the_control_peer_and_count_as_connections() {
     let server = start("1M", &["--max-conns", "2"]);
     let script = format!(

@@ -95,7 +95,7 @@ impl FtpSession {
 
     /// Hands the received bytes to a worker to append (and hash, with
     /// `--ftp-hash-uploads`).
-    fn write_batch(&mut self, ctx: &mut Ctx) {
+    pub(super) fn write_batch(&mut self, ctx: &mut Ctx) {
         let Transfer::Running(Flow::Receive(store)) = &mut self.data.transfer else {
             return;
         };

@@ -1690,6 +1690,52 @@ fn a_session_reset_with_a_pipe_on_a_worker_parks_what_reached_the_file() {
 }
 
 #[test]
+fn a_stalled_upload_keeps_what_waits_in_its_pipe() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    let body = pattern(300_000);
+    assert_eq!(h.receive(&body), body.len());
+    h.settle();
+    assert!(h.jobs.is_empty(), "a pipe with room waits past the turn");
+    // The client sends no more and does not close.
+    h.advance(h.limits.idle_timeout);
+    // The deadline comes again once the bytes are written.
+    h.advance(Duration::ZERO);
+    assert_eq!(
+        h.take(),
+        "426 Data connection stalled; transfer aborted.\r\n"
+    );
+    h.send("SIZE up.bin\r\n");
+    assert_eq!(h.take(), "213 300000\r\n", "what arrived is kept");
+    let a = h.services.accounts["alice"].borrow();
+    assert_eq!((a.reserved, a.parked), (0, 300_000));
+}
+
+#[test]
+fn a_deadline_passed_while_a_job_is_out_does_not_fall_due_again() {
+    let mut h = Harness::logged_in();
+    stor_without_quota(&mut h, "up.bin");
+    h.run_jobs = false;
+    let body = pattern(3 << 20);
+    let took = h.receive(&body);
+    assert_eq!(took, store::STREAM_BATCH);
+    assert_eq!(h.jobs.len(), 1, "a batch is on a (slow) worker");
+    // The worker takes longer than the idle timeout: the timer fires,
+    // and the next must not be due already (the reactor fires due
+    // timers until none is: it would never get to the job's result).
+    h.advance(h.limits.idle_timeout);
+    let next = Engine::deadline(&h.s, &h.limits).expect("a deadline");
+    assert!(next > h.now, "due again at once, {:?} ago", h.now - next);
+    assert_eq!(h.take(), "", "no reply while the job is out");
+    // Back from the worker, the upload goes on.
+    h.run_jobs = true;
+    h.settle();
+    h.upload(&body[took..], 100_000);
+    assert_eq!(h.take(), "226 Transfer complete.\r\n");
+    assert_eq!(std::fs::read(h.home().join("up.bin")).unwrap(), body);
+}
+
+#[test]
 fn an_empty_pipe_said_to_be_full_is_not_offered_again() {
     let mut h = Harness::logged_in();
     stor_without_quota(&mut h, "up.bin");

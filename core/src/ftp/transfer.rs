@@ -823,6 +823,11 @@ impl FtpSession {
             _ => None,
         };
         let stalled = match self.data.transfer {
+            // A job out: the transfer waits for a worker, not for the
+            // client, and a deadline passed meanwhile would fall due
+            // again at once, turn after turn (the reactor would spin).
+            // It is looked at again when the job is back.
+            Transfer::Running(_) if self.job_out() => None,
             Transfer::Running(_) | Transfer::Closing(..) | Transfer::Aborting => {
                 Some(self.data.progress + limits.idle_timeout)
             }
@@ -863,6 +868,14 @@ impl FtpSession {
         }
         let stalled = now >= self.data.progress + ctx.limits.idle_timeout;
         match &self.data.transfer {
+            Transfer::Running(Flow::Receive(store))
+                if stalled && !self.job_out() && store.has_pending() && store.failed.is_none() =>
+            {
+                // What arrived goes to disk first, so SIZE says where to
+                // resume (a pipe with room holds its bytes past the turn);
+                // the deadline, passed, comes again once it is written.
+                self.write_batch(ctx);
+            }
             Transfer::Running(_) if stalled && !self.job_out() => {
                 info!(
                     "ftp {}: data connection stalled; aborting the transfer",

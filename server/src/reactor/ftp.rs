@@ -644,6 +644,15 @@ fn splice_in(
         return Spliced::Moved;
     };
     match result {
+        // The end, unless bytes wait past an urgent mark (TCP's
+        // out-of-band byte, not part of the stream): splice stops at the
+        // mark, and says 0 there once the FIN is in, where a read skips
+        // it and goes on. A peek tells (it skips the mark too).
+        Ok(0) if matches!(d.stream.peek(&mut [0u8]), Ok(n) if n > 0) => {
+            debug!("ftp {k}: bytes past an urgent mark: copying the rest");
+            f.session.data_splice_unavailable();
+            Spliced::Moved
+        }
         Ok(0) => {
             d.readable = false;
             f.session.handle_data_eof(&mut env.ctx(now));
