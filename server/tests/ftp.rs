@@ -206,6 +206,38 @@ print("OK")
 }
 
 #[test]
+fn a_stalled_upload_is_aborted_and_keeps_every_byte_it_received() {
+    // The bytes wait in a pipe that is not full; when the client goes
+    // quiet they go to disk before the 426 (a job the session waits for
+    // while its deadline has passed), so SIZE says where to resume.
+    let server = start("100M", &["--idle-timeout", "1s"]);
+    let script = format!(
+        "{PRELUDE}{}",
+        r#"
+import time
+f = connect()
+f.login("alice", password)
+body = os.urandom(300000)
+conn = f.transfercmd("STOR stalled.bin")
+conn.sendall(body)
+started = time.monotonic()
+try:
+    f.voidresp()
+    raise AssertionError("a stalled upload completed")
+except ftplib.error_temp as e:
+    assert str(e).startswith("426 Data connection stalled"), e
+waited = time.monotonic() - started
+assert waited < 5, f"the 426 took {waited:.1f} s"
+conn.close()
+expect("kept", f.size("stalled.bin"), len(body))
+f.quit()
+print("OK")
+"#
+    );
+    python(&server, &script);
+}
+
+#[test]
 fn data_connections_come_only_from_the_control_peer_and_count_as_connections() {
     let server = start("1M", &["--max-conns", "2"]);
     let script = format!(
