@@ -105,14 +105,20 @@ impl UploadPipe {
     /// rest, and must not be filled again).
     pub fn drain_into(&mut self, file: &File) -> (u64, io::Result<()>) {
         let mut moved = 0u64;
-        // Never waits on the pipe (the bytes are in it already): a count
-        // that is wrong is an error, not a worker blocked for good.
-        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        // Never waits on the pipe: the bytes are in it already, and only
+        // this thread has it now, so a count the pipe does not hold is an
+        // error, not a worker blocked for good. (Not `SPLICE_F_NONBLOCK`:
+        // it makes the write into the file give up early, 13 times slower.)
+        match rustix::io::ioctl_fionread(&self.read) {
+            Ok(held) if usize::try_from(held).is_ok_and(|h| h >= self.len) => {}
+            Ok(_) => return (0, Err(io::Error::other("the pipe holds fewer bytes"))),
+            Err(e) => return (0, Err(e.into())),
+        }
         while self.len > 0 {
-            match rustix::pipe::splice(&self.read, None, file, None, self.len, flags) {
-                Ok(0) | Err(rustix::io::Errno::AGAIN) => {
+            match rustix::pipe::splice(&self.read, None, file, None, self.len, SpliceFlags::MOVE) {
+                Ok(0) => {
                     // Cannot happen while the count is right: say so
-                    // rather than spin or wait.
+                    // rather than spin.
                     return (moved, Err(io::Error::other("the pipe held fewer bytes")));
                 }
                 Ok(n) => {
@@ -206,7 +212,7 @@ mod tests {
             drop(pipe);
         });
         let got = result.recv_timeout(std::time::Duration::from_secs(10));
-        assert_eq!(got, Ok((3, true)), "3 bytes moved, then an error");
+        assert_eq!(got, Ok((0, true)), "nothing moved: an error");
     }
 
     #[test]

@@ -442,13 +442,12 @@ impl Store {
     }
 
     /// The pipe took nothing though the socket has bytes: it goes to a
-    /// worker as it is. One that should be empty cannot be trusted (and
-    /// offering it again would spin): the rest is copied.
+    /// worker as it is. (The bytes may also have come just after the
+    /// refusal, from an empty socket: then a pipe with bytes goes early,
+    /// a smaller batch; an empty one cannot be full, and is offered again.)
     pub fn pipe_is_full(&mut self) {
         if self.piped() > 0 {
             self.pipe_full = true;
-        } else {
-            self.stop_splicing();
         }
     }
 

@@ -623,7 +623,6 @@ fn splice_in(
     fenv: &mut FtpEnv,
     now: Instant,
     budget: &mut Budget,
-    refused: &mut bool,
 ) -> Spliced {
     let Some(d) = &mut f.data else {
         return Spliced::Stop;
@@ -660,7 +659,6 @@ fn splice_in(
             Spliced::Moved
         }
         Ok(n) => {
-            *refused = false;
             budget.spend(Via::Splice, n);
             env.stats.bytes_in += n as u64;
             f.session.handle_data_spliced(n, &mut env.ctx(now));
@@ -671,12 +669,6 @@ fn splice_in(
             Ok(0) => {
                 d.readable = false;
                 f.session.handle_data_eof(&mut env.ctx(now));
-                Spliced::Moved
-            }
-            // Bytes may have come after the splice: only a second refusal
-            // in a row with bytes waiting means the pipe is full.
-            Ok(_) if !*refused => {
-                *refused = true;
                 Spliced::Moved
             }
             Ok(_) => {
@@ -720,8 +712,6 @@ fn read(
 ) -> bool {
     let mut any = false;
     let mut stepped = false;
-    // The pipe refused bytes the socket has (see `splice_in`).
-    let mut refused = false;
     if let Some(d) = &mut f.data {
         d.awaits_handshake_step = false; // decided again below
     }
@@ -745,7 +735,7 @@ fn read(
             }
             stepped = true;
         }
-        match splice_in(k, f, env, fenv, now, zero_copy, &mut refused) {
+        match splice_in(k, f, env, fenv, now, zero_copy) {
             Spliced::NotOffered => {}
             Spliced::Moved => {
                 any = true;
