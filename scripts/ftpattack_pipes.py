@@ -97,11 +97,7 @@ def settled_fds(srv, want, timeout=10.0):
 def warm(srv, user="big"):
     """One small upload and logout, so that what stays open after a
     first login (the account's directories) is in the baseline."""
-    c = Ftp(srv.ftp, user=user)
-    c.cmd("TYPE I", "200")
-    _, d = c.epsv()
-    c.send("STOR warm.bin")
-    c.expect("150")
+    c, d = begin_upload(srv.ftp, user, "STOR warm.bin")
     d.sendall(b"warm")
     d.close()
     c.expect("226")
@@ -164,6 +160,17 @@ def on_disk(srv, name, user="big"):
     return md5_of(path) if os.path.exists(path) else None
 
 
+def begin_upload(address, user, command):
+    """A fresh session of `user` that has sent `command` (a STOR or APPE)
+    and got its 150: the control client and the data socket."""
+    c = Ftp(address, user=user)
+    c.cmd("TYPE I", "200")
+    _, d = c.epsv()
+    c.send(command)
+    c.expect("150")
+    return c, d
+
+
 def rst_close(s):
     """Closes `s` with a reset (SO_LINGER 0) instead of a FIN."""
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -188,11 +195,7 @@ def many_stor(srv):
         want[i] = md5(data)
         c = None
         try:
-            c = Ftp(srv.ftp, user="big")
-            c.cmd("TYPE I", "200")
-            _, d = c.epsv()
-            c.send(f"STOR many{i}.bin")
-            c.expect("150")
+            c, d = begin_upload(srv.ftp, "big", f"STOR many{i}.bin")
             started.release()
             go.wait(30)
             d.sendall(data)
@@ -336,11 +339,7 @@ def kill_random(srv):
             p.wait()
             p.stdout.close()
         else:
-            c = Ftp(srv.ftp, user="big")
-            c.cmd("TYPE I", "200")
-            _, d = c.epsv()
-            c.send(f"STOR {name}")
-            c.expect("150")
+            c, d = begin_upload(srv.ftp, "big", f"STOR {name}")
             d.sendall(data[:cut])
             time.sleep(rng.random() * 0.05)
             rst_close(d)
@@ -354,11 +353,7 @@ def kill_random(srv):
     # Every slot back: 17 uploads waiting for bytes hold 16 uploads' pipes.
     waiting = []
     for i in range(17):
-        c = Ftp(srv.ftp, user="big")
-        c.cmd("TYPE I", "200")
-        _, d = c.epsv()
-        c.send(f"STOR slot{i}.bin")
-        c.expect("150")
+        c, d = begin_upload(srv.ftp, "big", f"STOR slot{i}.bin")
         waiting.append((c, d))
     _, held = fd_kinds(srv)
     check(held - base_pipes == MOST_PIPE_FDS, f"17 uploads hold {held - base_pipes} pipe fds", problems)
@@ -380,11 +375,7 @@ def abor_quit_lock_quota(srv):
     srv.begin()
     # ABOR
     data = blob("abor", 8 * MIB)
-    c = Ftp(srv.ftp, user="big")
-    c.cmd("TYPE I", "200")
-    _, d = c.epsv()
-    c.send("STOR abor.bin")
-    c.expect("150")
+    c, d = begin_upload(srv.ftp, "big", "STOR abor.bin")
     d.sendall(data[:5 * MIB])
     c.send("ABOR")
     codes = [c.reply()[:3]]
@@ -400,11 +391,7 @@ def abor_quit_lock_quota(srv):
     notes.append(f"ABOR {'/'.join(codes)}, resumed from {had}")
     # QUIT
     data = blob("quit", 6 * MIB)
-    c = Ftp(srv.ftp, user="big")
-    c.cmd("TYPE I", "200")
-    _, d = c.epsv()
-    c.send("STOR quit.bin")
-    c.expect("150")
+    c, d = begin_upload(srv.ftp, "big", "STOR quit.bin")
     d.sendall(data[:3 * MIB])
     c.send("QUIT")
     d.sendall(data[3 * MIB:])
@@ -416,11 +403,7 @@ def abor_quit_lock_quota(srv):
     notes.append(f"QUIT {'/'.join(codes)}")
     # The same path twice
     data = blob("lock", 4 * MIB)
-    a = Ftp(srv.ftp, user="big")
-    a.cmd("TYPE I", "200")
-    _, d = a.epsv()
-    a.send("STOR lock.bin")
-    a.expect("150")
+    a, d = begin_upload(srv.ftp, "big", "STOR lock.bin")
     d.sendall(data[:MIB])
     second = stor(srv.ftp, "lock.bin", b"intruder")
     d.sendall(data[MIB:])
@@ -582,11 +565,7 @@ def stall(srv):
     srv.begin()
     for name, upto in (("stall-small.bin", 300_000), ("stall-big.bin", 3 * MIB)):
         data = blob(name, 4 * MIB)
-        c = Ftp(srv.ftp, user="big")
-        c.cmd("TYPE I", "200")
-        _, d = c.epsv()
-        c.send(f"STOR {name}")
-        c.expect("150")
+        c, d = begin_upload(srv.ftp, "big", f"STOR {name}")
         d.sendall(data[:upto])
         t0 = now()
         r = c.reply()
@@ -739,11 +718,7 @@ def edges(srv):
     notes.append(f"zero {r[:3]}")
     # Half-closed: the client shuts its sending side and waits for ours.
     data = blob("half", 3 * MIB)
-    c = Ftp(srv.ftp, user="big")
-    c.cmd("TYPE I", "200")
-    _, d = c.epsv()
-    c.send("STOR half.bin")
-    c.expect("150")
+    c, d = begin_upload(srv.ftp, "big", "STOR half.bin")
     d.sendall(data)
     d.shutdown(socket.SHUT_WR)
     r = c.reply()
@@ -778,11 +753,7 @@ def edges(srv):
     notes.append(f"APPE {r[:3]}, REST {r2[:3]}")
     # Reset mid-upload, then curl -C - style: SIZE + APPE.
     data = blob("appe", 5 * MIB)
-    c = Ftp(srv.ftp, user="big")
-    c.cmd("TYPE I", "200")
-    _, d = c.epsv()
-    c.send("STOR appe.bin")
-    c.expect("150")
+    c, d = begin_upload(srv.ftp, "big", "STOR appe.bin")
     d.sendall(data[:3 * MIB + 99])
     time.sleep(0.2)
     rst_close(d)
@@ -796,11 +767,7 @@ def edges(srv):
     # An urgent byte: the bytes around it are the stream, it is not.
     before, after = blob("urg1", 100_000), blob("urg2", 100_000)
     for wait in (0.0, 0.3):
-        c = Ftp(srv.ftp, user="big")
-        c.cmd("TYPE I", "200")
-        _, d = c.epsv()
-        c.send("STOR urgent.bin")
-        c.expect("150")
+        c, d = begin_upload(srv.ftp, "big", "STOR urgent.bin")
         d.sendall(before)
         d.send(b"!", socket.MSG_OOB)
         time.sleep(wait)
