@@ -308,9 +308,18 @@ impl Received {
         disk.append(&self.bytes)
     }
 
+    /// Bytes in the batch.
+    fn bytes_in(&self) -> usize {
+        self.piped() + self.bytes.len()
+    }
+
     /// Memory the batch holds (the pipe's bytes and the buffer).
     pub fn holds(&self) -> usize {
-        self.pipe.as_ref().map_or(0, UploadPipe::len) + self.bytes.capacity()
+        self.piped() + self.bytes.capacity()
+    }
+
+    fn piped(&self) -> usize {
+        self.pipe.as_ref().map_or(0, UploadPipe::len)
     }
 }
 
@@ -343,10 +352,11 @@ impl Store {
         lock: PathLock,
         pipes: Option<Pipes>,
     ) -> Store {
+        // (A hashed upload is given none: its worker could not hash what
+        // a pipe holds, and `Partial::append_pipe` refuses it.)
         let (pipe, spare_pipe, pipe_slot) = match pipes {
-            // A hashed upload must see its bytes.
-            Some(p) if disk.hasher.is_none() => (Some(p.filling), Some(p.spare), Some(p.slot)),
-            _ => (None, None, None),
+            Some(p) => (Some(p.filling), Some(p.spare), Some(p.slot)),
+            None => (None, None, None),
         };
         Store {
             path,
@@ -555,8 +565,7 @@ impl Store {
         self.pipe_full = false;
         let bytes = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         let batch = Received { pipe, bytes };
-        let len = batch.pipe.as_ref().map_or(0, UploadPipe::len) + batch.bytes.len();
-        self.handed = disk.written.saturating_add(len as u64);
+        self.handed = disk.written.saturating_add(batch.bytes_in() as u64);
         Some((disk, batch))
     }
 
